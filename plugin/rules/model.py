@@ -1,0 +1,159 @@
+"""Plain data the billing core works on: disciplines, catalog codes, services, unit results."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import NamedTuple
+
+
+class Discipline(StrEnum):
+    """The plan of care a service was delivered under (Pub 100-02 ch.15 §220.1.2)."""
+
+    PT = "PT"
+    OT = "OT"
+    SLP = "SLP"
+
+
+class CodeKind(StrEnum):
+    """How a code's units are counted (REFERENCE §3; CMS Pub 100-04 ch.5 §20.2 A/B)."""
+
+    TIMED_15 = "timed-15"  # 15-minute units, pooled under the Medicare 8-minute rule
+    UNTIMED = "untimed"  # 1 unit per day per discipline, whatever the time
+    TIMED_INCREMENT = "timed-increment"  # a first increment other than 15 minutes, then add-ons
+    ADDON = "addon"  # "each additional" increment of a primary code
+
+
+class Method(StrEnum):
+    """How a payer turns minutes into units."""
+
+    CMS = "cms"  # total timed minutes, CMS Pub 100-04 ch.5 §20.2 C
+    AMA = "ama"  # per code, CPT time rule (REFERENCE §2)
+
+
+class TieBreak(StrEnum):
+    """Deterministic orderings for codes whose leftover minutes are equal.
+
+    CMS leaves the choice to the qualified professional (Pub 100-04 ch.5 §20.2 C Examples 2
+    and 5); these rules make our choice repeatable, and every other valid choice is reported.
+    """
+
+    MOST_MINUTES = "most-minutes"  # the code with more documented minutes first
+    INPUT_ORDER = "input-order"  # the code documented first
+    CODE = "code"  # the lower code first
+
+
+@dataclass(frozen=True, slots=True)
+class CodeDefinition:
+    """One CPT/HCPCS code of the catalog, with how its units are counted."""
+
+    code: str
+    system: str
+    label: str
+    kind: CodeKind
+    disciplines: tuple[Discipline, ...]
+    source: str
+    evidence: str = "V"
+    addon: str | None = None  # add-on code that takes the units past the first
+    primary: str | None = None  # for an add-on: the code that takes the first unit
+    first_minutes: int = 15  # length of the first unit's increment
+    addon_minutes: int = 15  # length of each add-on increment
+
+    @property
+    def is_timed(self) -> bool:
+        return self.kind is not CodeKind.UNTIMED
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """The code catalog, by code."""
+
+    codes: Mapping[str, CodeDefinition]
+
+    def __contains__(self, code: object) -> bool:
+        return code in self.codes
+
+    def __getitem__(self, code: str) -> CodeDefinition:
+        return self.codes[code]
+
+    def __iter__(self) -> Iterator[CodeDefinition]:
+        return iter(self.codes.values())
+
+
+# The small records made per service and per step are NamedTuples, not frozen dataclasses:
+# as immutable, and several times cheaper to build on the hot path (bench/bench_units.py).
+
+
+class Explanation(NamedTuple):
+    """One step of a decision, in plain words, with the rule source it follows."""
+
+    text: str
+    source: str
+
+
+class Service(NamedTuple):
+    """One documented therapy service: a code and its minutes (None when no time was given)."""
+
+    code: str
+    minutes: int | None = None
+    discipline: Discipline | None = None
+    date: str | None = None
+    patient: str | None = None
+    provider: str | None = None
+
+
+class GroupKey(NamedTuple):
+    """Minutes are totalled per patient, date of service, discipline and billing provider.
+
+    Source: REFERENCE §1.5 and §8 (Pub 100-04 ch.5 §20.2 D; Pub 100-02 ch.15 §220.1.2).
+    """
+
+    discipline: Discipline
+    date: str | None = None
+    patient: str | None = None
+    provider: str | None = None
+
+
+class UnitLine(NamedTuple):
+    """Units for one code within one group."""
+
+    code: str
+    kind: CodeKind
+    minutes: int
+    units: int
+    derived_from: str | None = None  # set on an add-on line split off its primary's minutes
+
+
+@dataclass(frozen=True, slots=True)
+class GroupUnits:
+    """The units of one group (patient, date, discipline, provider) under one method."""
+
+    key: GroupKey
+    method: Method
+    total_timed_minutes: int
+    total_treatment_minutes: int
+    total_timed_units: int
+    lines: tuple[UnitLine, ...]
+    alternatives: tuple[Mapping[str, int], ...] = ()
+    explanation: tuple[Explanation, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class UnitsResult:
+    """Units for every group of a set of services."""
+
+    method: Method
+    groups: tuple[GroupUnits, ...] = field(default_factory=tuple)
+
+    @property
+    def total_timed_minutes(self) -> int:
+        return sum(g.total_timed_minutes for g in self.groups)
+
+    @property
+    def total_treatment_minutes(self) -> int:
+        return sum(g.total_treatment_minutes for g in self.groups)
+
+    @property
+    def total_timed_units(self) -> int:
+        return sum(g.total_timed_units for g in self.groups)
