@@ -1,18 +1,24 @@
-"""The `theracharge` command line: units, demo."""
+"""The `theracharge` command line: units, process, sample, demo."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from datetime import date, datetime
 from typing import TextIO
 
 import orjson
 from marshmallow import ValidationError
 
+from fhir_mappings.bundle_io import InputError, atomic_output
+from fhir_mappings.sample import SampleSpec, as_transaction, generate
+from plugin.report import summary_text, visit_text
+from plugin.rules.decision import Decision
 from plugin.rules.units import decide_units
 from plugin.schemas.errors import ConfigError, flatten_errors
 from plugin.schemas.units_request import parse_units_request
+from plugin.service import OfflineOutputs, process_file
 from plugin.settings import Settings, load_settings
 from plugin.units_report import units_json, units_text
 
@@ -50,7 +56,116 @@ def _parser() -> argparse.ArgumentParser:
     units.set_defaults(run=_run_units)
     demo = commands.add_parser("demo", help="worked examples of the unit rules")
     demo.set_defaults(run=_run_demo)
+    _process_parser(commands)
+    _sample_parser(commands)
     return parser
+
+
+def _process_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    process = commands.add_parser(
+        "process",
+        help="decide the charges of FHIR visits and write ChargeItems",
+        description="Read a FHIR Bundle or NDJSON file, decide every Encounter's charges and "
+        "write a transaction Bundle of ChargeItems and a JSON report.",
+    )
+    process.add_argument(
+        "--bundle", required=True, metavar="FILE", help="Bundle or NDJSON; - = stdin"
+    )
+    process.add_argument(
+        "--out", metavar="FILE", help="write the transaction Bundle here (- = stdout)"
+    )
+    process.add_argument("--report", metavar="FILE", help="write the JSON report here (- = stdout)")
+    process.add_argument(
+        "--format",
+        choices=["json", "text"],
+        default="json",
+        help="text: also print a readable summary per visit to stderr",
+    )
+    process.add_argument(
+        "--strict", action="store_true", help="validate every resource against the R4B models"
+    )
+    process.set_defaults(run=_run_process)
+
+
+def _sample_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sample = commands.add_parser("sample", help="generate synthetic therapy visits as FHIR")
+    sample.add_argument("--visits", type=_non_negative, default=20)
+    sample.add_argument("--seed", type=int, default=1)
+    sample.add_argument("--date", type=_iso_date, default=date(2026, 11, 2), help="first day")
+    sample.add_argument("--days", type=_positive, default=1, help="spread visits over N days")
+    sample.add_argument(
+        "--problem-rate", type=_rate, default=0.25, help="share of visits with a problem"
+    )
+    sample.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE",
+        help="*.ndjson writes NDJSON, anything else a transaction Bundle; - = stdout (Bundle)",
+    )
+    sample.set_defaults(run=_run_sample)
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
+def _iso_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError("expected YYYY-MM-DD") from exc
+
+
+def _run_process(args: argparse.Namespace, settings: Settings) -> int:
+    if "-" in (args.out, args.report) and args.out == args.report:
+        raise UsageError("--out and --report cannot both be standard output")
+    on_decision = None
+    if args.format == "text":
+
+        def on_decision(decision: Decision) -> None:
+            print(visit_text(decision), file=sys.stderr)
+
+    entered = datetime.now().astimezone().replace(microsecond=0)
+    try:
+        with atomic_output(args.out) as out, atomic_output(args.report) as report:
+            outputs = OfflineOutputs(bundle=out, report=report, on_decision=on_decision)
+            summary = process_file(args.bundle, settings, outputs, entered, strict=args.strict)
+    except InputError as exc:
+        raise UsageError(str(exc)) from exc
+    if args.format == "text":
+        print(summary_text(summary), file=sys.stderr)
+    return 0
+
+
+def _run_sample(args: argparse.Namespace, settings: Settings) -> int:
+    spec = SampleSpec(args.visits, args.seed, args.date, args.problem_rate, args.days)
+    resources = generate(spec)
+    with atomic_output(args.out) as handle:
+        if handle is None:  # argparse requires --out; kept for the type checker
+            raise UsageError("sample: --out is required")
+        if args.out.endswith(".ndjson"):
+            for resource in resources:
+                handle.write(orjson.dumps(resource) + b"\n")
+        else:
+            handle.write(orjson.dumps(as_transaction(resources)) + b"\n")
+    return 0
 
 
 def _read_json(path: str, stdin: TextIO) -> object:

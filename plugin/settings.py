@@ -8,18 +8,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 from marshmallow import Schema, ValidationError
 
+from plugin.rules.code_mapping import CodeMap
 from plugin.rules.model import Catalog
 from plugin.rules.parameters import UnitParameters
+from plugin.rules.payers import CodingTables, PayerTable
 from plugin.schemas.catalog import CatalogSchema
+from plugin.schemas.conceptmap import load_concept_map, merge_concept_maps
 from plugin.schemas.errors import ConfigError, flatten_errors
+from plugin.schemas.site_tables import CodingTablesSchema, PayerTableSchema
 from plugin.schemas.unit_rules import UnitRulesSchema
 
 ENV_CONFIG_DIR = "THERACHARGE_CONFIG_DIR"
+ENV_EXTENSION_BASE = "THERACHARGE_EXTENSION_BASE_URL"
+ENV_MINUTES_EXTENSION = "THERACHARGE_MINUTES_EXTENSION_URL"
+DEFAULT_EXTENSION_BASE = "https://theracharge.example/fhir"
 CATALOG_FILE = "catalog.yaml"
 UNIT_RULES_FILE = "rules/units.yaml"
+PAYERS_FILE = "payers.yaml"
+ROLES_FILE = "roles.yaml"
+MAPPINGS_DIR = "mappings"
 
 
 def default_config_dir() -> Path:
@@ -37,23 +48,76 @@ class Settings:
     config_dir: Path | None
     catalog: Catalog
     unit_parameters: UnitParameters
+    payers: PayerTable
+    coding_tables: CodingTables
+    code_map: CodeMap
+    extension_base: str  # base URL of our extensions, identifier and code systems
+    minutes_extension: str  # the Procedure extension read first for billable minutes
     sources: Mapping[str, Path]  # which file each table came from
+    code_map_files: tuple[str, ...] = ()  # the mapping files merged into code_map
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every table; a site directory overrides the shipped files one by one."""
     env = os.environ if environ is None else environ
     site = _site_dir(env)
-    catalog_path = _locate(CATALOG_FILE, site)
-    rules_path = _locate(UNIT_RULES_FILE, site)
-    catalog: Catalog = load_table(catalog_path, CatalogSchema())
-    parameters: UnitParameters = load_table(rules_path, UnitRulesSchema())
+    paths = {
+        "catalog": _locate(CATALOG_FILE, site),
+        "unit_rules": _locate(UNIT_RULES_FILE, site),
+        "payers": _locate(PAYERS_FILE, site),
+        "roles": _locate(ROLES_FILE, site),
+    }
+    catalog: Catalog = load_table(paths["catalog"], CatalogSchema())
+    mapping_files = _mapping_files(site)
+    base = _url_setting(env, ENV_EXTENSION_BASE, DEFAULT_EXTENSION_BASE).rstrip("/")
+    minutes_default = f"{base}/StructureDefinition/billable-minutes"
     return Settings(
         config_dir=site,
         catalog=catalog,
-        unit_parameters=parameters,
-        sources={"catalog": catalog_path, "unit_rules": rules_path},
+        unit_parameters=load_table(paths["unit_rules"], UnitRulesSchema()),
+        payers=load_table(paths["payers"], PayerTableSchema()),
+        coding_tables=load_table(paths["roles"], CodingTablesSchema()),
+        code_map=load_code_map(mapping_files, catalog),
+        extension_base=base,
+        minutes_extension=_url_setting(env, ENV_MINUTES_EXTENSION, minutes_default),
+        sources=paths,
+        code_map_files=tuple(p.name for p in mapping_files),
     )
+
+
+def load_code_map(paths: list[Path], catalog: Catalog) -> CodeMap:
+    """Validate every ConceptMap file and merge them; errors name the file and the element."""
+    maps = []
+    for path in paths:
+        try:
+            raw = orjson.loads(path.read_bytes())
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
+        except orjson.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+        try:
+            maps.append((path.name, load_concept_map(raw, catalog)))
+        except ValidationError as exc:
+            raise ConfigError(f"{path}: {'; '.join(flatten_errors(exc.messages))}") from exc
+    try:
+        return merge_concept_maps(maps)
+    except ValidationError as exc:
+        raise ConfigError(f"{MAPPINGS_DIR}: {'; '.join(flatten_errors(exc.messages))}") from exc
+
+
+def _mapping_files(site: Path | None) -> list[Path]:
+    """Shipped mapping files, each replaced by a site file of the same name; site extras added."""
+    files = {p.name: p for p in sorted((default_config_dir() / MAPPINGS_DIR).glob("*.json"))}
+    if site is not None and (site / MAPPINGS_DIR).is_dir():
+        files.update({p.name: p for p in sorted((site / MAPPINGS_DIR).glob("*.json"))})
+    return [files[name] for name in sorted(files)]
+
+
+def _url_setting(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, "").strip() or default
+    if not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{name}: {value!r} is not an http(s) URL")
+    return value
 
 
 def load_table(path: Path, schema: Schema) -> Any:

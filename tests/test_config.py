@@ -27,12 +27,15 @@ CPT = "http://www.ama-assn.org/go/cpt"
 HCPCS = "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
 
 
-def test_every_shipped_yaml_file_loads_through_its_schema(settings: Settings) -> None:
-    shipped = sorted(
-        p.relative_to(default_config_dir()) for p in default_config_dir().rglob("*.yaml")
-    )
-    assert {str(p) for p in shipped} == {"catalog.yaml", "rules/units.yaml"}
+def test_every_shipped_config_file_is_loaded_through_its_schema(settings: Settings) -> None:
+    root = default_config_dir()
+    shipped = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+    loaded = {str(p.relative_to(root)) for p in settings.sources.values()}
+    mappings = {f"mappings/{name}" for name in settings.code_map_files}
+    assert shipped == loaded | mappings
     assert len(settings.catalog.codes) >= len(REQUIRED_CODES)
+    assert len(settings.code_map.entries) >= 30
+    assert len(settings.payers.payers) >= 3
 
 
 def test_the_catalog_has_every_code_the_reference_names(settings: Settings) -> None:
@@ -111,11 +114,22 @@ def test_a_broken_catalog_is_refused_naming_the_entry(tmp_path: Path, codes, mes
 
 
 def test_a_site_config_dir_overrides_the_shipped_files_one_by_one(tmp_path: Path) -> None:
-    _catalog_with(tmp_path, [GOOD])
+    (tmp_path / "payers.yaml").write_text(
+        "default_method: ama\ndefault_source: site default\npayers: []\n"
+    )
     settings = load_settings({"THERACHARGE_CONFIG_DIR": str(tmp_path)})
-    assert list(settings.catalog.codes) == ["97110"]
-    assert settings.sources["catalog"] == tmp_path / "catalog.yaml"
-    assert settings.sources["unit_rules"] == default_config_dir() / "rules/units.yaml"
+    assert settings.payers.default_method.value == "ama"
+    assert settings.payers.payers == ()
+    assert settings.sources["payers"] == tmp_path / "payers.yaml"
+    assert settings.sources["catalog"] == default_config_dir() / "catalog.yaml"
+
+
+def test_a_site_catalog_that_drops_mapped_codes_names_the_mapping_file(tmp_path: Path) -> None:
+    _catalog_with(tmp_path, [GOOD])
+    with pytest.raises(ConfigError) as error:
+        load_settings({"THERACHARGE_CONFIG_DIR": str(tmp_path)})
+    assert "local-example-ehr.json" in str(error.value)
+    assert "is not in the code catalog" in str(error.value)
 
 
 def test_a_config_dir_that_does_not_exist_is_an_error(tmp_path: Path) -> None:

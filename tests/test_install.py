@@ -73,14 +73,9 @@ def test_the_installed_command_finds_the_packaged_defaults(installed: Path) -> N
 
 @pytest.mark.slow
 def test_the_installed_command_reads_a_site_config_dir(installed: Path, tmp_path: Path) -> None:
-    (tmp_path / "catalog.yaml").write_text(
-        "systems: {cpt: 'http://www.ama-assn.org/go/cpt'}\n"
-        "codes:\n  - {code: '97110', system: cpt, label: Exercise, kind: timed-15,"
-        " disciplines: [PT], source: test}\n"
-    )
+    (tmp_path / "payers.yaml").write_text("default_method: medicaid\n")
     env = {"THERACHARGE_CONFIG_DIR": str(tmp_path)}
-    probe = _run(
-        installed, "units", stdin='{"services": [{"code": "97140", "minutes": 8}]}', extra_env=env
-    )
+    probe = _run(installed, "units", stdin='{"services": []}', extra_env=env)
     assert probe.returncode == 2
-    assert "services[0].code: unknown code 97140" in probe.stderr
+    assert str(tmp_path / "payers.yaml") in probe.stderr
+    assert "default_method" in probe.stderr

@@ -1,0 +1,420 @@
+"""From any set of R4 resources to one `Visit` per Encounter (the `translate` stage).
+
+Resources arrive one at a time (a Bundle's entries, NDJSON lines) and are kept as small fact
+records; `visits()` then joins them. A problem in one resource becomes a finding of its visit;
+the other visits are unaffected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from fhir_mappings import facts as fx
+from fhir_mappings.fhirtime import FhirValueError, date_part, parse_instant
+from fhir_mappings.minutes import procedure_timing
+from plugin.rules.code_mapping import CodeMap, resolve_code
+from plugin.rules.findings import finding
+from plugin.rules.model import Catalog, CodeKind, Discipline, Method
+from plugin.rules.payers import CodingTables, PayerTable
+from plugin.rules.visit import (
+    ROLE_DISCIPLINE,
+    Coding,
+    Diagnosis,
+    Finding,
+    Performer,
+    Role,
+    Visit,
+    VisitService,
+)
+
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+_TIME_CODES = ("time-missing", "time-invalid", "time-incomplete", "time-unreadable")
+
+
+@dataclass(frozen=True, slots=True)
+class TranslateTables:
+    """What translation reads from settings."""
+
+    catalog: Catalog
+    code_map: CodeMap
+    coding_tables: CodingTables
+    payers: PayerTable
+    minutes_extension: str
+
+
+class VisitAssembler:
+    """Collects resources, then builds the visits. Not thread-safe: one per run."""
+
+    def __init__(self, tables: TranslateTables) -> None:
+        self.tables = tables
+        self.problems: list[Finding] = []  # findings that belong to no visit
+        self._aliases: dict[str, str] = {}
+        self._encounters: dict[str, fx.EncounterFacts] = {}
+        self._procedures: list[fx.ProcedureFacts] = []
+        self._conditions: dict[str, tuple[fx.CodingTuple, ...]] = {}
+        self._coverages: dict[str, list[fx.CoverageFacts]] = {}
+        self._organizations: dict[str, tuple[tuple[str, str], ...]] = {}
+        self._roles_by_key: dict[str, tuple[fx.CodingTuple, ...]] = {}
+        self._roles_by_practitioner: dict[str, tuple[fx.CodingTuple, ...]] = {}
+        self._observations: dict[str, list[str]] = {}
+        self._goals: dict[str, list[str]] = {}
+        self._invalid: dict[str, str] = {}  # strict mode: key → what the R4B model rejected
+
+    # --- collecting -------------------------------------------------------------------------
+
+    def add(
+        self, resource: dict[str, Any], full_url: str | None = None, invalid: str | None = None
+    ) -> None:
+        """Take one resource; `invalid` is what strict validation found wrong with it."""
+        kind = resource.get("resourceType")
+        key = self._key(resource, full_url)
+        if full_url:
+            self._aliases[full_url] = key
+        if invalid:
+            self._invalid[key] = invalid
+        if kind == "Procedure":
+            self._procedures.append(
+                fx.procedure_facts(resource, key, self.tables.minutes_extension)
+            )
+        elif kind == "Encounter":
+            self._encounters[key] = fx.encounter_facts(resource, key)
+        elif kind == "Condition":
+            self._conditions[key] = fx.codings(resource.get("code"))
+        elif kind == "Coverage":
+            coverage = fx.coverage_facts(resource, key)
+            self._coverages.setdefault(coverage.beneficiary or "", []).append(coverage)
+        elif kind == "Organization":
+            self._organizations[key] = fx.identifier_pairs(resource.get("identifier"))
+        elif kind == "PractitionerRole":
+            self._add_practitioner_role(resource, key)
+        elif kind == "Observation":
+            self._add_observation(fx.observation_facts(resource, key))
+        elif kind == "Goal":
+            subject = fx.reference(resource.get("subject"))
+            if resource.get("lifecycleStatus") in ("proposed", "planned", "accepted", "active"):
+                self._goals.setdefault(subject or "", []).append(key)
+
+    def _key(self, resource: dict[str, Any], full_url: str | None) -> str:
+        kind, rid = resource.get("resourceType"), resource.get("id")
+        if rid:
+            return f"{kind}/{rid}"
+        return full_url or f"{kind}/#{id(resource)}"
+
+    def _add_practitioner_role(self, resource: dict[str, Any], key: str) -> None:
+        found = tuple(c for concept in resource.get("code") or () for c in fx.codings(concept))
+        self._roles_by_key[key] = found
+        practitioner = fx.reference(resource.get("practitioner"))
+        if practitioner:
+            self._roles_by_practitioner.setdefault(practitioner, found)
+
+    def _add_observation(self, observation: fx.ObservationFacts) -> None:
+        if observation.has_value:
+            for target in observation.part_of:
+                self._observations.setdefault(target, []).append(observation.key)
+
+    def norm(self, ref: str | None) -> str | None:
+        """A reference as `Type/id`: bundle fullUrls, absolute URLs and _history stripped."""
+        if ref is None:
+            return None
+        if ref in self._aliases:
+            return self._aliases[ref]
+        if ref.startswith(("urn:uuid:", "urn:oid:", "#")):
+            return ref
+        parts = ref.split("/")
+        if "_history" in parts:
+            parts = parts[: parts.index("_history")]
+        return "/".join(parts[-2:]) if len(parts) >= 2 else ref
+
+    # --- building ---------------------------------------------------------------------------
+
+    def visits(self) -> Iterator[Visit]:
+        """One Visit per Encounter, in the order the Encounters arrived."""
+        by_encounter: dict[str, list[fx.ProcedureFacts]] = {}
+        for procedure in self._procedures:
+            target = self.norm(procedure.encounter)
+            if target in self._encounters:
+                by_encounter.setdefault(target, []).append(procedure)
+            else:
+                what = procedure.encounter or "no encounter"
+                self.problems.append(
+                    finding(
+                        "encounter-missing",
+                        f"Procedure belongs to {what}, which is not in the input.",
+                        procedure.key,
+                        "Procedure.encounter",
+                    )
+                )
+        for key, encounter in self._encounters.items():
+            yield self._visit(encounter, by_encounter.get(key, []))
+
+    def _visit(self, encounter: fx.EncounterFacts, procedures: list[fx.ProcedureFacts]) -> Visit:
+        found: list[Finding] = self._invalid_findings(encounter.key, "Encounter")
+        patient = self.norm(encounter.subject)
+        start = _instant(encounter.period_start, encounter.key, "Encounter.period.start", found)
+        end = _instant(encounter.period_end, encounter.key, "Encounter.period.end", found)
+        day = _date(encounter.period_start, encounter.key, found)
+        service_type = self._service_type(encounter)
+        services = tuple(self._service(p, day, service_type) for p in procedures)
+        if day is None:
+            day = min((s.date for s in services if s.date), default=None)
+        if day is None:
+            found.append(
+                finding(
+                    "date-missing",
+                    "The encounter has no date of service.",
+                    encounter.key,
+                    "Encounter.period.start",
+                )
+            )
+        method, reason, payer, coverage = self._payer(patient, day, encounter.key, found)
+        return Visit(
+            encounter=encounter.key,
+            patient=patient,
+            status=encounter.status,
+            class_code=encounter.class_code,
+            date_of_service=day,
+            start=start,
+            end=end,
+            service_provider=self.norm(encounter.service_provider),
+            accounts=tuple(a for a in (self.norm(x) for x in encounter.accounts) if a),
+            diagnoses=self._diagnoses(encounter, found),
+            services=services,
+            method=method,
+            method_reason=reason,
+            payer=payer,
+            coverage=coverage,
+            goals=tuple(self._goals.get(patient or "", ())),
+            findings=tuple(found),
+        )
+
+    def _service(
+        self, procedure: fx.ProcedureFacts, day: str | None, service_type: Discipline | None
+    ) -> VisitService:
+        found: list[Finding] = self._invalid_findings(procedure.key, "Procedure")
+        pairs = [(s, c) for s, c, _ in procedure.codings]
+        resolution = resolve_code(pairs, self.tables.catalog, self.tables.code_map)
+        if procedure.status != "completed":
+            found.append(
+                finding(
+                    "procedure-not-completed",
+                    f"Status {procedure.status or 'none'}: not billed.",
+                    procedure.key,
+                    "Procedure.status",
+                )
+            )
+        elif resolution.code is None:
+            code = "code-conflict" if resolution.how == "conflict" else "code-unmapped"
+            found.append(
+                finding(code, resolution.detail.capitalize() + ".", procedure.key, "Procedure.code")
+            )
+        timing = procedure_timing(procedure)
+        timed = resolution.code is not None and (
+            self.tables.catalog.codes[resolution.code].kind is not CodeKind.UNTIMED
+        )
+        found.extend(f for f in timing.findings if timed or f.code not in _TIME_CODES)
+        performers = tuple(
+            self._performer(p, t, procedure.key, found)
+            for p, t in zip(procedure.performers, timing.performer_times, strict=True)
+        )
+        discipline = self._discipline(resolution.code, performers, service_type)
+        return VisitService(
+            reference=procedure.key,
+            status=procedure.status,
+            codings=tuple(Coding(s, c, d) for s, c, d in procedure.codings),
+            code=resolution.code,
+            minutes=timing.minutes,
+            minutes_source=timing.source,
+            start=timing.start,
+            end=timing.end,
+            date=timing.start.date().isoformat() if timing.start else day,
+            performers=performers,
+            discipline=discipline,
+            body_sites=tuple(Coding(s, c, d) for s, c, d in procedure.body_sites),
+            reasons=tuple(self.norm(r) or r for r in procedure.reasons),
+            notes=procedure.notes,
+            observations=tuple(self._observations.get(procedure.key, ())),
+            based_on=tuple(self.norm(r) or r for r in procedure.based_on),
+            findings=tuple(found),
+        )
+
+    def _invalid_findings(self, key: str, kind: str) -> list[Finding]:
+        message = self._invalid.get(key)
+        return [finding("resource-invalid", message, key, kind)] if message else []
+
+    def _performer(
+        self,
+        performer: fx.PerformerFacts,
+        time: tuple[int | None, Any, Any],
+        key: str,
+        found: list[Finding],
+    ) -> Performer:
+        actor = self.norm(performer.actor)
+        role, coding = self._role(performer.functions, actor)
+        if role is None:
+            found.append(
+                finding(
+                    "performer-role-unknown",
+                    f"No known role for performer {actor or '(no actor)'}.",
+                    key,
+                    "Procedure.performer.function",
+                )
+            )
+        minutes, start, end = time
+        return Performer(actor, role, coding, minutes, start, end)
+
+    def _role(
+        self, functions: tuple[fx.CodingTuple, ...], actor: str | None
+    ) -> tuple[Role | None, tuple[str, str] | None]:
+        """The performer's role: performer.function first, then the PractitionerRole's code."""
+        candidates = list(functions)
+        if actor is not None:
+            candidates += self._roles_by_key.get(actor, ())
+            candidates += self._roles_by_practitioner.get(actor, ())
+        for system, code, _ in candidates:
+            role = self.tables.coding_tables.roles.get((system, code))
+            if role is not None:
+                return role, (system, code)
+        return None, None
+
+    def _discipline(
+        self, code: str | None, performers: tuple[Performer, ...], service_type: Discipline | None
+    ) -> Discipline | None:
+        """The plan of care a service counts under, by this rule, first match wins:
+
+        1. a code billed by one discipline only (evaluations: Pub 100-04 ch.5 §20.2 D chart);
+        2. the discipline of the first performer with a therapy role (PT/PTA → PT, OT/OTA → OT,
+           SLP → SLP), when the code allows it;
+        3. the encounter's service type (config/roles.yaml service_types), when the code allows;
+        4. the code's first catalog discipline.
+        """
+        if code is None:
+            return None
+        allowed = self.tables.catalog.codes[code].disciplines
+        if len(allowed) == 1:
+            return allowed[0]
+        for performer in performers:
+            discipline = ROLE_DISCIPLINE.get(performer.role) if performer.role else None
+            if discipline in allowed:
+                return discipline
+        if service_type in allowed:
+            return service_type
+        return allowed[0]
+
+    def _service_type(self, encounter: fx.EncounterFacts) -> Discipline | None:
+        for system, code, _ in encounter.service_types:
+            discipline = self.tables.coding_tables.service_types.get((system, code))
+            if discipline is not None:
+                return discipline
+        return None
+
+    def _diagnoses(
+        self, encounter: fx.EncounterFacts, found: list[Finding]
+    ) -> tuple[Diagnosis, ...]:
+        diagnoses = []
+        for ref, _ in sorted(encounter.diagnoses, key=lambda d: d[1]):
+            key = self.norm(ref)
+            codes = self._conditions.get(key or "")
+            if codes is None:
+                found.append(
+                    finding(
+                        "reference-unresolved",
+                        f"Diagnosis {ref} is not in the input.",
+                        encounter.key,
+                        "Encounter.diagnosis.condition",
+                    )
+                )
+                continue
+            ordered = sorted(codes, key=lambda c: c[0] != ICD10CM)  # ICD-10-CM first
+            diagnoses.append(Diagnosis(key, tuple(Coding(s, c, d) for s, c, d in ordered)))
+        return tuple(diagnoses)
+
+    def _payer(
+        self, patient: str | None, day: str | None, key: str, found: list[Finding]
+    ) -> tuple[Method, str, str | None, str | None]:
+        """The payer's unit method from the patient's primary Coverage in force on the day."""
+        payers = self.tables.payers
+        coverage = _primary_coverage(self._coverages.get(patient or "", []), day)
+        if coverage is None:
+            found.append(
+                finding(
+                    "coverage-missing",
+                    "No active Coverage for the patient on the "
+                    f"date of service: billed by the default {payers.default_method} "
+                    "method.",
+                    key,
+                    "Coverage",
+                )
+            )
+            return payers.default_method, f"No Coverage: {payers.default_source}.", None, None
+        identifiers = [pair for ref, inline in coverage.payors for pair in inline]
+        identifiers += [
+            pair
+            for ref, _ in coverage.payors
+            for pair in self._organizations.get(self.norm(ref) or "", ())
+        ]
+        payer = payers.find(identifiers)
+        if payer is None:
+            listed = ", ".join(f"{s}|{v}" for s, v in identifiers) or "no payor identifier"
+            found.append(
+                finding(
+                    "payer-unknown",
+                    f"Payer of {coverage.key} ({listed}) is not in "
+                    f"the payer table: billed by the default {payers.default_method} "
+                    "method.",
+                    coverage.key,
+                    "Coverage.payor",
+                )
+            )
+            return (
+                payers.default_method,
+                f"Unknown payer: {payers.default_source}.",
+                None,
+                coverage.key,
+            )
+        reason = f"Payer {payer.name} bills by the {payer.method.value} method: {payer.source}."
+        return payer.method, reason, payer.id, coverage.key
+
+
+def _primary_coverage(
+    coverages: list[fx.CoverageFacts], day: str | None
+) -> fx.CoverageFacts | None:
+    """The active coverage in force on the day with the lowest `order` (the primary payer)."""
+    usable = [c for c in coverages if c.status in (None, "active") and _covers(c, day)]
+    return min(usable, key=lambda c: c.order) if usable else None
+
+
+def _covers(coverage: fx.CoverageFacts, day: str | None) -> bool:
+    if day is None:
+        return True
+    try:
+        starts = coverage.period_start is None or date_part(coverage.period_start) <= day
+        ends = coverage.period_end is None or date_part(coverage.period_end) >= day
+    except FhirValueError:
+        return False
+    return starts and ends
+
+
+def _instant(value: object, key: str, element: str, found: list[Finding]) -> Any:
+    """A period bound with a time; a date-only bound is valid FHIR and gives no time."""
+    if value is None:
+        return None
+    try:
+        if isinstance(value, str) and "T" not in value:
+            date_part(value)
+            return None
+        return parse_instant(value)
+    except FhirValueError as exc:
+        found.append(finding("resource-invalid", str(exc), key, element))
+        return None
+
+
+def _date(value: object, key: str, found: list[Finding]) -> str | None:
+    if value is None:
+        return None
+    try:
+        return date_part(value)
+    except FhirValueError as exc:
+        found.append(finding("resource-invalid", str(exc), key, "Encounter.period.start"))
+        return None

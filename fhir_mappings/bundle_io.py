@@ -1,0 +1,153 @@
+"""Reading FHIR resources from a Bundle or NDJSON file, and writing outputs all-or-nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+Json = dict[str, Any]
+
+
+class InputError(Exception):
+    """Input that is not JSON or not FHIR; the message names the file and the position."""
+
+
+def read_resources(path: str) -> Iterator[tuple[Json, str | None]]:
+    """Yield (resource, fullUrl) from a Bundle of any type, a single resource, or NDJSON.
+
+    `-` reads standard input. NDJSON (one resource per line, as a Bulk Data export writes it)
+    is streamed line by line, so a large export is never held whole.
+    """
+    name = "stdin" if path == "-" else path
+    try:
+        handle: IO[bytes] = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read ({exc.strerror})") from exc
+    with handle if path != "-" else contextlib.nullcontext(handle):
+        first = handle.readline()
+        while first and not first.strip():
+            first = handle.readline()
+        if not first:
+            raise InputError(f"{name}: empty input: expected a Bundle or NDJSON resources")
+        single = _single_line_resource(first)
+        rest = handle.readline() if single is not None else b""
+        while rest and not rest.strip():
+            rest = handle.readline()
+        if single is not None and (rest or single.get("resourceType") != "Bundle"):
+            yield from _ndjson(name, single, rest, handle)
+        else:
+            yield from _whole(name, first + rest + handle.read())
+
+
+def _single_line_resource(line: bytes) -> Json | None:
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _ndjson(
+    name: str, first: Json, second: bytes, handle: IO[bytes]
+) -> Iterator[tuple[Json, None]]:
+    yield _resource(first, f"{name}: line 1"), None
+    number = 1
+    for line in _lines(second, handle):
+        number += 1
+        if not line.strip():
+            continue
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise InputError(f"{name}: line {number}: not valid JSON ({exc})") from exc
+        yield _resource(value, f"{name}: line {number}"), None
+
+
+def _lines(second: bytes, handle: IO[bytes]) -> Iterator[bytes]:
+    if second:
+        yield second
+    yield from handle
+
+
+def _whole(name: str, data: bytes) -> Iterator[tuple[Json, str | None]]:
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"{name}: not valid JSON ({exc})") from exc
+    resource = _resource(value, name)
+    if resource.get("resourceType") != "Bundle":
+        yield resource, None
+        return
+    entries = resource.get("entry") or []
+    if not isinstance(entries, list):
+        raise InputError(f"{name}: Bundle.entry: expected a list")
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "resource" not in entry:
+            continue  # e.g. a transaction-response entry: nothing to read
+        found = _resource(entry["resource"], f"{name}: Bundle.entry[{index}].resource")
+        full_url = entry.get("fullUrl")
+        yield found, full_url if isinstance(full_url, str) else None
+
+
+def _resource(value: object, where: str) -> Json:
+    if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
+        raise InputError(f"{where}: not a FHIR resource (no resourceType)")
+    return value
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | None) -> Iterator[IO[bytes] | None]:
+    """A file that appears complete at `path` or not at all; `-` is standard output.
+
+    Written to a temporary file beside the target and renamed into place only when the block
+    ends without an exception (DESIGN.md: nothing is lost or half-written).
+    """
+    if path is None:
+        yield None
+        return
+    if path == "-":
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    target = Path(path)
+    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or Path("."))
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+
+
+class JsonArrayWriter:
+    """Writes `prefix [item, item, …] suffix` one item at a time (a streamed Bundle or report)."""
+
+    def __init__(self, handle: IO[bytes] | None, prefix: bytes, suffix: bytes) -> None:
+        self.handle = handle
+        self.suffix = suffix
+        self.count = 0
+        if handle is not None:
+            handle.write(prefix)
+
+    def write(self, item: Json) -> None:
+        if self.handle is None:
+            return
+        if self.count:
+            self.handle.write(b",\n")
+        self.handle.write(orjson.dumps(item))
+        self.count += 1
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.write(self.suffix)

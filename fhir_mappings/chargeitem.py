@@ -1,0 +1,247 @@
+"""A decision as R4 ChargeItems, a Provenance, and a transaction Bundle that upserts them.
+
+Built as plain dicts (orjson-serialisable, about 550× cheaper than fhir.resources models,
+../shared/PERFORMANCE.md); tests round-trip every shape through the R4B models.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from plugin.rules.decision import ChargeLine, Decision
+
+CPT = "http://www.ama-assn.org/go/cpt"
+HCPCS = "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
+UCUM = "http://unitsofmeasure.org"
+CPT_MODIFIERS = {"59"}  # modifier 59 is CPT; GP/GO/GN, KX, CQ/CO, X{EPSU} are HCPCS Level II
+_UUID_NAMESPACE = uuid.UUID("6f1d3f0e-2b1c-4e57-9a53-5c1f0b7e2a10")
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Definitions:
+    """Our URLs under one configurable base (DESIGN.md "Modifiers")."""
+
+    base: str
+
+    @property
+    def line_identifier(self) -> str:
+        return f"{self.base}/NamingSystem/charge-line"
+
+    @property
+    def modifier(self) -> str:
+        return f"{self.base}/StructureDefinition/charge-modifier"
+
+    @property
+    def timed_minutes(self) -> str:
+        return f"{self.base}/StructureDefinition/timed-minutes"
+
+    @property
+    def billing_method(self) -> str:
+        return f"{self.base}/StructureDefinition/billing-method"
+
+    @property
+    def hold_reason(self) -> str:
+        return f"{self.base}/StructureDefinition/hold-reason"
+
+    @property
+    def finding_codes(self) -> str:
+        return f"{self.base}/CodeSystem/finding"
+
+    @property
+    def method_codes(self) -> str:
+        return f"{self.base}/CodeSystem/billing-method"
+
+
+@dataclass(frozen=True, slots=True)
+class RenderContext:
+    definitions: Definitions
+    entered: datetime  # when this run decided (enteredDate, Provenance.recorded)
+    agent: str  # "TheraCharge 0.1.0"
+
+
+def full_url(definitions: Definitions, line: ChargeLine) -> str:
+    """A stable urn:uuid for a line, so the same input renders the same Bundle."""
+    name = f"{definitions.line_identifier}|{line.key}"
+    return f"urn:uuid:{uuid.uuid5(_UUID_NAMESPACE, name)}"
+
+
+def charge_item(line: ChargeLine, decision: Decision, ctx: RenderContext) -> Json:
+    """One R4 ChargeItem for a charge line (DESIGN.md "Status", "Modifiers", "Idempotency")."""
+    visit = decision.visit
+    defs = ctx.definitions
+    item: Json = {
+        "resourceType": "ChargeItem",
+        "extension": _extensions(line, decision, defs),
+        "identifier": [{"system": defs.line_identifier, "value": line.key}],
+        "status": line.status.value,
+        "code": {"coding": [{"system": line.system, "code": line.code}], "text": line.label},
+        "subject": {"reference": visit.patient} if visit.patient else {"display": "unknown"},
+        "context": {"reference": visit.encounter},
+        **_occurrence(line),
+        "performer": _performers(line),
+        "quantity": {"value": line.units},
+        "bodysite": _body_sites(line),
+        "reason": [
+            {"coding": [{"system": c.system, "code": c.code} for c in d.codings]}
+            for d in visit.diagnoses
+            if d.codings
+        ],
+        "service": [{"reference": s.reference} for s in line.services],
+        "account": [{"reference": a} for a in visit.accounts],
+        "enteredDate": ctx.entered.isoformat(),
+    }
+    if visit.service_provider:
+        item["performingOrganization"] = {"reference": visit.service_provider}
+    if line.note:
+        item["note"] = [{"text": line.note}]
+    return {k: v for k, v in item.items() if v != []}
+
+
+def _extensions(line: ChargeLine, decision: Decision, defs: Definitions) -> list[Json]:
+    extensions: list[Json] = [
+        {
+            "url": defs.modifier,
+            "valueCodeableConcept": {
+                "coding": [{"system": CPT if m in CPT_MODIFIERS else HCPCS, "code": m}]
+            },
+        }
+        for m in line.modifiers
+    ]
+    if line.kind.value != "untimed":
+        extensions.append(
+            {
+                "url": defs.timed_minutes,
+                "valueQuantity": {
+                    "value": line.minutes,
+                    "unit": "min",
+                    "system": UCUM,
+                    "code": "min",
+                },
+            }
+        )
+    extensions.append(
+        {
+            "url": defs.billing_method,
+            "valueCoding": {"system": defs.method_codes, "code": decision.visit.method.value},
+        }
+    )
+    seen: set[str] = set()
+    for hold in line.holds:
+        if hold.code not in seen:
+            seen.add(hold.code)
+            extensions.append(
+                {
+                    "url": defs.hold_reason,
+                    "valueCoding": {"system": defs.finding_codes, "code": hold.code},
+                }
+            )
+    return extensions
+
+
+def _occurrence(line: ChargeLine) -> Json:
+    starts = [s.start for s in line.services if s.start]
+    ends = [s.end for s in line.services if s.end]
+    if starts and ends:
+        return {
+            "occurrencePeriod": {"start": min(starts).isoformat(), "end": max(ends).isoformat()}
+        }
+    if line.date:
+        return {"occurrenceDateTime": line.date}
+    return {}
+
+
+def _performers(line: ChargeLine) -> list[Json]:
+    seen: set[tuple[str, str | None]] = set()
+    performers = []
+    for service in line.services:
+        for performer in service.performers:
+            if performer.reference is None:
+                continue
+            key = (performer.reference, performer.role.value if performer.role else None)
+            if key in seen:
+                continue
+            seen.add(key)
+            entry: Json = {"actor": {"reference": performer.reference}}
+            if performer.role_coding:
+                system, code = performer.role_coding
+                entry["function"] = {"coding": [{"system": system, "code": code}]}
+            performers.append(entry)
+    return performers
+
+
+def _body_sites(line: ChargeLine) -> list[Json]:
+    seen: set[tuple[str, str]] = set()
+    sites = []
+    for service in line.services:
+        for site in service.body_sites:
+            if (site.system, site.code) not in seen:
+                seen.add((site.system, site.code))
+                sites.append({"coding": [{"system": site.system, "code": site.code}]})
+    return sites
+
+
+def provenance_id(decision: Decision) -> str:
+    """One Provenance per encounter, updated on each run (R4 Provenance has no identifier)."""
+    safe = re.sub(r"[^A-Za-z0-9\-.]", "-", decision.visit.encounter_id)
+    return f"theracharge-{safe}"[:64]
+
+
+def provenance(decision: Decision, targets: list[str], ctx: RenderContext) -> Json:
+    """TheraCharge as the assembling agent, the procedures as sources."""
+    sources = sorted({s.reference for line in decision.lines for s in line.services})
+    return {
+        "resourceType": "Provenance",
+        "id": provenance_id(decision),
+        "target": [{"reference": t} for t in targets],
+        "recorded": ctx.entered.isoformat(),
+        "agent": [
+            {
+                "type": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+                            "code": "assembler",
+                        }
+                    ]
+                },
+                "who": {"display": ctx.agent},
+            }
+        ],
+        "entity": [{"role": "source", "what": {"reference": s}} for s in sources],
+    }
+
+
+def transaction_entries(decision: Decision, ctx: RenderContext) -> list[Json]:
+    """Entries that upsert each ChargeItem by identifier, then the Provenance.
+
+    A conditional update on the identifier makes a re-post converge on the same ChargeItems
+    instead of duplicating them (DESIGN.md "Idempotency").
+    """
+    defs = ctx.definitions
+    entries: list[Json] = []
+    for line in decision.lines:
+        query = quote(f"{defs.line_identifier}|{line.key}", safe="")
+        entries.append(
+            {
+                "fullUrl": full_url(defs, line),
+                "resource": charge_item(line, decision, ctx),
+                "request": {"method": "PUT", "url": f"ChargeItem?identifier={query}"},
+            }
+        )
+    if entries:
+        prov = provenance(decision, [str(e["fullUrl"]) for e in entries], ctx)
+        entries.append(
+            {
+                "fullUrl": f"urn:uuid:{uuid.uuid5(_UUID_NAMESPACE, prov['id'])}",
+                "resource": prov,
+                "request": {"method": "PUT", "url": f"Provenance/{prov['id']}"},
+            }
+        )
+    return entries

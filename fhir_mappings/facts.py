@@ -1,0 +1,242 @@
+"""The few fields billing reads from each FHIR resource, taken from plain JSON dicts.
+
+This is the hot path: orjson dicts read directly, about 80× cheaper than validating each
+resource with fhir.resources (../shared/PERFORMANCE.md); full validation is the optional strict
+mode (fhir_mappings.strict). Each extractor keeps only what billing uses, so a large export is
+held as small records rather than whole resources.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# The R5 element Procedure.performer.period, carried in R4 as a cross-version extension.
+PERFORMER_PERIOD_URL = (
+    "http://hl7.org/fhir/5.0/StructureDefinition/extension-Procedure.performer.period"
+)
+
+Json = dict[str, Any]
+CodingTuple = tuple[str, str, str]  # system, code, display
+
+
+def codings(concept: object) -> tuple[CodingTuple, ...]:
+    """(system, code, display) of a CodeableConcept's codings that have a system and a code."""
+    if not isinstance(concept, dict):
+        return ()
+    found = []
+    for coding in concept.get("coding") or ():
+        if isinstance(coding, dict) and coding.get("system") and coding.get("code"):
+            found.append(
+                (str(coding["system"]), str(coding["code"]), str(coding.get("display", "")))
+            )
+    return tuple(found)
+
+
+def concept_text(concept: object) -> str:
+    if not isinstance(concept, dict):
+        return ""
+    text = concept.get("text")
+    if text:
+        return str(text)
+    for _, code, display in codings(concept):
+        return display or code
+    return ""
+
+
+def reference(value: object) -> str | None:
+    """The `reference` string of a Reference, as written (normalised by the index)."""
+    if isinstance(value, dict) and isinstance(value.get("reference"), str):
+        return str(value["reference"])
+    return None
+
+
+def _mapping(value: object) -> Json:
+    return value if isinstance(value, dict) else {}
+
+
+def identifier_pairs(values: object) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for ident in values if isinstance(values, list) else [values]:
+        if isinstance(ident, dict) and ident.get("system") and ident.get("value"):
+            pairs.append((str(ident["system"]), str(ident["value"])))
+    return tuple(pairs)
+
+
+@dataclass(slots=True)
+class PerformerFacts:
+    actor: str | None
+    functions: tuple[CodingTuple, ...]
+    period_start: object = None
+    period_end: object = None
+    has_period: bool = False
+
+
+@dataclass(slots=True)
+class ProcedureFacts:
+    key: str
+    encounter: str | None
+    subject: str | None
+    status: str
+    codings: tuple[CodingTuple, ...]
+    minutes_value: object  # the configured extension's Duration/Quantity, as written
+    performed_start: object
+    performed_end: object
+    performed_has_period: bool
+    performed_datetime: object
+    performers: list[PerformerFacts]
+    body_sites: tuple[CodingTuple, ...]
+    body_site_texts: tuple[str, ...]
+    reasons: tuple[str, ...]
+    notes: tuple[str, ...]
+    based_on: tuple[str, ...]
+
+
+def procedure_facts(resource: Json, key: str, minutes_url: str) -> ProcedureFacts:
+    period = resource.get("performedPeriod")
+    sites = resource.get("bodySite") or []
+    return ProcedureFacts(
+        key=key,
+        encounter=reference(resource.get("encounter")),
+        subject=reference(resource.get("subject")),
+        status=str(resource.get("status", "")),
+        codings=codings(resource.get("code")),
+        minutes_value=_extension_value(resource, minutes_url),
+        performed_start=period.get("start") if isinstance(period, dict) else None,
+        performed_end=period.get("end") if isinstance(period, dict) else None,
+        performed_has_period=isinstance(period, dict),
+        performed_datetime=resource.get("performedDateTime"),
+        performers=[_performer(p) for p in resource.get("performer") or () if isinstance(p, dict)],
+        body_sites=tuple(c for site in sites for c in codings(site)),
+        body_site_texts=tuple(t for t in (concept_text(s) for s in sites) if t),
+        reasons=tuple(r for r in (reference(x) for x in resource.get("reasonReference") or ()) if r)
+        + tuple(concept_text(x) for x in resource.get("reasonCode") or () if concept_text(x)),
+        notes=tuple(
+            str(n["text"])
+            for n in resource.get("note") or ()
+            if isinstance(n, dict) and n.get("text")
+        ),
+        based_on=tuple(r for r in (reference(x) for x in resource.get("basedOn") or ()) if r),
+    )
+
+
+def _performer(performer: Json) -> PerformerFacts:
+    facts = PerformerFacts(reference(performer.get("actor")), codings(performer.get("function")))
+    for ext in performer.get("extension") or ():
+        if isinstance(ext, dict) and ext.get("url") == PERFORMER_PERIOD_URL:
+            period = ext.get("valuePeriod")
+            facts.has_period = True
+            if isinstance(period, dict):
+                facts.period_start, facts.period_end = period.get("start"), period.get("end")
+    return facts
+
+
+def _extension_value(resource: Json, url: str) -> object:
+    for ext in resource.get("extension") or ():
+        if isinstance(ext, dict) and ext.get("url") == url:
+            return ext.get("valueDuration", ext.get("valueQuantity", ext))
+    return None
+
+
+@dataclass(slots=True)
+class EncounterFacts:
+    key: str
+    status: str | None
+    class_code: str | None
+    subject: str | None
+    period_start: object
+    period_end: object
+    service_provider: str | None
+    accounts: tuple[str, ...]
+    diagnoses: list[tuple[str | None, int]]  # (Condition reference, rank)
+    service_types: tuple[CodingTuple, ...]
+    procedures: list[ProcedureFacts] = field(default_factory=list)
+
+
+def encounter_facts(resource: Json, key: str) -> EncounterFacts:
+    period = _mapping(resource.get("period"))
+    klass = resource.get("class")
+    diagnoses = []
+    for index, diagnosis in enumerate(resource.get("diagnosis") or ()):
+        if isinstance(diagnosis, dict):
+            rank = diagnosis.get("rank")
+            diagnoses.append(
+                (
+                    reference(diagnosis.get("condition")),
+                    rank if isinstance(rank, int) else 1000 + index,
+                )
+            )
+    return EncounterFacts(
+        key=key,
+        status=resource.get("status"),
+        class_code=klass.get("code") if isinstance(klass, dict) else None,
+        subject=reference(resource.get("subject")),
+        period_start=period.get("start"),
+        period_end=period.get("end"),
+        service_provider=reference(resource.get("serviceProvider")),
+        accounts=tuple(r for r in (reference(a) for a in resource.get("account") or ()) if r),
+        diagnoses=diagnoses,
+        service_types=codings(resource.get("serviceType")),
+    )
+
+
+@dataclass(slots=True)
+class CoverageFacts:
+    key: str
+    beneficiary: str | None
+    status: str | None
+    period_start: object
+    period_end: object
+    order: int
+    payors: list[tuple[str | None, tuple[tuple[str, str], ...]]]  # (reference, inline identifiers)
+
+
+def coverage_facts(resource: Json, key: str) -> CoverageFacts:
+    period = _mapping(resource.get("period"))
+    order = resource.get("order")
+    return CoverageFacts(
+        key=key,
+        beneficiary=reference(resource.get("beneficiary")),
+        status=resource.get("status"),
+        period_start=period.get("start"),
+        period_end=period.get("end"),
+        order=order if isinstance(order, int) else 1000,
+        payors=[
+            (reference(p), identifier_pairs(p.get("identifier")))
+            for p in resource.get("payor") or ()
+            if isinstance(p, dict)
+        ],
+    )
+
+
+@dataclass(slots=True)
+class ObservationFacts:
+    key: str
+    part_of: tuple[str, ...]
+    encounter: str | None
+    has_value: bool
+
+
+_VALUE_KEYS = (
+    "valueQuantity",
+    "valueCodeableConcept",
+    "valueString",
+    "valueBoolean",
+    "valueInteger",
+    "valueRange",
+    "valueRatio",
+)
+
+
+def observation_facts(resource: Json, key: str) -> ObservationFacts:
+    has_value = any(k in resource for k in _VALUE_KEYS) or any(
+        isinstance(c, dict) and any(k in c for k in _VALUE_KEYS)
+        for c in resource.get("component") or ()
+    )
+    status = resource.get("status")
+    return ObservationFacts(
+        key=key,
+        part_of=tuple(r for r in (reference(p) for p in resource.get("partOf") or ()) if r),
+        encounter=reference(resource.get("encounter")),
+        has_value=has_value and status not in ("entered-in-error", "cancelled"),
+    )

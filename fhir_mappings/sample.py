@@ -1,0 +1,436 @@
+"""Synthetic therapy visits as FHIR R4: deterministic for a seed, with a controlled share of
+documentation problems. Used by the tests, the demo and the benchmarks.
+
+Every code used is real and sourced: CPT/HCPCS from the catalog; SNOMED CT procedures from
+config/mappings/snomed-therapy.json; SNOMED CT body sites from DICOM PS3.16 CID 4031; ICD-10-CM
+diagnoses common in outpatient therapy; NUCC taxonomy roles from config/roles.yaml. Patients
+and staff are invented (numbered names); nothing here describes a real person.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+Json = dict[str, Any]
+
+CPT = "http://www.ama-assn.org/go/cpt"
+HCPCS = "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
+SNOMED = "http://snomed.info/sct"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+NUCC = "http://nucc.org/provider-taxonomy"
+LOCAL = "https://ehr.example.org/fhir/CodeSystem/therapy-charge-codes"
+PAYER_ID = "https://ehr.example.org/fhir/payer-id"
+DISCIPLINE_TYPES = "https://theracharge.example/fhir/CodeSystem/therapy-discipline"
+PROBLEM_TAG = "https://theracharge.example/fhir/CodeSystem/sample-problem"
+CLINIC_ZONE = timezone(timedelta(hours=-5))  # a clinic on US Central daylight time
+
+# (CPT code, SNOMED CT alternative or None, local code or None, minutes range or None if untimed)
+PLANS: dict[str, list[tuple[str, str | None, str | None, tuple[int, int] | None]]] = {
+    "PT": [
+        ("97110", "61502001", "PT-THEREX", (8, 30)),
+        ("97112", "226049009", "PT-NMR", (8, 25)),
+        ("97140", None, "PT-MANUAL", (5, 20)),
+        ("97530", "57456004", "PT-THERACT", (8, 25)),
+        ("97116", "183295006", "PT-GAIT", (8, 20)),
+        ("97035", "89002000", "PT-US", (5, 10)),
+    ],
+    "OT": [
+        ("97535", "183345007", "OT-SELFCARE", (8, 30)),
+        ("97530", None, "OT-THERACT", (8, 25)),
+        ("97110", "1121002", None, (8, 20)),
+    ],
+    "SLP": [
+        ("92507", "5154007", "SLP-TX", None),
+        ("92526", None, "SLP-SWALLOW-TX", None),
+        ("97129", "228544000", "SLP-COG", (10, 40)),
+    ],
+}
+EVALUATIONS = {
+    "PT": ("97162", "PT-EVAL-MOD"),
+    "OT": ("97166", "OT-EVAL-MOD"),
+    "SLP": ("92610", "SLP-SWALLOW-EVAL"),
+}
+ROLES = {
+    "PT": ("225100000X", "225200000X"),
+    "OT": ("225X00000X", "224Z00000X"),
+    "SLP": ("235Z00000X", None),
+}
+BODY_SITES = [
+    ("72696002", "Knee"),
+    ("16982005", "Shoulder"),
+    ("29836001", "Hip"),
+    ("122496007", "Lumbar spine"),
+    ("122494005", "Cervical spine"),
+    ("85562004", "Hand"),
+]
+DIAGNOSES = {
+    "PT": [
+        ("M54.50", "Low back pain, unspecified"),
+        ("M25.561", "Pain in right knee"),
+        ("M25.511", "Pain in right shoulder"),
+        ("R26.89", "Other abnormalities of gait and mobility"),
+    ],
+    "OT": [("M62.81", "Muscle weakness (generalized)"), ("M25.641", "Stiffness of right hand")],
+    "SLP": [("R13.12", "Dysphagia, oropharyngeal phase"), ("R47.01", "Aphasia")],
+}
+PAYERS = [
+    ("MEDICARE-B", "Medicare Part B"),
+    ("UHC-COMM", "UnitedHealthcare"),
+    ("COMM-AMA", "Example Commercial"),
+    ("OTHER-PLAN", "A payer not in the table"),
+]
+MEASURES = [
+    "Knee flexion range of motion",
+    "Grip strength",
+    "Berg balance score",
+    "Six-minute walk distance",
+    "Functional swallow scale",
+]
+
+# Documentation problems a visit may carry (one each), named by what is wrong in the record.
+PROBLEMS = [
+    "no-time",
+    "datetime-only",
+    "end-before-start",
+    "no-end",
+    "unmapped-code",
+    "not-done",
+    "no-coverage",
+    "unknown-payer",
+    "no-performer-role",
+    "no-body-site",
+    "no-note",
+    "no-observation",
+    "no-diagnosis",
+]
+
+
+@dataclass
+class SampleSpec:
+    visits: int = 20
+    seed: int = 1
+    start: date = date(2026, 11, 2)
+    problem_rate: float = 0.25
+    days: int = 1  # visits spread over this many consecutive days
+
+
+@dataclass
+class _Clinic:
+    rng: random.Random
+    resources: list[Json] = field(default_factory=list)
+    staff: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # role code → ids
+
+
+def generate(spec: SampleSpec) -> Iterator[Json]:
+    """The resources of a synthetic clinic: organisations, staff, then `spec.visits` visits.
+
+    Streamed visit by visit, so a large sample is never held whole.
+    """
+    if spec.visits < 0 or not 0 <= spec.problem_rate <= 1:
+        raise ValueError("visits must be ≥ 0 and problem_rate within 0..1")
+    clinic = _Clinic(random.Random(spec.seed))
+    _organisations(clinic)
+    _staff(clinic)
+    yield from clinic.resources
+    width = max(4, len(str(spec.visits)))
+    for number in range(1, spec.visits + 1):
+        clinic.resources = []
+        problem = None
+        if clinic.rng.random() < spec.problem_rate:
+            problem = clinic.rng.choice(PROBLEMS)
+        day = spec.start + timedelta(days=(number - 1) % max(1, spec.days))
+        _visit(clinic, f"{number:0{width}d}", day, problem)
+        yield from clinic.resources
+
+
+def _organisations(clinic: _Clinic) -> None:
+    clinic.resources.append(
+        {"resourceType": "Organization", "id": "clinic", "name": "Example Therapy Clinic"}
+    )
+    for value, name in PAYERS:
+        clinic.resources.append(
+            {
+                "resourceType": "Organization",
+                "id": f"payer-{value.lower()}",
+                "name": name,
+                "identifier": [{"system": PAYER_ID, "value": value}],
+            }
+        )
+
+
+def _staff(clinic: _Clinic) -> None:
+    for discipline, (lead, assistant) in ROLES.items():
+        for code in (lead, assistant):
+            if code is None:
+                continue
+            for n in (1, 2):
+                pid = f"{discipline.lower()}-{code.lower()}-{n}"
+                clinic.resources.append(
+                    {
+                        "resourceType": "Practitioner",
+                        "id": pid,
+                        "name": [{"family": f"Staff{n}", "given": [f"{discipline}{code[:4]}"]}],
+                    }
+                )
+                clinic.resources.append(
+                    {
+                        "resourceType": "PractitionerRole",
+                        "id": f"role-{pid}",
+                        "practitioner": {"reference": f"Practitioner/{pid}"},
+                        "organization": {"reference": "Organization/clinic"},
+                        "code": [{"coding": [{"system": NUCC, "code": code}]}],
+                    }
+                )
+                clinic.staff.setdefault(code, []).append((pid, code))
+
+
+def _visit(clinic: _Clinic, number: str, day: date, problem: str | None) -> None:
+    rng = clinic.rng
+    discipline = rng.choices(["PT", "OT", "SLP"], weights=[6, 3, 2])[0]
+    patient, encounter = f"pat-{number}", f"enc-{number}"
+    clinic.resources.append(
+        {
+            "resourceType": "Patient",
+            "id": patient,
+            "name": [{"family": f"Sample{number}", "given": ["Pat"]}],
+            "birthDate": f"{rng.randint(1940, 2000)}-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}",
+        }
+    )
+    payer = "OTHER-PLAN" if problem == "unknown-payer" else rng.choice([p for p, _ in PAYERS[:3]])
+    if problem != "no-coverage":
+        clinic.resources.append(_coverage(number, patient, payer, day))
+    dx_code, dx_text = rng.choice(DIAGNOSES[discipline])
+    condition = f"cond-{number}"
+    clinic.resources.append(
+        {
+            "resourceType": "Condition",
+            "id": condition,
+            "subject": {"reference": f"Patient/{patient}"},
+            "clinicalStatus": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                        "code": "active",
+                    }
+                ]
+            },
+            "code": {"coding": [{"system": ICD10CM, "code": dx_code, "display": dx_text}]},
+        }
+    )
+    clinic.resources.append(
+        {
+            "resourceType": "Goal",
+            "id": f"goal-{number}",
+            "lifecycleStatus": "active",
+            "subject": {"reference": f"Patient/{patient}"},
+            "description": {"text": f"Improve function limited by {dx_text.lower()}"},
+            "addresses": [{"reference": f"Condition/{condition}"}],
+        }
+    )
+    start = datetime(day.year, day.month, day.day, 8, 0, tzinfo=CLINIC_ZONE) + timedelta(
+        minutes=15 * rng.randint(0, 32)
+    )
+    procedures, end = _procedures(
+        clinic, number, discipline, patient, encounter, condition, start, problem, payer
+    )
+    enc: Json = {
+        "resourceType": "Encounter",
+        "id": encounter,
+        "status": "finished",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "serviceType": {"coding": [{"system": DISCIPLINE_TYPES, "code": discipline}]},
+        "subject": {"reference": f"Patient/{patient}"},
+        "period": {"start": start.isoformat(), "end": end.isoformat()},
+        "serviceProvider": {"reference": "Organization/clinic"},
+    }
+    if problem != "no-diagnosis":
+        enc["diagnosis"] = [{"condition": {"reference": f"Condition/{condition}"}, "rank": 1}]
+    if problem:
+        enc["meta"] = {"tag": [{"system": PROBLEM_TAG, "code": problem}]}
+    clinic.resources.append(enc)
+    clinic.resources.extend(procedures)
+
+
+def _coverage(number: str, patient: str, payer: str, day: date) -> Json:
+    return {
+        "resourceType": "Coverage",
+        "id": f"cov-{number}",
+        "status": "active",
+        "beneficiary": {"reference": f"Patient/{patient}"},
+        "payor": [{"reference": f"Organization/payer-{payer.lower()}"}],
+        "period": {"start": f"{day.year}-01-01"},
+        "order": 1,
+    }
+
+
+def _procedures(
+    clinic: _Clinic,
+    number: str,
+    discipline: str,
+    patient: str,
+    encounter: str,
+    condition: str,
+    start: datetime,
+    problem: str | None,
+    payer: str,
+) -> tuple[list[Json], datetime]:
+    rng = clinic.rng
+    plan = rng.sample(PLANS[discipline], k=min(len(PLANS[discipline]), rng.randint(2, 4)))
+    items: list[tuple[str, str | None, str | None, tuple[int, int] | None]] = list(plan)
+    if rng.random() < 0.25:
+        evaluation, evaluation_local = EVALUATIONS[discipline]
+        items.insert(0, (evaluation, None, evaluation_local, None))
+    if discipline == "PT" and rng.random() < 0.3:
+        items.append(
+            (
+                "G0283" if payer == "MEDICARE-B" else "97014",
+                None,
+                "PT-ESTIM-UNATT" if payer == "MEDICARE-B" else None,
+                None,
+            )
+        )
+    lead, assistant = ROLES[discipline]
+    clinician = rng.choice(clinic.staff[lead])[0]
+    helper = rng.choice(clinic.staff[assistant])[0] if assistant and rng.random() < 0.3 else None
+    broken = rng.randrange(len(items))  # the procedure a procedure-level problem lands on
+    resources: list[Json] = []
+    cursor = start
+    for index, (cpt, snomed, local, minutes_range) in enumerate(items):
+        minutes = rng.randint(*minutes_range) if minutes_range else rng.randint(20, 45)
+        pid = f"proc-{number}-{index + 1}"
+        coding = _coding(rng, cpt, snomed, local, problem == "unmapped-code" and index == broken)
+        performer_id = helper if helper and minutes_range and rng.random() < 0.5 else clinician
+        proc: Json = {
+            "resourceType": "Procedure",
+            "id": pid,
+            "status": "completed",
+            "code": {"coding": [coding]},
+            "subject": {"reference": f"Patient/{patient}"},
+            "encounter": {"reference": f"Encounter/{encounter}"},
+            "performedPeriod": {
+                "start": cursor.isoformat(),
+                "end": (cursor + timedelta(minutes=minutes)).isoformat(),
+            },
+            "performer": [
+                _performer(performer_id, problem == "no-performer-role" and index == broken)
+            ],
+            "reasonReference": [{"reference": f"Condition/{condition}"}],
+            "note": [{"text": _note(rng, cpt, minutes)}],
+        }
+        if discipline != "SLP" and not (problem == "no-body-site" and index == broken):
+            site, text = rng.choice(BODY_SITES)
+            proc["bodySite"] = [{"coding": [{"system": SNOMED, "code": site, "display": text}]}]
+        if index == broken:
+            _break(proc, problem, cursor, minutes)
+        resources.append(proc)
+        if minutes_range and problem != "no-observation":
+            resources.append(
+                _observation(rng, number, index, pid, patient, encounter, cursor, minutes)
+            )
+        cursor += timedelta(minutes=minutes + rng.choice([0, 0, 2, 5]))
+    return resources, cursor
+
+
+def _coding(
+    rng: random.Random, cpt: str, snomed: str | None, local: str | None, unmapped: bool
+) -> Json:
+    if unmapped:
+        return {"system": LOCAL, "code": "PT-UNKNOWN-99", "display": "Unmapped local charge"}
+    choice = rng.random()
+    if snomed and choice < 0.3:
+        return {"system": SNOMED, "code": snomed}
+    if local and choice < 0.5:
+        return {"system": LOCAL, "code": local}
+    return {"system": HCPCS if cpt.startswith("G") else CPT, "code": cpt}
+
+
+def _performer(practitioner: str, hide_role: bool) -> Json:
+    performer: Json = {"actor": {"reference": f"Practitioner/{practitioner}"}}
+    if hide_role:
+        performer["actor"] = {"reference": "Practitioner/unknown-staff"}
+    elif practitioner.count("-") >= 2:
+        code = practitioner.split("-")[1].upper()
+        performer["function"] = {"coding": [{"system": NUCC, "code": code}]}
+    return performer
+
+
+def _break(proc: Json, problem: str | None, start: datetime, minutes: int) -> None:
+    period = proc["performedPeriod"]
+    if problem == "no-time":
+        del proc["performedPeriod"]
+    elif problem == "datetime-only":
+        del proc["performedPeriod"]
+        proc["performedDateTime"] = start.isoformat()
+    elif problem == "end-before-start":
+        period["end"] = (start - timedelta(minutes=minutes)).isoformat()
+    elif problem == "no-end":
+        del period["end"]
+    elif problem == "not-done":
+        proc["status"] = "not-done"
+    elif problem == "no-note":
+        del proc["note"]
+
+
+def _note(rng: random.Random, cpt: str, minutes: int) -> str:
+    activity = {
+        "97110": "Therapeutic exercise: resisted knee extension 3x10, hamstring stretch 3x30 s",
+        "97112": "Neuromuscular re-education: single-leg stance on foam, tandem walking",
+        "97140": "Manual therapy: grade III joint mobilisation",
+        "97530": "Therapeutic activities: sit-to-stand transfers, floor-to-waist lifting",
+        "97116": "Gait training: level surfaces and stairs with a single-point cane",
+        "97035": "Ultrasound 1 MHz, 1.0 W/cm2, continuous",
+        "97535": "Self-care training: upper-body dressing with adaptive equipment",
+        "92507": "Language treatment: naming and sentence formulation tasks",
+        "92526": "Swallowing treatment: effortful swallow and chin-tuck exercises",
+        "97129": "Cognitive intervention: attention and working-memory tasks",
+    }.get(cpt, "Evaluation with standardised measures and plan of care")
+    return f"{activity}; {minutes} minutes one-on-one. Progressing toward goal."
+
+
+def _observation(
+    rng: random.Random,
+    number: str,
+    index: int,
+    procedure: str,
+    patient: str,
+    encounter: str,
+    when: datetime,
+    minutes: int,
+) -> Json:
+    measure = rng.choice(MEASURES)
+    return {
+        "resourceType": "Observation",
+        "id": f"obs-{number}-{index + 1}",
+        "status": "final",
+        "partOf": [{"reference": f"Procedure/{procedure}"}],
+        "subject": {"reference": f"Patient/{patient}"},
+        "encounter": {"reference": f"Encounter/{encounter}"},
+        "effectiveDateTime": (when + timedelta(minutes=minutes)).isoformat(),
+        "code": {"text": measure},
+        "valueQuantity": {"value": rng.randint(10, 120), "unit": "score"},
+    }
+
+
+def _urn(name: str) -> str:
+    return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, name)}"
+
+
+def as_transaction(resources: Iterable[Json]) -> Json:
+    """A transaction Bundle that PUTs each resource by id (loads into a server as is)."""
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": _urn(f"{r['resourceType']}/{r['id']}"),
+                "resource": r,
+                "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"},
+            }
+            for r in resources
+        ],
+    }

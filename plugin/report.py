@@ -1,0 +1,125 @@
+"""Decisions as a JSON report per encounter and a readable run summary for billing staff."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from plugin.rules.decision import Decision
+from plugin.rules.visit import SEVERITY_ORDER, Finding
+
+
+def finding_json(item: Finding) -> dict[str, Any]:
+    return {
+        "code": item.code,
+        "severity": item.severity.value,
+        "message": item.message,
+        "resource": item.resource,
+        "element": item.element,
+        "fix": item.fix,
+        "source": item.source,
+    }
+
+
+def ordered_findings(findings: tuple[Finding, ...] | list[Finding]) -> list[Finding]:
+    """Most severe first, then in the order found."""
+    return sorted(findings, key=lambda f: SEVERITY_ORDER[f.severity])
+
+
+def decision_report(decision: Decision) -> dict[str, Any]:
+    """One encounter: lines, units, statuses, problems with where they are, the explanation."""
+    visit = decision.visit
+    return {
+        "encounter": visit.encounter,
+        "patient": visit.patient,
+        "date_of_service": visit.date_of_service,
+        "method": visit.method.value,
+        "method_reason": visit.method_reason,
+        "payer": visit.payer,
+        "coverage": visit.coverage,
+        "lines": [
+            {
+                "key": line.key,
+                "code": line.code,
+                "discipline": line.discipline.value,
+                "date": line.date,
+                "minutes": line.minutes,
+                "units": line.units,
+                "modifiers": list(line.modifiers),
+                "status": line.status.value,
+                "holds": sorted({h.code for h in line.holds}),
+                "note": line.note,
+                "procedures": [s.reference for s in line.services],
+                **({"derived_from": line.derived_from} if line.derived_from else {}),
+            }
+            for line in decision.lines
+        ],
+        "problems": [finding_json(f) for f in ordered_findings(decision.findings)],
+        "alternatives": [dict(a) for a in decision.alternatives],
+        "explanation": [{"text": e.text, "source": e.source} for e in decision.explanation],
+    }
+
+
+@dataclass
+class RunSummary:
+    """Totals of a run, for the closing summary."""
+
+    visits: int = 0
+    lines_by_status: Counter[str] = field(default_factory=Counter)
+    units_by_code: Counter[str] = field(default_factory=Counter)
+    findings_by_code: Counter[str] = field(default_factory=Counter)
+    problems: list[Finding] = field(default_factory=list)  # findings that belong to no visit
+    failures: list[str] = field(default_factory=list)
+
+    def add(self, decision: Decision) -> None:
+        self.visits += 1
+        for line in decision.lines:
+            self.lines_by_status[line.status.value] += 1
+            self.units_by_code[line.code] += line.units
+        for item in decision.findings:
+            self.findings_by_code[item.code] += 1
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "visits": self.visits,
+            "lines_by_status": dict(self.lines_by_status),
+            "units_by_code": dict(sorted(self.units_by_code.items())),
+            "findings_by_code": dict(self.findings_by_code.most_common()),
+            "problems": [finding_json(f) for f in self.problems],
+            "failures": self.failures,
+        }
+
+
+def visit_text(decision: Decision) -> str:
+    """A few lines per visit: its charges, then its problems, most severe first."""
+    visit = decision.visit
+    out = [f"{visit.encounter} {visit.date_of_service or 'undated'} ({visit.method.value})"]
+    for line in decision.lines:
+        mods = "-".join(line.modifiers)
+        status = line.status.value
+        out.append(
+            f"  {line.code}-{mods:<6} {line.units:>2} unit(s) {line.minutes:>4} min  {status}"
+        )
+    for item in ordered_findings(decision.findings):
+        where = f" [{item.resource}]" if item.resource else ""
+        out.append(f"  {item.severity.value:<4} {item.code}: {item.message}{where}")
+    return "\n".join(out)
+
+
+def summary_text(summary: RunSummary) -> str:
+    statuses = ", ".join(f"{n} {s}" for s, n in sorted(summary.lines_by_status.items())) or "none"
+    units = ", ".join(f"{c} ×{n}" for c, n in sorted(summary.units_by_code.items())) or "none"
+    top = ", ".join(f"{c} ({n})" for c, n in summary.findings_by_code.most_common(5)) or "none"
+    lines = [
+        f"visits: {summary.visits}",
+        f"charge lines: {statuses}",
+        f"units by code: {units}",
+        f"top findings: {top}",
+    ]
+    if summary.problems:
+        lines.append(f"problems outside any visit: {len(summary.problems)}")
+        lines.extend(f"  {p.code}: {p.message} [{p.resource}]" for p in summary.problems[:10])
+    if summary.failures:
+        lines.append(f"failures: {len(summary.failures)}")
+    return "\n".join(lines)

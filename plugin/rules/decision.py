@@ -1,0 +1,197 @@
+"""A visit's decision: charge lines with units, modifiers and status, findings and explanation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from enum import StrEnum
+
+from plugin.rules import sources
+from plugin.rules.model import (
+    Catalog,
+    CodeKind,
+    Discipline,
+    Explanation,
+    GroupKey,
+    Method,
+    Service,
+    UnitLine,
+    UnitsResult,
+)
+from plugin.rules.parameters import UnitParameters
+from plugin.rules.units import decide_units
+from plugin.rules.visit import Finding, Severity, Visit, VisitService
+
+# The plan-of-care modifier every therapy-list code carries. Source: Pub 100-04 ch.5 §20.1.
+PLAN_OF_CARE_MODIFIER = {Discipline.PT: "GP", Discipline.OT: "GO", Discipline.SLP: "GN"}
+
+
+class LineStatus(StrEnum):
+    """ChargeItem status of a line (DESIGN.md "Status")."""
+
+    BILLABLE = "billable"
+    PLANNED = "planned"  # held for documentation
+    NOT_BILLABLE = "not-billable"  # documented, earns 0 units
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeLine:
+    """One charge: a code, its units and modifiers for one date and discipline of a visit."""
+
+    key: str  # stable per encounter + date of service + discipline + code
+    code: str
+    system: str
+    label: str
+    kind: CodeKind
+    units: int
+    minutes: int
+    discipline: Discipline
+    date: str | None
+    modifiers: tuple[str, ...]
+    status: LineStatus
+    holds: tuple[Finding, ...]
+    note: str
+    services: tuple[VisitService, ...]
+    derived_from: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Everything decided about one visit."""
+
+    visit: Visit
+    lines: tuple[ChargeLine, ...]
+    findings: tuple[Finding, ...]
+    explanation: tuple[Explanation, ...]
+    units: UnitsResult
+
+    @property
+    def alternatives(self) -> tuple[Mapping[str, int], ...]:
+        return tuple(a for g in self.units.groups for a in g.alternatives)
+
+
+def line_key(visit: Visit, day: str | None, discipline: Discipline, code: str) -> str:
+    """The idempotency key of a charge line (DESIGN.md "Idempotency")."""
+    return f"{visit.encounter_id}/{day or 'undated'}/{discipline.value}/{code}"
+
+
+def decide_visit(
+    visit: Visit, catalog: Catalog, parameters: UnitParameters, on: date | None = None
+) -> Decision:
+    """Units for the visit's completed, coded procedures under its payer's method, as lines."""
+    billed = [(s, s.code) for s in visit.services if s.billable_status and s.code is not None]
+    services = [
+        Service(code, s.minutes, s.discipline, s.date, visit.patient, visit.service_provider)
+        for s, code in billed
+    ]
+    when = on or (date.fromisoformat(visit.date_of_service) if visit.date_of_service else None)
+    units = decide_units(services, catalog, parameters, method=visit.method, on=when)
+    by_family = _services_by_family(visit, billed, catalog)
+    visit_holds = _visit_holds(visit)
+    lines = tuple(
+        _line(
+            visit,
+            group.key,
+            line,
+            by_family.get((group.key, _head(line, catalog)), ()),
+            visit_holds,
+            catalog,
+        )
+        for group in units.groups
+        for line in group.lines
+    )
+    findings = visit.findings + tuple(f for s in visit.services for f in s.findings)
+    method_note = Explanation(visit.method_reason, _method_source(visit.method))
+    explanation = (method_note, *(e for g in units.groups for e in g.explanation))
+    return Decision(visit, lines, findings, explanation, units)
+
+
+def _visit_holds(visit: Visit) -> tuple[Finding, ...]:
+    """Holds on every line of the visit: the visit's own, and those of completed procedures that
+    have no billing code — their minutes are missing from the day's total timed minutes, so no
+    line's units can be trusted until they are coded (CMS Pub 100-04 ch.5 §20.2 C).
+    """
+    uncoded = tuple(
+        f
+        for s in visit.services
+        if s.billable_status and s.code is None
+        for f in s.findings
+        if f.severity is Severity.HOLD
+    )
+    return tuple(f for f in visit.findings if f.severity is Severity.HOLD) + uncoded
+
+
+def _head(line: UnitLine, catalog: Catalog) -> str:
+    primary = catalog.codes[line.code].primary
+    return primary or line.code
+
+
+def _services_by_family(
+    visit: Visit, billed: list[tuple[VisitService, str]], catalog: Catalog
+) -> dict[tuple[GroupKey, str], tuple[VisitService, ...]]:
+    """Which procedures stand behind each line: the same group and the same code family.
+
+    The group key is built as units.gather builds it (REFERENCE §1.5, §8).
+    """
+    found: dict[tuple[GroupKey, str], list[VisitService]] = {}
+    for service, code in billed:
+        definition = catalog.codes[code]
+        discipline = service.discipline or definition.disciplines[0]
+        key = GroupKey(discipline, service.date, visit.patient, visit.service_provider)
+        found.setdefault((key, definition.primary or code), []).append(service)
+    return {key: tuple(value) for key, value in found.items()}
+
+
+def _line(
+    visit: Visit,
+    key: GroupKey,
+    line: UnitLine,
+    services: tuple[VisitService, ...],
+    visit_holds: tuple[Finding, ...],
+    catalog: Catalog,
+) -> ChargeLine:
+    definition = catalog.codes[line.code]
+    holds = visit_holds + tuple(
+        f for s in services for f in s.findings if f.severity is Severity.HOLD
+    )
+    status, note = _status(line, holds, visit.method)
+    return ChargeLine(
+        key=line_key(visit, key.date, key.discipline, line.code),
+        code=line.code,
+        system=definition.system,
+        label=definition.label,
+        kind=line.kind,
+        units=line.units,
+        minutes=line.minutes,
+        discipline=key.discipline,
+        date=key.date,
+        modifiers=(PLAN_OF_CARE_MODIFIER[key.discipline],),
+        status=status,
+        holds=holds,
+        note=note,
+        services=services,
+        derived_from=line.derived_from,
+    )
+
+
+def _status(line: UnitLine, holds: tuple[Finding, ...], method: Method) -> tuple[LineStatus, str]:
+    """Held for documentation → planned; documented but 0 units → not-billable; else billable.
+
+    Source: DESIGN.md "Status"; CMS Pub 100-04 ch.5 §20.2 C (a timed service that earns no unit
+    is still documented, Example 4).
+    """
+    if holds:
+        reasons = "; ".join(f"{h.code}: {h.message}" for h in holds)
+        return LineStatus.PLANNED, f"Held for documentation: {reasons}"
+    if line.units == 0:
+        rule = "8-minute rule on total timed minutes" if method is Method.CMS else "per-code rule"
+        return (
+            LineStatus.NOT_BILLABLE,
+            f"{line.minutes} documented minutes of {line.code} earn no unit under the {rule}.",
+        )
+    return LineStatus.BILLABLE, ""
+
+
+def _method_source(method: Method) -> str:
+    return sources.UNITS_8_MINUTE.title if method is Method.CMS else sources.CPT_TIME_RULE.title

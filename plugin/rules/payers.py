@@ -1,0 +1,43 @@
+"""Payers and how each is billed: which unit method applies to a visit, and why."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from plugin.rules.model import Discipline, Method
+from plugin.rules.visit import Role
+
+
+@dataclass(frozen=True, slots=True)
+class Payer:
+    """A payer recognised by the identifiers on a Coverage's payor, billed by one method."""
+
+    id: str
+    name: str
+    method: Method
+    identifiers: tuple[tuple[str, str], ...]  # (system, value)
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class PayerTable:
+    payers: tuple[Payer, ...]
+    default_method: Method
+    default_source: str
+
+    def find(self, identifiers: Iterable[tuple[str, str]]) -> Payer | None:
+        """The payer one of whose identifiers matches; None when no payer does."""
+        wanted = set(identifiers)
+        for payer in self.payers:
+            if wanted.intersection(payer.identifiers):
+                return payer
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class CodingTables:
+    """Admin tables from codings to performer roles and to disciplines."""
+
+    roles: Mapping[tuple[str, str], Role]
+    service_types: Mapping[tuple[str, str], Discipline]

@@ -1,0 +1,134 @@
+"""A therapy visit as billing sees it: plain data read from FHIR, with the problems found."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from plugin.rules.model import Discipline, Method
+
+
+class Severity(StrEnum):
+    """How a finding affects a charge line (the gap issue makes severities payer-configurable)."""
+
+    HOLD = "hold"  # the line is not billed until fixed (ChargeItem status planned)
+    WARN = "warn"  # informs; the line is billed
+    INFO = "info"  # how a decision was reached
+
+
+SEVERITY_ORDER = {Severity.HOLD: 0, Severity.WARN: 1, Severity.INFO: 2}
+
+
+class Role(StrEnum):
+    """Who performed a service (REFERENCE §5.2, §6.5)."""
+
+    PT = "PT"
+    PTA = "PTA"
+    OT = "OT"
+    OTA = "OTA"
+    SLP = "SLP"
+    AIDE = "aide"
+    OTHER = "other"
+
+
+ROLE_DISCIPLINE = {
+    Role.PT: Discipline.PT,
+    Role.PTA: Discipline.PT,
+    Role.OT: Discipline.OT,
+    Role.OTA: Discipline.OT,
+    Role.SLP: Discipline.SLP,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A problem or note about a visit: what, how serious, where, how to fix it, and why."""
+
+    code: str
+    severity: Severity
+    message: str
+    resource: str | None = None  # "Procedure/123"
+    element: str | None = None  # "Procedure.performedPeriod.end"
+    fix: str = ""
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Performer:
+    """One performer of a procedure, with the minutes of their own period when documented."""
+
+    reference: str | None
+    role: Role | None
+    role_coding: tuple[str, str] | None = None  # (system, code) the role was read from
+    minutes: int | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Coding:
+    system: str
+    code: str
+    display: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class VisitService:
+    """One documented procedure of the visit."""
+
+    reference: str  # "Procedure/123"
+    status: str
+    codings: tuple[Coding, ...]
+    code: str | None  # CPT/HCPCS after mapping; None when it could not be mapped
+    minutes: int | None
+    minutes_source: str | None  # "extension", "performer-period" or "performed-period"
+    start: datetime | None
+    end: datetime | None
+    date: str | None  # date of service of this procedure (ISO)
+    performers: tuple[Performer, ...] = ()
+    discipline: Discipline | None = None
+    body_sites: tuple[Coding, ...] = ()
+    reasons: tuple[str, ...] = ()  # Condition references or reason codes
+    notes: tuple[str, ...] = ()
+    observations: tuple[str, ...] = ()  # Observation references linked to this procedure
+    based_on: tuple[str, ...] = ()
+    findings: tuple[Finding, ...] = ()
+
+    @property
+    def billable_status(self) -> bool:
+        """Only completed procedures are billed; others are reported."""
+        return self.status == "completed"
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    reference: str | None
+    codings: tuple[Coding, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Visit:
+    """One Encounter with what billing needs, and every problem met reading it."""
+
+    encounter: str  # "Encounter/123"
+    patient: str | None
+    status: str | None
+    class_code: str | None
+    date_of_service: str | None
+    start: datetime | None
+    end: datetime | None
+    service_provider: str | None
+    accounts: tuple[str, ...]
+    diagnoses: tuple[Diagnosis, ...]
+    services: tuple[VisitService, ...]
+    method: Method
+    method_reason: str
+    payer: str | None = None
+    coverage: str | None = None
+    goals: tuple[str, ...] = ()
+    findings: tuple[Finding, ...] = ()
+
+    @property
+    def encounter_id(self) -> str:
+        return self.encounter.split("/", 1)[-1]

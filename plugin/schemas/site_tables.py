@@ -1,0 +1,121 @@
+"""Schemas of the site tables: payers (config/payers.yaml), roles and service types."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
+
+from plugin.rules.model import Discipline, Method
+from plugin.rules.payers import CodingTables, Payer, PayerTable
+from plugin.rules.visit import Role
+
+
+class IdentifierSchema(Schema):
+    system = fields.String(required=True, validate=validate.Length(min=1))
+    value = fields.String(required=True, validate=validate.Length(min=1))
+
+
+class PayerSchema(Schema):
+    id = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9][a-z0-9-]*$"))
+    name = fields.String(required=True, validate=validate.Length(min=1))
+    method = fields.Enum(Method, by_value=True, required=True)
+    identifiers = fields.List(
+        fields.Nested(IdentifierSchema), required=True, validate=validate.Length(min=1)
+    )
+    source = fields.String(required=True, validate=validate.Length(min=1))
+
+
+class PayerTableSchema(Schema):
+    default_method = fields.Enum(Method, by_value=True, required=True)
+    default_source = fields.String(required=True, validate=validate.Length(min=1))
+    payers = fields.List(fields.Nested(PayerSchema), required=True)
+
+    @validates_schema
+    def _unique(self, data: dict[str, Any], **_: Any) -> None:
+        ids: dict[str, int] = {}
+        owners: dict[tuple[str, str], str] = {}
+        errors: dict[int, dict[str, list[str]]] = {}
+        for index, payer in enumerate(data["payers"]):
+            if payer["id"] in ids:
+                errors[index] = {
+                    "id": [f"duplicate payer id (first at payers[{ids[payer['id']]}])"]
+                }
+            ids.setdefault(payer["id"], index)
+            for ident in payer["identifiers"]:
+                key = (ident["system"], ident["value"])
+                if key in owners and owners[key] != payer["id"]:
+                    message = f"{key[0]}|{key[1]} already identifies payer {owners[key]}"
+                    errors.setdefault(index, {})["identifiers"] = [message]
+                owners.setdefault(key, payer["id"])
+        if errors:
+            raise ValidationError({"payers": errors})
+
+    @post_load
+    def _build(self, data: dict[str, Any], **_: Any) -> PayerTable:
+        return PayerTable(
+            payers=tuple(
+                Payer(
+                    id=p["id"],
+                    name=p["name"],
+                    method=p["method"],
+                    identifiers=tuple((i["system"], i["value"]) for i in p["identifiers"]),
+                    source=p["source"],
+                )
+                for p in data["payers"]
+            ),
+            default_method=data["default_method"],
+            default_source=data["default_source"],
+        )
+
+
+class RoleEntrySchema(Schema):
+    system = fields.String(required=True, validate=validate.Length(min=1))
+    code = fields.String(required=True, validate=validate.Length(min=1))
+    display = fields.String(load_default="")
+    role = fields.Enum(Role, by_value=True, required=True)
+    source = fields.String(required=True, validate=validate.Length(min=1))
+
+
+class ServiceTypeEntrySchema(Schema):
+    system = fields.String(required=True, validate=validate.Length(min=1))
+    code = fields.String(required=True, validate=validate.Length(min=1))
+    display = fields.String(load_default="")
+    discipline = fields.Enum(Discipline, by_value=True, required=True)
+    source = fields.String(required=True, validate=validate.Length(min=1))
+
+
+def _duplicates(entries: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    seen: dict[tuple[str, str], int] = {}
+    errors: dict[int, dict[str, list[str]]] = {}
+    for index, entry in enumerate(entries):
+        key = (entry["system"], entry["code"])
+        if key in seen:
+            errors[index] = {
+                "code": [f"duplicate {key[0]}|{key[1]} (first at {name}[{seen[key]}])"]
+            }
+        seen.setdefault(key, index)
+    return {name: errors} if errors else {}
+
+
+class CodingTablesSchema(Schema):
+    roles = fields.List(fields.Nested(RoleEntrySchema), required=True)
+    service_types = fields.List(fields.Nested(ServiceTypeEntrySchema), load_default=list)
+
+    @validates_schema
+    def _unique(self, data: dict[str, Any], **_: Any) -> None:
+        errors = {
+            **_duplicates(data["roles"], "roles"),
+            **_duplicates(data["service_types"], "service_types"),
+        }
+        if errors:
+            raise ValidationError(errors)
+
+    @post_load
+    def _build(self, data: dict[str, Any], **_: Any) -> CodingTables:
+        return CodingTables(
+            roles={(e["system"], e["code"]): e["role"] for e in data["roles"]},
+            service_types={
+                (e["system"], e["code"]): e["discipline"] for e in data["service_types"]
+            },
+        )
