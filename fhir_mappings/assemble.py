@@ -7,6 +7,7 @@ the other visits are unaffected.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -99,7 +100,7 @@ class VisitAssembler:
     def _key(self, resource: dict[str, Any], full_url: str | None) -> str:
         kind, rid = resource.get("resourceType"), resource.get("id")
         if rid:
-            return f"{kind}/{rid}"
+            return sys.intern(f"{kind}/{rid}")  # the same string as references to it
         return full_url or f"{kind}/#{id(resource)}"
 
     def _add_practitioner_role(self, resource: dict[str, Any], key: str) -> None:

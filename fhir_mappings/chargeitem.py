@@ -6,10 +6,12 @@ Built as plain dicts (orjson-serialisable, about 550× cheaper than fhir.resourc
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 from urllib.parse import quote
 
@@ -24,11 +26,16 @@ _UUID_NAMESPACE = uuid.UUID("6f1d3f0e-2b1c-4e57-9a53-5c1f0b7e2a10")
 Json = dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Definitions:
     """Our URLs under one configurable base (DESIGN.md "Modifiers")."""
 
     base: str
+
+    @cached_property
+    def line_search_prefix(self) -> str:
+        """`identifier=` search value up to the key: the system and `|`, percent-encoded once."""
+        return quote(f"{self.line_identifier}|", safe="")
 
     @property
     def line_identifier(self) -> str:
@@ -66,10 +73,29 @@ class RenderContext:
     agent: str  # "TheraCharge 0.1.0"
 
 
+def stable_urn(name: str) -> str:
+    """`urn:uuid:` + the name-based (SHA-1, version 5) UUID of `name` — the value of
+    `uuid.uuid5(_UUID_NAMESPACE, name)`, formatted without building UUID objects (hot path)."""
+    digest = bytearray(hashlib.sha1(_UUID_NAMESPACE.bytes + name.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    h = digest.hex()
+    return f"urn:uuid:{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def full_url(definitions: Definitions, line: ChargeLine) -> str:
     """A stable urn:uuid for a line, so the same input renders the same Bundle."""
-    name = f"{definitions.line_identifier}|{line.key}"
-    return f"urn:uuid:{uuid.uuid5(_UUID_NAMESPACE, name)}"
+    return stable_urn(f"{definitions.line_identifier}|{line.key}")
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9\-._~/]*")
+
+
+def _encoded_key(key: str) -> str:
+    """A line key for a search URL: keys are FHIR ids, dates and codes joined by `/`."""
+    if _PLAIN_KEY.fullmatch(key):
+        return key.replace("/", "%2F")
+    return quote(key, safe="")
 
 
 def charge_item(line: ChargeLine, decision: Decision, ctx: RenderContext) -> Json:
@@ -227,7 +253,7 @@ def transaction_entries(decision: Decision, ctx: RenderContext) -> list[Json]:
     defs = ctx.definitions
     entries: list[Json] = []
     for line in decision.lines:
-        query = quote(f"{defs.line_identifier}|{line.key}", safe="")
+        query = defs.line_search_prefix + _encoded_key(line.key)
         entries.append(
             {
                 "fullUrl": full_url(defs, line),
@@ -239,7 +265,7 @@ def transaction_entries(decision: Decision, ctx: RenderContext) -> list[Json]:
         prov = provenance(decision, [str(e["fullUrl"]) for e in entries], ctx)
         entries.append(
             {
-                "fullUrl": f"urn:uuid:{uuid.uuid5(_UUID_NAMESPACE, prov['id'])}",
+                "fullUrl": stable_urn(prov["id"]),
                 "resource": prov,
                 "request": {"method": "PUT", "url": f"Provenance/{prov['id']}"},
             }

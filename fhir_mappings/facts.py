@@ -8,6 +8,7 @@ held as small records rather than whole resources.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,12 @@ Json = dict[str, Any]
 CodingTuple = tuple[str, str, str]  # system, code, display
 
 
+# Systems, codes and references repeat across a large export (every Procedure names its
+# patient and encounter): interned, each is held once, which keeps memory in proportion to the
+# number of visits rather than of resources (bench/bench_process.py).
+_intern = sys.intern
+
+
 def codings(concept: object) -> tuple[CodingTuple, ...]:
     """(system, code, display) of a CodeableConcept's codings that have a system and a code."""
     if not isinstance(concept, dict):
@@ -27,9 +34,8 @@ def codings(concept: object) -> tuple[CodingTuple, ...]:
     found = []
     for coding in concept.get("coding") or ():
         if isinstance(coding, dict) and coding.get("system") and coding.get("code"):
-            found.append(
-                (str(coding["system"]), str(coding["code"]), str(coding.get("display", "")))
-            )
+            system, code = _intern(str(coding["system"])), _intern(str(coding["code"]))
+            found.append((system, code, _intern(str(coding.get("display", "")))))
     return tuple(found)
 
 
@@ -47,7 +53,7 @@ def concept_text(concept: object) -> str:
 def reference(value: object) -> str | None:
     """The `reference` string of a Reference, as written (normalised by the index)."""
     if isinstance(value, dict) and isinstance(value.get("reference"), str):
-        return str(value["reference"])
+        return _intern(value["reference"])
     return None
 
 
@@ -86,7 +92,6 @@ class ProcedureFacts:
     performed_datetime: object
     performers: list[PerformerFacts]
     body_sites: tuple[CodingTuple, ...]
-    body_site_texts: tuple[str, ...]
     reasons: tuple[str, ...]
     notes: tuple[str, ...]
     based_on: tuple[str, ...]
@@ -99,7 +104,7 @@ def procedure_facts(resource: Json, key: str, minutes_url: str) -> ProcedureFact
         key=key,
         encounter=reference(resource.get("encounter")),
         subject=reference(resource.get("subject")),
-        status=str(resource.get("status", "")),
+        status=_intern(str(resource.get("status", ""))),
         codings=codings(resource.get("code")),
         minutes_value=_extension_value(resource, minutes_url),
         performed_start=period.get("start") if isinstance(period, dict) else None,
@@ -108,9 +113,7 @@ def procedure_facts(resource: Json, key: str, minutes_url: str) -> ProcedureFact
         performed_datetime=resource.get("performedDateTime"),
         performers=[_performer(p) for p in resource.get("performer") or () if isinstance(p, dict)],
         body_sites=tuple(c for site in sites for c in codings(site)),
-        body_site_texts=tuple(t for t in (concept_text(s) for s in sites) if t),
-        reasons=tuple(r for r in (reference(x) for x in resource.get("reasonReference") or ()) if r)
-        + tuple(concept_text(x) for x in resource.get("reasonCode") or () if concept_text(x)),
+        reasons=_reasons(resource),
         notes=tuple(
             str(n["text"])
             for n in resource.get("note") or ()
@@ -118,6 +121,13 @@ def procedure_facts(resource: Json, key: str, minutes_url: str) -> ProcedureFact
         ),
         based_on=tuple(r for r in (reference(x) for x in resource.get("basedOn") or ()) if r),
     )
+
+
+def _reasons(resource: Json) -> tuple[str, ...]:
+    """Reason references, then the text or first code of each reason code."""
+    found = [r for r in (reference(x) for x in resource.get("reasonReference") or ()) if r]
+    found += [t for t in (concept_text(x) for x in resource.get("reasonCode") or ()) if t]
+    return tuple(found)
 
 
 def _performer(performer: Json) -> PerformerFacts:

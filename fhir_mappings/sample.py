@@ -108,6 +108,7 @@ PROBLEMS = [
     "no-observation",
     "no-diagnosis",
 ]
+TIMED_PROBLEMS = {"no-time", "datetime-only", "end-before-start", "no-end", "no-observation"}
 
 
 @dataclass
@@ -235,7 +236,7 @@ def _visit(clinic: _Clinic, number: str, day: date, problem: str | None) -> None
     start = datetime(day.year, day.month, day.day, 8, 0, tzinfo=CLINIC_ZONE) + timedelta(
         minutes=15 * rng.randint(0, 32)
     )
-    procedures, end = _procedures(
+    procedures, end, problem = _procedures(
         clinic, number, discipline, patient, encounter, condition, start, problem, payer
     )
     enc: Json = {
@@ -278,7 +279,7 @@ def _procedures(
     start: datetime,
     problem: str | None,
     payer: str,
-) -> tuple[list[Json], datetime]:
+) -> tuple[list[Json], datetime, str | None]:
     rng = clinic.rng
     plan = rng.sample(PLANS[discipline], k=min(len(PLANS[discipline]), rng.randint(2, 4)))
     items: list[tuple[str, str | None, str | None, tuple[int, int] | None]] = list(plan)
@@ -297,7 +298,12 @@ def _procedures(
     lead, assistant = ROLES[discipline]
     clinician = rng.choice(clinic.staff[lead])[0]
     helper = rng.choice(clinic.staff[assistant])[0] if assistant and rng.random() < 0.3 else None
-    broken = rng.randrange(len(items))  # the procedure a procedure-level problem lands on
+    # The procedure a procedure-level problem lands on: a timed one for problems of time and of
+    # objective measures, so that every problem the sample announces is one a checker must see.
+    timed = [i for i, item in enumerate(items) if item[3] is not None]
+    if problem in TIMED_PROBLEMS and not timed:
+        problem = None  # nothing timed to break: the visit stays clean, and untagged
+    broken = rng.choice(timed if problem in TIMED_PROBLEMS else range(len(items)))
     resources: list[Json] = []
     cursor = start
     for index, (cpt, snomed, local, minutes_range) in enumerate(items):
@@ -333,7 +339,7 @@ def _procedures(
                 _observation(rng, number, index, pid, patient, encounter, cursor, minutes)
             )
         cursor += timedelta(minutes=minutes + rng.choice([0, 0, 2, 5]))
-    return resources, cursor
+    return resources, cursor, problem
 
 
 def _coding(

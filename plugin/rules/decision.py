@@ -89,13 +89,14 @@ def decide_visit(
     units = decide_units(services, catalog, parameters, method=visit.method, on=when)
     by_family = _services_by_family(visit, billed, catalog)
     visit_holds = _visit_holds(visit)
+    pool_holds = _pool_holds(by_family, catalog) if visit.method is Method.CMS else {}
     lines = tuple(
         _line(
             visit,
             group.key,
             line,
             by_family.get((group.key, _head(line, catalog)), ()),
-            visit_holds,
+            visit_holds + (pool_holds.get(group.key, ()) if line.kind in _POOLED else ()),
             catalog,
         )
         for group in units.groups
@@ -120,6 +121,29 @@ def _visit_holds(visit: Visit) -> tuple[Finding, ...]:
         if f.severity is Severity.HOLD
     )
     return tuple(f for f in visit.findings if f.severity is Severity.HOLD) + uncoded
+
+
+_POOLED = (CodeKind.TIMED_15, CodeKind.ADDON)
+_TIME_FINDINGS = ("time-missing", "time-invalid", "time-incomplete", "time-unreadable")
+
+
+def _pool_holds(
+    by_family: dict[tuple[GroupKey, str], tuple[VisitService, ...]], catalog: Catalog
+) -> dict[GroupKey, tuple[Finding, ...]]:
+    """Under the CMS method, a 15-minute service with unknown time holds every 15-minute line of
+    its group: the day's total timed minutes, and so every share of the units, depend on it.
+
+    Source: CMS Pub 100-04 ch.5 §20.2 C (units from total timed minutes).
+    """
+    holds: dict[GroupKey, list[Finding]] = {}
+    for (key, head), services in by_family.items():
+        if catalog.codes[head].kind is not CodeKind.TIMED_15:
+            continue
+        for service in services:
+            holds.setdefault(key, []).extend(
+                f for f in service.findings if f.code in _TIME_FINDINGS
+            )
+    return {key: tuple(found) for key, found in holds.items() if found}
 
 
 def _head(line: UnitLine, catalog: Catalog) -> str:
@@ -152,9 +176,8 @@ def _line(
     catalog: Catalog,
 ) -> ChargeLine:
     definition = catalog.codes[line.code]
-    holds = visit_holds + tuple(
-        f for s in services for f in s.findings if f.severity is Severity.HOLD
-    )
+    own = tuple(f for s in services for f in s.findings if f.severity is Severity.HOLD)
+    holds = own + tuple(f for f in visit_holds if f not in own)
     status, note = _status(line, holds, visit.method)
     return ChargeLine(
         key=line_key(visit, key.date, key.discipline, line.code),
@@ -182,7 +205,7 @@ def _status(line: UnitLine, holds: tuple[Finding, ...], method: Method) -> tuple
     is still documented, Example 4).
     """
     if holds:
-        reasons = "; ".join(f"{h.code}: {h.message}" for h in holds)
+        reasons = "; ".join(f"{h.code} ({h.resource}): {h.message}" for h in holds)
         return LineStatus.PLANNED, f"Held for documentation: {reasons}"
     if line.units == 0:
         rule = "8-minute rule on total timed minutes" if method is Method.CMS else "per-code rule"

@@ -1,0 +1,105 @@
+"""Benchmark: offline processing of sample visits from NDJSON, next to a plain orjson parse.
+
+Run: `.venv/bin/python bench/bench_process.py [--visits 10000 100000]`. For each size it writes
+a sample NDJSON file, then measures in fresh processes pinned to one core: (1) parsing every line
+with orjson and nothing else, (2) `theracharge process` end to end (translate, decide, render,
+write the transaction Bundle and the report). Prints visits/s, seconds per 100k resources and
+peak RSS. Asserts nothing. Targets (issue 3): ≥ 2,000 visits/s on one core, within about 10× of
+the plain parse, peak RSS under 1 GiB at 100,000 visits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CHILD = r"""
+import os, resource, sys, time, json
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+mode, path = sys.argv[1], sys.argv[2]
+setup = time.perf_counter()
+if mode == "process":
+    from datetime import datetime
+    from plugin.service import OfflineOutputs, process_file
+    from plugin.settings import load_settings
+    settings = load_settings()
+start = time.perf_counter()
+setup = start - setup
+if mode == "parse":
+    import orjson
+    count = 0
+    with open(path, "rb") as handle:
+        for line in handle:
+            orjson.loads(line)
+            count += 1
+else:
+    now = datetime.now().astimezone()
+    with open(os.devnull, "wb") as bundle, open(os.devnull, "wb") as report:
+        summary = process_file(path, settings, OfflineOutputs(bundle, report), now)
+    count = summary.visits
+elapsed = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"seconds": elapsed, "count": count, "peak_mb": peak, "setup": setup}))
+"""
+
+
+def measure(mode: str, path: Path) -> dict[str, float]:
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, mode, str(path)], capture_output=True, text=True, check=True
+    )
+    result: dict[str, float] = json.loads(done.stdout)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--visits", type=int, nargs="+", default=[10_000, 100_000])
+    args = parser.parse_args()
+    theracharge = Path(sys.executable).with_name("theracharge")
+    with tempfile.TemporaryDirectory() as folder:
+        for visits in args.visits:
+            path = Path(folder) / f"visits-{visits}.ndjson"
+            subprocess.run(
+                [
+                    str(theracharge),
+                    "sample",
+                    "--visits",
+                    str(visits),
+                    "--seed",
+                    "7",
+                    "--days",
+                    "20",
+                    "--out",
+                    str(path),
+                ],
+                check=True,
+            )
+            resources = sum(1 for _ in path.open("rb"))
+            size = os.path.getsize(path) / 1e6
+            parse = measure("parse", path)
+            process = measure("process", path)
+            per_100k = 100_000 / resources
+            print(f"\n{visits:,} visits: {resources:,} resources, {size:,.0f} MB NDJSON, one core")
+            for label, got in (("orjson parse only", parse), ("theracharge process", process)):
+                print(
+                    f"  {label:<20} {got['seconds']:7.2f} s "
+                    f"({got['seconds'] * per_100k:5.2f} s per 100k resources), "
+                    f"peak RSS {got['peak_mb']:5.0f} MB"
+                )
+            rate = process["count"] / process["seconds"]
+            ratio = process["seconds"] / parse["seconds"]
+            print(
+                f"  {rate:,.0f} visits/s, {ratio:.1f}× the plain parse; "
+                f"start-up (imports, settings) {process['setup']:.2f} s not counted"
+            )
+            time.sleep(0.5)
+
+
+if __name__ == "__main__":
+    main()

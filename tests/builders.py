@@ -1,0 +1,99 @@
+"""Small FHIR R4 resources for tests, built field by field so each test shows what it varies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+CPT = "http://www.ama-assn.org/go/cpt"
+SNOMED = "http://snomed.info/sct"
+NUCC = "http://nucc.org/provider-taxonomy"
+PAYER_ID = "https://ehr.example.org/fhir/payer-id"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+MINUTES_URL = "https://theracharge.example/fhir/StructureDefinition/billable-minutes"
+PERFORMER_PERIOD = (
+    "http://hl7.org/fhir/5.0/StructureDefinition/extension-Procedure.performer.period"
+)
+
+Json = dict[str, Any]
+
+
+def encounter(eid: str = "e1", start: str = "2026-11-02T09:00:00-05:00", **extra: Any) -> Json:
+    resource: Json = {
+        "resourceType": "Encounter",
+        "id": eid,
+        "status": "finished",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": {"reference": "Patient/p1"},
+        "period": {"start": start, "end": "2026-11-02T10:30:00-05:00"},
+        "serviceProvider": {"reference": "Organization/clinic"},
+        "diagnosis": [{"condition": {"reference": "Condition/c1"}, "rank": 1}],
+    }
+    resource.update(extra)
+    return resource
+
+
+def procedure(
+    pid: str,
+    code: str = "97110",
+    start: str | None = "2026-11-02T09:00:00-05:00",
+    minutes: int | None = 20,
+    system: str = CPT,
+    role: str | None = "225100000X",
+    encounter_id: str = "e1",
+    **extra: Any,
+) -> Json:
+    resource: Json = {
+        "resourceType": "Procedure",
+        "id": pid,
+        "status": "completed",
+        "code": {"coding": [{"system": system, "code": code}]},
+        "subject": {"reference": "Patient/p1"},
+        "encounter": {"reference": f"Encounter/{encounter_id}"},
+        "performer": [performer("Practitioner/pt1", role)],
+    }
+    if start is not None and minutes is not None:
+        resource["performedPeriod"] = {"start": start, "end": _plus(start, minutes)}
+    resource.update(extra)
+    return resource
+
+
+def performer(actor: str, role: str | None, period: tuple[str, str] | None = None) -> Json:
+    entry: Json = {"actor": {"reference": actor}}
+    if role:
+        entry["function"] = {"coding": [{"system": NUCC, "code": role}]}
+    if period:
+        entry["extension"] = [
+            {"url": PERFORMER_PERIOD, "valuePeriod": {"start": period[0], "end": period[1]}}
+        ]
+    return entry
+
+
+def _plus(start: str, minutes: int) -> str:
+    from datetime import datetime, timedelta
+
+    return (datetime.fromisoformat(start) + timedelta(minutes=minutes)).isoformat()
+
+
+def condition(cid: str = "c1", *codings: tuple[str, str]) -> Json:
+    pairs = codings or ((ICD10CM, "M25.561"),)
+    return {
+        "resourceType": "Condition",
+        "id": cid,
+        "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": s, "code": c} for s, c in pairs]},
+    }
+
+
+def coverage(
+    cid: str = "cov1", payer_value: str = "MEDICARE-B", order: int = 1, **extra: Any
+) -> Json:
+    resource: Json = {
+        "resourceType": "Coverage",
+        "id": cid,
+        "status": "active",
+        "beneficiary": {"reference": "Patient/p1"},
+        "payor": [{"identifier": {"system": PAYER_ID, "value": payer_value}}],
+        "order": order,
+    }
+    resource.update(extra)
+    return resource
