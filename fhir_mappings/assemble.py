@@ -16,7 +16,7 @@ from fhir_mappings import facts as fx
 from fhir_mappings.fhirtime import FhirValueError, date_part, parse_instant
 from fhir_mappings.minutes import procedure_timing
 from plugin.rules.code_mapping import CodeMap, resolve_code
-from plugin.rules.findings import finding
+from plugin.rules.findings import FindingPolicy
 from plugin.rules.model import Catalog, CodeKind, Discipline, Method
 from plugin.rules.payers import CodingTables, PayerTable
 from plugin.rules.visit import (
@@ -43,6 +43,8 @@ class TranslateTables:
     coding_tables: CodingTables
     payers: PayerTable
     minutes_extension: str
+    findings: FindingPolicy
+    total_timed_extension: str
 
 
 class VisitAssembler:
@@ -80,7 +82,9 @@ class VisitAssembler:
                 fx.procedure_facts(resource, key, self.tables.minutes_extension)
             )
         elif kind == "Encounter":
-            self._encounters[key] = fx.encounter_facts(resource, key)
+            self._encounters[key] = fx.encounter_facts(
+                resource, key, self.tables.total_timed_extension
+            )
         elif kind == "Condition":
             self._conditions[key] = fx.codings(resource.get("code"))
         elif kind == "Coverage":
@@ -140,7 +144,7 @@ class VisitAssembler:
             else:
                 what = procedure.encounter or "no encounter"
                 self.problems.append(
-                    finding(
+                    self.tables.findings.make(
                         "encounter-missing",
                         f"Procedure belongs to {what}, which is not in the input.",
                         procedure.key,
@@ -153,16 +157,19 @@ class VisitAssembler:
     def _visit(self, encounter: fx.EncounterFacts, procedures: list[fx.ProcedureFacts]) -> Visit:
         found: list[Finding] = self._invalid_findings(encounter.key, "Encounter")
         patient = self.norm(encounter.subject)
-        start = _instant(encounter.period_start, encounter.key, "Encounter.period.start", found)
-        end = _instant(encounter.period_end, encounter.key, "Encounter.period.end", found)
-        day = _date(encounter.period_start, encounter.key, found)
+        policy = self.tables.findings
+        start = _instant(
+            encounter.period_start, encounter.key, "Encounter.period.start", found, policy
+        )
+        end = _instant(encounter.period_end, encounter.key, "Encounter.period.end", found, policy)
+        day = _date(encounter.period_start, encounter.key, found, policy)
         service_type = self._service_type(encounter)
         services = tuple(self._service(p, day, service_type) for p in procedures)
         if day is None:
             day = min((s.date for s in services if s.date), default=None)
         if day is None:
             found.append(
-                finding(
+                self.tables.findings.make(
                     "date-missing",
                     "The encounter has no date of service.",
                     encounter.key,
@@ -188,7 +195,26 @@ class VisitAssembler:
             coverage=coverage,
             goals=tuple(self._goals.get(patient or "", ())),
             findings=tuple(found),
+            documented_timed_minutes=self._documented_total(encounter, found),
         )
+
+    def _documented_total(self, encounter: fx.EncounterFacts, found: list[Finding]) -> int | None:
+        """The visit's documented total timed minutes (Pub 100-02 ch.15 §220.3 E), if sent."""
+        value = encounter.total_timed_value
+        if value is None:
+            return None
+        amount = value.get("value") if isinstance(value, dict) else None
+        if isinstance(amount, bool) or not isinstance(amount, int | float) or amount < 0:
+            found.append(
+                self.tables.findings.make(
+                    "resource-invalid",
+                    "The total timed minutes extension has no non-negative value.",
+                    encounter.key,
+                    "Encounter.extension(total-timed-minutes)",
+                )
+            )
+            return None
+        return int(amount)
 
     def _service(
         self, procedure: fx.ProcedureFacts, day: str | None, service_type: Discipline | None
@@ -198,7 +224,7 @@ class VisitAssembler:
         resolution = resolve_code(pairs, self.tables.catalog, self.tables.code_map)
         if procedure.status != "completed":
             found.append(
-                finding(
+                self.tables.findings.make(
                     "procedure-not-completed",
                     f"Status {procedure.status or 'none'}: not billed.",
                     procedure.key,
@@ -208,9 +234,11 @@ class VisitAssembler:
         elif resolution.code is None:
             code = "code-conflict" if resolution.how == "conflict" else "code-unmapped"
             found.append(
-                finding(code, resolution.detail.capitalize() + ".", procedure.key, "Procedure.code")
+                self.tables.findings.make(
+                    code, resolution.detail.capitalize() + ".", procedure.key, "Procedure.code"
+                )
             )
-        timing = procedure_timing(procedure)
+        timing = procedure_timing(procedure, self.tables.findings)
         timed = resolution.code is not None and (
             self.tables.catalog.codes[resolution.code].kind is not CodeKind.UNTIMED
         )
@@ -238,11 +266,14 @@ class VisitAssembler:
             observations=tuple(self._observations.get(procedure.key, ())),
             based_on=tuple(self.norm(r) or r for r in procedure.based_on),
             findings=tuple(found),
+            group_subject=(procedure.subject or "").startswith("Group/"),
         )
 
     def _invalid_findings(self, key: str, kind: str) -> list[Finding]:
         message = self._invalid.get(key)
-        return [finding("resource-invalid", message, key, kind)] if message else []
+        return (
+            [self.tables.findings.make("resource-invalid", message, key, kind)] if message else []
+        )
 
     def _performer(
         self,
@@ -255,7 +286,7 @@ class VisitAssembler:
         role, coding = self._role(performer.functions, actor)
         if role is None:
             found.append(
-                finding(
+                self.tables.findings.make(
                     "performer-role-unknown",
                     f"No known role for performer {actor or '(no actor)'}.",
                     key,
@@ -319,7 +350,7 @@ class VisitAssembler:
             codes = self._conditions.get(key or "")
             if codes is None:
                 found.append(
-                    finding(
+                    self.tables.findings.make(
                         "reference-unresolved",
                         f"Diagnosis {ref} is not in the input.",
                         encounter.key,
@@ -339,7 +370,7 @@ class VisitAssembler:
         coverage = _primary_coverage(self._coverages.get(patient or "", []), day)
         if coverage is None:
             found.append(
-                finding(
+                self.tables.findings.make(
                     "coverage-missing",
                     "No active Coverage for the patient on the "
                     f"date of service: billed by the default {payers.default_method} "
@@ -359,7 +390,7 @@ class VisitAssembler:
         if payer is None:
             listed = ", ".join(f"{s}|{v}" for s, v in identifiers) or "no payor identifier"
             found.append(
-                finding(
+                self.tables.findings.make(
                     "payer-unknown",
                     f"Payer of {coverage.key} ({listed}) is not in "
                     f"the payer table: billed by the default {payers.default_method} "
@@ -397,7 +428,9 @@ def _covers(coverage: fx.CoverageFacts, day: str | None) -> bool:
     return starts and ends
 
 
-def _instant(value: object, key: str, element: str, found: list[Finding]) -> Any:
+def _instant(
+    value: object, key: str, element: str, found: list[Finding], policy: FindingPolicy
+) -> Any:
     """A period bound with a time; a date-only bound is valid FHIR and gives no time."""
     if value is None:
         return None
@@ -407,15 +440,15 @@ def _instant(value: object, key: str, element: str, found: list[Finding]) -> Any
             return None
         return parse_instant(value)
     except FhirValueError as exc:
-        found.append(finding("resource-invalid", str(exc), key, element))
+        found.append(policy.make("resource-invalid", str(exc), key, element))
         return None
 
 
-def _date(value: object, key: str, found: list[Finding]) -> str | None:
+def _date(value: object, key: str, found: list[Finding], policy: FindingPolicy) -> str | None:
     if value is None:
         return None
     try:
         return date_part(value)
     except FhirValueError as exc:
-        found.append(finding("resource-invalid", str(exc), key, "Encounter.period.start"))
+        found.append(policy.make("resource-invalid", str(exc), key, "Encounter.period.start"))
         return None

@@ -9,7 +9,7 @@ held as small records rather than whole resources.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 # The R5 element Procedure.performer.period, carried in R4 as a cross-version extension.
@@ -160,10 +160,10 @@ class EncounterFacts:
     accounts: tuple[str, ...]
     diagnoses: list[tuple[str | None, int]]  # (Condition reference, rank)
     service_types: tuple[CodingTuple, ...]
-    procedures: list[ProcedureFacts] = field(default_factory=list)
+    total_timed_value: object = None  # the total-timed-minutes extension's value, as written
 
 
-def encounter_facts(resource: Json, key: str) -> EncounterFacts:
+def encounter_facts(resource: Json, key: str, total_timed_url: str) -> EncounterFacts:
     period = _mapping(resource.get("period"))
     klass = resource.get("class")
     diagnoses = []
@@ -187,6 +187,7 @@ def encounter_facts(resource: Json, key: str) -> EncounterFacts:
         accounts=tuple(r for r in (reference(a) for a in resource.get("account") or ()) if r),
         diagnoses=diagnoses,
         service_types=codings(resource.get("serviceType")),
+        total_timed_value=_extension_value(resource, total_timed_url),
     )
 
 

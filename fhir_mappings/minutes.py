@@ -13,7 +13,7 @@ from datetime import datetime
 
 from fhir_mappings.facts import PerformerFacts, ProcedureFacts
 from fhir_mappings.fhirtime import FhirValueError, parse_instant, whole_minutes
-from plugin.rules.findings import finding
+from plugin.rules.findings import FindingPolicy
 from plugin.rules.visit import Finding
 
 _UNIT_MINUTES = {"min": 1.0, "h": 60.0, "s": 1 / 60, "minutes": 1.0, "minute": 1.0}
@@ -23,6 +23,7 @@ _UNIT_MINUTES = {"min": 1.0, "h": 60.0, "s": 1 / 60, "minutes": 1.0, "minute": 1
 class Timing:
     """What the record says about a procedure's time."""
 
+    policy: FindingPolicy
     minutes: int | None = None
     source: str | None = None
     start: datetime | None = None
@@ -33,9 +34,9 @@ class Timing:
     findings: list[Finding] = field(default_factory=list)
 
 
-def procedure_timing(facts: ProcedureFacts) -> Timing:
+def procedure_timing(facts: ProcedureFacts, policy: FindingPolicy) -> Timing:
     """Minutes of a procedure by the first source that has them; problems become findings."""
-    timing = Timing()
+    timing = Timing(policy)
     timing.performer_times = [_performer_time(p, facts.key, timing) for p in facts.performers]
     period = _period(
         facts.performed_start, facts.performed_end, facts.key, "Procedure.performedPeriod", timing
@@ -58,7 +59,7 @@ def procedure_timing(facts: ProcedureFacts) -> Timing:
         if facts.performed_datetime is None:
             what = "no time at all"
         timing.findings.append(
-            finding(
+            timing.policy.make(
                 "time-missing", f"The procedure has {what}.", facts.key, "Procedure.performed[x]"
             )
         )
@@ -74,17 +75,19 @@ def _period(
         start = parse_instant(start_value) if start_value is not None else None
         end = parse_instant(end_value) if end_value is not None else None
     except FhirValueError as exc:
-        timing.findings.append(finding("time-unreadable", str(exc), key, element))
+        timing.findings.append(timing.policy.make("time-unreadable", str(exc), key, element))
         return None
     if start is None or end is None:
         missing = "end" if end is None else "start"
         timing.findings.append(
-            finding("time-incomplete", f"The period has no {missing}.", key, f"{element}.{missing}")
+            timing.policy.make(
+                "time-incomplete", f"The period has no {missing}.", key, f"{element}.{missing}"
+            )
         )
         return None
     if end < start:
         timing.findings.append(
-            finding(
+            timing.policy.make(
                 "time-invalid",
                 f"The period ends ({end_value}) before it starts ({start_value}).",
                 key,
@@ -133,7 +136,7 @@ def _extension_minutes(value: object, key: str, timing: Timing) -> int | None:
     element = "Procedure.extension(billable-minutes)"
     if not isinstance(value, dict) or not isinstance(value.get("value"), int | float):
         timing.findings.append(
-            finding(
+            timing.policy.make(
                 "time-unreadable",
                 "The minutes extension has no Duration or Quantity value.",
                 key,
@@ -146,7 +149,7 @@ def _extension_minutes(value: object, key: str, timing: Timing) -> int | None:
     amount = float(value["value"])
     if factor is None or isinstance(value["value"], bool) or amount < 0:
         timing.findings.append(
-            finding(
+            timing.policy.make(
                 "time-unreadable",
                 f"The minutes extension holds {amount:g} {unit}; expected "
                 "a non-negative Duration in min, h or s.",
@@ -158,7 +161,7 @@ def _extension_minutes(value: object, key: str, timing: Timing) -> int | None:
     minutes = amount * factor
     if minutes != int(minutes):
         timing.findings.append(
-            finding(
+            timing.policy.make(
                 "minutes-fractional",
                 f"{minutes:g} minutes documented; {int(minutes)} counted.",
                 key,

@@ -108,7 +108,19 @@ PROBLEMS = [
     "no-observation",
     "no-diagnosis",
 ]
-TIMED_PROBLEMS = {"no-time", "datetime-only", "end-before-start", "no-end", "no-observation"}
+TIMED_PROBLEMS = {
+    "no-time",
+    "datetime-only",
+    "end-before-start",
+    "no-end",
+    "no-observation",
+    "no-note",
+}
+NEEDS_BODY_SITE = {
+    "97110",
+    "97140",
+    "97035",
+}  # the sample's codes with body_site: true in the catalog
 
 
 @dataclass
@@ -300,17 +312,26 @@ def _procedures(
     helper = rng.choice(clinic.staff[assistant])[0] if assistant and rng.random() < 0.3 else None
     # The procedure a procedure-level problem lands on: a timed one for problems of time and of
     # objective measures, so that every problem the sample announces is one a checker must see.
-    timed = [i for i, item in enumerate(items) if item[3] is not None]
-    if problem in TIMED_PROBLEMS and not timed:
-        problem = None  # nothing timed to break: the visit stays clean, and untagged
-    broken = rng.choice(timed if problem in TIMED_PROBLEMS else range(len(items)))
+    eligible = list(range(len(items)))
+    if problem in TIMED_PROBLEMS:
+        eligible = [i for i, item in enumerate(items) if item[3] is not None]
+    elif problem == "no-body-site" and discipline != "SLP":
+        eligible = [i for i, item in enumerate(items) if item[0] in NEEDS_BODY_SITE]
+    elif problem == "no-body-site":
+        eligible = []
+    if not eligible:
+        problem = None  # nothing this problem can land on: the visit stays clean, and untagged
+        eligible = list(range(len(items)))
+    broken = rng.choice(eligible)
     resources: list[Json] = []
     cursor = start
     for index, (cpt, snomed, local, minutes_range) in enumerate(items):
         minutes = rng.randint(*minutes_range) if minutes_range else rng.randint(20, 45)
         pid = f"proc-{number}-{index + 1}"
         coding = _coding(rng, cpt, snomed, local, problem == "unmapped-code" and index == broken)
-        performer_id = helper if helper and minutes_range and rng.random() < 0.5 else clinician
+        # The therapist furnishes the first service; an assistant may take later timed ones.
+        assisted = index > 0 and minutes_range is not None and rng.random() < 0.5
+        performer_id = helper if helper and assisted else clinician
         proc: Json = {
             "resourceType": "Procedure",
             "id": pid,

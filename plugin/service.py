@@ -35,6 +35,8 @@ def translate_tables(settings: Settings) -> TranslateTables:
         coding_tables=settings.coding_tables,
         payers=settings.payers,
         minutes_extension=settings.minutes_extension,
+        findings=settings.findings,
+        total_timed_extension=settings.total_timed_extension,
     )
 
 
@@ -93,7 +95,9 @@ def _process(
     )
     report = JsonArrayWriter(outputs.report, b'{"encounters":[\n', b"\n],\n")
     for visit in assembler.visits():
-        decision = decide_visit(visit, settings.catalog, settings.unit_parameters)
+        decision = decide_visit(
+            visit, settings.catalog, settings.unit_parameters, settings.findings
+        )
         for entry in transaction_entries(decision, ctx):
             bundle.write(entry)
         report.write(decision_report(decision))

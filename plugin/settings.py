@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,21 +14,25 @@ import yaml
 from marshmallow import Schema, ValidationError
 
 from plugin.rules.code_mapping import CodeMap
+from plugin.rules.findings import FindingPolicy
 from plugin.rules.model import Catalog
 from plugin.rules.parameters import UnitParameters
 from plugin.rules.payers import CodingTables, PayerTable
 from plugin.schemas.catalog import CatalogSchema
 from plugin.schemas.conceptmap import load_concept_map, merge_concept_maps
 from plugin.schemas.errors import ConfigError, flatten_errors
+from plugin.schemas.findings import FindingRegistrySchema
 from plugin.schemas.site_tables import CodingTablesSchema, PayerTableSchema
 from plugin.schemas.unit_rules import UnitRulesSchema
 
 ENV_CONFIG_DIR = "THERACHARGE_CONFIG_DIR"
 ENV_EXTENSION_BASE = "THERACHARGE_EXTENSION_BASE_URL"
 ENV_MINUTES_EXTENSION = "THERACHARGE_MINUTES_EXTENSION_URL"
+ENV_TOTAL_TIMED_EXTENSION = "THERACHARGE_TOTAL_TIMED_EXTENSION_URL"
 DEFAULT_EXTENSION_BASE = "https://theracharge.example/fhir"
 CATALOG_FILE = "catalog.yaml"
 UNIT_RULES_FILE = "rules/units.yaml"
+FINDINGS_FILE = "rules/findings.yaml"
 PAYERS_FILE = "payers.yaml"
 ROLES_FILE = "roles.yaml"
 MAPPINGS_DIR = "mappings"
@@ -51,8 +56,10 @@ class Settings:
     payers: PayerTable
     coding_tables: CodingTables
     code_map: CodeMap
+    findings: FindingPolicy  # finding kinds, default severities, payers' overrides
     extension_base: str  # base URL of our extensions, identifier and code systems
     minutes_extension: str  # the Procedure extension read first for billable minutes
+    total_timed_extension: str  # the Encounter extension with the documented total timed minutes
     sources: Mapping[str, Path]  # which file each table came from
     code_map_files: tuple[str, ...] = ()  # the mapping files merged into code_map
 
@@ -66,23 +73,45 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "unit_rules": _locate(UNIT_RULES_FILE, site),
         "payers": _locate(PAYERS_FILE, site),
         "roles": _locate(ROLES_FILE, site),
+        "findings": _locate(FINDINGS_FILE, site),
     }
     catalog: Catalog = load_table(paths["catalog"], CatalogSchema())
     mapping_files = _mapping_files(site)
     base = _url_setting(env, ENV_EXTENSION_BASE, DEFAULT_EXTENSION_BASE).rstrip("/")
     minutes_default = f"{base}/StructureDefinition/billable-minutes"
+    total_default = f"{base}/StructureDefinition/total-timed-minutes"
+    payers: PayerTable = load_table(paths["payers"], PayerTableSchema())
+    findings = _with_payer_overrides(
+        load_table(paths["findings"], FindingRegistrySchema()), payers, paths["payers"]
+    )
     return Settings(
         config_dir=site,
         catalog=catalog,
         unit_parameters=load_table(paths["unit_rules"], UnitRulesSchema()),
-        payers=load_table(paths["payers"], PayerTableSchema()),
+        payers=payers,
+        findings=findings,
         coding_tables=load_table(paths["roles"], CodingTablesSchema()),
         code_map=load_code_map(mapping_files, catalog),
         extension_base=base,
         minutes_extension=_url_setting(env, ENV_MINUTES_EXTENSION, minutes_default),
+        total_timed_extension=_url_setting(env, ENV_TOTAL_TIMED_EXTENSION, total_default),
         sources=paths,
         code_map_files=tuple(p.name for p in mapping_files),
     )
+
+
+def _with_payer_overrides(policy: FindingPolicy, payers: PayerTable, path: Path) -> FindingPolicy:
+    """Payers' severity overrides, checked against the finding kinds that exist."""
+    problems = [
+        f"payers[{index}].gap_severity.{code}: unknown finding code"
+        for index, payer in enumerate(payers.payers)
+        for code in payer.gap_severity
+        if code not in policy.types
+    ]
+    if problems:
+        raise ConfigError(f"{path}: {'; '.join(problems)}")
+    overrides = {p.id: dict(p.gap_severity) for p in payers.payers if p.gap_severity}
+    return dataclasses.replace(policy, payer_overrides=overrides)
 
 
 def load_code_map(paths: list[Path], catalog: Catalog) -> CodeMap:

@@ -17,14 +17,16 @@ PERFORMER_PERIOD = (
 Json = dict[str, Any]
 
 
-def encounter(eid: str = "e1", start: str = "2026-11-02T09:00:00-05:00", **extra: Any) -> Json:
+def encounter(
+    eid: str = "e1", start: str = "2026-11-02T08:00:00-05:00", hours: int = 4, **extra: Any
+) -> Json:
     resource: Json = {
         "resourceType": "Encounter",
         "id": eid,
         "status": "finished",
         "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
         "subject": {"reference": "Patient/p1"},
-        "period": {"start": start, "end": "2026-11-02T10:30:00-05:00"},
+        "period": {"start": start, "end": _plus(start, 60 * hours) if "T" in start else start},
         "serviceProvider": {"reference": "Organization/clinic"},
         "diagnosis": [{"condition": {"reference": "Condition/c1"}, "rank": 1}],
     }
@@ -50,6 +52,9 @@ def procedure(
         "subject": {"reference": "Patient/p1"},
         "encounter": {"reference": f"Encounter/{encounter_id}"},
         "performer": [performer("Practitioner/pt1", role)],
+        "bodySite": [{"coding": [{"system": SNOMED, "code": "72696002", "display": "Knee"}]}],
+        "reasonReference": [{"reference": "Condition/c1"}],
+        "note": [{"text": f"{code}: activity and dosage as documented"}],
     }
     if start is not None and minutes is not None:
         resource["performedPeriod"] = {"start": start, "end": _plus(start, minutes)}
@@ -97,3 +102,31 @@ def coverage(
     }
     resource.update(extra)
     return resource
+
+
+def goal(gid: str = "g1") -> Json:
+    return {
+        "resourceType": "Goal",
+        "id": gid,
+        "lifecycleStatus": "active",
+        "subject": {"reference": "Patient/p1"},
+        "description": {"text": "Climb stairs without a rail"},
+    }
+
+
+def observation(oid: str, procedure_id: str, value: float = 95) -> Json:
+    return {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": "final",
+        "partOf": [{"reference": f"Procedure/{procedure_id}"}],
+        "subject": {"reference": "Patient/p1"},
+        "code": {"text": "Knee flexion range of motion"},
+        "valueQuantity": {"value": value, "unit": "deg"},
+    }
+
+
+def complete_record(*procedures: Json, visit: Json | None = None) -> list[Json]:
+    """A clean visit: the procedures with an encounter, diagnosis, coverage, goal and a measure."""
+    measures = [observation(f"obs-{p['id']}", p["id"]) for p in procedures]
+    return [visit or encounter(), condition(), coverage(), goal(), *procedures, *measures]

@@ -123,7 +123,8 @@ def test_a_missing_file_exits_2(tmp_path: Path, capsys) -> None:
 
 def test_strict_mode_reports_resources_the_r4b_model_rejects(tmp_path: Path, capsys) -> None:
     bundle = json.loads((FIXTURES / "medicare-cms-example-3.json").read_text())
-    bundle["entry"][3]["resource"]["performedPeriod"]["start"] = "2026-11-02 09:00"  # not FHIR
+    (therex,) = [e for e in bundle["entry"] if e["resource"].get("id") == "ex3-therex"]
+    therex["resource"]["performedPeriod"]["start"] = "2026-11-02 09:00"  # not FHIR
     source = tmp_path / "lax.json"
     source.write_text(json.dumps(bundle))
     report = tmp_path / "report.json"

@@ -17,7 +17,7 @@ from fhir_mappings.chargeitem import CPT, HCPCS, charge_item, transaction_entrie
 from plugin.rules.decision import Decision, LineStatus, decide_visit
 from plugin.service import render_context, translate_tables
 from plugin.settings import Settings
-from tests.builders import condition, coverage, encounter, procedure
+from tests.builders import complete_record, procedure
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 FROZEN = datetime(2026, 11, 2, 18, 0, tzinfo=timezone(timedelta(hours=-7)))
@@ -34,10 +34,10 @@ R4_CHARGEITEM_STATUSES = {
 
 def decide(settings: Settings, *procedures: dict) -> Decision:
     assembler = VisitAssembler(translate_tables(settings))
-    for resource in (encounter(), condition(), coverage(), *procedures):
+    for resource in complete_record(*procedures):
         assembler.add(resource)
     (visit,) = list(assembler.visits())
-    return decide_visit(visit, settings.catalog, settings.unit_parameters)
+    return decide_visit(visit, settings.catalog, settings.unit_parameters, settings.findings)
 
 
 @pytest.fixture

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 
 from plugin.rules import sources
+from plugin.rules.findings import FindingPolicy
+from plugin.rules.gaps import unit_gaps, with_record_gaps
 from plugin.rules.model import (
     Catalog,
     CodeKind,
@@ -77,9 +80,15 @@ def line_key(visit: Visit, day: str | None, discipline: Discipline, code: str) -
 
 
 def decide_visit(
-    visit: Visit, catalog: Catalog, parameters: UnitParameters, on: date | None = None
+    visit: Visit,
+    catalog: Catalog,
+    parameters: UnitParameters,
+    policy: FindingPolicy,
+    on: date | None = None,
 ) -> Decision:
-    """Units for the visit's completed, coded procedures under its payer's method, as lines."""
+    """Documentation gaps, then units for the visit's completed, coded procedures under its
+    payer's method, as charge lines held, billable or not billable."""
+    visit = _at_payer_severity(with_record_gaps(visit, catalog, policy), policy)
     billed = [(s, s.code) for s in visit.services if s.billable_status and s.code is not None]
     services = [
         Service(code, s.minutes, s.discipline, s.date, visit.patient, visit.service_provider)
@@ -87,6 +96,9 @@ def decide_visit(
     ]
     when = on or (date.fromisoformat(visit.date_of_service) if visit.date_of_service else None)
     units = decide_units(services, catalog, parameters, method=visit.method, on=when)
+    table = parameters.unit_table.at(when or date.today()).value
+    from_units = [policy.for_payer(f, visit.payer) for f in unit_gaps(visit, units, table, policy)]
+    visit = dataclasses.replace(visit, findings=visit.findings + tuple(from_units))
     by_family = _services_by_family(visit, billed, catalog)
     visit_holds = _visit_holds(visit)
     pool_holds = _pool_holds(by_family, catalog) if visit.method is Method.CMS else {}
@@ -106,6 +118,18 @@ def decide_visit(
     method_note = Explanation(visit.method_reason, _method_source(visit.method))
     explanation = (method_note, *(e for g in units.groups for e in g.explanation))
     return Decision(visit, lines, findings, explanation, units)
+
+
+def _at_payer_severity(visit: Visit, policy: FindingPolicy) -> Visit:
+    """Every finding at the severity the visit's payer sets (config/payers.yaml gap_severity)."""
+    if not policy.payer_overrides.get(visit.payer or ""):
+        return visit
+    services = tuple(
+        dataclasses.replace(s, findings=tuple(policy.for_payer(f, visit.payer) for f in s.findings))
+        for s in visit.services
+    )
+    findings = tuple(policy.for_payer(f, visit.payer) for f in visit.findings)
+    return dataclasses.replace(visit, services=services, findings=findings)
 
 
 def _visit_holds(visit: Visit) -> tuple[Finding, ...]:

@@ -59,6 +59,8 @@ class CodeDefinition:
     primary: str | None = None  # for an add-on: the code that takes the first unit
     first_minutes: int = 15  # length of the first unit's increment
     addon_minutes: int = 15  # length of each add-on increment
+    body_site: bool = False  # the record must name the body part treated
+    supervised: bool = False  # a supervised modality: may share minutes with another service
 
     @property
     def is_timed(self) -> bool:

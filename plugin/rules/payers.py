@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from plugin.rules.model import Discipline, Method
-from plugin.rules.visit import Role
+from plugin.rules.visit import Role, Severity
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +18,7 @@ class Payer:
     method: Method
     identifiers: tuple[tuple[str, str], ...]  # (system, value)
     source: str
+    gap_severity: Mapping[str, Severity] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

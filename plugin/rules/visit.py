@@ -94,6 +94,7 @@ class VisitService:
     observations: tuple[str, ...] = ()  # Observation references linked to this procedure
     based_on: tuple[str, ...] = ()
     findings: tuple[Finding, ...] = ()
+    group_subject: bool = False  # Procedure.subject is a Group: several patients at once
 
     @property
     def billable_status(self) -> bool:
@@ -128,6 +129,7 @@ class Visit:
     coverage: str | None = None
     goals: tuple[str, ...] = ()
     findings: tuple[Finding, ...] = ()
+    documented_timed_minutes: int | None = None  # the visit's own total, when the EHR sends one
 
     @property
     def encounter_id(self) -> str:

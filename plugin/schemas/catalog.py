@@ -25,6 +25,8 @@ class CodeSchema(Schema):
     primary = fields.String(load_default=None)
     first_minutes = fields.Integer(load_default=15, strict=True, validate=validate.Range(min=1))
     addon_minutes = fields.Integer(load_default=15, strict=True, validate=validate.Range(min=1))
+    body_site = fields.Boolean(load_default=False)
+    supervised = fields.Boolean(load_default=False)
 
     @validates_schema
     def _family_fields(self, data: dict[str, Any], **_: Any) -> None:
@@ -72,6 +74,8 @@ class CatalogSchema(Schema):
                 primary=c["primary"],
                 first_minutes=c["first_minutes"],
                 addon_minutes=c["addon_minutes"],
+                body_site=c["body_site"],
+                supervised=c["supervised"],
             )
             for c in data["codes"]
         }

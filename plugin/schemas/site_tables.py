@@ -8,7 +8,7 @@ from marshmallow import Schema, ValidationError, fields, post_load, validate, va
 
 from plugin.rules.model import Discipline, Method
 from plugin.rules.payers import CodingTables, Payer, PayerTable
-from plugin.rules.visit import Role
+from plugin.rules.visit import Role, Severity
 
 
 class IdentifierSchema(Schema):
@@ -24,6 +24,9 @@ class PayerSchema(Schema):
         fields.Nested(IdentifierSchema), required=True, validate=validate.Length(min=1)
     )
     source = fields.String(required=True, validate=validate.Length(min=1))
+    gap_severity = fields.Dict(
+        keys=fields.String(), values=fields.Enum(Severity, by_value=True), load_default=dict
+    )
 
 
 class PayerTableSchema(Schema):
@@ -61,6 +64,7 @@ class PayerTableSchema(Schema):
                     method=p["method"],
                     identifiers=tuple((i["system"], i["value"]) for i in p["identifiers"]),
                     source=p["source"],
+                    gap_severity=dict(p["gap_severity"]),
                 )
                 for p in data["payers"]
             ),

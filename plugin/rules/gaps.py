@@ -1,0 +1,336 @@
+"""Documentation gaps: what the record must show before a therapy charge can go out.
+
+Pure checks on a `Visit` (REFERENCE §1.3, §4.2, §6). Each returns findings with a stable code,
+a one-line message and where the problem is; severity, fix and source come from the finding
+policy (config/rules/findings.yaml), which payers may override.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from datetime import datetime
+
+from plugin.rules.findings import FindingPolicy
+from plugin.rules.model import Catalog, CodeKind, Discipline, UnitsResult
+from plugin.rules.parameters import UnitTable
+from plugin.rules.visit import ROLE_DISCIPLINE, Finding, Role, Visit, VisitService
+
+_ASSISTANTS = (Role.PTA, Role.OTA)
+_THERAPISTS = (Role.PT, Role.OT, Role.SLP)
+
+
+def with_record_gaps(visit: Visit, catalog: Catalog, policy: FindingPolicy) -> Visit:
+    """The visit with every documentation gap of its record added to its findings."""
+    services = tuple(
+        _add(s, _service_gaps(s, s.code, visit, catalog, policy)) if s.code and _checked(s) else s
+        for s in visit.services
+    )
+    services = _with_overlaps(services, catalog, policy)
+    return dataclasses.replace(
+        visit,
+        services=services,
+        findings=visit.findings + tuple(_visit_gaps(visit, services, catalog, policy)),
+    )
+
+
+def _checked(service: VisitService) -> bool:
+    """Gaps are looked for on what will be billed: completed procedures with a billing code."""
+    return service.billable_status and service.code is not None
+
+
+def _add(service: VisitService, found: list[Finding]) -> VisitService:
+    return (
+        dataclasses.replace(service, findings=service.findings + tuple(found)) if found else service
+    )
+
+
+def _service_gaps(
+    service: VisitService, code: str, visit: Visit, catalog: Catalog, policy: FindingPolicy
+) -> list[Finding]:
+    definition = catalog.codes[code]
+    found = _time_gaps(service, visit, policy) if definition.is_timed else []
+    found += _what_gaps(service, definition.is_timed, definition.body_site, policy)
+    found += _necessity_gaps(service, visit, policy)
+    found += _who_gaps(service, definition.disciplines, visit, policy)
+    if service.group_subject and definition.kind is CodeKind.TIMED_15:
+        found.append(
+            policy.make(
+                "group-under-individual",
+                f"{service.code} is one-on-one, but the procedure's subject is a group.",
+                service.reference,
+                "Procedure.subject",
+            )
+        )
+    return found
+
+
+def _time_gaps(service: VisitService, visit: Visit, policy: FindingPolicy) -> list[Finding]:
+    """Impossible time: longer than the visit or any plausible session, or outside the visit.
+
+    Source: CMS Pub 100-04 ch.5 §20.3 (only time actually spent treating counts).
+    """
+    found = []
+    ref = service.reference
+    if service.minutes is not None and service.minutes > policy.max_service_minutes:
+        found.append(
+            policy.make(
+                "time-too-long",
+                f"{service.minutes} minutes is more than the {policy.max_service_minutes}-minute "
+                "limit for one service.",
+                ref,
+                "Procedure.performed[x]",
+            )
+        )
+    length = _minutes_between(visit.start, visit.end)
+    if service.minutes is not None and length is not None and service.minutes > length:
+        found.append(
+            policy.make(
+                "time-too-long",
+                f"{service.minutes} minutes is longer than the {length}-minute encounter.",
+                ref,
+                "Procedure.performed[x]",
+            )
+        )
+    if _outside(service, visit):
+        found.append(
+            policy.make(
+                "time-outside-encounter",
+                "The service's time falls outside the encounter period.",
+                ref,
+                "Procedure.performedPeriod",
+            )
+        )
+    return found
+
+
+def _minutes_between(start: datetime | None, end: datetime | None) -> int | None:
+    if start is None or end is None or end < start:
+        return None
+    return int((end - start).total_seconds() // 60)
+
+
+def _outside(service: VisitService, visit: Visit) -> bool:
+    if visit.start and service.start and service.start < visit.start:
+        return True
+    return bool(visit.end and service.end and service.end > visit.end)
+
+
+def _what_gaps(
+    service: VisitService, timed: bool, needs_site: bool, policy: FindingPolicy
+) -> list[Finding]:
+    """What was done: the activity described; the body part, where the code needs one.
+
+    Source: Pub 100-02 ch.15 §220.3 E (interventions described so they match the codes).
+    """
+    found = []
+    if timed and not any(note.strip() for note in service.notes):
+        found.append(
+            policy.make(
+                "description-missing",
+                f"{service.code}: no description of the exercise or activity performed.",
+                service.reference,
+                "Procedure.note",
+            )
+        )
+    if needs_site and not service.body_sites:
+        found.append(
+            policy.make(
+                "body-site-missing",
+                f"{service.code}: no body part recorded.",
+                service.reference,
+                "Procedure.bodySite",
+            )
+        )
+    return found
+
+
+def _necessity_gaps(service: VisitService, visit: Visit, policy: FindingPolicy) -> list[Finding]:
+    """Medical necessity: a diagnosis the service treats, and a goal or plan of care.
+
+    Source: Pub 100-02 ch.15 §220.1.2 (plan of care: diagnoses, long-term goals), §220.2.
+    """
+    found = []
+    if not service.reasons and not visit.diagnoses:
+        found.append(
+            policy.make(
+                "necessity-missing",
+                f"{service.code}: no diagnosis or reason the service treats.",
+                service.reference,
+                "Procedure.reasonReference",
+            )
+        )
+    if not service.based_on and not visit.goals:
+        found.append(
+            policy.make(
+                "goal-missing",
+                f"{service.code}: no goal or plan of care linked.",
+                service.reference,
+                "Procedure.basedOn",
+            )
+        )
+    return found
+
+
+def _who_gaps(
+    service: VisitService,
+    disciplines: tuple[Discipline, ...],
+    visit: Visit,
+    policy: FindingPolicy,
+) -> list[Finding]:
+    """Who furnished the service: someone qualified, of the right discipline, supervised.
+
+    Source: Pub 100-02 ch.15 §220.3 E (who furnished it), §230 (aides, assistants).
+    """
+    ref = service.reference
+    if not service.performers:
+        return [
+            policy.make(
+                "performer-missing",
+                f"{service.code}: no performer recorded.",
+                ref,
+                "Procedure.performer",
+            )
+        ]
+    found = []
+    for performer in service.performers:
+        if performer.role is Role.AIDE:
+            found.append(
+                policy.make(
+                    "performer-not-qualified",
+                    f"{service.code} was furnished by an aide; aide services are not therapy.",
+                    ref,
+                    "Procedure.performer.function",
+                )
+            )
+        elif (
+            performer.role in ROLE_DISCIPLINE and ROLE_DISCIPLINE[performer.role] not in disciplines
+        ):
+            found.append(
+                policy.make(
+                    "performer-not-qualified",
+                    f"{service.code} is not billed "
+                    f"under {ROLE_DISCIPLINE[performer.role]}, the discipline of "
+                    f"its {performer.role} performer.",
+                    ref,
+                    "Procedure.performer.function",
+                )
+            )
+    roles = {p.role for p in service.performers}
+    encounter_roles = {p.role for s in visit.services for p in s.performers}
+    if roles & set(_ASSISTANTS) and not (roles | encounter_roles) & set(_THERAPISTS):
+        found.append(
+            policy.make(
+                "supervision-missing",
+                f"{service.code} was furnished by an "
+                "assistant and no supervising therapist is recorded.",
+                ref,
+                "Procedure.performer",
+            )
+        )
+    return found
+
+
+def _with_overlaps(
+    services: tuple[VisitService, ...], catalog: Catalog, policy: FindingPolicy
+) -> tuple[VisitService, ...]:
+    """No two services in the same minutes, supervised modalities excepted; both are named.
+
+    Source: NCCI Policy Manual ch.11 §P item 2; CMS Pub 100-04 ch.5 §20.3.
+    """
+    timed = [
+        (i, s, s.start, s.end)
+        for i, s in enumerate(services)
+        if _checked(s) and s.start and s.end and not catalog.codes[s.code or ""].supervised
+    ]
+    extra: dict[int, list[Finding]] = {}
+    for a, (i, first, first_start, first_end) in enumerate(timed):
+        for j, second, second_start, second_end in timed[a + 1 :]:
+            overlap = _minutes_between(max(first_start, second_start), min(first_end, second_end))
+            if overlap:
+                for index, this, other in ((i, first, second), (j, second, first)):
+                    extra.setdefault(index, []).append(
+                        policy.make(
+                            "time-overlap",
+                            f"{this.code} overlaps {other.code} ({other.reference}) by "
+                            f"{overlap} minutes.",
+                            this.reference,
+                            "Procedure.performedPeriod",
+                        )
+                    )
+    return tuple(_add(s, extra.get(i, [])) for i, s in enumerate(services))
+
+
+def _visit_gaps(
+    visit: Visit, services: Iterable[VisitService], catalog: Catalog, policy: FindingPolicy
+) -> list[Finding]:
+    """Gaps of the visit as a whole: diagnosis, objective measures, documented totals."""
+    found = []
+    billed = [s for s in services if _checked(s)]
+    if billed and not visit.diagnoses:
+        found.append(
+            policy.make(
+                "diagnosis-missing",
+                "The encounter has no diagnosis.",
+                visit.encounter,
+                "Encounter.diagnosis",
+            )
+        )
+    timed = [s for s in billed if catalog.codes[s.code or ""].is_timed]
+    if timed and not any(s.observations for s in timed):
+        found.append(
+            policy.make(
+                "measures-missing",
+                "No objective measure is linked to the visit's timed services.",
+                visit.encounter,
+                "Observation.partOf",
+            )
+        )
+    documented = visit.documented_timed_minutes
+    pooled = (CodeKind.TIMED_15, CodeKind.ADDON)
+    total = sum(s.minutes or 0 for s in timed if catalog.codes[s.code or ""].kind in pooled)
+    if documented is not None and timed and documented != total:
+        found.append(
+            policy.make(
+                "total-timed-mismatch",
+                f"The visit documents {documented} total "
+                f"timed minutes; its services add up to {total}.",
+                visit.encounter,
+                "Encounter.extension(total-timed-minutes)",
+            )
+        )
+    return found
+
+
+def unit_gaps(
+    visit: Visit, units: UnitsResult, table: UnitTable, policy: FindingPolicy
+) -> list[Finding]:
+    """What the units say about the record: nothing timed billable, or a low minutes per unit.
+
+    Source: CMS Pub 100-04 ch.5 §20.2 C (under 8 total timed minutes nothing is billable; about
+    15 minutes of direct contact per unit is expected, a consistently lower average is reviewed).
+    """
+    found = []
+    for group in units.groups:
+        minutes, billed = group.total_timed_minutes, group.total_timed_units
+        where = f"{group.key.discipline.value} on {group.key.date or 'the visit'}"
+        if 0 < minutes < table.first_unit_minutes:
+            found.append(
+                policy.make(
+                    "timed-total-below-8",
+                    f"{where}: {minutes} total timed minutes, nothing timed is billable.",
+                    visit.encounter,
+                    "Procedure.performed[x]",
+                )
+            )
+        if billed and minutes / billed < policy.review_minutes_per_unit:
+            found.append(
+                policy.make(
+                    "review-minutes-per-unit",
+                    f"{where}: {minutes} timed minutes "
+                    f"for {billed} units, {minutes / billed:.1f} per unit.",
+                    visit.encounter,
+                    "ChargeItem.quantity",
+                )
+            )
+    return found
