@@ -94,28 +94,19 @@ MEASURES = [
 
 # Documentation problems a visit may carry (one each), named by what is wrong in the record.
 PROBLEMS = [
-    "no-time",
-    "datetime-only",
-    "end-before-start",
-    "no-end",
-    "unmapped-code",
-    "not-done",
-    "no-coverage",
-    "unknown-payer",
-    "no-performer-role",
-    "no-body-site",
-    "no-note",
-    "no-observation",
-    "no-diagnosis",
-]
+    "no-time", "datetime-only", "end-before-start", "no-end", "too-long", "outside-encounter",
+    "overlap", "under-8", "total-mismatch", "unmapped-code", "not-done", "no-coverage",
+    "unknown-payer", "no-performer-role", "no-performer", "aide", "assistant-alone",
+    "group-session", "no-body-site", "no-note", "no-observation", "no-diagnosis", "no-reason",
+    "no-goal",
+]  # fmt: skip
+# Problems that need a timed procedure to land on.
 TIMED_PROBLEMS = {
-    "no-time",
-    "datetime-only",
-    "end-before-start",
-    "no-end",
-    "no-observation",
-    "no-note",
-}
+    "no-time", "datetime-only", "end-before-start", "no-end", "no-observation", "no-note",
+    "too-long", "overlap", "under-8", "group-session", "total-mismatch",
+}  # fmt: skip
+TOTAL_TIMED_URL = "https://theracharge.example/fhir/StructureDefinition/total-timed-minutes"
+AIDE_ROLE = ("https://theracharge.example/fhir/CodeSystem/therapy-role", "aide")
 NEEDS_BODY_SITE = {
     "97110",
     "97140",
@@ -235,23 +226,44 @@ def _visit(clinic: _Clinic, number: str, day: date, problem: str | None) -> None
             "code": {"coding": [{"system": ICD10CM, "code": dx_code, "display": dx_text}]},
         }
     )
-    clinic.resources.append(
-        {
-            "resourceType": "Goal",
-            "id": f"goal-{number}",
-            "lifecycleStatus": "active",
-            "subject": {"reference": f"Patient/{patient}"},
-            "description": {"text": f"Improve function limited by {dx_text.lower()}"},
-            "addresses": [{"reference": f"Condition/{condition}"}],
-        }
-    )
+    if problem != "no-goal":
+        clinic.resources.append(_goal(number, patient, condition, dx_text))
     start = datetime(day.year, day.month, day.day, 8, 0, tzinfo=CLINIC_ZONE) + timedelta(
         minutes=15 * rng.randint(0, 32)
     )
-    procedures, end, problem = _procedures(
+    procedures, end, problem, timed_total = _procedures(
         clinic, number, discipline, patient, encounter, condition, start, problem, payer
     )
-    enc: Json = {
+    enc = _encounter(encounter, discipline, patient, start, end)
+    if problem == "outside-encounter":
+        enc["period"]["start"] = (start + timedelta(minutes=3)).isoformat()
+    if problem not in ("no-diagnosis", "no-reason"):
+        enc["diagnosis"] = [{"condition": {"reference": f"Condition/{condition}"}, "rank": 1}]
+    if problem == "total-mismatch":
+        enc["extension"] = [
+            {"url": TOTAL_TIMED_URL, "valueQuantity": {"value": timed_total + 10, "code": "min"}}
+        ]
+    if problem:
+        enc["meta"] = {"tag": [{"system": PROBLEM_TAG, "code": problem}]}
+    clinic.resources.append(enc)
+    clinic.resources.extend(procedures)
+
+
+def _goal(number: str, patient: str, condition: str, dx_text: str) -> Json:
+    return {
+        "resourceType": "Goal",
+        "id": f"goal-{number}",
+        "lifecycleStatus": "active",
+        "subject": {"reference": f"Patient/{patient}"},
+        "description": {"text": f"Improve function limited by {dx_text.lower()}"},
+        "addresses": [{"reference": f"Condition/{condition}"}],
+    }
+
+
+def _encounter(
+    encounter: str, discipline: str, patient: str, start: datetime, end: datetime
+) -> Json:
+    return {
         "resourceType": "Encounter",
         "id": encounter,
         "status": "finished",
@@ -261,12 +273,6 @@ def _visit(clinic: _Clinic, number: str, day: date, problem: str | None) -> None
         "period": {"start": start.isoformat(), "end": end.isoformat()},
         "serviceProvider": {"reference": "Organization/clinic"},
     }
-    if problem != "no-diagnosis":
-        enc["diagnosis"] = [{"condition": {"reference": f"Condition/{condition}"}, "rank": 1}]
-    if problem:
-        enc["meta"] = {"tag": [{"system": PROBLEM_TAG, "code": problem}]}
-    clinic.resources.append(enc)
-    clinic.resources.extend(procedures)
 
 
 def _coverage(number: str, patient: str, payer: str, day: date) -> Json:
@@ -291,7 +297,7 @@ def _procedures(
     start: datetime,
     problem: str | None,
     payer: str,
-) -> tuple[list[Json], datetime, str | None]:
+) -> tuple[list[Json], datetime, str | None, int]:
     rng = clinic.rng
     plan = rng.sample(PLANS[discipline], k=min(len(PLANS[discipline]), rng.randint(2, 4)))
     items: list[tuple[str, str | None, str | None, tuple[int, int] | None]] = list(plan)
@@ -312,25 +318,31 @@ def _procedures(
     helper = rng.choice(clinic.staff[assistant])[0] if assistant and rng.random() < 0.3 else None
     # The procedure a procedure-level problem lands on: a timed one for problems of time and of
     # objective measures, so that every problem the sample announces is one a checker must see.
-    eligible = list(range(len(items)))
-    if problem in TIMED_PROBLEMS:
-        eligible = [i for i, item in enumerate(items) if item[3] is not None]
-    elif problem == "no-body-site" and discipline != "SLP":
-        eligible = [i for i, item in enumerate(items) if item[0] in NEEDS_BODY_SITE]
-    elif problem == "no-body-site":
-        eligible = []
+    eligible = _eligible(problem, items, discipline)
     if not eligible:
         problem = None  # nothing this problem can land on: the visit stays clean, and untagged
         eligible = list(range(len(items)))
     broken = rng.choice(eligible)
+    if problem == "assistant-alone":
+        helper = rng.choice(clinic.staff[assistant or lead])[0]
+    timed_total = 0
     resources: list[Json] = []
     cursor = start
     for index, (cpt, snomed, local, minutes_range) in enumerate(items):
         minutes = rng.randint(*minutes_range) if minutes_range else rng.randint(20, 45)
+        if minutes_range and problem == "under-8":
+            minutes = 1
+        if problem == "too-long" and index == broken:
+            minutes = 200
+        if problem == "overlap" and index == broken:
+            cursor -= timedelta(minutes=8)  # starts before the previous service ended
+        timed_total += minutes if minutes_range else 0
         pid = f"proc-{number}-{index + 1}"
         coding = _coding(rng, cpt, snomed, local, problem == "unmapped-code" and index == broken)
         # The therapist furnishes the first service; an assistant may take later timed ones.
         assisted = index > 0 and minutes_range is not None and rng.random() < 0.5
+        if problem == "assistant-alone":
+            assisted = True
         performer_id = helper if helper and assisted else clinician
         proc: Json = {
             "resourceType": "Procedure",
@@ -352,6 +364,8 @@ def _procedures(
         if discipline != "SLP" and not (problem == "no-body-site" and index == broken):
             site, text = rng.choice(BODY_SITES)
             proc["bodySite"] = [{"coding": [{"system": SNOMED, "code": site, "display": text}]}]
+        if problem == "no-reason":
+            del proc["reasonReference"]
         if index == broken:
             _break(proc, problem, cursor, minutes)
         resources.append(proc)
@@ -360,7 +374,28 @@ def _procedures(
                 _observation(rng, number, index, pid, patient, encounter, cursor, minutes)
             )
         cursor += timedelta(minutes=minutes + rng.choice([0, 0, 2, 5]))
-    return resources, cursor, problem
+    return resources, cursor, problem, timed_total
+
+
+def _eligible(
+    problem: str | None,
+    items: list[tuple[str, str | None, str | None, tuple[int, int] | None]],
+    discipline: str,
+) -> list[int]:
+    """The procedures a problem can land on so that a checker must see it."""
+    timed = [i for i, item in enumerate(items) if item[3] is not None]
+    if problem == "overlap":
+        return [i for i in timed if i > 0]
+    if problem == "outside-encounter":
+        return [0] if items[0][3] is not None else []
+    if problem in TIMED_PROBLEMS:
+        return timed
+    if problem == "no-body-site":
+        needs = [i for i, item in enumerate(items) if item[0] in NEEDS_BODY_SITE]
+        return needs if discipline != "SLP" else []
+    if problem == "assistant-alone":
+        return timed if discipline != "SLP" else []
+    return list(range(len(items)))
 
 
 def _coding(
@@ -401,6 +436,18 @@ def _break(proc: Json, problem: str | None, start: datetime, minutes: int) -> No
         proc["status"] = "not-done"
     elif problem == "no-note":
         del proc["note"]
+    elif problem == "no-performer":
+        del proc["performer"]
+    elif problem == "aide":
+        system, code = AIDE_ROLE
+        proc["performer"] = [
+            {
+                "actor": {"reference": "Practitioner/aide-1"},
+                "function": {"coding": [{"system": system, "code": code}]},
+            }
+        ]
+    elif problem == "group-session":
+        proc["subject"] = {"reference": "Group/balance-class"}
 
 
 def _note(rng: random.Random, cpt: str, minutes: int) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from fhir_mappings.assemble import VisitAssembler
-from fhir_mappings.sample import PROBLEM_TAG, SampleSpec, generate
+from fhir_mappings.sample import PROBLEM_TAG, PROBLEMS, SampleSpec, generate
 from plugin.rules.decision import decide_visit
 from plugin.rules.visit import Severity
 from plugin.service import translate_tables
@@ -17,6 +17,17 @@ EXPECTED = {
     "no-note": "description-missing",
     "no-observation": "measures-missing",
     "no-diagnosis": "diagnosis-missing",
+    "no-reason": "necessity-missing",
+    "no-goal": "goal-missing",
+    "too-long": "time-too-long",
+    "outside-encounter": "time-outside-encounter",
+    "overlap": "time-overlap",
+    "under-8": "timed-total-below-8",
+    "total-mismatch": "total-timed-mismatch",
+    "no-performer": "performer-missing",
+    "aide": "performer-not-qualified",
+    "assistant-alone": "supervision-missing",
+    "group-session": "group-under-individual",
     "no-time": "time-missing",
     "datetime-only": "time-missing",
     "end-before-start": "time-invalid",
@@ -34,7 +45,7 @@ def test_each_planted_problem_is_found_and_clean_visits_have_no_findings(
 ) -> None:
     assembler = VisitAssembler(translate_tables(settings))
     tags: dict[str, str | None] = {}
-    for resource in generate(SampleSpec(visits=400, seed=11, problem_rate=0.4)):
+    for resource in generate(SampleSpec(visits=600, seed=11, problem_rate=0.6)):
         assembler.add(resource)
         if resource["resourceType"] == "Encounter":
             tag = [
@@ -57,5 +68,6 @@ def test_each_planted_problem_is_found_and_clean_visits_have_no_findings(
         elif problem in EXPECTED:
             assert EXPECTED[problem] in found, (visit.encounter, problem, found)
             seen[problem] += 1
-    assert set(seen) == set(EXPECTED)  # every kind was planted at least once
+    assert set(EXPECTED) == set(PROBLEMS)  # every problem the sample can plant is checked
+    assert set(seen) == set(EXPECTED)  # and every kind was planted at least once
     assert assembler.problems == []

@@ -21,3 +21,24 @@ CPT_TIME_RULE = Reference(
     "https://www.premera.com/wa/provider/news/reminders-updates/billing-for-time/",
 )
 ADDON_CODES = Reference("CPT initial / each-additional code pairs (REFERENCE §3.1, §3.2)")
+
+_NCCI = (
+    "https://www.cms.gov/medicare/coding-billing/national-correct-coding-initiative-ncci-edits/"
+    "medicare-ncci-policy-manual"
+)
+# Where a cited source can be read, by how its citation begins (REFERENCE.md §9).
+_LINKS = (
+    ("CMS Pub 100-04", _CH5),
+    ("Pub 100-04", _CH5),
+    ("Pub 100-02", _CH15),
+    ("NCCI", _NCCI),
+    ("CPT time rule", CPT_TIME_RULE.href),
+)
+
+
+def link_for(citation: str) -> str | None:
+    """The public page a citation points to, when it names a source we link."""
+    for prefix, href in _LINKS:
+        if citation.startswith(prefix):
+            return href
+    return None
