@@ -215,6 +215,7 @@ def _visit(clinic: _Clinic, number: str, day: date, problem: str | None) -> None
             "resourceType": "Condition",
             "id": condition,
             "subject": {"reference": f"Patient/{patient}"},
+            "encounter": {"reference": f"Encounter/{encounter}"},
             "clinicalStatus": {
                 "coding": [
                     {
@@ -228,6 +229,7 @@ def _visit(clinic: _Clinic, number: str, day: date, problem: str | None) -> None
     )
     if problem != "no-goal":
         clinic.resources.append(_goal(number, patient, condition, dx_text))
+        clinic.resources.append(_care_plan(number, patient))
     start = datetime(day.year, day.month, day.day, 8, 0, tzinfo=CLINIC_ZONE) + timedelta(
         minutes=15 * rng.randint(0, 32)
     )
@@ -247,6 +249,18 @@ def _visit(clinic: _Clinic, number: str, day: date, problem: str | None) -> None
         enc["meta"] = {"tag": [{"system": PROBLEM_TAG, "code": problem}]}
     clinic.resources.append(enc)
     clinic.resources.extend(procedures)
+
+
+def _care_plan(number: str, patient: str) -> Json:
+    """The plan of care the visit's procedures are based on, with its goal."""
+    return {
+        "resourceType": "CarePlan",
+        "id": f"plan-{number}",
+        "status": "active",
+        "intent": "plan",
+        "subject": {"reference": f"Patient/{patient}"},
+        "goal": [{"reference": f"Goal/goal-{number}"}],
+    }
 
 
 def _goal(number: str, patient: str, condition: str, dx_text: str) -> Json:
@@ -366,6 +380,8 @@ def _procedures(
             proc["bodySite"] = [{"coding": [{"system": SNOMED, "code": site, "display": text}]}]
         if problem == "no-reason":
             del proc["reasonReference"]
+        if problem != "no-goal":
+            proc["basedOn"] = [{"reference": f"CarePlan/plan-{number}"}]
         if index == broken:
             _break(proc, problem, cursor, minutes)
         resources.append(proc)

@@ -13,6 +13,8 @@ from marshmallow import ValidationError
 
 from fhir_mappings.bundle_io import InputError, atomic_output
 from fhir_mappings.sample import SampleSpec, as_transaction, generate
+from plugin.errors import UsageError
+from plugin.live import run_live
 from plugin.report import summary_text, visit_text
 from plugin.rules.decision import Decision
 from plugin.rules.units import decide_units
@@ -23,10 +25,6 @@ from plugin.settings import Settings, load_settings
 from plugin.units_report import units_json, units_text
 
 EXIT_BAD_INPUT = 2
-
-
-class UsageError(Exception):
-    """Bad input for a command: exit status 2 with this one-line message."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,12 +63,16 @@ def _process_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
     process = commands.add_parser(
         "process",
         help="decide the charges of FHIR visits and write ChargeItems",
-        description="Read a FHIR Bundle or NDJSON file, decide every Encounter's charges and "
-        "write a transaction Bundle of ChargeItems and a JSON report.",
+        description="Decide the charges of FHIR visits: from a Bundle or NDJSON file (writing a "
+        "transaction Bundle and a report), or from the EHR (writing ChargeItems back).",
     )
-    process.add_argument(
-        "--bundle", required=True, metavar="FILE", help="Bundle or NDJSON; - = stdin"
-    )
+    source = process.add_mutually_exclusive_group(required=True)
+    source.add_argument("--bundle", metavar="FILE", help="Bundle or NDJSON file; - = stdin")
+    source.add_argument("--encounter", metavar="ID", help="one encounter on the EHR")
+    source.add_argument("--since", type=_iso_date, metavar="DATE", help="EHR encounters from DATE")
+    process.add_argument("--until", type=_iso_date, metavar="DATE", help="… to DATE (--since)")
+    process.add_argument("--fhir-base", metavar="URL", help="default THERACHARGE_FHIR_BASE_URL")
+    process.add_argument("--dry-run", action="store_true", help="print what would be written")
     process.add_argument(
         "--out", metavar="FILE", help="write the transaction Bundle here (- = stdout)"
     )
@@ -134,6 +136,10 @@ def _iso_date(text: str) -> date:
 
 
 def _run_process(args: argparse.Namespace, settings: Settings) -> int:
+    if args.bundle is None:
+        return run_live(args, settings)
+    if args.dry_run or args.until or args.fhir_base:
+        raise UsageError("--dry-run, --until and --fhir-base go with --encounter or --since")
     if "-" in (args.out, args.report) and args.out == args.report:
         raise UsageError("--out and --report cannot both be standard output")
     on_decision = None

@@ -8,17 +8,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
-from typing import IO
+from typing import IO, Any
 
 import orjson
 
 from fhir_mappings.assemble import TranslateTables, VisitAssembler
 from fhir_mappings.bundle_io import JsonArrayWriter, read_resources
 from fhir_mappings.chargeitem import Definitions, RenderContext, transaction_entries
+from fhir_mappings.delivery import WritePlan, our_charge_items, plan_writes
 from fhir_mappings.strict import validation_error
+from plugin.gateway.client import iter_resources
+from plugin.gateway.errors import VersionConflict
+from plugin.gateway.gather import Gatherer
 from plugin.report import RunSummary, decision_report
 from plugin.rules.decision import Decision, decide_visit
 from plugin.settings import Settings
+
+Json = dict[str, Any]
 
 
 def agent_name() -> str:
@@ -110,3 +116,73 @@ def _process(
     if outputs.report is not None:
         outputs.report.write(b'"summary":' + orjson.dumps(summary.as_json()) + b"}\n")
     return summary
+
+
+# --- against a live EHR: gather → translate → decide → render → deliver -----------------------
+
+
+@dataclass
+class EncounterRun:
+    """One encounter processed against the EHR."""
+
+    decision: Decision
+    plan: WritePlan
+    written: bool  # the transaction was sent (False on a dry run or when nothing changed)
+    attempts: int  # 1 + the times a concurrent change made us read and decide again
+    capped: bool  # a search stopped at the page cap
+
+
+MAX_CONFLICT_RETRIES = 3
+
+
+def process_encounter(
+    settings: Settings,
+    gatherer: Gatherer,
+    encounter_id: str,
+    entered: datetime,
+    dry_run: bool = False,
+) -> EncounterRun:
+    """Read one encounter, decide it, and write only the difference in one transaction.
+
+    A version conflict (412: another run changed a ChargeItem since we read it) sends us back to
+    read and decide again, a bounded number of times, so concurrent runs converge on exactly one
+    ChargeItem per line. Raises plugin.gateway.errors.FhirError when the EHR fails.
+    """
+    client = gatherer.client
+    ctx = render_context(settings, entered)
+    attempt = 0
+    while True:
+        attempt += 1
+        gathered = gatherer.encounter(encounter_id)
+        decision = _decide_gathered(settings, gathered.resources, encounter_id)
+        existing = our_charge_items(gathered.resources, ctx.definitions.line_identifier)
+        plan = plan_writes(decision, existing, ctx, client.base_url)
+        if dry_run or plan.bundle is None:
+            return EncounterRun(decision, plan, False, attempt, gathered.capped)
+        try:
+            client.transaction(plan.bundle)
+        except VersionConflict:
+            if attempt > MAX_CONFLICT_RETRIES:
+                raise
+            continue
+        return EncounterRun(decision, plan, True, attempt, gathered.capped)
+
+
+def _decide_gathered(settings: Settings, resources: list[Json], encounter_id: str) -> Decision:
+    assembler = VisitAssembler(translate_tables(settings))
+    for resource in resources:
+        assembler.add(resource)
+    wanted = f"Encounter/{encounter_id}"
+    visit = next(v for v in assembler.visits() if v.encounter == wanted)
+    return decide_visit(visit, settings.catalog, settings.unit_parameters, settings.findings)
+
+
+def encounters_between(gatherer: Gatherer, since: str, until: str | None) -> list[str]:
+    """Ids of the finished encounters whose period falls in the range (dates inclusive)."""
+    query = f"Encounter?status=finished&date=ge{since}&_count=100"
+    if until:
+        query += f"&date=le{until}"
+    page = gatherer.client.search(query)
+    return [
+        str(r["id"]) for r in iter_resources(page.entries) if r.get("resourceType") == "Encounter"
+    ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,26 @@ def default_config_dir() -> Path:
 
 
 @dataclass(frozen=True, slots=True)
+class FhirConnection:
+    """How to reach the EHR's FHIR API (THERACHARGE_FHIR_* and THERACHARGE_SMART_*)."""
+
+    base_url: str | None = None
+    token: str | None = field(default=None, repr=False)
+    smart_client_id: str | None = None
+    smart_private_key: Path | None = None
+    smart_kid: str | None = None
+    smart_scopes: str = "system/*.read system/*.write"
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    retry_seconds: float = 30.0
+    page_cap: int = 50
+
+    @property
+    def uses_smart(self) -> bool:
+        return self.smart_client_id is not None
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the service reads at start, validated once."""
 
@@ -62,6 +82,7 @@ class Settings:
     total_timed_extension: str  # the Encounter extension with the documented total timed minutes
     sources: Mapping[str, Path]  # which file each table came from
     code_map_files: tuple[str, ...] = ()  # the mapping files merged into code_map
+    fhir: FhirConnection = FhirConnection()
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -97,7 +118,55 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         total_timed_extension=_url_setting(env, ENV_TOTAL_TIMED_EXTENSION, total_default),
         sources=paths,
         code_map_files=tuple(p.name for p in mapping_files),
+        fhir=fhir_connection(env),
     )
+
+
+def fhir_connection(env: Mapping[str, str]) -> FhirConnection:
+    """The EHR connection from the environment; every inconsistency is named."""
+    base = env.get("THERACHARGE_FHIR_BASE_URL", "").strip() or None
+    if base is not None:
+        base = _url_setting(env, "THERACHARGE_FHIR_BASE_URL", base).rstrip("/")
+    smart = {
+        name: env.get(f"THERACHARGE_SMART_{name}", "").strip() or None
+        for name in ("CLIENT_ID", "PRIVATE_KEY", "KID")
+    }
+    given = [f"THERACHARGE_SMART_{k}" for k, v in smart.items() if v]
+    if given and len(given) != len(smart):
+        missing = [f"THERACHARGE_SMART_{k}" for k, v in smart.items() if not v]
+        raise ConfigError(f"{', '.join(missing)}: needed with {', '.join(given)}")
+    token = env.get("THERACHARGE_FHIR_TOKEN", "").strip() or None
+    if token and given:
+        raise ConfigError("THERACHARGE_FHIR_TOKEN: give a static token or SMART settings, not both")
+    key = Path(smart["PRIVATE_KEY"]) if smart["PRIVATE_KEY"] else None
+    if key is not None and not key.is_file():
+        raise ConfigError(f"THERACHARGE_SMART_PRIVATE_KEY: {key} is not a file")
+    return FhirConnection(
+        base_url=base,
+        token=token,
+        smart_client_id=smart["CLIENT_ID"],
+        smart_private_key=key,
+        smart_kid=smart["KID"],
+        smart_scopes=env.get("THERACHARGE_SMART_SCOPES", "").strip()
+        or "system/*.read system/*.write",
+        connect_timeout=_number(env, "THERACHARGE_FHIR_CONNECT_TIMEOUT", 5.0),
+        read_timeout=_number(env, "THERACHARGE_FHIR_READ_TIMEOUT", 30.0),
+        retry_seconds=_number(env, "THERACHARGE_FHIR_RETRY_SECONDS", 30.0),
+        page_cap=int(_number(env, "THERACHARGE_FHIR_PAGE_CAP", 50)),
+    )
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {text!r} is not a number") from exc
+    if value <= 0:
+        raise ConfigError(f"{name}: must be more than 0, got {text}")
+    return value
 
 
 def _with_payer_overrides(policy: FindingPolicy, payers: PayerTable, path: Path) -> FindingPolicy:

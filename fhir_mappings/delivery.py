@@ -1,0 +1,136 @@
+"""What to write to the EHR: the difference between a decision and the ChargeItems already there.
+
+One transaction (DESIGN.md "Idempotency"): new lines are created only if no ChargeItem has
+their identifier (`ifNoneExist`); changed lines are updated against the version we read
+(`ifMatch`, so a concurrent writer makes it fail with 412 instead of being overwritten); lines
+that vanished are set `entered-in-error`; unchanged lines are left alone (no new versions); a
+ChargeItem already `billed` is never modified — a correction is reported instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fhir_mappings.chargeitem import (
+    RenderContext,
+    charge_item,
+    full_url,
+    provenance,
+    stable_urn,
+)
+from plugin.rules.decision import Decision
+
+Json = dict[str, Any]
+# Elements that change on every run or are the server's: not part of a line's content.
+_VOLATILE = ("id", "meta", "text", "enteredDate")
+
+
+@dataclass(frozen=True)
+class Existing:
+    """One of our ChargeItems as the EHR holds it."""
+
+    id: str
+    version: str | None
+    status: str
+    resource: Json
+
+
+@dataclass
+class WritePlan:
+    """The writes of one encounter, and what each line came to."""
+
+    entries: list[Json] = field(default_factory=list)
+    created: list[str] = field(default_factory=list)  # line keys
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    voided: list[str] = field(default_factory=list)  # set entered-in-error
+    corrections: list[str] = field(default_factory=list)  # billed ChargeItems that now differ
+
+    @property
+    def bundle(self) -> Json | None:
+        if not self.entries:
+            return None
+        return {"resourceType": "Bundle", "type": "transaction", "entry": self.entries}
+
+
+def our_charge_items(resources: list[Json], system: str) -> dict[str, Existing]:
+    """Existing ChargeItems that carry our line identifier, by line key."""
+    found: dict[str, Existing] = {}
+    for resource in resources:
+        if resource.get("resourceType") != "ChargeItem":
+            continue
+        for ident in resource.get("identifier") or ():
+            if isinstance(ident, dict) and ident.get("system") == system and ident.get("value"):
+                meta = resource.get("meta") or {}
+                found[str(ident["value"])] = Existing(
+                    id=str(resource.get("id")),
+                    version=meta.get("versionId") if isinstance(meta, dict) else None,
+                    status=str(resource.get("status", "")),
+                    resource=resource,
+                )
+    return found
+
+
+def content(resource: Json) -> Json:
+    """A ChargeItem without what changes on every run: what a billing clerk would compare."""
+    return {k: v for k, v in resource.items() if k not in _VOLATILE}
+
+
+def plan_writes(
+    decision: Decision, existing: dict[str, Existing], ctx: RenderContext, server_base: str
+) -> WritePlan:
+    """The transaction entries that bring the EHR's ChargeItems in line with the decision."""
+    plan = WritePlan()
+    defs = ctx.definitions
+    written: list[str] = []
+    for line in decision.lines:
+        item = charge_item(line, decision, ctx)
+        old = existing.get(line.key)
+        if old is None:
+            query = f"identifier={defs.line_identifier}|{line.key}"
+            url = full_url(defs, line)
+            plan.entries.append(
+                _entry(url, item, {"method": "POST", "url": "ChargeItem", "ifNoneExist": query})
+            )
+            plan.created.append(line.key)
+            written.append(url)
+        elif content(old.resource) == content(item):
+            plan.unchanged.append(line.key)
+        elif old.status == "billed":
+            plan.corrections.append(f"{line.key}: ChargeItem/{old.id} is billed and now differs")
+        else:
+            plan.entries.append(_update(old, item, server_base))
+            plan.updated.append(line.key)
+            written.append(f"ChargeItem/{old.id}")
+    keys = {line.key for line in decision.lines}
+    for key, old in existing.items():
+        if key in keys or old.status == "entered-in-error":
+            continue
+        if old.status == "billed":
+            plan.corrections.append(f"{key}: ChargeItem/{old.id} is billed but no longer decided")
+            continue
+        voided = {**old.resource, "status": "entered-in-error"}
+        plan.entries.append(_update(old, content(voided), server_base))
+        plan.voided.append(key)
+        written.append(f"ChargeItem/{old.id}")
+    if written:
+        prov = provenance(decision, written, ctx)
+        plan.entries.append(
+            _entry(
+                stable_urn(prov["id"]), prov, {"method": "PUT", "url": f"Provenance/{prov['id']}"}
+            )
+        )
+    return plan
+
+
+def _entry(url: str, resource: Json, request: Json) -> Json:
+    return {"fullUrl": url, "resource": resource, "request": request}
+
+
+def _update(old: Existing, item: Json, server_base: str) -> Json:
+    """A version-checked update: a concurrent change makes the transaction fail with 412."""
+    request: Json = {"method": "PUT", "url": f"ChargeItem/{old.id}"}
+    if old.version:
+        request["ifMatch"] = f'W/"{old.version}"'
+    return _entry(f"{server_base.rstrip('/')}/ChargeItem/{old.id}", {**item, "id": old.id}, request)

@@ -1,0 +1,202 @@
+"""One FHIR client per process: one session, one private send method, retries and paging."""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import requests
+
+from plugin.gateway.auth import Auth, NoAuth
+from plugin.gateway.errors import FhirError, TemporaryFhirError, error_for
+
+log = logging.getLogger(__name__)
+FHIR_JSON = "application/fhir+json"
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """Timeouts, retries and paging (THERACHARGE_FHIR_* settings)."""
+
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    retry_total_seconds: float = 30.0  # the whole time spent retrying one request
+    backoff_base: float = 0.5
+    backoff_cap: float = 8.0
+    max_attempts: int = 6
+    page_cap: int = 50  # search pages followed before we stop and say so
+
+
+@dataclass
+class Page:
+    """A search answer gathered over its pages."""
+
+    entries: list[dict[str, Any]]
+    capped: bool  # more pages remained after page_cap
+
+
+class FhirClient:
+    """A FHIR R4 server's REST API, reached through one `requests.Session` (connection reuse)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        auth: Auth | None = None,
+        options: ClientOptions | None = None,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.auth = auth or NoAuth()
+        self.options = options or ClientOptions()
+        self.session = session or requests.Session()
+        self.sleep = sleep
+        self.clock = clock
+        self.requests_sent = 0  # counted for tests and metrics: round trips to the EHR
+
+    # --- public calls -------------------------------------------------------------------------
+
+    def read(self, path: str) -> Any:
+        return self._send("GET", self.url(path), safe=True)
+
+    def capabilities(self) -> Any:
+        return self.read("metadata")
+
+    def search(self, path: str) -> Page:
+        """A search, following `next` links up to the page cap. Unknown parameters are an
+        error (`Prefer: handling=strict`), never silently ignored."""
+        url: str | None = self.url(path)
+        entries: list[dict[str, Any]] = []
+        pages = 0
+        while url is not None:
+            if pages >= self.options.page_cap:
+                log.warning("search paging stopped at the cap of %d pages", self.options.page_cap)
+                return Page(entries, capped=True)
+            bundle = self._send("GET", url, safe=True, extra={"Prefer": "handling=strict"})
+            pages += 1
+            entries.extend(e for e in (bundle or {}).get("entry") or () if isinstance(e, dict))
+            url = _next_link(bundle)
+        return Page(entries, capped=False)
+
+    def transaction(self, bundle: dict[str, Any]) -> Any:
+        """POST a transaction Bundle. Ours are idempotent by design (conditional creates and
+        version-checked updates), so they are retried like reads."""
+        return self._send("POST", self.base_url, body=bundle, safe=True)
+
+    def url(self, path: str) -> str:
+        if path.startswith(("http://", "https://")):
+            return path
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    # --- the one private send method ------------------------------------------------------------
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        safe: bool = False,
+        extra: dict[str, str] | None = None,
+    ) -> Any:
+        started = self.clock()
+        attempt = 0
+        refreshed = False
+        while True:
+            attempt += 1
+            try:
+                return self._once(method, url, body, extra)
+            except TemporaryFhirError as exc:
+                wait = self._retry_wait(exc, attempt, started, safe)
+                if wait is None:
+                    raise
+                log.info("retrying %s %s in %.1fs after %s", method, _path(url), wait, exc.status)
+                self.sleep(wait)
+            except FhirError as exc:
+                if exc.status == 401 and not refreshed and self.auth.invalidate():
+                    refreshed = True  # a stale token: get a new one, once
+                    continue
+                raise
+
+    def _once(self, method: str, url: str, body: Any, extra: dict[str, str] | None) -> Any:
+        headers = {"Accept": FHIR_JSON, **self.auth.headers(), **(extra or {})}
+        data = None
+        if body is not None:
+            headers["Content-Type"] = FHIR_JSON
+            data = orjson.dumps(body)
+        timeout = (self.options.connect_timeout, self.options.read_timeout)
+        self.requests_sent += 1
+        try:
+            response = self.session.request(
+                method, url, data=data, headers=headers, timeout=timeout
+            )
+        except requests.RequestException as exc:
+            what = f"{method} {_path(url)}: cannot reach the EHR ({type(exc).__name__})"
+            raise TemporaryFhirError(what, None, url) from exc
+        parsed = _json(response)
+        if response.status_code >= 400:
+            hint = _retry_after(response.headers.get("Retry-After"))
+            raise error_for(response.status_code, url, parsed, method, hint)
+        return parsed
+
+    def _retry_wait(
+        self, error: TemporaryFhirError, attempt: int, started: float, safe: bool
+    ) -> float | None:
+        """Exponential backoff with full jitter, or the server's Retry-After; None to give up."""
+        if not safe or attempt >= self.options.max_attempts:
+            return None
+        hinted = error.retry_after
+        backoff = min(self.options.backoff_cap, self.options.backoff_base * 2 ** (attempt - 1))
+        wait = hinted if hinted is not None else random.uniform(0, backoff)
+        if self.clock() - started + wait > self.options.retry_total_seconds:
+            return None
+        return wait
+
+
+def _json(response: requests.Response) -> Any:
+    if not response.content:
+        return None
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _next_link(bundle: Any) -> str | None:
+    if not isinstance(bundle, dict):
+        return None
+    for link in bundle.get("link") or ():
+        if isinstance(link, dict) and link.get("relation") == "next" and link.get("url"):
+            return str(link["url"])
+    return None
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds: a number, or an HTTP date (RFC 9110 §10.2.3)."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _path(url: str) -> str:
+    """A URL without its query: search parameters can carry identifiers, never logged."""
+    return url.split("?", 1)[0]
+
+
+def iter_resources(entries: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for entry in entries:
+        resource = entry.get("resource")
+        if isinstance(resource, dict) and resource.get("resourceType") != "OperationOutcome":
+            yield resource

@@ -1,0 +1,37 @@
+"""A FHIR client for the configured EHR, with the configured authentication."""
+
+from __future__ import annotations
+
+import requests
+
+from plugin.gateway.auth import Auth, BearerAuth, NoAuth, SmartBackendAuth
+from plugin.gateway.client import ClientOptions, FhirClient
+from plugin.settings import FhirConnection
+
+
+def connect(connection: FhirConnection, base_url: str | None = None) -> FhirClient:
+    """A client for `base_url` (default: THERACHARGE_FHIR_BASE_URL)."""
+    base = (base_url or connection.base_url or "").rstrip("/")
+    if not base:
+        raise ValueError("no FHIR server: set THERACHARGE_FHIR_BASE_URL or pass --fhir-base")
+    session = requests.Session()
+    options = ClientOptions(
+        connect_timeout=connection.connect_timeout,
+        read_timeout=connection.read_timeout,
+        retry_total_seconds=connection.retry_seconds,
+        page_cap=connection.page_cap,
+    )
+    auth: Auth = NoAuth()
+    if connection.token:
+        auth = BearerAuth(connection.token)
+    elif connection.uses_smart and connection.smart_private_key and connection.smart_client_id:
+        auth = SmartBackendAuth(
+            base,
+            connection.smart_client_id,
+            connection.smart_private_key,
+            connection.smart_kid or "",
+            connection.smart_scopes,
+            session,
+            (connection.connect_timeout, connection.read_timeout),
+        )
+    return FhirClient(base, auth, options, session)

@@ -1,0 +1,117 @@
+"""`theracharge process --encounter/--since`: the live pipeline from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from plugin.errors import UsageError
+from plugin.gateway.errors import FhirError
+from plugin.gateway.factory import connect
+from plugin.gateway.gather import Gatherer
+from plugin.report import RunSummary, decision_report, summary_text
+from plugin.service import EncounterRun, encounters_between, process_encounter
+from plugin.settings import Settings
+
+EXIT_FAILED = 1
+
+
+def run_live(args: argparse.Namespace, settings: Settings) -> int:
+    if args.out or args.report:
+        raise UsageError("--out and --report go with --bundle; against an EHR the report is stdout")
+    if args.until and not args.since:
+        raise UsageError("--until goes with --since")
+    try:
+        gatherer = Gatherer(connect(settings.fhir, args.fhir_base))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    entered = datetime.now().astimezone().replace(microsecond=0)
+    if args.encounter:
+        return _one(settings, gatherer, args.encounter, entered, args.dry_run)
+    since, until = args.since.isoformat(), args.until.isoformat() if args.until else None
+    return _range(settings, gatherer, since, until, entered, args.dry_run)
+
+
+def run_json(run: EncounterRun) -> dict[str, Any]:
+    """What one encounter came to: the decision's report and what was written."""
+    plan = run.plan
+    body = decision_report(run.decision)
+    body["written"] = {
+        "sent": run.written,
+        "created": plan.created,
+        "updated": plan.updated,
+        "unchanged": plan.unchanged,
+        "entered_in_error": plan.voided,
+        "corrections_needed": plan.corrections,
+        "attempts": run.attempts,
+        "paging_capped": run.capped,
+    }
+    return body
+
+
+def _one(
+    settings: Settings, gatherer: Gatherer, encounter: str, entered: datetime, dry: bool
+) -> int:
+    try:
+        run = process_encounter(settings, gatherer, encounter, entered, dry_run=dry)
+    except FhirError as exc:
+        print(f"Encounter/{encounter}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    body = run_json(run)
+    if dry:
+        body["would_write"] = run.plan.bundle
+    sys.stdout.write(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+def _range(
+    settings: Settings,
+    gatherer: Gatherer,
+    since: str,
+    until: str | None,
+    entered: datetime,
+    dry: bool,
+) -> int:
+    try:
+        ids = encounters_between(gatherer, since, until)
+    except FhirError as exc:
+        print(f"listing encounters: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    summary = RunSummary()
+    progress = _Progress(len(ids))
+    for encounter in ids:
+        try:
+            summary.add(
+                process_encounter(settings, gatherer, encounter, entered, dry_run=dry).decision
+            )
+        except FhirError as exc:  # one encounter's failure never stops the others
+            summary.failures.append(f"Encounter/{encounter}: {exc}")
+        progress.step()
+    progress.done()
+    print(summary_text(summary), file=sys.stderr)
+    for failure in summary.failures:
+        print(f"  failed {failure}", file=sys.stderr)
+    return EXIT_FAILED if summary.failures else 0
+
+
+class _Progress:
+    """A one-line progress bar on a terminal; nothing when stderr is a file or a pipe."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.count = total, 0
+        self.enabled = sys.stderr.isatty()
+
+    def step(self) -> None:
+        self.count += 1
+        if self.enabled:
+            filled = int(30 * self.count / max(1, self.total))
+            bar = "#" * filled + "-" * (30 - filled)
+            print(f"\r[{bar}] {self.count}/{self.total}", end="", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.enabled:
+            print(file=sys.stderr)
