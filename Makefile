@@ -5,6 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# The sandbox EHR (sekmet-fhir) lives in its own environment: its FastAPI/uvicorn stack stays
+# out of ours, and it is pinned with every dependency (ehr/requirements.txt).
+EHR_VENV := .ehr-venv
+EHR_STAMP := $(EHR_VENV)/.installed-stamp
 
 .PHONY: demo test lint bench clean
 
@@ -14,6 +18,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(EHR_STAMP): ehr/requirements.txt
+	$(PYTHON) -m venv $(EHR_VENV)
+	$(EHR_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(EHR_VENV)/bin/python -m pip install --quiet -r ehr/requirements.txt
+	touch $(EHR_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/theracharge demo
 
@@ -22,11 +32,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
-	$(BIN)/pytest
+test: lint $(EHR_STAMP)
+	THERACHARGE_TEST_SEKMET=$(CURDIR)/$(EHR_VENV)/bin/sekmet $(BIN)/pytest
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_units.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(EHR_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -64,7 +64,7 @@ class FhirClient:
     # --- public calls -------------------------------------------------------------------------
 
     def read(self, path: str) -> Any:
-        return self._send("GET", self.url(path), safe=True)
+        return self._send("GET", self.url(path))
 
     def capabilities(self) -> Any:
         return self.read("metadata")
@@ -79,7 +79,7 @@ class FhirClient:
             if pages >= self.options.page_cap:
                 log.warning("search paging stopped at the cap of %d pages", self.options.page_cap)
                 return Page(entries, capped=True)
-            bundle = self._send("GET", url, safe=True, extra={"Prefer": "handling=strict"})
+            bundle = self._send("GET", url, extra={"Prefer": "handling=strict"})
             pages += 1
             entries.extend(e for e in (bundle or {}).get("entry") or () if isinstance(e, dict))
             url = _next_link(bundle)
@@ -88,7 +88,7 @@ class FhirClient:
     def transaction(self, bundle: dict[str, Any]) -> Any:
         """POST a transaction Bundle. Ours are idempotent by design (conditional creates and
         version-checked updates), so they are retried like reads."""
-        return self._send("POST", self.base_url, body=bundle, safe=True)
+        return self._send("POST", self.base_url, body=bundle)
 
     def url(self, path: str) -> str:
         if path.startswith(("http://", "https://")):
@@ -98,13 +98,11 @@ class FhirClient:
     # --- the one private send method ------------------------------------------------------------
 
     def _send(
-        self,
-        method: str,
-        url: str,
-        body: Any = None,
-        safe: bool = False,
-        extra: dict[str, str] | None = None,
+        self, method: str, url: str, body: Any = None, extra: dict[str, str] | None = None
     ) -> Any:
+        """Every request goes through here. Each one this client sends is safe to repeat
+        (reads, and transactions made idempotent by conditional creates and version-checked
+        updates), so temporary failures are retried within a bounded total time."""
         started = self.clock()
         attempt = 0
         refreshed = False
@@ -113,7 +111,7 @@ class FhirClient:
             try:
                 return self._once(method, url, body, extra)
             except TemporaryFhirError as exc:
-                wait = self._retry_wait(exc, attempt, started, safe)
+                wait = self._retry_wait(exc, attempt, started)
                 if wait is None:
                     raise
                 log.info("retrying %s %s in %.1fs after %s", method, _path(url), wait, exc.status)
@@ -145,11 +143,9 @@ class FhirClient:
             raise error_for(response.status_code, url, parsed, method, hint)
         return parsed
 
-    def _retry_wait(
-        self, error: TemporaryFhirError, attempt: int, started: float, safe: bool
-    ) -> float | None:
+    def _retry_wait(self, error: TemporaryFhirError, attempt: int, started: float) -> float | None:
         """Exponential backoff with full jitter, or the server's Retry-After; None to give up."""
-        if not safe or attempt >= self.options.max_attempts:
+        if attempt >= self.options.max_attempts:
             return None
         hinted = error.retry_after
         backoff = min(self.options.backoff_cap, self.options.backoff_base * 2 ** (attempt - 1))

@@ -1,0 +1,297 @@
+"""TheraCharge against a real FHIR server (sekmet-fhir): read, decide, write — idempotently."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from plugin.gateway.errors import FatalFhirError, TemporaryFhirError
+from plugin.gateway.factory import connect
+from plugin.gateway.gather import Gatherer
+from plugin.service import EncounterRun, encounters_between, process_encounter
+from plugin.settings import Settings, load_settings
+from tests.ehr import Ehr, copy_key_pair, load_sample, running_ehr
+from tests.integration.conftest import ENTERED
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def ours(ehr: Ehr, settings: Settings) -> dict[str, dict[str, Any]]:
+    """Our ChargeItems on the server, by line key."""
+    system = f"{settings.extension_base}/NamingSystem/charge-line"
+    found: dict[str, dict[str, Any]] = {}
+    for item in ehr.search("ChargeItem?_count=100"):
+        for ident in item.get("identifier", []):
+            if ident.get("system") == system:
+                assert ident["value"] not in found, f"two ChargeItems for {ident['value']}"
+                found[ident["value"]] = item
+    return found
+
+
+def run(
+    settings: Settings, gatherer: Gatherer, encounter: str, when: datetime = ENTERED
+) -> EncounterRun:
+    return process_encounter(settings, gatherer, encounter, when)
+
+
+def line_state(run_: EncounterRun) -> dict[str, tuple[Any, ...]]:
+    return {
+        ln.key: (ln.units, ln.minutes, ln.status, tuple(h.code for h in ln.holds))
+        for ln in run_.decision.lines
+    }
+
+
+def test_every_decided_line_is_written_once_and_a_rerun_writes_nothing(
+    ehr: Ehr, live_settings: Settings, gatherer: Gatherer
+) -> None:
+    ids = encounters_between(gatherer, "2026-11-01", None)
+    assert len(ids) == 8
+    first = [run(live_settings, gatherer, e) for e in ids]
+    stored = ours(ehr, live_settings)
+    decided = {ln.key: ln for r in first for ln in r.decision.lines}
+    assert set(stored) == set(decided)
+    for key, item in stored.items():
+        assert item["status"] == decided[key].status.value
+        assert item["quantity"]["value"] == decided[key].units
+    assert len(ehr.search("Provenance?_count=100")) == 8
+    versions = {k: v["meta"]["versionId"] for k, v in stored.items()}
+    again = [run(live_settings, gatherer, e, ENTERED + timedelta(hours=3)) for e in ids]
+    assert all(not r.written and r.plan.entries == [] for r in again)
+    assert {k: v["meta"]["versionId"] for k, v in ours(ehr, live_settings).items()} == versions
+
+
+def _procedure(ehr: Ehr, pid: str) -> dict[str, Any]:
+    return requests.get(f"{ehr.base_url}/Procedure/{pid}", timeout=10).json()
+
+
+def _put(ehr: Ehr, resource: dict[str, Any]) -> None:
+    url = f"{ehr.base_url}/{resource['resourceType']}/{resource['id']}"
+    requests.put(url, json=resource, timeout=10).raise_for_status()
+
+
+def _timed_procedure(run_: EncounterRun, code: str | None = None) -> str:
+    for line in run_.decision.lines:
+        if line.kind.value == "timed-15" and (code is None or line.code == code) and line.services:
+            return line.services[0].reference.split("/", 1)[1]
+    raise AssertionError("no timed line in this visit")
+
+
+def test_changed_minutes_update_exactly_the_lines_whose_charge_changed(
+    ehr: Ehr, live_settings: Settings, gatherer: Gatherer
+) -> None:
+    before = run(live_settings, gatherer, "enc-0001")
+    versions = {k: v["meta"]["versionId"] for k, v in ours(ehr, live_settings).items()}
+    procedure = _procedure(ehr, _timed_procedure(before))
+    start = datetime.fromisoformat(procedure["performedPeriod"]["start"])
+    procedure["performedPeriod"]["end"] = (start + timedelta(minutes=38)).isoformat()
+    _put(ehr, procedure)
+    after = run(live_settings, gatherer, "enc-0001")
+    old, new = line_state(before), line_state(after)
+    changed = {k for k in new if new[k] != old.get(k)}
+    assert changed  # 38 minutes is a different charge than before
+    assert set(after.plan.updated) == changed  # exactly the lines whose charge changed
+    assert after.plan.created == []
+    stored = ours(ehr, live_settings)
+    for key in stored:
+        moved = stored[key]["meta"]["versionId"] != versions.get(key)
+        assert moved == (key in after.plan.updated or key in after.plan.created), key
+    assert set(after.plan.unchanged) == set(new) - set(after.plan.updated) - set(after.plan.created)
+
+
+def test_a_deleted_procedure_leaves_its_line_entered_in_error(
+    ehr: Ehr, live_settings: Settings, gatherer: Gatherer
+) -> None:
+    before = run(live_settings, gatherer, "enc-0002")
+    lone = next(ln for ln in before.decision.lines if len(ln.services) == 1 and not ln.derived_from)
+    pid = lone.services[0].reference.split("/", 1)[1]
+    requests.delete(f"{ehr.base_url}/Procedure/{pid}", timeout=10).raise_for_status()
+    for obs in ehr.search(f"Observation?part-of=Procedure/{pid}"):
+        requests.delete(f"{ehr.base_url}/Observation/{obs['id']}", timeout=10)
+    after = run(live_settings, gatherer, "enc-0002")
+    assert lone.key in after.plan.voided
+    assert ours(ehr, live_settings)[lone.key]["status"] == "entered-in-error"
+    assert not run(live_settings, gatherer, "enc-0002").written  # and it stays so
+
+
+def test_a_billed_charge_item_is_untouched_and_a_correction_is_reported(
+    ehr: Ehr, live_settings: Settings, gatherer: Gatherer
+) -> None:
+    before = run(live_settings, gatherer, "enc-0003")
+    pid = _timed_procedure(before)
+    key = next(
+        ln.key
+        for ln in before.decision.lines
+        if any(s.reference == f"Procedure/{pid}" for s in ln.services)
+    )
+    billed = ours(ehr, live_settings)[key]
+    billed["status"] = "billed"  # the billing system took it
+    _put(ehr, billed)
+    billed_version = ours(ehr, live_settings)[key]["meta"]["versionId"]
+    procedure = _procedure(ehr, pid)
+    start = datetime.fromisoformat(procedure["performedPeriod"]["start"])
+    procedure["performedPeriod"]["end"] = (start + timedelta(minutes=52)).isoformat()
+    _put(ehr, procedure)
+    after = run(live_settings, gatherer, "enc-0003")
+    assert any(c.startswith(key) for c in after.plan.corrections)
+    now = ours(ehr, live_settings)[key]
+    assert (now["status"], now["meta"]["versionId"]) == ("billed", billed_version)
+
+
+def test_eight_parallel_runs_of_one_encounter_leave_one_charge_item_per_line(
+    ehr: Ehr, live_settings: Settings
+) -> None:
+    env = {**os.environ, "THERACHARGE_FHIR_BASE_URL": ehr.base_url}
+    command = [
+        str(Path(sys.executable).with_name("theracharge")),
+        "process",
+        "--encounter",
+        "enc-0004",
+    ]
+    runs = [
+        subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for _ in range(8)
+    ]
+    errors = [p.communicate(timeout=120)[1].decode() for p in runs]
+    assert [p.returncode for p in runs] == [0] * 8, errors
+    stored = ours(ehr, live_settings)
+    keys = [k for k in stored if k.startswith("enc-0004/")]
+    decided = run(live_settings, Gatherer(connect(live_settings.fhir)), "enc-0004")
+    assert sorted(keys) == sorted(ln.key for ln in decided.decision.lines)
+    assert not decided.written
+    identifiers = Counter(i["identifier"][0]["value"] for i in ehr.search("ChargeItem?_count=100"))
+    assert all(n == 1 for n in identifiers.values())
+
+
+def test_one_read_and_at_most_one_write_per_encounter(
+    live_settings: Settings, gatherer: Gatherer
+) -> None:
+    gatherer.supported()  # the CapabilityStatement is read once per server, not per encounter
+    client = gatherer.client
+    sent = client.requests_sent
+    first = run(live_settings, gatherer, "enc-0005")
+    assert first.written
+    assert client.requests_sent - sent == 2  # one search, one transaction
+    sent = client.requests_sent
+    run(live_settings, gatherer, "enc-0005")
+    assert client.requests_sent - sent == 1  # one search, nothing to write
+
+
+def test_the_server_stopping_mid_run_is_a_clear_error_with_no_partial_writes(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "ehr"
+    with running_ehr(folder) as ehr:
+        load_sample(ehr, visits=4, seed=5, problem_rate=0.0)
+        port = int(ehr.base_url.split(":")[2].split("/")[0])
+        settings = load_settings(
+            {"THERACHARGE_FHIR_BASE_URL": ehr.base_url, "THERACHARGE_FHIR_RETRY_SECONDS": "1"}
+        )
+        gatherer = Gatherer(connect(settings.fhir))
+        done = [run(settings, gatherer, e) for e in ("enc-0001", "enc-0002")]
+        ehr.stop()
+        with pytest.raises(TemporaryFhirError, match="cannot reach the EHR"):
+            run(settings, gatherer, "enc-0003")
+        cli = subprocess.run(
+            [
+                str(Path(sys.executable).with_name("theracharge")),
+                "process",
+                "--since",
+                "2026-11-01",
+            ],
+            env={
+                **os.environ,
+                "THERACHARGE_FHIR_BASE_URL": ehr.base_url,
+                "THERACHARGE_FHIR_RETRY_SECONDS": "1",
+            },
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert cli.returncode == 1
+        assert "cannot reach the EHR" in cli.stderr
+    with running_ehr(folder, port=port) as again:  # same database: what did the EHR keep?
+        stored = ours(again, settings)
+        assert set(stored) == {ln.key for r in done for ln in r.decision.lines}
+
+
+def test_smart_backend_services_guard_the_ehr_and_let_us_in(tmp_path: Path) -> None:
+    key_path, jwks = copy_key_pair(tmp_path)
+    server_auth = {
+        "types": ["smart"],
+        "enforce_scopes": True,
+        "token_lifetime": 600,
+        "smart_clients": [
+            {"client_id": "theracharge", "jwks": jwks, "scopes": "system/*.read system/*.write"}
+        ],
+    }
+    with running_ehr(tmp_path / "ehr", server_auth=server_auth) as ehr:
+        assert requests.get(f"{ehr.base_url}/Encounter", timeout=10).status_code == 401
+        env = {
+            "THERACHARGE_FHIR_BASE_URL": ehr.base_url,
+            "THERACHARGE_SMART_CLIENT_ID": "theracharge",
+            "THERACHARGE_SMART_PRIVATE_KEY": str(key_path),
+            "THERACHARGE_SMART_KID": "theracharge-test",
+        }
+        settings = load_settings(env)
+        client = connect(settings.fhir)
+        bundle = load_sample_with(client, visits=2)
+        assert bundle
+        result = run(settings, Gatherer(client), "enc-0001")
+        assert result.written
+        items = client.search("ChargeItem?_count=50").entries
+        assert {e["resource"]["identifier"][0]["value"] for e in items} == {
+            ln.key for ln in result.decision.lines
+        }
+        (tmp_path / "other").mkdir()
+        wrong_key, _ = copy_key_pair(tmp_path / "other")  # a key the EHR does not know
+        intruder = connect(
+            load_settings({**env, "THERACHARGE_SMART_PRIVATE_KEY": str(wrong_key)}).fhir
+        )
+        with pytest.raises(FatalFhirError, match="HTTP 401"):
+            intruder.search("Encounter?_count=1")
+
+
+def load_sample_with(client: Any, visits: int) -> dict[str, Any]:
+    """Load sample visits through our own authenticated client (the EHR needs a token)."""
+    from fhir_mappings.sample import SampleSpec, as_transaction, generate
+
+    bundle = as_transaction(generate(SampleSpec(visits=visits, seed=3, problem_rate=0.0)))
+    client.transaction(bundle)
+    return bundle
+
+
+def test_a_dry_run_prints_the_transaction_and_writes_nothing(
+    ehr: Ehr, live_settings: Settings
+) -> None:
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("theracharge")),
+            "process",
+            "--encounter",
+            "enc-0006",
+            "--dry-run",
+            "--fhir-base",
+            ehr.base_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=dict(os.environ),
+    )
+    assert done.returncode == 0, done.stderr
+    body = json.loads(done.stdout)
+    assert body["written"]["sent"] is False
+    kinds = Counter(e["resource"]["resourceType"] for e in body["would_write"]["entry"])
+    assert kinds == {"ChargeItem": len(body["lines"]), "Provenance": 1}
+    assert ours(ehr, live_settings) == {}
