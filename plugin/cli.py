@@ -56,7 +56,70 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_run_demo)
     _process_parser(commands)
     _sample_parser(commands)
+    _service_parsers(commands)
     return parser
+
+
+def _service_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = commands.add_parser("serve", help="run the HTTP service (gunicorn; --dev: Flask)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=_positive, default=8000)
+    serve.add_argument("--workers", type=_positive, default=2)
+    serve.add_argument("--dev", action="store_true", help="Flask's development server")
+    serve.set_defaults(run=_run_serve)
+    subscribe = commands.add_parser("subscribe", help="create the EHR Subscription to notify us")
+    subscribe.add_argument("--fhir-base", metavar="URL", help="default THERACHARGE_FHIR_BASE_URL")
+    subscribe.add_argument(
+        "--endpoint",
+        required=True,
+        metavar="URL",
+        help="our notification URL, e.g. https://tc.example.org/notifications/fhir",
+    )
+    subscribe.set_defaults(run=_run_subscribe)
+    token = commands.add_parser("token-hash", help="the THERACHARGE_API_TOKENS entry of a token")
+    token.add_argument("name", help="who uses the token, e.g. billing-batch")
+    token.set_defaults(run=_run_token_hash)
+
+
+def _run_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from plugin.web.observability import configure_logging
+    from plugin.web.server import serve
+
+    configure_logging()
+    serve(settings, args.host, args.port, args.workers, args.dev)
+    return 0
+
+
+def _run_subscribe(args: argparse.Namespace, settings: Settings) -> int:
+    from plugin.gateway.errors import FhirError
+    from plugin.gateway.factory import connect
+    from plugin.subscriptions import subscription
+
+    secret = settings.service.notification_secret
+    if not secret:
+        raise UsageError("THERACHARGE_NOTIFICATION_SECRET: set it first; the EHR must send it")
+    try:
+        client = connect(settings.fhir, args.fhir_base)
+        body = subscription(args.endpoint, settings.service.notification_header, secret)
+        created = client.create("Subscription", body)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    except FhirError as exc:
+        print(f"creating the Subscription failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"Subscription/{created.get('id')} created: {created.get('status')}")
+    return 0
+
+
+def _run_token_hash(args: argparse.Namespace, settings: Settings) -> int:
+    from plugin.environment import token_hash
+
+    print("Type the token, then Enter:", file=sys.stderr)
+    token = sys.stdin.readline().strip()
+    if not token:
+        raise UsageError("token-hash: no token given on stdin")
+    print(f"{args.name}=sha256:{token_hash(token)}")
+    return 0
 
 
 def _process_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

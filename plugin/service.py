@@ -154,7 +154,7 @@ def process_encounter(
     while True:
         attempt += 1
         gathered = gatherer.encounter(encounter_id)
-        decision = _decide_gathered(settings, gathered.resources, encounter_id)
+        decision = decide_gathered(settings, gathered.resources, encounter_id)
         existing = our_charge_items(gathered.resources, ctx.definitions.line_identifier)
         plan = plan_writes(decision, existing, ctx, client.base_url)
         if dry_run or plan.bundle is None:
@@ -168,7 +168,7 @@ def process_encounter(
         return EncounterRun(decision, plan, True, attempt, gathered.capped)
 
 
-def _decide_gathered(settings: Settings, resources: list[Json], encounter_id: str) -> Decision:
+def decide_gathered(settings: Settings, resources: list[Json], encounter_id: str) -> Decision:
     assembler = VisitAssembler(translate_tables(settings))
     for resource in resources:
         assembler.add(resource)

@@ -13,6 +13,13 @@ import orjson
 import yaml
 from marshmallow import Schema, ValidationError
 
+from plugin.environment import (
+    FhirConnection,
+    ServiceConfig,
+    fhir_connection,
+    service_config,
+    url_setting,
+)
 from plugin.rules.code_mapping import CodeMap
 from plugin.rules.findings import FindingPolicy
 from plugin.rules.model import Catalog
@@ -47,26 +54,6 @@ def default_config_dir() -> Path:
 
 
 @dataclass(frozen=True, slots=True)
-class FhirConnection:
-    """How to reach the EHR's FHIR API (THERACHARGE_FHIR_* and THERACHARGE_SMART_*)."""
-
-    base_url: str | None = None
-    token: str | None = field(default=None, repr=False)
-    smart_client_id: str | None = None
-    smart_private_key: Path | None = None
-    smart_kid: str | None = None
-    smart_scopes: str = "system/*.read system/*.write"
-    connect_timeout: float = 5.0
-    read_timeout: float = 30.0
-    retry_seconds: float = 30.0
-    page_cap: int = 50
-
-    @property
-    def uses_smart(self) -> bool:
-        return self.smart_client_id is not None
-
-
-@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the service reads at start, validated once."""
 
@@ -82,7 +69,8 @@ class Settings:
     total_timed_extension: str  # the Encounter extension with the documented total timed minutes
     sources: Mapping[str, Path]  # which file each table came from
     code_map_files: tuple[str, ...] = ()  # the mapping files merged into code_map
-    fhir: FhirConnection = FhirConnection()
+    fhir: FhirConnection = field(default_factory=FhirConnection)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -98,7 +86,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     }
     catalog: Catalog = load_table(paths["catalog"], CatalogSchema())
     mapping_files = _mapping_files(site)
-    base = _url_setting(env, ENV_EXTENSION_BASE, DEFAULT_EXTENSION_BASE).rstrip("/")
+    base = url_setting(env, ENV_EXTENSION_BASE, DEFAULT_EXTENSION_BASE).rstrip("/")
     minutes_default = f"{base}/StructureDefinition/billable-minutes"
     total_default = f"{base}/StructureDefinition/total-timed-minutes"
     payers: PayerTable = load_table(paths["payers"], PayerTableSchema())
@@ -114,59 +102,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         coding_tables=load_table(paths["roles"], CodingTablesSchema()),
         code_map=load_code_map(mapping_files, catalog),
         extension_base=base,
-        minutes_extension=_url_setting(env, ENV_MINUTES_EXTENSION, minutes_default),
-        total_timed_extension=_url_setting(env, ENV_TOTAL_TIMED_EXTENSION, total_default),
+        minutes_extension=url_setting(env, ENV_MINUTES_EXTENSION, minutes_default),
+        total_timed_extension=url_setting(env, ENV_TOTAL_TIMED_EXTENSION, total_default),
         sources=paths,
         code_map_files=tuple(p.name for p in mapping_files),
         fhir=fhir_connection(env),
+        service=service_config(env),
     )
-
-
-def fhir_connection(env: Mapping[str, str]) -> FhirConnection:
-    """The EHR connection from the environment; every inconsistency is named."""
-    base = env.get("THERACHARGE_FHIR_BASE_URL", "").strip() or None
-    if base is not None:
-        base = _url_setting(env, "THERACHARGE_FHIR_BASE_URL", base).rstrip("/")
-    smart = {
-        name: env.get(f"THERACHARGE_SMART_{name}", "").strip() or None
-        for name in ("CLIENT_ID", "PRIVATE_KEY", "KID")
-    }
-    given = [f"THERACHARGE_SMART_{k}" for k, v in smart.items() if v]
-    if given and len(given) != len(smart):
-        missing = [f"THERACHARGE_SMART_{k}" for k, v in smart.items() if not v]
-        raise ConfigError(f"{', '.join(missing)}: needed with {', '.join(given)}")
-    token = env.get("THERACHARGE_FHIR_TOKEN", "").strip() or None
-    if token and given:
-        raise ConfigError("THERACHARGE_FHIR_TOKEN: give a static token or SMART settings, not both")
-    key = Path(smart["PRIVATE_KEY"]) if smart["PRIVATE_KEY"] else None
-    if key is not None and not key.is_file():
-        raise ConfigError(f"THERACHARGE_SMART_PRIVATE_KEY: {key} is not a file")
-    return FhirConnection(
-        base_url=base,
-        token=token,
-        smart_client_id=smart["CLIENT_ID"],
-        smart_private_key=key,
-        smart_kid=smart["KID"],
-        smart_scopes=env.get("THERACHARGE_SMART_SCOPES", "").strip()
-        or "system/*.read system/*.write",
-        connect_timeout=_number(env, "THERACHARGE_FHIR_CONNECT_TIMEOUT", 5.0),
-        read_timeout=_number(env, "THERACHARGE_FHIR_READ_TIMEOUT", 30.0),
-        retry_seconds=_number(env, "THERACHARGE_FHIR_RETRY_SECONDS", 30.0),
-        page_cap=int(_number(env, "THERACHARGE_FHIR_PAGE_CAP", 50)),
-    )
-
-
-def _number(env: Mapping[str, str], name: str, default: float) -> float:
-    text = env.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise ConfigError(f"{name}: {text!r} is not a number") from exc
-    if value <= 0:
-        raise ConfigError(f"{name}: must be more than 0, got {text}")
-    return value
 
 
 def _with_payer_overrides(policy: FindingPolicy, payers: PayerTable, path: Path) -> FindingPolicy:
@@ -209,13 +151,6 @@ def _mapping_files(site: Path | None) -> list[Path]:
     if site is not None and (site / MAPPINGS_DIR).is_dir():
         files.update({p.name: p for p in sorted((site / MAPPINGS_DIR).glob("*.json"))})
     return [files[name] for name in sorted(files)]
-
-
-def _url_setting(env: Mapping[str, str], name: str, default: str) -> str:
-    value = env.get(name, "").strip() or default
-    if not value.startswith(("http://", "https://")):
-        raise ConfigError(f"{name}: {value!r} is not an http(s) URL")
-    return value
 
 
 def load_table(path: Path, schema: Schema) -> Any:

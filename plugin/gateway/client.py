@@ -85,6 +85,11 @@ class FhirClient:
             url = _next_link(bundle)
         return Page(entries, capped=False)
 
+    def create(self, resource_type: str, resource: dict[str, Any]) -> Any:
+        """POST one resource (used for set-up, e.g. a Subscription; not retried blindly: a
+        repeat would create a second one, so only connection failures before sending are)."""
+        return self._send("POST", self.url(resource_type), body=resource, repeatable=False)
+
     def transaction(self, bundle: dict[str, Any]) -> Any:
         """POST a transaction Bundle. Ours are idempotent by design (conditional creates and
         version-checked updates), so they are retried like reads."""
@@ -98,11 +103,16 @@ class FhirClient:
     # --- the one private send method ------------------------------------------------------------
 
     def _send(
-        self, method: str, url: str, body: Any = None, extra: dict[str, str] | None = None
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        extra: dict[str, str] | None = None,
+        repeatable: bool = True,
     ) -> Any:
-        """Every request goes through here. Each one this client sends is safe to repeat
-        (reads, and transactions made idempotent by conditional creates and version-checked
-        updates), so temporary failures are retried within a bounded total time."""
+        """Every request goes through here. Reads, and our transactions (idempotent by
+        conditional creates and version-checked updates), are safe to repeat: temporary failures
+        are retried within a bounded total time. Anything else is sent once."""
         started = self.clock()
         attempt = 0
         refreshed = False
@@ -111,7 +121,7 @@ class FhirClient:
             try:
                 return self._once(method, url, body, extra)
             except TemporaryFhirError as exc:
-                wait = self._retry_wait(exc, attempt, started)
+                wait = self._retry_wait(exc, attempt, started) if repeatable else None
                 if wait is None:
                     raise
                 log.info("retrying %s %s in %.1fs after %s", method, _path(url), wait, exc.status)

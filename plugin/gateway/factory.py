@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import requests
 
+from plugin.environment import FhirConnection
 from plugin.gateway.auth import Auth, BearerAuth, NoAuth, SmartBackendAuth
 from plugin.gateway.client import ClientOptions, FhirClient
-from plugin.settings import FhirConnection
 
 
 def connect(connection: FhirConnection, base_url: str | None = None) -> FhirClient:
@@ -35,3 +35,14 @@ def connect(connection: FhirConnection, base_url: str | None = None) -> FhirClie
             (connection.connect_timeout, connection.read_timeout),
         )
     return FhirClient(base, auth, options, session)
+
+
+def connect_with(connection: FhirConnection, base_url: str, auth: Auth) -> FhirClient:
+    """A client for another server (a CDS client's fhirServer) with its own credentials."""
+    options = ClientOptions(
+        connect_timeout=connection.connect_timeout,
+        read_timeout=connection.read_timeout,
+        retry_total_seconds=connection.retry_seconds,
+        page_cap=connection.page_cap,
+    )
+    return FhirClient(base_url.rstrip("/"), auth, options)

@@ -1,0 +1,117 @@
+"""create_app(settings): the Flask app factory. Resources are built once here and reached
+through the app (app.extensions["theracharge"]), never module globals."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask
+from flask_smorest import Api
+
+from fhir_mappings.delivery import WritePlan
+from plugin.gateway.factory import connect
+from plugin.gateway.gather import Gatherer
+from plugin.rules.decision import Decision
+from plugin.rules.visit import Severity
+from plugin.settings import Settings, load_settings
+from plugin.store import Store
+from plugin.web import cds_hooks, charges, errors, health, notifications, observability
+from plugin.web.cds_auth import ClientVerifier
+from plugin.worker import NotificationWorker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AppState:
+    """What every request may use: settings, the store, the EHR connection, the CDS verifier."""
+
+    settings: Settings
+    store: Store
+    cds_verifier: ClientVerifier | None
+    worker: NotificationWorker | None = None
+    _gatherer: Gatherer | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def gatherer(self) -> Gatherer | None:
+        """Our EHR (THERACHARGE_FHIR_BASE_URL), built once per process; None if not configured."""
+        if self.settings.fhir.base_url is None:
+            return None
+        with self._lock:
+            if self._gatherer is None:
+                self._gatherer = Gatherer(connect(self.settings.fhir))
+            return self._gatherer
+
+    def record(
+        self,
+        encounter_id: str,
+        trigger: str,
+        outcome: str,
+        decision: Decision,
+        plan: WritePlan | None,
+        error: str | None,
+    ) -> None:
+        """The run ledger: every decision, what was written, what failed."""
+        lines = [
+            {"key": ln.key, "code": ln.code, "units": ln.units, "status": ln.status.value}
+            for ln in decision.lines
+        ]
+        gaps = [f.code for f in decision.findings if f.severity is not Severity.INFO]
+        written: dict[str, Any] = {}
+        if plan is not None:
+            written = {
+                "created": plan.created,
+                "updated": plan.updated,
+                "unchanged": plan.unchanged,
+                "entered_in_error": plan.voided,
+                "corrections": plan.corrections,
+            }
+        self.store.record_run(encounter_id, trigger, outcome, lines, gaps, written, error)
+
+
+def create_app(settings: Settings | None = None, start_worker: bool = True) -> Flask:
+    settings = settings or load_settings()
+    app = Flask("theracharge")
+    app.config.update(
+        API_TITLE="TheraCharge",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        JSON_SORT_KEYS=False,
+    )
+    store = Store(settings.service.database_url)
+    store.migrate()
+    verifier = None
+    if settings.service.cds_auth:
+        verifier = ClientVerifier(
+            settings.service.cds_issuers, dict(settings.service.cds_jwks), store.first_use
+        )
+    else:
+        log.warning("THERACHARGE_CDS_AUTH=disabled: CDS Hooks calls are NOT authenticated")
+    state = AppState(settings, store, verifier)
+    state.worker = NotificationWorker(
+        settings,
+        store,
+        state.gatherer,
+        on_done=lambda encounter, run: state.record(
+            encounter,
+            "notification",
+            "written" if run.written else "unchanged",
+            run.decision,
+            run.plan,
+            None,
+        ),
+    )
+    app.extensions["theracharge"] = state
+    api = Api(app)
+    for blueprint in (cds_hooks.blp, charges.blp, notifications.blp, health.blp):
+        api.register_blueprint(blueprint)
+    errors.register(app)
+    observability.install(app)
+    if start_worker:
+        state.worker.start()  # pending notifications resume at start
+    return app

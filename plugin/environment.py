@@ -1,0 +1,180 @@
+"""Settings from THERACHARGE_* environment variables: the EHR connection and the service."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from plugin.schemas.errors import ConfigError
+
+WRITE_MODES = ("direct", "system-actions", "preview")
+
+
+@dataclass(frozen=True, slots=True)
+class FhirConnection:
+    """How to reach the EHR's FHIR API (THERACHARGE_FHIR_* and THERACHARGE_SMART_*)."""
+
+    base_url: str | None = None
+    token: str | None = field(default=None, repr=False)
+    smart_client_id: str | None = None
+    smart_private_key: Path | None = None
+    smart_kid: str | None = None
+    smart_scopes: str = "system/*.read system/*.write"
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    retry_seconds: float = 30.0
+    page_cap: int = 50
+
+    @property
+    def uses_smart(self) -> bool:
+        return self.smart_client_id is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    """The HTTP service: its database, how it delivers, whom it trusts."""
+
+    database_url: str = "sqlite:///instance/theracharge.db"
+    write_mode: str = "preview"
+    cds_auth: bool = True
+    cds_issuers: tuple[str, ...] = ()
+    cds_jwks: Mapping[str, str] = field(default_factory=dict)  # issuer ("*" = any) → path or URL
+    fhir_server_allowlist: tuple[str, ...] = ()
+    api_tokens: Mapping[str, str] = field(default_factory=dict, repr=False)  # sha256 hex → name
+    notification_secret: str | None = field(default=None, repr=False)
+    notification_header: str = "X-TheraCharge-Secret"
+    public_url: str | None = None  # how the EHR reaches us, when a proxy stands between
+
+
+def token_hash(token: str) -> str:
+    """How an API token is stored and compared: its SHA-256, never the token itself."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def fhir_connection(env: Mapping[str, str]) -> FhirConnection:
+    """The EHR connection from the environment; every inconsistency is named."""
+    base = env.get("THERACHARGE_FHIR_BASE_URL", "").strip() or None
+    if base is not None:
+        base = url_setting(env, "THERACHARGE_FHIR_BASE_URL", base).rstrip("/")
+    smart = {
+        name: env.get(f"THERACHARGE_SMART_{name}", "").strip() or None
+        for name in ("CLIENT_ID", "PRIVATE_KEY", "KID")
+    }
+    given = [f"THERACHARGE_SMART_{k}" for k, v in smart.items() if v]
+    if given and len(given) != len(smart):
+        missing = [f"THERACHARGE_SMART_{k}" for k, v in smart.items() if not v]
+        raise ConfigError(f"{', '.join(missing)}: needed with {', '.join(given)}")
+    token = env.get("THERACHARGE_FHIR_TOKEN", "").strip() or None
+    if token and given:
+        raise ConfigError("THERACHARGE_FHIR_TOKEN: give a static token or SMART settings, not both")
+    key = Path(smart["PRIVATE_KEY"]) if smart["PRIVATE_KEY"] else None
+    if key is not None and not key.is_file():
+        raise ConfigError(f"THERACHARGE_SMART_PRIVATE_KEY: {key} is not a file")
+    return FhirConnection(
+        base_url=base,
+        token=token,
+        smart_client_id=smart["CLIENT_ID"],
+        smart_private_key=key,
+        smart_kid=smart["KID"],
+        smart_scopes=env.get("THERACHARGE_SMART_SCOPES", "").strip()
+        or "system/*.read system/*.write",
+        connect_timeout=_number(env, "THERACHARGE_FHIR_CONNECT_TIMEOUT", 5.0),
+        read_timeout=_number(env, "THERACHARGE_FHIR_READ_TIMEOUT", 30.0),
+        retry_seconds=_number(env, "THERACHARGE_FHIR_RETRY_SECONDS", 30.0),
+        page_cap=int(_number(env, "THERACHARGE_FHIR_PAGE_CAP", 50)),
+    )
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {text!r} is not a number") from exc
+    if value <= 0:
+        raise ConfigError(f"{name}: must be more than 0, got {text}")
+    return value
+
+
+def service_config(env: Mapping[str, str]) -> ServiceConfig:
+    """The service's settings from the environment; every inconsistency is named."""
+    mode = env.get("THERACHARGE_WRITE_MODE", "").strip() or "preview"
+    if mode not in WRITE_MODES:
+        raise ConfigError(
+            f"THERACHARGE_WRITE_MODE: {mode!r} is not one of {', '.join(WRITE_MODES)}"
+        )
+    auth = env.get("THERACHARGE_CDS_AUTH", "").strip() or "enabled"
+    if auth not in ("enabled", "disabled"):
+        raise ConfigError(f"THERACHARGE_CDS_AUTH: {auth!r} is not enabled or disabled")
+    issuers = _list(env, "THERACHARGE_CDS_ISSUERS")
+    jwks = _jwks(env.get("THERACHARGE_CDS_JWKS", "").strip())
+    if auth == "enabled" and issuers and not jwks:
+        raise ConfigError("THERACHARGE_CDS_JWKS: needed to verify THERACHARGE_CDS_ISSUERS")
+    database = env.get("THERACHARGE_DATABASE_URL", "").strip()
+    if not database:
+        folder = Path(env.get("THERACHARGE_INSTANCE_DIR", "").strip() or "instance").resolve()
+        database = f"sqlite:///{folder / 'theracharge.db'}"
+    public = env.get("THERACHARGE_PUBLIC_URL", "").strip() or None
+    if public:
+        public = url_setting(env, "THERACHARGE_PUBLIC_URL", public).rstrip("/")
+    return ServiceConfig(
+        database_url=database,
+        write_mode=mode,
+        cds_auth=auth == "enabled",
+        cds_issuers=issuers,
+        cds_jwks=jwks,
+        fhir_server_allowlist=tuple(
+            u.rstrip("/") for u in _list(env, "THERACHARGE_FHIR_SERVER_ALLOWLIST")
+        ),
+        api_tokens=_api_tokens(env.get("THERACHARGE_API_TOKENS", "")),
+        notification_secret=env.get("THERACHARGE_NOTIFICATION_SECRET", "").strip() or None,
+        notification_header=env.get("THERACHARGE_NOTIFICATION_HEADER", "").strip()
+        or "X-TheraCharge-Secret",
+        public_url=public,
+    )
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+
+
+def _jwks(value: str) -> dict[str, str]:
+    """One JWKS path or URL for every issuer, or a JSON object: issuer → path or URL."""
+    if not value:
+        return {}
+    if value.startswith("{"):
+        try:
+            mapping = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"THERACHARGE_CDS_JWKS: not valid JSON ({exc})") from exc
+        if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
+            raise ConfigError("THERACHARGE_CDS_JWKS: expected an object of issuer → path or URL")
+        return {str(k): v for k, v in mapping.items()}
+    return {"*": value}
+
+
+def _api_tokens(value: str) -> dict[str, str]:
+    """`name=sha256:<hex>` entries (the hash of each token, never the token; see README)."""
+    tokens: dict[str, str] = {}
+    for index, part in enumerate(p.strip() for p in value.split(",") if p.strip()):
+        name, _, digest = part.rpartition("=") if "=" in part else (f"token{index + 1}", "", part)
+        digest = digest.removeprefix("sha256:").lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ConfigError(
+                f"THERACHARGE_API_TOKENS[{index}]: expected name=sha256:<64 hex digits> "
+                "(theracharge token-hash prints it)"
+            )
+        tokens[digest] = name or f"token{index + 1}"
+    return tokens
+
+
+def url_setting(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, "").strip() or default
+    if not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{name}: {value!r} is not an http(s) URL")
+    return value

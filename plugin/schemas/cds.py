@@ -1,0 +1,72 @@
+"""CDS Hooks 2.0 request bodies: the hook call and the feedback, validated strictly."""
+
+from __future__ import annotations
+
+from marshmallow import EXCLUDE, Schema, fields, validate
+
+
+class FhirAuthorizationSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    access_token = fields.String(required=True, validate=validate.Length(min=1))
+    token_type = fields.String(required=True, validate=validate.Equal("Bearer"))
+    expires_in = fields.Integer(required=True, strict=True)
+    scope = fields.String(required=True)
+    subject = fields.String(required=True)
+
+
+class DischargeContextSchema(Schema):
+    """encounter-discharge context (CDS Hooks library, STU1): all three are required."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    userId = fields.String(required=True, validate=validate.Length(min=1))
+    patientId = fields.String(required=True, validate=validate.Length(min=1))
+    encounterId = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9\-.]{1,64}$"))
+
+
+class HookRequestSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE  # CDS clients may send extensions
+
+    hook = fields.String(
+        required=True,
+        validate=validate.Equal("encounter-discharge", error="must be encounter-discharge"),
+    )
+    hookInstance = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    fhirServer = fields.Url(load_default=None, require_tld=False)
+    fhirAuthorization = fields.Nested(FhirAuthorizationSchema, load_default=None)
+    context = fields.Nested(DischargeContextSchema, required=True)
+    prefetch = fields.Dict(
+        keys=fields.String(), values=fields.Raw(allow_none=True), load_default=dict
+    )
+
+
+class OverrideReasonSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    reason = fields.Dict(load_default=None)
+    userComment = fields.String(load_default=None)
+
+
+class FeedbackItemSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    card = fields.String(required=True)
+    outcome = fields.String(required=True, validate=validate.OneOf(["accepted", "overridden"]))
+    acceptedSuggestions = fields.List(fields.Dict(), load_default=list)
+    overrideReason = fields.Nested(OverrideReasonSchema, load_default=None)
+    outcomeTimestamp = fields.String(required=True)
+
+
+class FeedbackSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    feedback = fields.List(
+        fields.Nested(FeedbackItemSchema), required=True, validate=validate.Length(min=1)
+    )

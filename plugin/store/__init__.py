@@ -1,0 +1,209 @@
+"""TheraCharge's own state (SQLAlchemy 2, Alembic migrations): SQLite by default, PostgreSQL
+via THERACHARGE_DATABASE_URL when several instances share state."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import CursorResult, Engine, create_engine, delete, event, select, text, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from plugin.store.models import AuditEntry, Notification, RunEntry, SeenToken
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    encounter_id: str
+    version: str
+    attempts: int
+
+
+class Store:
+    """One engine per process; short sessions per operation."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        database = make_url(url).database
+        if url.startswith("sqlite") and database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)  # zero set-up by default
+        self.engine: Engine = create_engine(url, future=True, pool_pre_ping=True)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest migration (run at start; safe to repeat)."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    def ping(self) -> None:
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self.sessions.begin() as session:
+            yield session
+
+    # --- audit log and run ledger ---------------------------------------------------------------
+
+    def audit(
+        self,
+        actor: str,
+        action: str,
+        object_type: str,
+        object_id: str,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        with self.session() as session:
+            session.add(
+                AuditEntry(
+                    at=now(),
+                    actor=actor,
+                    action=action,
+                    object_type=object_type,
+                    object_id=object_id,
+                    detail=detail or {},
+                )
+            )
+
+    def audit_entries(self, limit: int = 100, **filters: str) -> list[AuditEntry]:
+        with self.session() as session:
+            query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+            for name, value in filters.items():
+                query = query.where(getattr(AuditEntry, name) == value)
+            return list(session.scalars(query))
+
+    def record_run(
+        self,
+        encounter_id: str,
+        trigger: str,
+        outcome: str,
+        lines: list[Any],
+        gaps: list[Any],
+        written: dict[str, Any],
+        error: str | None = None,
+    ) -> None:
+        with self.session() as session:
+            session.add(
+                RunEntry(
+                    at=now(),
+                    encounter_id=encounter_id,
+                    trigger=trigger,
+                    outcome=outcome,
+                    lines=lines,
+                    gaps=gaps,
+                    written=written,
+                    error=error,
+                )
+            )
+
+    def runs(self, encounter_id: str | None = None, limit: int = 100) -> list[RunEntry]:
+        with self.session() as session:
+            query = select(RunEntry).order_by(RunEntry.id.desc()).limit(limit)
+            if encounter_id:
+                query = query.where(RunEntry.encounter_id == encounter_id)
+            return list(session.scalars(query))
+
+    # --- JWT replay cache -------------------------------------------------------------------
+
+    def first_use(self, issuer: str, jti: str, expires: datetime) -> bool:
+        """True the first time a token id is seen; False for a replay (any worker)."""
+        key = hashlib.sha256(f"{issuer}|{jti}".encode()).hexdigest()
+        try:
+            with self.session() as session:
+                session.execute(delete(SeenToken).where(SeenToken.expires < now()))
+                session.add(SeenToken(jti=key, expires=expires))
+        except IntegrityError:
+            return False
+        return True
+
+    # --- notifications: a durable queue ---------------------------------------------------
+
+    def enqueue(self, encounter_id: str, version: str) -> bool:
+        """Record a notification; False when this encounter version is already recorded."""
+        try:
+            with self.session() as session:
+                session.add(
+                    Notification(
+                        encounter_id=encounter_id,
+                        version=version,
+                        received_at=now(),
+                        status="pending",
+                        attempts=0,
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def claim(self, stale_after: timedelta = timedelta(minutes=5)) -> Claimed | None:
+        """Take the oldest pending notification (or one claimed too long ago by a worker that
+        stopped); an atomic compare-and-set, so two workers never take the same one."""
+        cutoff = now() - stale_after
+        with self.session() as session:
+            candidates = session.scalars(
+                select(Notification)
+                .where(
+                    (Notification.status == "pending")
+                    | ((Notification.status == "processing") & (Notification.claimed_at < cutoff))
+                )
+                .order_by(Notification.id)
+                .limit(5)
+            ).all()
+            for row in candidates:
+                seen = Claimed(row.id, row.encounter_id, row.version, row.attempts + 1)
+                result = session.execute(
+                    update(Notification)
+                    .where(
+                        Notification.id == row.id,
+                        Notification.status == row.status,
+                        Notification.attempts == row.attempts,
+                    )
+                    .values(status="processing", claimed_at=now(), attempts=seen.attempts)
+                    .execution_options(synchronize_session=False)
+                )
+                if cast(CursorResult[Any], result).rowcount:
+                    return seen
+        return None
+
+    def finish(self, notification_id: int, error: str | None = None, retry: bool = False) -> None:
+        status = "pending" if retry else ("failed" if error else "done")
+        with self.session() as session:
+            session.execute(
+                update(Notification)
+                .where(Notification.id == notification_id)
+                .values(status=status, finished_at=now(), last_error=error)
+            )
+
+    def notifications(self) -> list[Notification]:
+        with self.session() as session:
+            return list(session.scalars(select(Notification).order_by(Notification.id)))
+
+
+def _sqlite_pragmas(connection: Any, _: Any) -> None:
+    """Several gunicorn workers share one SQLite file: write-ahead log, wait when busy."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()

@@ -1,0 +1,68 @@
+"""The tables TheraCharge keeps: audit log, run ledger, received notifications."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, DateTime, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class AuditEntry(Base):
+    """Who did what to which object, and when (admins, feedback on cards, overrides)."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    actor: Mapped[str] = mapped_column(String(200), index=True)
+    action: Mapped[str] = mapped_column(String(100))
+    object_type: Mapped[str] = mapped_column(String(100), index=True)
+    object_id: Mapped[str] = mapped_column(String(200), index=True)
+    detail: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
+
+
+class RunEntry(Base):
+    """Every decision made: the encounter, the trigger, the lines and what was written."""
+
+    __tablename__ = "run_ledger"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    encounter_id: Mapped[str] = mapped_column(String(200), index=True)
+    trigger: Mapped[str] = mapped_column(String(40))
+    outcome: Mapped[str] = mapped_column(String(40))  # written, unchanged, preview, failed
+    lines: Mapped[list[object]] = mapped_column(JSON, default=list)
+    gaps: Mapped[list[object]] = mapped_column(JSON, default=list)
+    written: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Notification(Base):
+    """A FHIR Subscription notification, kept until processed: none is lost if we stop."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (UniqueConstraint("encounter_id", "version", name="uq_notification_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    encounter_id: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[str] = mapped_column(String(100))  # the Encounter's versionId ("" if unknown)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(20), index=True)  # pending, processing, done, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class SeenToken(Base):
+    """JWT ids already accepted (CDS Hooks "Trusting CDS Clients"): a replay is refused."""
+
+    __tablename__ = "seen_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of issuer + jti
+    expires: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

@@ -1,0 +1,102 @@
+"""CDS Hooks 2.0: discovery, the therapy-charges service on encounter-discharge, feedback."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from flask import Response, current_app, g, jsonify, request
+from flask_smorest import Blueprint
+from marshmallow import ValidationError
+
+from plugin.hooks import SERVICE_ID, HookRequest, PrefetchMissing, discovery, handle_discharge
+from plugin.schemas.cds import FeedbackSchema, HookRequestSchema
+from plugin.schemas.errors import flatten_errors
+from plugin.web.errors import BadRequest, NotFoundError, operation_outcome
+from plugin.web.observability import count_decision
+
+blp = Blueprint("cds", __name__, url_prefix="/cds-services", description="CDS Hooks 2.0")
+
+
+@blp.route("", methods=["GET"])
+@blp.doc(summary="Discovery: the services and their prefetch templates")
+def services() -> Response:
+    return jsonify(discovery())
+
+
+def _body(schema: Any) -> dict[str, Any]:
+    raw = request.get_json(silent=True)
+    if not isinstance(raw, dict):
+        raise BadRequest("the body must be a JSON object")
+    try:
+        loaded: dict[str, Any] = schema.load(raw)
+    except ValidationError as exc:
+        problems = flatten_errors(exc.messages)
+        named = dict(p.split(": ", 1) for p in problems)
+        raise BadRequest("; ".join(problems), named) from exc
+    return loaded
+
+
+def _trusted() -> None:
+    """Verify the CDS Client's JWT; aud must be the exact URL called."""
+    verifier = current_app.extensions["theracharge"].cds_verifier
+    if verifier is None:
+        return
+    public = current_app.extensions["theracharge"].settings.service.public_url
+    audience = f"{public}{request.path}" if public else request.base_url
+    verifier.verify(request.headers.get("Authorization"), audience)
+
+
+@blp.route("/<service_id>", methods=["POST"])
+@blp.doc(summary="Call a CDS service (therapy-charges on encounter-discharge)")
+def call(service_id: str) -> Response:
+    if service_id != SERVICE_ID:
+        raise NotFoundError(f"no CDS service {service_id!r}")
+    _trusted()
+    data = _body(HookRequestSchema())
+    g.hook_instance = data["hookInstance"]
+    auth = data["fhirAuthorization"] or {}
+    hook = HookRequest(
+        hook_instance=data["hookInstance"],
+        encounter_id=data["context"]["encounterId"],
+        patient_id=data["context"]["patientId"],
+        user_id=data["context"]["userId"],
+        fhir_server=data["fhirServer"],
+        access_token=auth.get("access_token"),
+        prefetch=data["prefetch"],
+    )
+    state = current_app.extensions["theracharge"]
+    try:
+        outcome = handle_discharge(state.settings, hook, datetime.now().astimezone())
+    except PrefetchMissing as exc:
+        response = jsonify(
+            operation_outcome("Cannot evaluate therapy charges: no visit data.", str(exc))
+        )
+        response.status_code = 412
+        return response
+    count_decision(list(outcome.decision.lines), list(outcome.decision.findings))
+    state.record(
+        hook.encounter_id,
+        "cds-hook",
+        outcome.outcome,
+        outcome.decision,
+        outcome.plan,
+        outcome.error,
+    )
+    return jsonify(outcome.response())
+
+
+@blp.route("/<service_id>/feedback", methods=["POST"])
+@blp.doc(summary="Feedback on cards: accepted or overridden, with the reason")
+def feedback(service_id: str) -> Response:
+    if service_id != SERVICE_ID:
+        raise NotFoundError(f"no CDS service {service_id!r}")
+    _trusted()
+    data = _body(FeedbackSchema())
+    store = current_app.extensions["theracharge"].store
+    for item in data["feedback"]:
+        detail = {"outcome": item["outcome"], "at": item["outcomeTimestamp"]}
+        if item["overrideReason"]:
+            detail["overrideReason"] = item["overrideReason"]
+        store.audit("cds-client", f"card-{item['outcome']}", "card", item["card"], detail)
+    return jsonify({})

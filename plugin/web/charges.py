@@ -1,0 +1,63 @@
+"""The charges API: decide (and write) one encounter's charges on demand."""
+
+from __future__ import annotations
+
+import hmac
+from datetime import datetime
+
+from flask import Response, current_app, jsonify, request
+from flask_smorest import Blueprint
+
+from plugin.environment import token_hash
+from plugin.live import run_json
+from plugin.service import process_encounter
+from plugin.web.cds_auth import Unauthorized
+from plugin.web.errors import BadRequest, ServiceUnavailable
+from plugin.web.observability import count_decision
+
+blp = Blueprint("charges", __name__, url_prefix="/api/v1", description="Charges of an encounter")
+
+
+def bearer_caller() -> str:
+    """The name of the API token presented (tokens are compared by their SHA-256 only)."""
+    tokens = current_app.extensions["theracharge"].settings.service.api_tokens
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer ") or not tokens:
+        raise Unauthorized("no API bearer token")
+    presented = token_hash(header.removeprefix("Bearer ").strip())
+    for digest, name in tokens.items():
+        if hmac.compare_digest(digest, presented):
+            return str(name)
+    raise Unauthorized("unknown API token")
+
+
+def _charges(encounter_id: str, dry_run: bool) -> Response:
+    caller = bearer_caller()
+    state = current_app.extensions["theracharge"]
+    gatherer = state.gatherer()
+    if gatherer is None:
+        raise ServiceUnavailable("no EHR configured: set THERACHARGE_FHIR_BASE_URL")
+    run = process_encounter(
+        state.settings, gatherer, encounter_id, datetime.now().astimezone(), dry_run=dry_run
+    )
+    count_decision(list(run.decision.lines), list(run.decision.findings))
+    outcome = "preview" if dry_run else ("written" if run.written else "unchanged")
+    state.record(encounter_id, f"api:{caller}", outcome, run.decision, run.plan, None)
+    body = run_json(run)
+    body["dry_run"] = dry_run
+    return jsonify(body)
+
+
+@blp.route("/encounters/<encounter_id>/charges", methods=["POST"])
+@blp.doc(summary="Gather, decide and write the encounter's charges (dry_run=true: do not write)")
+def post_charges(encounter_id: str) -> Response:
+    flag = request.args.get("dry_run", "false").lower()
+    if flag not in ("true", "false"):
+        raise BadRequest("dry_run: expected true or false", {"dry_run": flag})
+    return _charges(encounter_id, flag == "true")
+
+
+@blp.route("/encounters/<encounter_id>/charges", methods=["GET"])
+@blp.doc(summary="The encounter's charges as they would be decided now, without writing")
+def get_charges(encounter_id: str) -> Response:
+    return _charges(encounter_id, True)

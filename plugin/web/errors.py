@@ -1,0 +1,110 @@
+"""Typed errors mapped to HTTP in one place; every error body is JSON that names what is wrong."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from plugin.gateway.errors import FatalFhirError, FhirError
+from plugin.gateway.gather import NotFound
+from plugin.web.cds_auth import Unauthorized
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error answer: the HTTP status, a short code and a message naming what is wrong."""
+
+    status = 400
+    code = "bad-request"
+
+    def __init__(self, message: str, fields: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields or {}
+
+
+class BadRequest(ApiError):
+    status, code = 400, "bad-request"
+
+
+class NotFoundError(ApiError):
+    status, code = 404, "not-found"
+
+
+class Forbidden(ApiError):
+    status, code = 403, "forbidden"
+
+
+class Unprocessable(ApiError):
+    status, code = 422, "invalid"
+
+
+class ServiceUnavailable(ApiError):
+    status, code = 503, "unavailable"
+
+
+def operation_outcome(message: str, diagnostics: str = "") -> dict[str, Any]:
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {
+                "severity": "error",
+                "code": "processing",
+                "details": {"text": message},
+                "diagnostics": diagnostics or message,
+            }
+        ],
+    }
+
+
+def _json(status: int, body: dict[str, Any]) -> Response:
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def api_error(error: ApiError) -> Response:
+        body: dict[str, Any] = {"error": error.code, "message": error.message}
+        if error.fields:
+            body["fields"] = error.fields
+        return _json(error.status, body)
+
+    @app.errorhandler(Unauthorized)
+    def unauthorized(error: Unauthorized) -> Response:
+        log.warning("refused an unauthenticated call: %s", error)  # the reason stays here
+        return _json(401, {"error": "unauthorized"})
+
+    @app.errorhandler(NotFound)
+    def not_found(error: NotFound) -> Response:
+        return _json(404, {"error": "not-found", "message": str(error)})
+
+    @app.errorhandler(FhirError)
+    def upstream(error: FhirError) -> Response:
+        """The EHR failed: 502 with its OperationOutcome text (never a token or a body)."""
+        status = 502
+        if isinstance(error, FatalFhirError) and error.status in (401, 403):
+            status = 502  # our credentials were refused: still the upstream's answer
+        return _json(status, {"error": "ehr-error", "message": str(error)})
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        return _json(
+            error.code or 500,
+            {
+                "error": (error.name or "error").lower().replace(" ", "-"),
+                "message": error.description or "",
+            },
+        )
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception) -> Response:  # the one place a broad except is allowed
+        log.exception("unexpected error")
+        return _json(
+            500, {"error": "internal", "message": "an internal error; see the service log"}
+        )

@@ -1,0 +1,51 @@
+"""Liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, current_app, jsonify
+from flask_smorest import Blueprint
+from sqlalchemy.exc import SQLAlchemyError
+
+from plugin.gateway.errors import FhirError
+from plugin.web.observability import metrics_response
+
+blp = Blueprint("health", __name__, description="Health and metrics")
+
+
+@blp.route("/healthz", methods=["GET"])
+@blp.doc(summary="Alive")
+def healthz() -> Response:
+    return jsonify({"status": "ok"})
+
+
+@blp.route("/readyz", methods=["GET"])
+@blp.doc(summary="Ready: settings valid, database reachable, EHR reachable when configured")
+def readyz() -> Response:
+    state = current_app.extensions["theracharge"]
+    checks: dict[str, Any] = {"settings": "ok"}
+    ready = True
+    try:
+        state.store.ping()
+        checks["database"] = "ok"
+    except SQLAlchemyError as exc:
+        checks["database"] = f"failed: {type(exc).__name__}"
+        ready = False
+    gatherer = state.gatherer()
+    if gatherer is not None:
+        try:
+            gatherer.client.capabilities()
+            checks["ehr"] = "ok"
+        except FhirError as exc:
+            checks["ehr"] = f"failed: {exc}"
+            ready = False
+    response = jsonify({"status": "ready" if ready else "not-ready", "checks": checks})
+    response.status_code = 200 if ready else 503
+    return response
+
+
+@blp.route("/metrics", methods=["GET"])
+@blp.doc(summary="Prometheus metrics")
+def metrics() -> Response:
+    return metrics_response()

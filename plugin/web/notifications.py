@@ -1,0 +1,83 @@
+"""FHIR Subscription notifications: acknowledged at once, recorded, processed in the background."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+from typing import Any
+
+from flask import Response, current_app, jsonify, request
+from flask_smorest import Blueprint
+
+from plugin.web.cds_auth import Unauthorized
+from plugin.web.errors import BadRequest
+
+log = logging.getLogger(__name__)
+blp = Blueprint(
+    "notifications",
+    __name__,
+    url_prefix="/notifications/fhir",
+    description="FHIR Subscription notifications (R4 rest-hook, R4 Backport)",
+)
+_ENCOUNTER_URL = re.compile(r"(?:^|/)Encounter/([A-Za-z0-9\-.]{1,64})(?:/_history/([^/]+))?$")
+
+
+def _authenticate() -> None:
+    settings = current_app.extensions["theracharge"].settings.service
+    expected = settings.notification_secret
+    given = request.headers.get(settings.notification_header, "")
+    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise Unauthorized("notification without the shared secret")
+
+
+def _enqueue(encounter_id: str, version: str | None) -> bool:
+    store = current_app.extensions["theracharge"].store
+    return bool(store.enqueue(encounter_id, version or ""))
+
+
+@blp.route("/Encounter/<encounter_id>", methods=["PUT"])
+@blp.doc(summary="R4 rest-hook with payload: the changed Encounter")
+def encounter_changed(encounter_id: str) -> Response:
+    _authenticate()
+    resource = request.get_json(silent=True)
+    if not isinstance(resource, dict) or resource.get("resourceType") != "Encounter":
+        raise BadRequest("expected the Encounter resource as the body")
+    if resource.get("id") not in (None, encounter_id):
+        raise BadRequest("the Encounter's id differs from the URL")
+    if resource.get("status") != "finished":
+        return jsonify({"queued": False, "reason": "encounter not finished"})
+    version = str((resource.get("meta") or {}).get("versionId") or "")
+    return jsonify({"queued": _enqueue(encounter_id, version)})
+
+
+@blp.route("", methods=["POST"])
+@blp.doc(summary="An empty ping, or an R4 Backport notification Bundle (id-only or full-resource)")
+def bundle_notification() -> Response:
+    _authenticate()
+    if not request.data.strip():
+        return jsonify({"queued": 0})  # a ping without payload: nothing names an encounter
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
+        raise BadRequest("expected an empty body or a notification Bundle")
+    queued = sum(1 for encounter, version in _encounters(body) if _enqueue(encounter, version))
+    return jsonify({"queued": queued})
+
+
+def _encounters(bundle: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """Encounters a Backport notification names: full resources, or fullUrls (id-only)."""
+    found = []
+    for entry in bundle.get("entry") or ():
+        if not isinstance(entry, dict):
+            continue
+        resource = entry.get("resource")
+        if isinstance(resource, dict) and resource.get("resourceType") == "Encounter":
+            if resource.get("status") == "finished" and resource.get("id"):
+                version = (resource.get("meta") or {}).get("versionId")
+                found.append((str(resource["id"]), str(version) if version else None))
+            continue
+        if resource is None:
+            match = _ENCOUNTER_URL.search(str(entry.get("fullUrl", "")))
+            if match:
+                found.append((match.group(1), match.group(2)))
+    return found

@@ -1,0 +1,86 @@
+"""Structured JSON logs with a request id, and Prometheus metrics. No bodies, names or tokens."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from typing import Any
+
+from flask import Flask, Response, g, has_request_context, request
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+REQUESTS = Counter("theracharge_requests_total", "HTTP requests", ["endpoint", "status"])
+LATENCY = Histogram(
+    "theracharge_request_seconds",
+    "HTTP request latency",
+    ["endpoint"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+DECISIONS = Counter("theracharge_charge_lines_total", "Charge lines decided, by status", ["status"])
+GAPS = Counter("theracharge_findings_total", "Findings, by code and severity", ["code", "severity"])
+EHR_ERRORS = Counter("theracharge_ehr_errors_total", "Failed calls to the EHR", ["kind"])
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request id, hook instance."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(record.created)),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if has_request_context():
+            entry["request_id"] = getattr(g, "request_id", None)
+            hook = getattr(g, "hook_instance", None)
+            if hook:
+                entry["hookInstance"] = hook
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level)
+
+
+def count_decision(lines: list[Any], findings: list[Any]) -> None:
+    for line in lines:
+        DECISIONS.labels(line.status.value).inc()
+    for item in findings:
+        GAPS.labels(item.code, item.severity.value).inc()
+
+
+def install(app: Flask) -> None:
+    @app.before_request
+    def start() -> None:
+        g.started = time.perf_counter()
+        g.request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+
+    @app.after_request
+    def finish(response: Response) -> Response:
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        REQUESTS.labels(endpoint, str(response.status_code)).inc()
+        LATENCY.labels(endpoint).observe(
+            time.perf_counter() - getattr(g, "started", time.perf_counter())
+        )
+        response.headers["X-Request-Id"] = g.request_id
+        return response
+
+
+def metrics_response() -> Response:
+    """Prometheus text; across gunicorn workers when PROMETHEUS_MULTIPROC_DIR is set."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)

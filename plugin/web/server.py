@@ -1,0 +1,54 @@
+"""`theracharge serve`: the app under gunicorn (production), or Flask's server with --dev."""
+
+from __future__ import annotations
+
+import gc
+from typing import Any
+
+from flask import Flask
+from gunicorn.app.base import BaseApplication
+
+from plugin.app import create_app
+from plugin.settings import Settings
+
+
+class GunicornServer(BaseApplication):  # type: ignore[misc]
+    """gunicorn with our app object: sync workers (steadier p99 here than gthread,
+    ../shared/PERFORMANCE.md), the app loaded before forking, the cyclic GC frozen after."""
+
+    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
+        self.settings = settings
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+        self.cfg.set("post_fork", _post_fork)
+
+    def load(self) -> Flask:
+        app = create_app(self.settings, start_worker=False)  # workers start theirs after fork
+        gc.freeze()  # long-lived objects out of the collector's way
+        return app
+
+
+def _post_fork(server: Any, worker: Any) -> None:
+    """Each worker process runs its own notification worker thread (threads do not survive fork)."""
+    state = worker.app.callable.extensions["theracharge"]
+    if state.worker is not None:
+        state.worker.start()
+
+
+def serve(settings: Settings, host: str, port: int, workers: int, dev: bool) -> None:
+    if dev:
+        create_app(settings).run(host=host, port=port, debug=False, threaded=True)
+        return
+    options = {
+        "bind": f"{host}:{port}",
+        "workers": workers,
+        "worker_class": "sync",
+        "preload_app": True,
+        "accesslog": None,
+        "timeout": 60,
+    }
+    GunicornServer(settings, options).run()
