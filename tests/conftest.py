@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from plugin.settings import Settings, load_settings
 
@@ -18,3 +27,37 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     return load_settings({})
+
+
+# --- a CDS client's signing key (the EHR's), shared by the web and integration tests ---------
+
+ISSUER = "https://ehr.example.org"
+KID = "ehr-key-1"
+SERVICE_URL = "http://localhost/cds-services/therapy-charges"
+
+
+@pytest.fixture(scope="session")
+def ehr_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP384R1())
+
+
+@pytest.fixture
+def jwks_file(tmp_path: Path, ehr_key: ec.EllipticCurvePrivateKey) -> Path:
+    public = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(ehr_key.public_key()))
+    public.update({"kid": KID, "alg": "ES384", "use": "sig"})
+    path = tmp_path / "ehr-jwks.json"
+    path.write_text(json.dumps({"keys": [public]}))
+    return path
+
+
+@pytest.fixture
+def sign(ehr_key: ec.EllipticCurvePrivateKey) -> Callable[..., str]:
+    def token(aud: str = SERVICE_URL, **overrides: Any) -> str:
+        now = int(time.time())
+        claims = {"iss": ISSUER, "aud": aud, "iat": now, "exp": now + 300, "jti": str(uuid.uuid4())}
+        claims.update(overrides)
+        headers = {"kid": overrides.pop("kid", KID)} if "kid" in overrides else {"kid": KID}
+        claims.pop("kid", None)
+        return jwt.encode(claims, ehr_key, algorithm="ES384", headers=headers)
+
+    return token

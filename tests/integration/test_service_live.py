@@ -1,0 +1,182 @@
+"""The HTTP service against a real FHIR server: a signed hook, a Subscription, the charges API."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import requests
+from flask import Flask
+from werkzeug.serving import make_server
+
+from plugin.app import create_app
+from plugin.environment import token_hash
+from plugin.settings import load_settings
+from tests.conftest import ISSUER
+from tests.ehr import Ehr, free_port
+from tests.integration.test_live_ehr import ours
+
+SECRET = "notify-me"
+
+
+@contextmanager
+def serving(app: Flask) -> Iterator[str]:
+    """Our app on a real port, so the EHR can call us."""
+    port = free_port()
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.shutdown()
+        thread.join(5)
+
+
+def env_for(ehr: Ehr, tmp_path: Path, jwks_file: Path, **extra: str) -> dict[str, str]:
+    return {
+        "THERACHARGE_INSTANCE_DIR": str(tmp_path / "instance"),
+        "THERACHARGE_FHIR_BASE_URL": ehr.base_url,
+        "THERACHARGE_CDS_ISSUERS": ISSUER,
+        "THERACHARGE_CDS_JWKS": str(jwks_file),
+        "THERACHARGE_NOTIFICATION_SECRET": SECRET,
+        "THERACHARGE_API_TOKENS": f"billing=sha256:{token_hash('api-token')}",
+        **extra,
+    }
+
+
+def prefetched(ehr: Ehr, encounter: str) -> dict[str, Any]:
+    """What the EHR would prefetch for our templates."""
+
+    def search(query: str) -> dict[str, Any]:
+        return requests.get(f"{ehr.base_url}/{query}", timeout=10).json()
+
+    patient = search(f"Encounter/{encounter}")["subject"]["reference"]
+    return {
+        "encounter": search(f"Encounter/{encounter}"),
+        "procedures": search(
+            f"Procedure?encounter={encounter}&_include=Procedure:performer"
+            "&_revinclude:iterate=PractitionerRole:practitioner"
+        ),
+        "conditions": search(f"Condition?encounter={encounter}"),
+        "coverage": search(f"Coverage?beneficiary={patient}&_include=Coverage:payor"),
+        "observations": search(f"Observation?encounter={encounter}"),
+        "chargeItems": search(f"ChargeItem?context={encounter}"),
+    }
+
+
+def test_a_signed_hook_call_with_prefetch_writes_the_visits_charge_items(
+    ehr: Ehr, tmp_path: Path, jwks_file: Path, sign
+) -> None:
+    app = create_app(
+        load_settings(env_for(ehr, tmp_path, jwks_file, THERACHARGE_WRITE_MODE="direct")),
+        start_worker=False,
+    )
+    body = {
+        "hook": "encounter-discharge",
+        "hookInstance": str(uuid.uuid4()),
+        "fhirServer": ehr.base_url,
+        "context": {
+            "userId": "PractitionerRole/x",
+            "patientId": "pat-0001",
+            "encounterId": "enc-0001",
+        },
+        "prefetch": prefetched(ehr, "enc-0001"),
+    }
+    answer = app.test_client().post(
+        "/cds-services/therapy-charges", json=body, headers={"Authorization": f"Bearer {sign()}"}
+    )
+    assert answer.status_code == 200, answer.json
+    summaries = [c["summary"] for c in answer.json["cards"]]
+    assert any(s.startswith("ChargeItems written:") for s in summaries), summaries
+    stored = ours(ehr, app.extensions["theracharge"].settings)
+    assert stored
+    assert all(k.startswith("enc-0001/") for k in stored)
+
+
+def test_a_subscription_notifies_us_and_the_charge_items_appear(
+    ehr: Ehr, tmp_path: Path, jwks_file: Path
+) -> None:
+    app = create_app(load_settings(env_for(ehr, tmp_path, jwks_file)), start_worker=True)
+    state = app.extensions["theracharge"]
+    try:
+        with serving(app) as url:
+            from plugin.gateway.factory import connect
+            from plugin.subscriptions import subscription
+
+            client = connect(state.settings.fhir)
+            client.create(
+                "Subscription",
+                subscription(
+                    f"{url}/notifications/fhir", state.settings.service.notification_header, SECRET
+                ),
+            )
+            encounter = requests.get(f"{ehr.base_url}/Encounter/enc-0002", timeout=10).json()
+            encounter["status"] = "finished"  # the visit is signed again, as finished
+            requests.put(
+                f"{ehr.base_url}/Encounter/enc-0002", json=encounter, timeout=10
+            ).raise_for_status()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not any(
+                k.startswith("enc-0002/") for k in ours(ehr, state.settings)
+            ):
+                time.sleep(0.3)
+            stored = [k for k in ours(ehr, state.settings) if k.startswith("enc-0002/")]
+            assert stored, "no ChargeItems appeared for enc-0002"
+            done = [n for n in state.store.notifications() if n.encounter_id == "enc-0002"]
+            assert [n.status for n in done] == ["done"]
+            assert state.store.runs("enc-0002")[0].trigger == "notification"
+    finally:
+        state.worker.stop()
+
+
+def test_a_notification_received_while_stopped_is_processed_once_after_restart(
+    ehr: Ehr, tmp_path: Path, jwks_file: Path
+) -> None:
+    settings = load_settings(env_for(ehr, tmp_path, jwks_file))
+    stopped = create_app(settings, start_worker=False)  # up enough to acknowledge, then gone
+    encounter = requests.get(f"{ehr.base_url}/Encounter/enc-0003", timeout=10).json()
+    headers = {"X-TheraCharge-Secret": SECRET}
+    first = stopped.test_client().put(
+        "/notifications/fhir/Encounter/enc-0003", json=encounter, headers=headers
+    )
+    assert first.json == {"queued": True}
+    assert ours(ehr, settings) == {}
+    restarted = create_app(settings, start_worker=True)  # same database: the pending one resumes
+    state = restarted.extensions["theracharge"]
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and state.store.notifications()[0].status != "done":
+            time.sleep(0.2)
+        again = restarted.test_client().put(
+            "/notifications/fhir/Encounter/enc-0003", json=encounter, headers=headers
+        )
+        assert again.json == {"queued": False}  # the same version is processed once
+    finally:
+        state.worker.stop()
+    rows = state.store.notifications()
+    assert [(n.encounter_id, n.status, n.attempts) for n in rows] == [("enc-0003", "done", 1)]
+    assert len(state.store.runs("enc-0003")) == 1
+    assert ours(ehr, settings)
+
+
+def test_the_charges_api_previews_then_writes(ehr: Ehr, tmp_path: Path, jwks_file: Path) -> None:
+    app = create_app(load_settings(env_for(ehr, tmp_path, jwks_file)), start_worker=False)
+    client = app.test_client()
+    auth = {"Authorization": "Bearer api-token"}
+    preview = client.get("/api/v1/encounters/enc-0004/charges", headers=auth)
+    assert preview.status_code == 200
+    assert preview.json["dry_run"] is True
+    assert ours(ehr, app.extensions["theracharge"].settings) == {}
+    written = client.post("/api/v1/encounters/enc-0004/charges", headers=auth)
+    assert written.json["written"]["created"] == [ln["key"] for ln in preview.json["lines"]]
+    assert set(ours(ehr, app.extensions["theracharge"].settings)) == {
+        ln["key"] for ln in preview.json["lines"]
+    }
+    missing = client.get("/api/v1/encounters/nope/charges", headers=auth)
+    assert missing.status_code == 404

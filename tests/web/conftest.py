@@ -1,0 +1,70 @@
+"""A test app with its own database, CDS client keys, and prefetch built from a clean record."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from plugin.app import create_app
+from plugin.settings import load_settings
+from tests import builders
+from tests.conftest import ISSUER, KID, SERVICE_URL  # noqa: F401 (re-exported for the tests)
+
+
+@pytest.fixture
+def make_app(tmp_path: Path, jwks_file: Path) -> Callable[..., Flask]:
+    def build(**env: str) -> Flask:
+        base = {
+            "THERACHARGE_INSTANCE_DIR": str(tmp_path / "instance"),
+            "THERACHARGE_CDS_ISSUERS": ISSUER,
+            "THERACHARGE_CDS_JWKS": str(jwks_file),
+        }
+        return create_app(load_settings({**base, **env}), start_worker=False)
+
+    return build
+
+
+def prefetch_of(resources: list[dict[str, Any]]) -> dict[str, Any]:
+    """The prefetch an EHR would send for our templates, from a visit's resources."""
+
+    def bundle(kind: str) -> dict[str, Any]:
+        return {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "entry": [{"resource": r} for r in resources if r["resourceType"] == kind],
+        }
+
+    encounter = next(r for r in resources if r["resourceType"] == "Encounter")
+    procedures = bundle("Procedure")
+    return {
+        "encounter": encounter,
+        "procedures": procedures,
+        "conditions": bundle("Condition"),
+        "coverage": bundle("Coverage"),
+        "observations": bundle("Observation"),
+        "chargeItems": bundle("ChargeItem"),
+    }
+
+
+def hook_body(prefetch: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    resources = builders.complete_record(
+        builders.procedure("p1", "97110", minutes=33),
+        builders.procedure("p2", "97140", "2026-11-02T09:40:00-05:00", 7),
+        builders.procedure("p3", "97112", start=None, minutes=None),
+    )
+    for resource in resources:  # the goal reaches a prefetch through the plan of care
+        if resource["resourceType"] == "Procedure":
+            resource["basedOn"] = [{"reference": "CarePlan/plan1"}]
+    body: dict[str, Any] = {
+        "hook": "encounter-discharge",
+        "hookInstance": str(uuid.uuid4()),
+        "context": {"userId": "PractitionerRole/pt1", "patientId": "p1", "encounterId": "e1"},
+        "prefetch": prefetch if prefetch is not None else prefetch_of(resources),
+    }
+    body.update(extra)
+    return body
