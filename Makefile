@@ -37,6 +37,8 @@ test: lint $(EHR_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_units.py
+	$(BIN)/python bench/bench_process.py --visits 10000
+	$(BIN)/python bench/bench_hook.py
 
 clean:
 	rm -rf $(VENV) $(EHR_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -8,7 +8,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 from flask_smorest import Api
 
 from fhir_mappings.delivery import WritePlan
@@ -23,6 +25,23 @@ from plugin.web.cds_auth import ClientVerifier
 from plugin.worker import NotificationWorker
 
 log = logging.getLogger(__name__)
+
+
+class OrjsonProvider(DefaultJSONProvider):
+    """JSON in and out with orjson: about 3× faster than the standard library on our bodies
+    (../shared/PERFORMANCE.md)."""
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        return orjson.dumps(obj, default=_default).decode()
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return orjson.loads(s)
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, set | frozenset | tuple):
+        return list(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 @dataclass
@@ -75,6 +94,7 @@ class AppState:
 def create_app(settings: Settings | None = None, start_worker: bool = True) -> Flask:
     settings = settings or load_settings()
     app = Flask("theracharge")
+    app.json = OrjsonProvider(app)
     app.config.update(
         API_TITLE="TheraCharge",
         API_VERSION="v1",

@@ -205,5 +205,8 @@ def _sqlite_pragmas(connection: Any, _: Any) -> None:
     """Several gunicorn workers share one SQLite file: write-ahead log, wait when busy."""
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
+    # In WAL mode NORMAL keeps every committed transaction through a process crash (only an OS
+    # crash or power loss can drop the last ones) at a fraction of FULL's fsync cost per write.
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()

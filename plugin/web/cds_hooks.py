@@ -16,6 +16,9 @@ from plugin.web.errors import BadRequest, NotFoundError, operation_outcome
 from plugin.web.observability import count_decision
 
 blp = Blueprint("cds", __name__, url_prefix="/cds-services", description="CDS Hooks 2.0")
+# Built once: a marshmallow schema is reusable, and building one costs more than a load.
+HOOK_REQUEST = HookRequestSchema()
+FEEDBACK = FeedbackSchema()
 
 
 @blp.route("", methods=["GET"])
@@ -53,7 +56,7 @@ def call(service_id: str) -> Response:
     if service_id != SERVICE_ID:
         raise NotFoundError(f"no CDS service {service_id!r}")
     _trusted()
-    data = _body(HookRequestSchema())
+    data = _body(HOOK_REQUEST)
     g.hook_instance = data["hookInstance"]
     auth = data["fhirAuthorization"] or {}
     hook = HookRequest(
@@ -92,7 +95,7 @@ def feedback(service_id: str) -> Response:
     if service_id != SERVICE_ID:
         raise NotFoundError(f"no CDS service {service_id!r}")
     _trusted()
-    data = _body(FeedbackSchema())
+    data = _body(FEEDBACK)
     store = current_app.extensions["theracharge"].store
     for item in data["feedback"]:
         detail = {"outcome": item["outcome"], "at": item["outcomeTimestamp"]}
