@@ -90,7 +90,7 @@ def discovery() -> Json:
 
 
 def handle_discharge(settings: Settings, request: HookRequest, now: datetime) -> HookOutcome:
-    resources, complete = _prefetched(request.prefetch)
+    resources, complete = _prefetched(request.prefetch, request.encounter_id)
     server: FhirClient | None = None
     if not complete:
         server = _server_for(settings, request)
@@ -110,8 +110,13 @@ def handle_discharge(settings: Settings, request: HookRequest, now: datetime) ->
     if mode == "preview":
         return HookOutcome(decision, cards, [], "preview", None)
     ctx = render_context(settings, now)
-    existing = our_charge_items(resources, ctx.definitions.line_identifier)
     client = server or _server_for(settings, request)
+    if mode == "direct" and server is None and not _present(request.prefetch, "chargeItems"):
+        try:
+            resources = resources + _existing_charge_items(client, request.encounter_id)
+        except FhirError as exc:
+            return _failed(decision, cards, WritePlan(), f"reading existing ChargeItems: {exc}")
+    existing = our_charge_items(resources, ctx.definitions.line_identifier)
     base = client.base_url if client else (request.fhir_server or "")
     plan = plan_writes(decision, existing, ctx, base)
     if mode == "system-actions":
@@ -191,6 +196,15 @@ def _system_actions(plan: WritePlan) -> list[Json]:
     return actions
 
 
+def _existing_charge_items(client: FhirClient | None, encounter_id: str) -> list[Json]:
+    """Our ChargeItems of the encounter, when the EHR did not prefetch them: without them a
+    changed line could not be updated (DESIGN.md "Idempotency")."""
+    if client is None:
+        return []
+    page = client.search(f"ChargeItem?context=Encounter/{encounter_id}")
+    return list(iter_resources(page.entries))
+
+
 def _override_system(settings: Settings) -> str:
     return f"{settings.extension_base}/CodeSystem/override-reason"
 
@@ -204,13 +218,19 @@ def _is_outcome(value: Any) -> bool:
     return isinstance(value, dict) and value.get("resourceType") == "OperationOutcome"
 
 
-def _prefetched(prefetch: dict[str, Any]) -> tuple[list[Json], bool]:
+def _prefetched(prefetch: dict[str, Any], encounter_id: str) -> tuple[list[Json], bool]:
     """The resources the EHR prefetched, and whether every key we need came.
 
     A `null` value means the EHR has no such data; an OperationOutcome means it failed to get it.
+    The visit itself must be there: the encounter named in the context.
     """
     resources: list[Json] = []
-    complete = all(_present(prefetch, key) for key in REQUIRED_PREFETCH)
+    encounter = prefetch.get("encounter")
+    complete = all(_present(prefetch, key) for key in REQUIRED_PREFETCH) and (
+        isinstance(encounter, dict)
+        and encounter.get("resourceType") == "Encounter"
+        and encounter.get("id") == encounter_id
+    )
     for value in prefetch.values():
         if value is None or _is_outcome(value) or not isinstance(value, dict):
             continue

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import datetime
-from typing import Any
 
 import orjson
 
@@ -13,8 +12,8 @@ from plugin.errors import UsageError
 from plugin.gateway.errors import FhirError
 from plugin.gateway.factory import connect
 from plugin.gateway.gather import Gatherer
-from plugin.report import RunSummary, decision_report, summary_text
-from plugin.service import EncounterRun, encounters_between, process_encounter
+from plugin.report import RunSummary, summary_text
+from plugin.service import encounters_between, process_encounter, run_report
 from plugin.settings import Settings
 
 EXIT_FAILED = 1
@@ -36,23 +35,6 @@ def run_live(args: argparse.Namespace, settings: Settings) -> int:
     return _range(settings, gatherer, since, until, entered, args.dry_run)
 
 
-def run_json(run: EncounterRun) -> dict[str, Any]:
-    """What one encounter came to: the decision's report and what was written."""
-    plan = run.plan
-    body = decision_report(run.decision)
-    body["written"] = {
-        "sent": run.written,
-        "created": plan.created,
-        "updated": plan.updated,
-        "unchanged": plan.unchanged,
-        "entered_in_error": plan.voided,
-        "corrections_needed": plan.corrections,
-        "attempts": run.attempts,
-        "paging_capped": run.capped,
-    }
-    return body
-
-
 def _one(
     settings: Settings, gatherer: Gatherer, encounter: str, entered: datetime, dry: bool
 ) -> int:
@@ -61,7 +43,7 @@ def _one(
     except FhirError as exc:
         print(f"Encounter/{encounter}: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    body = run_json(run)
+    body = run_report(run)
     if dry:
         body["would_write"] = run.plan.bundle
     sys.stdout.write(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n")

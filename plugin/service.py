@@ -19,7 +19,7 @@ from fhir_mappings.delivery import WritePlan, our_charge_items, plan_writes
 from fhir_mappings.strict import validation_error
 from plugin.gateway.client import iter_resources
 from plugin.gateway.errors import VersionConflict
-from plugin.gateway.gather import Gatherer
+from plugin.gateway.gather import Gatherer, NotFound
 from plugin.report import RunSummary, decision_report
 from plugin.rules.decision import Decision, decide_visit
 from plugin.settings import Settings
@@ -173,8 +173,27 @@ def decide_gathered(settings: Settings, resources: list[Json], encounter_id: str
     for resource in resources:
         assembler.add(resource)
     wanted = f"Encounter/{encounter_id}"
-    visit = next(v for v in assembler.visits() if v.encounter == wanted)
+    visit = next((v for v in assembler.visits() if v.encounter == wanted), None)
+    if visit is None:
+        raise NotFound(f"{wanted} is not in the data read", 404)
     return decide_visit(visit, settings.catalog, settings.unit_parameters, settings.findings)
+
+
+def run_report(run: EncounterRun) -> dict[str, Any]:
+    """What one encounter came to: the decision's report and what was written."""
+    plan = run.plan
+    body = decision_report(run.decision)
+    body["written"] = {
+        "sent": run.written,
+        "created": plan.created,
+        "updated": plan.updated,
+        "unchanged": plan.unchanged,
+        "entered_in_error": plan.voided,
+        "corrections_needed": plan.corrections,
+        "attempts": run.attempts,
+        "paging_capped": run.capped,
+    }
+    return body
 
 
 def encounters_between(gatherer: Gatherer, since: str, until: str | None) -> list[str]:

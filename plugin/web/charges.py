@@ -9,8 +9,7 @@ from flask import Response, current_app, jsonify, request
 from flask_smorest import Blueprint
 
 from plugin.environment import token_hash
-from plugin.live import run_json
-from plugin.service import process_encounter
+from plugin.service import process_encounter, run_report
 from plugin.web.cds_auth import Unauthorized
 from plugin.web.errors import BadRequest, ServiceUnavailable
 from plugin.web.observability import count_decision
@@ -43,7 +42,7 @@ def _charges(encounter_id: str, dry_run: bool) -> Response:
     count_decision(list(run.decision.lines), list(run.decision.findings))
     outcome = "preview" if dry_run else ("written" if run.written else "unchanged")
     state.record(encounter_id, f"api:{caller}", outcome, run.decision, run.plan, None)
-    body = run_json(run)
+    body = run_report(run)
     body["dry_run"] = dry_run
     return jsonify(body)
 

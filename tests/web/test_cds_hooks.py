@@ -282,3 +282,35 @@ def test_feedback_is_recorded_in_the_audit_log(make_app, sign) -> None:
         "9368d37b-283f-44a0-93ea-547cebab93ed",
     )
     assert entry.detail["overrideReason"]["reason"]["code"] == "d7ecf885"
+
+
+@pytest.mark.parametrize(
+    "prefetch",
+    [
+        {"encounter": None, "procedures": None},
+        {"encounter": {"resourceType": "Encounter", "id": "someone-else"}, "procedures": None},
+        {"encounter": {"resourceType": "OperationOutcome"}, "procedures": None},
+    ],
+)
+def test_without_the_visit_in_prefetch_or_a_server_it_is_412(make_app, sign, prefetch) -> None:
+    answer = call(make_app(), hook_body(prefetch=prefetch), sign())
+    assert answer.status_code == 412
+    assert answer.json["resourceType"] == "OperationOutcome"
+
+
+@responses.activate
+def test_direct_mode_reads_existing_charge_items_the_ehr_did_not_prefetch(make_app, sign) -> None:
+    base = "https://ehr.example.org/fhir"
+    responses.get(f"{base}/ChargeItem", json={"resourceType": "Bundle", "entry": []})
+    responses.post(
+        base, json={"resourceType": "Bundle", "type": "transaction-response", "entry": []}
+    )
+    body = hook_body(fhirServer=base)
+    del body["prefetch"]["chargeItems"]
+    app = make_app(THERACHARGE_FHIR_BASE_URL=base, THERACHARGE_WRITE_MODE="direct")
+    answer = call(app, body, sign())
+    assert answer.status_code == 200
+    assert responses.calls[0].request.url == f"{base}/ChargeItem?context=Encounter/e1"
+    assert any(
+        c["summary"].startswith("ChargeItems written: 3 created") for c in answer.json["cards"]
+    )
