@@ -24,8 +24,8 @@ $(EHR_STAMP): ehr/requirements.txt
 	$(EHR_VENV)/bin/python -m pip install --quiet -r ehr/requirements.txt
 	touch $(EHR_STAMP)
 
-demo: $(STAMP)
-	$(BIN)/theracharge demo
+demo: $(STAMP) $(EHR_STAMP)
+	$(BIN)/theracharge demo --sekmet $(CURDIR)/$(EHR_VENV)/bin/sekmet $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from datetime import date, datetime
+from pathlib import Path
 from typing import TextIO
 
 import orjson
@@ -52,7 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     units.add_argument("file", nargs="?", default="-", help="JSON file, or - for stdin (default)")
     units.add_argument("--format", choices=["json", "text"], default="json")
     units.set_defaults(run=_run_units)
-    demo = commands.add_parser("demo", help="worked examples of the unit rules")
+    examples = commands.add_parser("examples", help="worked examples of the unit rules")
+    examples.set_defaults(run=_run_examples)
+    demo = commands.add_parser("demo", help="the whole product against a sandbox EHR")
+    demo.add_argument("--once", action="store_true", help="stop after the report")
+    demo.add_argument("--sekmet", default=".ehr-venv/bin/sekmet", help="the sandbox EHR's command")
+    demo.add_argument("--visits", type=_positive, default=16, help="visits in the clinic day")
+    demo.add_argument("--dir", default=".demo", help="working folder, made fresh each run")
     demo.set_defaults(run=_run_demo)
     _process_parser(commands)
     _sample_parser(commands)
@@ -321,6 +328,19 @@ DEMO_VISITS = [
 
 
 def _run_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from plugin.demo import run
+
+    root = Path(args.dir).resolve()
+    return run(
+        root,
+        root.parent / f"{root.name}-keys",
+        str(Path(args.sekmet).resolve()),
+        args.once,
+        args.visits,
+    )
+
+
+def _run_examples(args: argparse.Namespace, settings: Settings) -> int:
     for title, request in DEMO_VISITS:
         rendered = units_for_request(request, settings)
         sys.stdout.write(f"\n=== {title}\n$ theracharge units --format text <<< '")

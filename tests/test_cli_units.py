@@ -159,8 +159,8 @@ def test_a_broken_site_config_exits_2_naming_file_and_field(
     assert "unit_table.values" in err
 
 
-def test_demo_prints_the_worked_examples(capsys) -> None:
-    assert cli.main(["demo"]) == 0
+def test_examples_print_the_worked_examples(capsys) -> None:
+    assert cli.main(["examples"]) == 0
     out = capsys.readouterr().out
     assert "CMS Example 1" in out
     assert "97112  timed-15               24      2" in out

@@ -1,0 +1,389 @@
+"""`theracharge demo`: the whole product on one machine, against a real FHIR server.
+
+Starts the sandbox EHR (sekmet-fhir, 127.0.0.1, fresh database, SMART Backend Services on, with
+TheraCharge registered by a key pair made on the first run), loads a synthetic clinic day, starts
+TheraCharge under gunicorn, subscribes it to finished encounters, then plays the EHR: some visits
+through signed `encounter-discharge` hook calls, the rest by finishing their Encounters so the
+Subscription notifies TheraCharge. Prints a report and leaves everything running until Ctrl-C
+(or stops at once with --once), stopping every process it started by PID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jwt
+import requests
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from fhir_mappings.sample import SampleSpec, as_transaction, generate
+from plugin.gateway.client import FhirClient, iter_resources
+from plugin.gateway.factory import connect
+from plugin.hooks import PREFETCH
+from plugin.settings import load_settings
+from plugin.subscriptions import subscription
+
+CLIENT_ID = "theracharge"
+EHR_ISSUER = "http://127.0.0.1/demo-ehr"
+SECRET = "demo-notification-secret"
+API_TOKEN = "demo-api-token"
+Json = dict[str, Any]
+
+
+@dataclass
+class Demo:
+    root: Path  # .demo/: fresh each run
+    keys: Path  # .demo-keys/: made on the first run, kept
+    sekmet: str
+    visits: int = 16
+    seed: int = 2026
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    ehr_url: str = ""
+    service_url: str = ""
+
+    # --- set-up -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+        (self.root / "ehr").mkdir(parents=True)
+        tc_key, tc_jwks = self._key("theracharge", "tc-demo-1")
+        self.ehr_key, ehr_jwks = self._key("ehr", "ehr-demo-1")
+        (self.root / "ehr-jwks.json").write_text(json.dumps(ehr_jwks))
+        ehr_port, tc_port = _free_port(), _free_port()
+        self.ehr_url = f"http://127.0.0.1:{ehr_port}/fhir"
+        self.service_url = f"http://127.0.0.1:{tc_port}"
+        self._start_ehr(ehr_port, tc_jwks)
+        self.env = {
+            **os.environ,
+            "THERACHARGE_FHIR_BASE_URL": self.ehr_url,
+            "THERACHARGE_SMART_CLIENT_ID": CLIENT_ID,
+            "THERACHARGE_SMART_PRIVATE_KEY": str(tc_key),
+            "THERACHARGE_SMART_KID": "tc-demo-1",
+            "THERACHARGE_CDS_ISSUERS": EHR_ISSUER,
+            "THERACHARGE_CDS_JWKS": str(self.root / "ehr-jwks.json"),
+            "THERACHARGE_WRITE_MODE": "direct",
+            "THERACHARGE_NOTIFICATION_SECRET": SECRET,
+            "THERACHARGE_API_TOKENS": f"demo=sha256:{_sha256(API_TOKEN)}",
+            "THERACHARGE_INSTANCE_DIR": str(self.root / "instance"),
+        }
+        self.settings = load_settings(self.env)
+        self.client = connect(self.settings.fhir)
+        self._start_service(tc_port)
+
+    def _key(self, name: str, kid: str) -> tuple[Path, Json]:
+        """An EC P-384 key pair (ES384), made once and kept in .demo-keys/."""
+        self.keys.mkdir(parents=True, exist_ok=True)
+        path = self.keys / f"{name}-private.pem"
+        if not path.exists():
+            key = ec.generate_private_key(ec.SECP384R1())
+            path.write_bytes(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+            path.chmod(0o600)
+        private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        public = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(private.public_key()))  # type: ignore[arg-type]
+        public.update({"kid": kid, "alg": "ES384", "use": "sig"})
+        return path, {"keys": [public]}
+
+    def _start_ehr(self, port: int, tc_jwks: Json) -> None:
+        settings = {
+            "base_url": self.ehr_url,
+            "host": "127.0.0.1",
+            "port": port,
+            "db_path": str(self.root / "ehr" / "ehr.db"),
+            "server_auth": {
+                "types": ["smart"],
+                "token_lifetime": 3600,
+                "enforce_scopes": True,
+                "smart_clients": [
+                    {
+                        "client_id": CLIENT_ID,
+                        "jwks": tc_jwks,
+                        "scopes": "system/*.read system/*.write",
+                    }
+                ],
+            },
+            "validation": {"inbound": "strict"},
+            "simulator": {"enabled": False},
+            "log_inbound": False,
+        }
+        (self.root / "ehr" / "settings.yaml").write_text(yaml.safe_dump(settings))
+        self._spawn([self.sekmet, "serve", "-c", str(self.root / "ehr" / "settings.yaml")], "ehr")
+        _wait(f"{self.ehr_url}/metadata", (200, 401))
+
+    def _start_service(self, port: int) -> None:
+        command = [
+            str(Path(sys.executable).with_name("theracharge")),
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+        ]
+        self._spawn(command, "theracharge", self.env)
+        _wait(f"{self.service_url}/readyz", (200,))
+
+    def _spawn(self, command: list[str], name: str, env: dict[str, str] | None = None) -> None:
+        log = (self.root / f"{name}.log").open("wb")
+        self.processes.append(
+            subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        )
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+    # --- the clinic day -----------------------------------------------------------------------
+
+    def load_day(self) -> tuple[list[str], list[str]]:
+        """Load the sample day; half the visits come through hooks, the rest are still open."""
+        resources = list(
+            generate(SampleSpec(visits=self.visits, seed=self.seed, problem_rate=0.35))
+        )
+        encounters = [r["id"] for r in resources if r["resourceType"] == "Encounter"]
+        by_hook, by_notification = encounters[::2], encounters[1::2]
+        for resource in resources:
+            if resource["resourceType"] == "Encounter" and resource["id"] in by_notification:
+                resource["status"] = "in-progress"
+        self.client.transaction(as_transaction(resources))
+        return by_hook, by_notification
+
+    def subscribe(self) -> None:
+        body = subscription(
+            f"{self.service_url}/notifications/fhir",
+            self.settings.service.notification_header,
+            SECRET,
+        )
+        self.client.create("Subscription", body)
+
+    def call_hook(self, encounter_id: str) -> Json:
+        """As the EHR: prefetch with our templates, sign a JWT, call the hook."""
+        prefetch = _prefetch(self.client, encounter_id)
+        patient = prefetch["encounter"]["subject"]["reference"].split("/", 1)[1]
+        url = f"{self.service_url}/cds-services/therapy-charges"
+        now = int(time.time())
+        token = jwt.encode(
+            {"iss": EHR_ISSUER, "aud": url, "iat": now, "exp": now + 300, "jti": str(uuid.uuid4())},
+            self._ehr_private(),
+            algorithm="ES384",
+            headers={"kid": "ehr-demo-1"},
+        )
+        body = {
+            "hook": "encounter-discharge",
+            "hookInstance": str(uuid.uuid4()),
+            "fhirServer": self.ehr_url,
+            "context": {
+                "userId": "PractitionerRole/role-pt-225100000x-1",
+                "patientId": patient,
+                "encounterId": encounter_id,
+            },
+            "prefetch": prefetch,
+        }
+        answer = requests.post(
+            url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=60
+        )
+        answer.raise_for_status()
+        return dict(answer.json())
+
+    def _ehr_private(self) -> Any:
+        return serialization.load_pem_private_key(
+            (self.keys / "ehr-private.pem").read_bytes(), None
+        )
+
+    def finish(self, encounter_id: str) -> None:
+        """As the EHR: the therapist signs the visit; the Subscription notifies TheraCharge."""
+        encounter = self.client.read(f"Encounter/{encounter_id}")
+        encounter["status"] = "finished"
+        self.client.transaction(
+            {
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": [
+                    {
+                        "resource": encounter,
+                        "request": {"method": "PUT", "url": f"Encounter/{encounter_id}"},
+                    }
+                ],
+            }
+        )
+
+    def wait_for_notifications(self, encounters: list[str], timeout: float = 90) -> None:
+        from plugin.store import Store
+
+        store = Store(self.settings.service.database_url)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            done = {n.encounter_id for n in store.notifications() if n.status in ("done", "failed")}
+            if set(encounters) <= done:
+                return
+            time.sleep(0.5)
+        raise TimeoutError("the notifications were not all processed in time")
+
+    def charge_items(self) -> list[Json]:
+        page = self.client.search("ChargeItem?_count=200")
+        return list(iter_resources(page.entries))
+
+
+def _prefetch(client: FhirClient, encounter_id: str) -> Json:
+    encounter = client.read(f"Encounter/{encounter_id}")
+    patient = encounter["subject"]["reference"].split("/", 1)[1]
+    found: Json = {"encounter": encounter}
+    for key, template in PREFETCH.items():
+        if key == "encounter":
+            continue
+        query = template.replace("{{context.encounterId}}", encounter_id).replace(
+            "{{context.patientId}}", patient
+        )
+        page = client.search(query)
+        found[key] = {"resourceType": "Bundle", "type": "searchset", "entry": page.entries}
+    return found
+
+
+def report(demo: Demo, hooks: list[Json], items: list[Json]) -> Json:
+    """What the day came to, from the EHR's own ChargeItems and TheraCharge's run ledger."""
+    from plugin.store import Store
+
+    ours = [
+        i
+        for i in items
+        if any(x.get("system", "").endswith("/charge-line") for x in i.get("identifier", []))
+    ]
+    statuses = Counter(i["status"] for i in ours)
+    units: Counter[str] = Counter()
+    methods: Counter[str] = Counter()
+    for item in ours:
+        code = item["code"]["coding"][0]["code"]
+        method = next(
+            (
+                e["valueCoding"]["code"]
+                for e in item.get("extension", [])
+                if e["url"].endswith("/billing-method")
+            ),
+            "?",
+        )
+        units[f"{code} ({method})"] += item["quantity"]["value"]
+        methods[method] += 1
+    runs = Store(demo.settings.service.database_url).runs(limit=1000)
+    gaps: Counter[str] = Counter(str(code) for run in runs for code in run.gaps)
+    encounters = sorted({run.encounter_id for run in runs})
+    types = demo.settings.findings.types
+    return {
+        "visits_processed": len(encounters),
+        "by_hook": sum(1 for r in runs if r.trigger == "cds-hook"),
+        "by_notification": sum(1 for r in runs if r.trigger == "notification"),
+        "charge_items_by_status": dict(statuses),
+        "units_by_code_and_method": dict(sorted(units.items())),
+        "lines_by_method": dict(methods),
+        "top_gaps": [{"code": c, "count": n, "fix": types[c].fix} for c, n in gaps.most_common(5)],
+        "cards_returned": sum(len(h.get("cards", [])) for h in hooks),
+        "urls": {
+            "service": demo.service_url,
+            "openapi": f"{demo.service_url}/openapi.json",
+            "readiness": f"{demo.service_url}/readyz",
+            "metrics": f"{demo.service_url}/metrics",
+            "a_decision": f"{demo.service_url}/api/v1/encounters/{encounters[0]}/charges"
+            if encounters
+            else None,
+            "ehr": demo.ehr_url,
+        },
+        "api_token": API_TOKEN,
+    }
+
+
+def print_report(body: Json) -> None:
+    print("\nTheraCharge demo: a clinic day through a real FHIR server")
+    print(
+        f"  visits processed: {body['visits_processed']} "
+        f"({body['by_hook']} by CDS hook, {body['by_notification']} by Subscription)"
+    )
+    statuses = ", ".join(f"{n} {s}" for s, n in sorted(body["charge_items_by_status"].items()))
+    print(f"  ChargeItems in the EHR: {statuses}")
+    print("  units by code (method):")
+    for code, units in body["units_by_code_and_method"].items():
+        print(f"    {code:<14} {units:>3}")
+    print("  most common documentation gaps:")
+    for gap in body["top_gaps"]:
+        print(f"    {gap['code']} ×{gap['count']}: {gap['fix']}")
+    urls = body["urls"]
+    print(f"  service: {urls['service']}  (OpenAPI {urls['openapi']})")
+    if urls["a_decision"]:
+        auth = f"Authorization: Bearer {body['api_token']}"
+        print(f"  a decision: curl -H '{auth}' {urls['a_decision']}")
+    print(f"  the EHR: {urls['ehr']}")
+
+
+def run(root: Path, keys: Path, sekmet: str, once: bool, visits: int) -> int:
+    if not Path(sekmet).is_file():
+        print(f"demo: sekmet-fhir not found at {sekmet}; run `make demo`", file=sys.stderr)
+        return 2
+    demo = Demo(root, keys, sekmet, visits=visits)
+    try:
+        print("starting the sandbox EHR and TheraCharge …", file=sys.stderr)
+        demo.start()
+        by_hook, by_notification = demo.load_day()
+        demo.subscribe()
+        hooks = [demo.call_hook(e) for e in by_hook]
+        for encounter in by_notification:
+            demo.finish(encounter)
+        demo.wait_for_notifications(by_notification)
+        items = demo.charge_items()
+        body = report(demo, hooks, items)
+        (root / "report.json").write_text(json.dumps(body, indent=2))
+        (root / "ehr-chargeitems.json").write_text(json.dumps(items))
+        print_report(body)
+        if not once:
+            print("\nEverything is running; Ctrl-C stops it.", file=sys.stderr)
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        demo.stop()
+    return 0
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait(url: str, statuses: tuple[int, ...], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=2).status_code in statuses:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(f"{url} did not come up")
+
+
+def _sha256(text: str) -> str:
+    from plugin.environment import token_hash
+
+    return token_hash(text)

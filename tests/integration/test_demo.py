@@ -1,0 +1,71 @@
+"""`theracharge demo --once`: its report agrees with the EHR's actual ChargeItems, and with an
+offline decision of the same clinic day; a second run starts clean and says the same."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+
+from fhir_mappings.sample import SampleSpec, as_transaction, generate
+from plugin.service import OfflineOutputs, process_file
+from plugin.settings import load_settings
+from tests.ehr import sekmet_executable
+
+
+def run_demo(folder: Path) -> subprocess.CompletedProcess[str]:
+    command = [
+        str(Path(sys.executable).with_name("theracharge")),
+        "demo",
+        "--once",
+        "--sekmet",
+        sekmet_executable(),
+        "--dir",
+        str(folder),
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_the_demo_report_matches_the_ehrs_charge_items(tmp_path: Path) -> None:
+    folder = tmp_path / ".demo"
+    done = run_demo(folder)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "visits processed: 16 (8 by CDS hook, 8 by Subscription)" in done.stdout
+    report = json.loads((folder / "report.json").read_text())
+    items = json.loads((folder / "ehr-chargeitems.json").read_text())
+    ours = {
+        i["identifier"][0]["value"]: i
+        for i in items
+        if i["identifier"][0]["system"].endswith("/NamingSystem/charge-line")
+    }
+    assert report["charge_items_by_status"] == dict(Counter(i["status"] for i in ours.values()))
+    assert sum(report["units_by_code_and_method"].values()) == sum(
+        i["quantity"]["value"] for i in ours.values()
+    )
+    # The same day decided offline, from the same sample: the same lines, units and statuses.
+    sample = tmp_path / "day.json"
+    sample.write_bytes(
+        orjson.dumps(as_transaction(generate(SampleSpec(visits=16, seed=2026, problem_rate=0.35))))
+    )
+    out = io.BytesIO()
+    process_file(
+        str(sample), load_settings({}), OfflineOutputs(report=out), datetime.now().astimezone()
+    )
+    offline = {
+        ln["key"]: (ln["units"], ln["status"])
+        for e in orjson.loads(out.getvalue())["encounters"]
+        for ln in e["lines"]
+    }
+    assert {k: (i["quantity"]["value"], i["status"]) for k, i in ours.items()} == offline
+    again = run_demo(folder)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (
+        json.loads((folder / "report.json").read_text())["charge_items_by_status"]
+        == report["charge_items_by_status"]
+    )
