@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from fhir_mappings import facts as fx
+from fhir_mappings.coverage import Coverages
 from fhir_mappings.fhirtime import FhirValueError, date_part, parse_instant
 from fhir_mappings.minutes import procedure_timing
 from plugin.rules.code_mapping import CodeMap, resolve_code
 from plugin.rules.findings import FindingPolicy
-from plugin.rules.model import Catalog, CodeKind, Discipline, Method
+from plugin.rules.model import Catalog, CodeKind, Discipline
 from plugin.rules.payers import CodingTables, PayerTable
 from plugin.rules.visit import (
     ROLE_DISCIPLINE,
@@ -57,8 +58,7 @@ class VisitAssembler:
         self._encounters: dict[str, fx.EncounterFacts] = {}
         self._procedures: list[fx.ProcedureFacts] = []
         self._conditions: dict[str, tuple[fx.CodingTuple, ...]] = {}
-        self._coverages: dict[str, list[fx.CoverageFacts]] = {}
-        self._organizations: dict[str, tuple[tuple[str, str], ...]] = {}
+        self._coverages = Coverages()
         self._roles_by_key: dict[str, tuple[fx.CodingTuple, ...]] = {}
         self._roles_by_practitioner: dict[str, tuple[fx.CodingTuple, ...]] = {}
         self._observations: dict[str, list[str]] = {}
@@ -88,10 +88,9 @@ class VisitAssembler:
         elif kind == "Condition":
             self._conditions[key] = fx.codings(resource.get("code"))
         elif kind == "Coverage":
-            coverage = fx.coverage_facts(resource, key)
-            self._coverages.setdefault(coverage.beneficiary or "", []).append(coverage)
+            self._coverages.add_coverage(fx.coverage_facts(resource, key))
         elif kind == "Organization":
-            self._organizations[key] = fx.identifier_pairs(resource.get("identifier"))
+            self._coverages.add_organization(key, fx.identifier_pairs(resource.get("identifier")))
         elif kind == "PractitionerRole":
             self._add_practitioner_role(resource, key)
         elif kind == "Observation":
@@ -176,7 +175,9 @@ class VisitAssembler:
                     "Encounter.period.start",
                 )
             )
-        method, reason, payer, coverage = self._payer(patient, day, encounter.key, found)
+        method, reason, payer, coverage = self._coverages.payer(
+            patient, day, encounter.key, found, self.tables, self.norm
+        )
         return Visit(
             encounter=encounter.key,
             patient=patient,
@@ -361,71 +362,6 @@ class VisitAssembler:
             ordered = sorted(codes, key=lambda c: c[0] != ICD10CM)  # ICD-10-CM first
             diagnoses.append(Diagnosis(key, tuple(Coding(s, c, d) for s, c, d in ordered)))
         return tuple(diagnoses)
-
-    def _payer(
-        self, patient: str | None, day: str | None, key: str, found: list[Finding]
-    ) -> tuple[Method, str, str | None, str | None]:
-        """The payer's unit method from the patient's primary Coverage in force on the day."""
-        payers = self.tables.payers
-        coverage = _primary_coverage(self._coverages.get(patient or "", []), day)
-        if coverage is None:
-            found.append(
-                self.tables.findings.make(
-                    "coverage-missing",
-                    "No active Coverage for the patient on the "
-                    f"date of service: billed by the default {payers.default_method} "
-                    "method.",
-                    key,
-                    "Coverage",
-                )
-            )
-            return payers.default_method, f"No Coverage: {payers.default_source}.", None, None
-        identifiers = [pair for ref, inline in coverage.payors for pair in inline]
-        identifiers += [
-            pair
-            for ref, _ in coverage.payors
-            for pair in self._organizations.get(self.norm(ref) or "", ())
-        ]
-        payer = payers.find(identifiers)
-        if payer is None:
-            listed = ", ".join(f"{s}|{v}" for s, v in identifiers) or "no payor identifier"
-            found.append(
-                self.tables.findings.make(
-                    "payer-unknown",
-                    f"Payer of {coverage.key} ({listed}) is not in "
-                    f"the payer table: billed by the default {payers.default_method} "
-                    "method.",
-                    coverage.key,
-                    "Coverage.payor",
-                )
-            )
-            return (
-                payers.default_method,
-                f"Unknown payer: {payers.default_source}.",
-                None,
-                coverage.key,
-            )
-        reason = f"Payer {payer.name} bills by the {payer.method.value} method: {payer.source}."
-        return payer.method, reason, payer.id, coverage.key
-
-
-def _primary_coverage(
-    coverages: list[fx.CoverageFacts], day: str | None
-) -> fx.CoverageFacts | None:
-    """The active coverage in force on the day with the lowest `order` (the primary payer)."""
-    usable = [c for c in coverages if c.status in (None, "active") and _covers(c, day)]
-    return min(usable, key=lambda c: c.order) if usable else None
-
-
-def _covers(coverage: fx.CoverageFacts, day: str | None) -> bool:
-    if day is None:
-        return True
-    try:
-        starts = coverage.period_start is None or date_part(coverage.period_start) <= day
-        ends = coverage.period_end is None or date_part(coverage.period_end) >= day
-    except FhirValueError:
-        return False
-    return starts and ends
 
 
 def _instant(
