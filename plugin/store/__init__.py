@@ -13,7 +13,17 @@ from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import CursorResult, Engine, create_engine, delete, event, select, text, update
+from sqlalchemy import (
+    CursorResult,
+    Engine,
+    create_engine,
+    delete,
+    event,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -104,9 +114,11 @@ class Store:
         written: dict[str, Any],
         error: str | None = None,
     ) -> None:
-        with self.session() as session:
-            session.add(
-                RunEntry(
+        """One ledger row (a Core insert: on the hook's path the ORM's unit of work costs more
+        than the decision itself, bench/bench_hook.py)."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                insert(RunEntry).values(
                     at=now(),
                     encounter_id=encounter_id,
                     trigger=trigger,

@@ -13,7 +13,7 @@ from plugin.hooks import SERVICE_ID, HookRequest, PrefetchMissing, discovery, ha
 from plugin.schemas.cds import FeedbackSchema, HookRequestSchema
 from plugin.schemas.errors import flatten_errors
 from plugin.web.errors import BadRequest, NotFoundError, operation_outcome
-from plugin.web.observability import count_decision
+from plugin.web.observability import EHR_ERRORS, count_decision
 
 blp = Blueprint("cds", __name__, url_prefix="/cds-services", description="CDS Hooks 2.0")
 # Built once: a marshmallow schema is reusable, and building one costs more than a load.
@@ -78,6 +78,8 @@ def call(service_id: str) -> Response:
         response.status_code = 412
         return response
     count_decision(list(outcome.decision.lines), list(outcome.decision.findings))
+    if outcome.outcome == "failed":
+        EHR_ERRORS.labels("write").inc()
     state.record(
         hook.encounter_id,
         "cds-hook",

@@ -8,9 +8,10 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from plugin.gateway.errors import FatalFhirError, FhirError
+from plugin.gateway.errors import FhirError, TemporaryFhirError
 from plugin.gateway.gather import NotFound
 from plugin.web.cds_auth import Unauthorized
+from plugin.web.observability import EHR_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +88,9 @@ def register(app: Flask) -> None:
     @app.errorhandler(FhirError)
     def upstream(error: FhirError) -> Response:
         """The EHR failed: 502 with its OperationOutcome text (never a token or a body)."""
-        status = 502
-        if isinstance(error, FatalFhirError) and error.status in (401, 403):
-            status = 502  # our credentials were refused: still the upstream's answer
-        return _json(status, {"error": "ehr-error", "message": str(error)})
+        kind = "temporary" if isinstance(error, TemporaryFhirError) else "fatal"
+        EHR_ERRORS.labels(kind).inc()
+        return _json(502, {"error": "ehr-error", "message": str(error)})
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:

@@ -264,6 +264,8 @@ def test_the_ehr_failing_during_the_write_is_a_warning_card(make_app, sign) -> N
     assert "database is locked" in failed[0]["detail"]
     runs = app.extensions["theracharge"].store.runs("e1")
     assert runs[0].outcome == "failed"
+    metrics = app.test_client().get("/metrics").get_data(as_text=True)
+    assert 'theracharge_ehr_errors_total{kind="write"}' in metrics
 
 
 def test_feedback_is_recorded_in_the_audit_log(make_app, sign) -> None:
