@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 EHR_VENV := .ehr-venv
 EHR_STAMP := $(EHR_VENV)/.installed-stamp
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean postgres
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint $(EHR_STAMP)
+# The persistence tests run on SQLite and on Debian's PostgreSQL (started on loopback by the
+# tests themselves); install it when the machine lacks it (CI runs as root).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
+test: lint $(EHR_STAMP) postgres
 	THERACHARGE_TEST_SEKMET=$(CURDIR)/$(EHR_VENV)/bin/sekmet $(BIN)/pytest
 
 bench: $(STAMP)

@@ -1,0 +1,117 @@
+"""The store on both databases it supports: SQLite (the default) and PostgreSQL."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect
+
+from plugin.store import Store
+from tests.pg import running_postgres
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    # Not under pytest's own temporary folder: the postgres user cannot enter root's.
+    folder = Path(tempfile.mkdtemp(prefix="theracharge-pg-"))
+    try:
+        with running_postgres(folder) as url:
+            yield url
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'instance' / 'theracharge.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    store = Store(url)
+    if request.param == "postgresql":  # one server for the session: start each test empty
+        with store.engine.begin() as connection:
+            for table in (
+                "alembic_version",
+                "audit_log",
+                "run_ledger",
+                "notifications",
+                "seen_tokens",
+            ):
+                connection.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+    store.migrate()
+    return store
+
+
+def test_migrations_create_every_table_and_can_run_again(store: Store) -> None:
+    store.migrate()
+    tables = set(inspect(store.engine).get_table_names())
+    assert {"audit_log", "run_ledger", "notifications", "seen_tokens", "alembic_version"} <= tables
+    store.ping()
+
+
+def test_audit_entries_filter_by_actor_and_object(store: Store) -> None:
+    store.audit("alice", "card-accepted", "card", "c1", {"note": "ok"})
+    store.audit("bob", "card-overridden", "card", "c2")
+    assert [e.actor for e in store.audit_entries()] == ["bob", "alice"]
+    assert [e.object_id for e in store.audit_entries(actor="alice")] == ["c1"]
+    assert store.audit_entries(object_id="c2")[0].action == "card-overridden"
+
+
+def test_the_run_ledger_keeps_every_decision(store: Store) -> None:
+    store.record_run(
+        "e1",
+        "cds-hook",
+        "written",
+        [{"code": "97110", "units": 2}],
+        ["time-missing"],
+        {"created": ["k1"]},
+    )
+    store.record_run("e2", "api:billing", "failed", [], [], {}, "HTTP 500")
+    (e1,) = store.runs("e1")
+    assert (e1.trigger, e1.lines, e1.gaps, e1.written) == (
+        "cds-hook",
+        [{"code": "97110", "units": 2}],
+        ["time-missing"],
+        {"created": ["k1"]},
+    )
+    assert store.runs("e2")[0].error == "HTTP 500"
+
+
+def test_a_notification_version_is_recorded_once_and_claimed_by_one_worker(store: Store) -> None:
+    assert store.enqueue("e1", "3")
+    assert not store.enqueue("e1", "3")
+    assert store.enqueue("e1", "4")
+    claims = []
+    threads = [threading.Thread(target=lambda: claims.append(store.claim())) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    taken = [c for c in claims if c is not None]
+    assert sorted((c.encounter_id, c.version) for c in taken) == [("e1", "3"), ("e1", "4")]
+    for claimed in taken:
+        store.finish(claimed.id)
+    assert {n.status for n in store.notifications()} == {"done"}
+
+
+def test_a_claim_left_by_a_stopped_worker_is_taken_again(store: Store) -> None:
+    store.enqueue("e9", "1")
+    first = store.claim()
+    assert first is not None
+    assert store.claim() is None  # still held
+    again = store.claim(stale_after=timedelta(seconds=-1))  # as if five minutes had passed
+    assert again is not None
+    assert (again.id, again.attempts) == (first.id, 2)
+
+
+def test_a_jwt_id_is_accepted_once(store: Store) -> None:
+    expires = datetime.now(UTC) + timedelta(minutes=5)
+    assert store.first_use("https://ehr.example.org", "jti-1", expires)
+    assert not store.first_use("https://ehr.example.org", "jti-1", expires)
+    assert store.first_use("https://other.example.org", "jti-1", expires)
