@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,11 +17,12 @@ from flask_smorest import Api
 from fhir_mappings.delivery import WritePlan
 from plugin.gateway.factory import connect
 from plugin.gateway.gather import Gatherer
+from plugin.managed import seed, settings_from_store
 from plugin.rules.decision import Decision
 from plugin.rules.visit import Severity
 from plugin.settings import Settings, load_settings
 from plugin.store import Store
-from plugin.web import cds_hooks, charges, errors, health, notifications, observability
+from plugin.web import admin, cds_hooks, charges, errors, health, notifications, observability
 from plugin.web.cds_auth import ClientVerifier
 from plugin.worker import NotificationWorker
 
@@ -52,8 +54,24 @@ class AppState:
     store: Store
     cds_verifier: ClientVerifier | None
     worker: NotificationWorker | None = None
+    base_settings: Settings | None = None  # from files and environment, before the database
     _gatherer: Gatherer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _revision: int = -1
+    _checked: float = 0.0
+
+    def refresh(self, force: bool = False) -> None:
+        """Pick up tables another worker changed: at most one cheap query a second."""
+        now = time.monotonic()
+        if not force and now - self._checked < 1.0:
+            return
+        self._checked = now
+        revision = self.store.config_revision()
+        if revision != self._revision and self.base_settings is not None:
+            self.settings = settings_from_store(self.base_settings, self.store)
+            self._revision = revision
+            if self.worker is not None:
+                self.worker.settings = self.settings
 
     def gatherer(self) -> Gatherer | None:
         """Our EHR (THERACHARGE_FHIR_BASE_URL), built once per process; None if not configured."""
@@ -112,7 +130,9 @@ def create_app(settings: Settings | None = None, start_worker: bool = True) -> F
         )
     else:
         log.warning("THERACHARGE_CDS_AUTH=disabled: CDS Hooks calls are NOT authenticated")
-    state = AppState(settings, store, verifier)
+    seed(store, settings)  # first start: config/ becomes version 1 of each managed table
+    state = AppState(settings, store, verifier, base_settings=settings)
+    state.refresh(force=True)
     state.worker = NotificationWorker(
         settings,
         store,
@@ -128,8 +148,9 @@ def create_app(settings: Settings | None = None, start_worker: bool = True) -> F
     )
     app.extensions["theracharge"] = state
     api = Api(app)
-    for blueprint in (cds_hooks.blp, charges.blp, notifications.blp, health.blp):
+    for blueprint in (cds_hooks.blp, charges.blp, notifications.blp, health.blp, admin.blp):
         api.register_blueprint(blueprint)
+    app.before_request(state.refresh)
     errors.register(app)
     observability.install(app)
     if start_worker:

@@ -11,6 +11,7 @@ from pathlib import Path
 from plugin.schemas.errors import ConfigError
 
 WRITE_MODES = ("direct", "system-actions", "preview")
+ROLES = ("admin", "billing", "viewer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +44,9 @@ class ServiceConfig:
     cds_issuers: tuple[str, ...] = ()
     cds_jwks: Mapping[str, str] = field(default_factory=dict)  # issuer ("*" = any) → path or URL
     fhir_server_allowlist: tuple[str, ...] = ()
-    api_tokens: Mapping[str, str] = field(default_factory=dict, repr=False)  # sha256 hex → name
+    # sha256 hex of a token → (who, role): admin changes, billing reads and works the queue,
+    # viewer reads
+    api_tokens: Mapping[str, tuple[str, str]] = field(default_factory=dict, repr=False)
     notification_secret: str | None = field(default=None, repr=False)
     notification_header: str = "X-TheraCharge-Secret"
     public_url: str | None = None  # how the EHR reaches us, when a proxy stands between
@@ -158,18 +161,24 @@ def _jwks(value: str) -> dict[str, str]:
     return {"*": value}
 
 
-def _api_tokens(value: str) -> dict[str, str]:
-    """`name=sha256:<hex>` entries (the hash of each token, never the token; see README)."""
-    tokens: dict[str, str] = {}
+def _api_tokens(value: str) -> dict[str, tuple[str, str]]:
+    """`name[:role]=sha256:<hex>` entries: the hash of each token, never the token (README)."""
+    tokens: dict[str, tuple[str, str]] = {}
     for index, part in enumerate(p.strip() for p in value.split(",") if p.strip()):
-        name, _, digest = part.rpartition("=") if "=" in part else (f"token{index + 1}", "", part)
+        who, _, digest = part.rpartition("=")
+        name, _, role = (who or f"token{index + 1}").partition(":")
+        role = role or "billing"
         digest = digest.removeprefix("sha256:").lower()
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
             raise ConfigError(
-                f"THERACHARGE_API_TOKENS[{index}]: expected name=sha256:<64 hex digits> "
+                f"THERACHARGE_API_TOKENS[{index}]: expected name[:role]=sha256:<64 hex digits> "
                 "(theracharge token-hash prints it)"
             )
-        tokens[digest] = name or f"token{index + 1}"
+        if role not in ROLES:
+            raise ConfigError(
+                f"THERACHARGE_API_TOKENS[{index}]: role {role!r} is not one of {', '.join(ROLES)}"
+            )
+        tokens[digest] = (name, role)
     return tokens
 
 

@@ -85,12 +85,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "findings": _locate(FINDINGS_FILE, site),
     }
     catalog: Catalog = load_table(paths["catalog"], CatalogSchema())
-    mapping_files = _mapping_files(site)
+    mapping_paths = mapping_files(site)
     base = url_setting(env, ENV_EXTENSION_BASE, DEFAULT_EXTENSION_BASE).rstrip("/")
     minutes_default = f"{base}/StructureDefinition/billable-minutes"
     total_default = f"{base}/StructureDefinition/total-timed-minutes"
     payers: PayerTable = load_table(paths["payers"], PayerTableSchema())
-    findings = _with_payer_overrides(
+    findings = with_payer_overrides(
         load_table(paths["findings"], FindingRegistrySchema()), payers, paths["payers"]
     )
     return Settings(
@@ -100,18 +100,18 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         payers=payers,
         findings=findings,
         coding_tables=load_table(paths["roles"], CodingTablesSchema()),
-        code_map=load_code_map(mapping_files, catalog),
+        code_map=load_code_map(mapping_paths, catalog),
         extension_base=base,
         minutes_extension=url_setting(env, ENV_MINUTES_EXTENSION, minutes_default),
         total_timed_extension=url_setting(env, ENV_TOTAL_TIMED_EXTENSION, total_default),
         sources=paths,
-        code_map_files=tuple(p.name for p in mapping_files),
+        code_map_files=tuple(p.name for p in mapping_paths),
         fhir=fhir_connection(env),
         service=service_config(env),
     )
 
 
-def _with_payer_overrides(policy: FindingPolicy, payers: PayerTable, path: Path) -> FindingPolicy:
+def with_payer_overrides(policy: FindingPolicy, payers: PayerTable, path: Path) -> FindingPolicy:
     """Payers' severity overrides, checked against the finding kinds that exist."""
     problems = [
         f"payers[{index}].gap_severity.{code}: unknown finding code"
@@ -145,7 +145,7 @@ def load_code_map(paths: list[Path], catalog: Catalog) -> CodeMap:
         raise ConfigError(f"{MAPPINGS_DIR}: {'; '.join(flatten_errors(exc.messages))}") from exc
 
 
-def _mapping_files(site: Path | None) -> list[Path]:
+def mapping_files(site: Path | None) -> list[Path]:
     """Shipped mapping files, each replaced by a site file of the same name; site extras added."""
     files = {p.name: p for p in sorted((default_config_dir() / MAPPINGS_DIR).glob("*.json"))}
     if site is not None and (site / MAPPINGS_DIR).is_dir():

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import MetaData, inspect
 
 from plugin.store import Store
 from tests.pg import running_postgres
@@ -35,15 +35,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
         url = request.getfixturevalue("postgres_url")
     store = Store(url)
     if request.param == "postgresql":  # one server for the session: start each test empty
-        with store.engine.begin() as connection:
-            for table in (
-                "alembic_version",
-                "audit_log",
-                "run_ledger",
-                "notifications",
-                "seen_tokens",
-            ):
-                connection.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+        every = MetaData()
+        every.reflect(store.engine)
+        every.drop_all(store.engine)
     store.migrate()
     return store
 

@@ -28,6 +28,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from plugin.store.config import ConfigStoreMixin
 from plugin.store.models import AuditEntry, Notification, RunEntry, SeenToken
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -45,7 +46,7 @@ class Claimed:
     attempts: int
 
 
-class Store:
+class Store(ConfigStoreMixin):
     """One engine per process; short sessions per operation."""
 
     def __init__(self, url: str) -> None:

@@ -66,3 +66,32 @@ class SeenToken(Base):
 
     jti: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of issuer + jti
     expires: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class ConfigTable(Base):
+    """A table IT admins manage: a code mapping table (ConceptMap) or the payer rule set."""
+
+    __tablename__ = "config_tables"
+    __table_args__ = (UniqueConstraint("kind", "name", name="uq_config_table"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))  # mapping, payers
+    name: Mapped[str] = mapped_column(String(200))
+    current_version: Mapped[int] = mapped_column(Integer)
+    deleted: Mapped[bool] = mapped_column(default=False)
+
+
+class ConfigVersion(Base):
+    """Every version of every managed table: who, when, why, what changed, and the content."""
+
+    __tablename__ = "config_versions"
+    __table_args__ = (UniqueConstraint("table_id", "version", name="uq_config_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    table_id: Mapped[int] = mapped_column(Integer, index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    content: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)  # None: deleted
+    author: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    reason: Mapped[str] = mapped_column(Text)
+    diff: Mapped[list[object]] = mapped_column(JSON, default=list)

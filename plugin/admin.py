@@ -1,0 +1,145 @@
+"""Admin operations on managed tables: validate whole, store a new version, audit it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import ValidationError
+
+from plugin.managed import (
+    MAPPING,
+    PAYER_TABLE,
+    PAYERS,
+    mapping_diff,
+    payers_diff,
+    validate_mappings,
+    validate_payers,
+)
+from plugin.rules.code_mapping import resolve_code
+from plugin.settings import Settings
+from plugin.store import Store
+
+
+class Invalid(Exception):
+    """A change that would not validate; `fields` names every offending field."""
+
+    def __init__(self, message: str, fields: dict[str, str]) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+
+def _invalid(exc: ValidationError, prefix: str = "") -> Invalid:
+    from plugin.schemas.errors import flatten_errors
+
+    problems = flatten_errors(exc.messages, prefix)
+    fields: dict[str, str] = {}
+    for problem in problems:
+        where, _, message = problem.partition(": ")
+        fields[where if message else prefix or "body"] = message or problem
+    return Invalid("; ".join(problems), fields)
+
+
+def save_mapping(
+    store: Store,
+    settings: Settings,
+    name: str,
+    content: dict[str, Any] | None,
+    author: str,
+    reason: str,
+    expect_version: int | None,
+) -> int:
+    """A new version of one mapping table (None deletes it), valid with every other table."""
+    if not reason.strip():
+        raise Invalid("reason: say why the table changes", {"reason": "required"})
+    tables = {t.name: store.config_current(MAPPING, t.name) for t in store.config_tables(MAPPING)}
+    contents = {n: v.content for n, v in tables.items() if v is not None and v.content}
+    old = contents.get(name)
+    if content is None:
+        contents.pop(name, None)
+    else:
+        contents[name] = content
+    try:
+        validate_mappings(contents, settings)
+    except ValidationError as exc:
+        raise _invalid(exc, "conceptMap") from exc
+    version = store.config_save(
+        MAPPING, name, content, author, reason, mapping_diff(old, content), expect_version
+    )
+    store.audit(
+        author,
+        "delete" if content is None else "save",
+        "mapping",
+        name,
+        {"version": version, "reason": reason},
+    )
+    return version
+
+
+def save_payers(
+    store: Store,
+    settings: Settings,
+    content: dict[str, Any],
+    author: str,
+    reason: str,
+    expect_version: int | None,
+) -> int:
+    if not reason.strip():
+        raise Invalid("reason: say why the payer rules change", {"reason": "required"})
+    try:
+        validate_payers(content, settings)
+    except ValidationError as exc:
+        raise _invalid(exc, "payers") from exc
+    current = store.config_current(PAYERS, PAYER_TABLE)
+    version = store.config_save(
+        PAYERS,
+        PAYER_TABLE,
+        content,
+        author,
+        reason,
+        payers_diff(current.content if current else None, content),
+        expect_version,
+    )
+    store.audit(author, "save", "payers", PAYER_TABLE, {"version": version, "reason": reason})
+    return version
+
+
+def rollback(
+    store: Store, settings: Settings, kind: str, name: str, version: int, author: str, reason: str
+) -> int:
+    """A new version whose content is an earlier one's (history is never rewritten)."""
+    earlier = next((v for v in store.config_versions(kind, name) if v.version == version), None)
+    if earlier is None:
+        raise LookupError(f"{kind} {name} has no version {version}")
+    why = f"rollback to version {version}: {reason}"
+    if kind == MAPPING:
+        return save_mapping(store, settings, name, earlier.content, author, why, None)
+    if earlier.content is None:
+        raise Invalid("version: the payer rules cannot be deleted", {"version": str(version)})
+    return save_payers(store, settings, earlier.content, author, why, None)
+
+
+def try_coding(settings: Settings, codings: list[tuple[str, str]]) -> dict[str, Any]:
+    """Which CPT/HCPCS code a procedure with these codings bills under, and why."""
+    resolution = resolve_code(codings, settings.catalog, settings.code_map)
+    body: dict[str, Any] = {
+        "code": resolution.code,
+        "how": resolution.how,
+        "detail": resolution.detail,
+    }
+    if resolution.code:
+        definition = settings.catalog[resolution.code]
+        body.update(
+            label=definition.label,
+            kind=definition.kind.value,
+            disciplines=[d.value for d in definition.disciplines],
+        )
+        mapped = next(
+            (settings.code_map.entries[c] for c in codings if c in settings.code_map.entries), None
+        )
+        if mapped and resolution.how == "mapped":
+            body["mapping"] = {
+                "table": mapped.table,
+                "equivalence": mapped.equivalence,
+                "comment": mapped.comment,
+            }
+    return body

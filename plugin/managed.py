@@ -1,0 +1,123 @@
+"""Managed configuration: after the first start the database is the source of truth for code
+mapping tables and the payer rule set; config/ is the factory default imported as version 1.
+
+One validation for files and the admin API (the same marshmallow schemas), so the two cannot
+drift; a change is validated whole, against every other table, before it is stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import orjson
+import yaml
+from marshmallow import ValidationError
+
+from plugin.rules.payers import PayerTable
+from plugin.schemas.conceptmap import load_concept_map, merge_concept_maps
+from plugin.schemas.site_tables import PayerTableSchema
+from plugin.settings import Settings, mapping_files, with_payer_overrides
+from plugin.store import Store
+
+MAPPING, PAYERS = "mapping", "payers"
+PAYER_TABLE = "payers"
+SEED_REASON = "imported from the shipped configuration at first start"
+
+
+def seed(store: Store, settings: Settings) -> None:
+    """On the first start, import the configuration files as version 1 of each table."""
+    if store.config_tables(MAPPING, include_deleted=True) or store.config_tables(PAYERS, True):
+        return
+    for path in mapping_files(settings.config_dir):
+        store.config_save(
+            MAPPING, path.name, orjson.loads(path.read_bytes()), "system", SEED_REASON, []
+        )
+    payers = yaml.safe_load(settings.sources["payers"].read_text(encoding="utf-8"))
+    store.config_save(PAYERS, PAYER_TABLE, payers, "system", SEED_REASON, [])
+
+
+def settings_from_store(settings: Settings, store: Store) -> Settings:
+    """The settings with the mapping tables and payers the database holds now."""
+    maps = {t.name: store.config_current(MAPPING, t.name) for t in store.config_tables(MAPPING)}
+    contents = {name: v.content for name, v in maps.items() if v is not None and v.content}
+    code_map = validate_mappings(contents, settings)
+    current = store.config_current(PAYERS, PAYER_TABLE)
+    payers = validate_payers(current.content if current else None, settings)
+    findings = with_payer_overrides(settings.findings, payers, settings.sources["payers"])
+    return dataclasses.replace(
+        settings,
+        code_map=code_map,
+        payers=payers,
+        findings=findings,
+        code_map_files=tuple(sorted(contents)),
+    )
+
+
+def validate_mappings(contents: dict[str, Any], settings: Settings) -> Any:
+    """Every table valid on its own and no source code mapped twice across tables."""
+    loaded = [
+        (name, load_concept_map(content, settings.catalog))
+        for name, content in sorted(contents.items())
+    ]
+    return merge_concept_maps(loaded)
+
+
+def validate_payers(content: Any, settings: Settings) -> PayerTable:
+    if content is None:
+        return settings.payers
+    if not isinstance(content, dict):
+        raise ValidationError("expected an object with default_method, default_source, payers")
+    table: PayerTable = PayerTableSchema().load(content)
+    unknown = [
+        f"payers[{i}].gap_severity.{code}: unknown finding code"
+        for i, payer in enumerate(table.payers)
+        for code in payer.gap_severity
+        if code not in settings.findings.types
+    ]
+    if unknown:
+        raise ValidationError("; ".join(unknown))
+    return table
+
+
+def mapping_diff(old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Entry by entry: which source codes were added, removed, or now map elsewhere."""
+    before, after = _entries(old), _entries(new)
+    diff: list[dict[str, Any]] = []
+    for key in sorted(set(before) | set(after)):
+        was, now = before.get(key), after.get(key)
+        if was == now:
+            continue
+        change = "added" if was is None else "removed" if now is None else "changed"
+        diff.append({"change": change, "source": key, "before": was, "after": now})
+    return diff
+
+
+def _entries(content: dict[str, Any] | None) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for group in (content or {}).get("group") or ():
+        for element in group.get("element") or ():
+            targets = element.get("target") or [{}]
+            found[f"{group.get('source')}|{element.get('code')}"] = str(targets[0].get("code"))
+    return found
+
+
+def payers_diff(old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[dict[str, Any]]:
+    before = {p["id"]: p for p in (old or {}).get("payers") or ()}
+    after = {p["id"]: p for p in (new or {}).get("payers") or ()}
+    diff: list[dict[str, Any]] = []
+    for key in sorted(set(before) | set(after)):
+        if before.get(key) != after.get(key):
+            change = "added" if key not in before else "removed" if key not in after else "changed"
+            diff.append({"change": change, "payer": key})
+    for field in ("default_method", "default_source"):
+        if (old or {}).get(field) != (new or {}).get(field):
+            diff.append(
+                {
+                    "change": "changed",
+                    "field": field,
+                    "before": (old or {}).get(field),
+                    "after": (new or {}).get(field),
+                }
+            )
+    return diff

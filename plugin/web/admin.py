@@ -1,0 +1,321 @@
+"""The admin API: managed mapping tables and payer rules (versioned, audited), the audit log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from flask import Response, current_app, jsonify, request
+from flask_smorest import Blueprint
+
+from plugin.admin import Invalid, rollback, save_mapping, save_payers, try_coding
+from plugin.environment import ROLES
+from plugin.managed import MAPPING, PAYER_TABLE, PAYERS
+from plugin.store.config import StaleVersion, VersionInfo
+from plugin.web.charges import bearer_caller
+from plugin.web.errors import ApiError, BadRequest, NotFoundError, Unprocessable
+
+blp = Blueprint(
+    "admin",
+    __name__,
+    url_prefix="/admin/api/v1",
+    description="Mapping tables, payer rules, audit log (IT admins)",
+)
+
+
+class Conflict(ApiError):
+    status, code = 409, "conflict"
+
+
+def _state() -> Any:
+    return current_app.extensions["theracharge"]
+
+
+def _body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
+def _version_json(v: VersionInfo, content: bool = False) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "version": v.version,
+        "author": v.author,
+        "at": v.at.isoformat(),
+        "reason": v.reason,
+        "diff": v.diff,
+        "deleted": v.content is None,
+    }
+    if content:
+        body["content"] = v.content
+    return body
+
+
+def _saved(kind: str, name: str, action: Any) -> Response:
+    try:
+        version = action()
+    except Invalid as exc:
+        raise Unprocessable(str(exc), exc.fields) from exc
+    except StaleVersion as exc:
+        raise Conflict(str(exc)) from exc
+    _state().refresh(force=True)
+    return jsonify({"kind": kind, "name": name, "version": version})
+
+
+def _expect() -> int | None:
+    value = request.headers.get("If-Match", "").strip().strip('W/"').strip('"')
+    if not value:
+        return None
+    if not value.isdigit():
+        raise BadRequest("If-Match: expected the version number being changed")
+    return int(value)
+
+
+# --- mapping tables -------------------------------------------------------------------------
+
+
+@blp.route("/mappings", methods=["GET"])
+@blp.doc(summary="The mapping tables and their current versions")
+def list_mappings() -> Response:
+    bearer_caller(*ROLES)
+    tables = _state().store.config_tables(MAPPING)
+    return jsonify(
+        [
+            {
+                "name": t.name,
+                "version": t.version,
+                "updated": t.updated.isoformat(),
+                "author": t.author,
+            }
+            for t in tables
+        ]
+    )
+
+
+@blp.route("/mappings/<name>", methods=["GET"])
+@blp.doc(summary="Export a mapping table: its current FHIR R4 ConceptMap")
+def get_mapping(name: str) -> Response:
+    bearer_caller(*ROLES)
+    current = _state().store.config_current(MAPPING, name)
+    if current is None:
+        raise NotFoundError(f"no mapping table {name!r}")
+    response = jsonify(current.content)
+    response.headers["ETag"] = f'W/"{current.version}"'
+    return response
+
+
+@blp.route("/mappings/<name>", methods=["PUT"])
+@blp.doc(summary="Create or replace (import) a mapping table: {reason, conceptMap}")
+def put_mapping(name: str) -> Response:
+    author = bearer_caller("admin")
+    body = _body()
+    state = _state()
+    return _saved(
+        MAPPING,
+        name,
+        lambda: save_mapping(
+            state.store,
+            state.settings,
+            name,
+            body.get("conceptMap"),
+            author,
+            str(body.get("reason", "")),
+            _expect(),
+        ),
+    )
+
+
+@blp.route("/mappings/<name>", methods=["DELETE"])
+@blp.doc(summary="Delete a mapping table (a new version; history stays): ?reason=…")
+def delete_mapping(name: str) -> Response:
+    author = bearer_caller("admin")
+    state = _state()
+    if state.store.config_current(MAPPING, name) is None:
+        raise NotFoundError(f"no mapping table {name!r}")
+    return _saved(
+        MAPPING,
+        name,
+        lambda: save_mapping(
+            state.store,
+            state.settings,
+            name,
+            None,
+            author,
+            request.args.get("reason", ""),
+            _expect(),
+        ),
+    )
+
+
+@blp.route("/mappings/<name>/versions", methods=["GET"])
+@blp.doc(summary="Every version: who, when, why, what changed")
+def mapping_versions(name: str) -> Response:
+    bearer_caller(*ROLES)
+    versions = _state().store.config_versions(MAPPING, name)
+    if not versions:
+        raise NotFoundError(f"no mapping table {name!r}")
+    return jsonify([_version_json(v) for v in versions])
+
+
+@blp.route("/mappings/<name>/versions/<int:version>", methods=["GET"])
+@blp.doc(summary="One version, with its content")
+def mapping_version(name: str, version: int) -> Response:
+    bearer_caller(*ROLES)
+    found = next(
+        (v for v in _state().store.config_versions(MAPPING, name) if v.version == version), None
+    )
+    if found is None:
+        raise NotFoundError(f"mapping table {name!r} has no version {version}")
+    return jsonify(_version_json(found, content=True))
+
+
+@blp.route("/mappings/<name>/rollback", methods=["POST"])
+@blp.doc(summary="Make an earlier version current again: {version, reason}")
+def rollback_mapping(name: str) -> Response:
+    author = bearer_caller("admin")
+    body = _body()
+    version = body.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise Unprocessable("version: a version number", {"version": "required integer"})
+    state = _state()
+    try:
+        return _saved(
+            MAPPING,
+            name,
+            lambda: rollback(
+                state.store,
+                state.settings,
+                MAPPING,
+                name,
+                version,
+                author,
+                str(body.get("reason", "")),
+            ),
+        )
+    except LookupError as exc:
+        raise NotFoundError(str(exc)) from exc
+
+
+@blp.route("/mappings/try", methods=["POST"])
+@blp.doc(summary="Which CPT/HCPCS code a coding (or a whole Procedure) bills under, and why")
+def try_mapping() -> Response:
+    bearer_caller(*ROLES)
+    body = _body()
+    concept = (body.get("procedure") or {}).get("code") if "procedure" in body else None
+    codings = (concept or {}).get("coding") if concept else [body.get("coding")]
+    pairs = [
+        (str(c.get("system")), str(c.get("code")))
+        for c in codings or ()
+        if isinstance(c, dict) and c.get("system") and c.get("code")
+    ]
+    if not pairs:
+        raise Unprocessable(
+            "coding: give {system, code} or a Procedure with code.coding", {"coding": "required"}
+        )
+    return jsonify(try_coding(_state().settings, pairs))
+
+
+# --- payer rules ----------------------------------------------------------------------------
+
+
+@blp.route("/payers", methods=["GET"])
+@blp.doc(summary="The payer rule set: default method, payers, identifiers, gap severities")
+def get_payers() -> Response:
+    bearer_caller(*ROLES)
+    current = _state().store.config_current(PAYERS, PAYER_TABLE)
+    response = jsonify(current.content if current else {})
+    if current:
+        response.headers["ETag"] = f'W/"{current.version}"'
+    return response
+
+
+@blp.route("/payers", methods=["PUT"])
+@blp.doc(summary="Replace the payer rule set: {reason, payers: {default_method, …}}")
+def put_payers() -> Response:
+    author = bearer_caller("admin")
+    body = _body()
+    content = body.get("payers")
+    if not isinstance(content, dict):
+        raise Unprocessable("payers: the payer rule set object", {"payers": "required object"})
+    state = _state()
+    return _saved(
+        PAYERS,
+        PAYER_TABLE,
+        lambda: save_payers(
+            state.store, state.settings, content, author, str(body.get("reason", "")), _expect()
+        ),
+    )
+
+
+@blp.route("/payers/versions", methods=["GET"])
+@blp.doc(summary="Every version of the payer rules")
+def payer_versions() -> Response:
+    bearer_caller(*ROLES)
+    return jsonify([_version_json(v) for v in _state().store.config_versions(PAYERS, PAYER_TABLE)])
+
+
+@blp.route("/payers/rollback", methods=["POST"])
+@blp.doc(summary="Make an earlier version of the payer rules current again: {version, reason}")
+def rollback_payers() -> Response:
+    author = bearer_caller("admin")
+    body = _body()
+    version = body.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise Unprocessable("version: a version number", {"version": "required integer"})
+    state = _state()
+    try:
+        return _saved(
+            PAYERS,
+            PAYER_TABLE,
+            lambda: rollback(
+                state.store,
+                state.settings,
+                PAYERS,
+                PAYER_TABLE,
+                version,
+                author,
+                str(body.get("reason", "")),
+            ),
+        )
+    except LookupError as exc:
+        raise NotFoundError(str(exc)) from exc
+
+
+# --- audit log ------------------------------------------------------------------------------
+
+
+@blp.route("/audit", methods=["GET"])
+@blp.doc(summary="The audit log, newest first: ?actor=&object_type=&object_id=&since=&until=")
+def audit() -> Response:
+    bearer_caller(*ROLES)
+    filters = {
+        k: request.args[k] for k in ("actor", "object_type", "object_id") if request.args.get(k)
+    }
+    since, until = _when("since"), _when("until")
+    entries = _state().store.audit_entries(limit=500, **filters)
+    return jsonify(
+        [
+            {
+                "at": e.at.isoformat(),
+                "actor": e.actor,
+                "action": e.action,
+                "object_type": e.object_type,
+                "object_id": e.object_id,
+                "detail": e.detail,
+            }
+            for e in entries
+            if (since is None or e.at >= since) and (until is None or e.at <= until)
+        ]
+    )
+
+
+def _when(name: str) -> datetime | None:
+    value = request.args.get(name)
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise BadRequest(f"{name}: expected an ISO date-time", {name: value}) from exc
+    return parsed if parsed.tzinfo else parsed.astimezone()
