@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 EHR_VENV := .ehr-venv
 EHR_STAMP := $(EHR_VENV)/.installed-stamp
 
-.PHONY: demo test lint bench clean postgres
+.PHONY: demo test lint bench clean postgres browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +38,12 @@ postgres:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
-test: lint $(EHR_STAMP) postgres
+# The page tests drive Debian's Chromium with Playwright (no browser download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: lint $(EHR_STAMP) postgres browser
 	THERACHARGE_TEST_SEKMET=$(CURDIR)/$(EHR_VENV)/bin/sekmet $(BIN)/pytest
 
 bench: $(STAMP)

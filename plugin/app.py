@@ -4,9 +4,11 @@ through the app (app.extensions["theracharge"]), never module globals."""
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -18,11 +20,21 @@ from fhir_mappings.delivery import WritePlan
 from plugin.gateway.factory import connect
 from plugin.gateway.gather import Gatherer
 from plugin.managed import seed, settings_from_store
+from plugin.report import decision_report
 from plugin.rules.decision import Decision
 from plugin.rules.visit import Severity
 from plugin.settings import Settings, load_settings
 from plugin.store import Store
-from plugin.web import admin, cds_hooks, charges, errors, health, notifications, observability
+from plugin.web import (
+    admin,
+    cds_hooks,
+    charges,
+    errors,
+    health,
+    notifications,
+    observability,
+    pages,
+)
 from plugin.web.cds_auth import ClientVerifier
 from plugin.worker import NotificationWorker
 
@@ -92,8 +104,19 @@ class AppState:
         error: str | None,
     ) -> None:
         """The run ledger: every decision, what was written, what failed."""
+        visit = decision.visit
         lines = [
-            {"key": ln.key, "code": ln.code, "units": ln.units, "status": ln.status.value}
+            {
+                "key": ln.key,
+                "code": ln.code,
+                "units": ln.units,
+                "status": ln.status.value,
+                "discipline": ln.discipline.value,
+                "date": ln.date,
+                "holds": sorted({h.code for h in ln.holds}),
+                "payer": visit.payer or "default",
+                "provider": visit.service_provider,
+            }
             for ln in decision.lines
         ]
         gaps = [f.code for f in decision.findings if f.severity is not Severity.INFO]
@@ -106,13 +129,30 @@ class AppState:
                 "entered_in_error": plan.voided,
                 "corrections": plan.corrections,
             }
-        self.store.record_run(encounter_id, trigger, outcome, lines, gaps, written, error)
+        self.store.record_run(
+            encounter_id, trigger, outcome, lines, gaps, written, error, decision_report(decision)
+        )
+
+
+def _secret_key(settings: Settings) -> str:
+    """THERACHARGE_SECRET_KEY, else one made on the first start and kept in the instance
+    folder (every worker and restart signs the pages' sessions alike)."""
+    if settings.service.secret_key:
+        return settings.service.secret_key
+    path = Path(settings.service.instance_dir) / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 def create_app(settings: Settings | None = None, start_worker: bool = True) -> Flask:
     settings = settings or load_settings()
     app = Flask("theracharge")
     app.json = OrjsonProvider(app)
+    app.secret_key = _secret_key(settings)
+    app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
     app.config.update(
         API_TITLE="TheraCharge",
         API_VERSION="v1",
@@ -150,6 +190,7 @@ def create_app(settings: Settings | None = None, start_worker: bool = True) -> F
     api = Api(app)
     for blueprint in (cds_hooks.blp, charges.blp, notifications.blp, health.blp, admin.blp):
         api.register_blueprint(blueprint)
+    app.register_blueprint(pages.bp)
     app.before_request(state.refresh)
     errors.register(app)
     observability.install(app)

@@ -77,7 +77,7 @@ class Demo:
             "THERACHARGE_CDS_JWKS": str(self.root / "ehr-jwks.json"),
             "THERACHARGE_WRITE_MODE": "direct",
             "THERACHARGE_NOTIFICATION_SECRET": SECRET,
-            "THERACHARGE_API_TOKENS": f"demo=sha256:{_sha256(API_TOKEN)}",
+            "THERACHARGE_API_TOKENS": f"demo:admin=sha256:{_sha256(API_TOKEN)}",
             "THERACHARGE_INSTANCE_DIR": str(self.root / "instance"),
         }
         self.settings = load_settings(self.env)
@@ -303,6 +303,11 @@ def report(demo: Demo, hooks: list[Json], items: list[Json]) -> Json:
         "top_gaps": [{"code": c, "count": n, "fix": types[c].fix} for c, n in gaps.most_common(5)],
         "cards_returned": sum(len(h.get("cards", [])) for h in hooks),
         "urls": {
+            "worklist": f"{demo.service_url}/worklist",
+            "decision_page": f"{demo.service_url}/decisions/{encounters[0]}"
+            if encounters
+            else None,
+            "admin_page": f"{demo.service_url}/admin/mappings",
             "service": demo.service_url,
             "openapi": f"{demo.service_url}/openapi.json",
             "readiness": f"{demo.service_url}/readyz",
@@ -331,10 +336,15 @@ def print_report(body: Json) -> None:
     for gap in body["top_gaps"]:
         print(f"    {gap['code']} ×{gap['count']}: {gap['fix']}")
     urls = body["urls"]
+    print(f"  sign in with the token {body['api_token']!r}, then:")
+    print(f"    hold worklist: {urls['worklist']}")
+    if urls["decision_page"]:
+        print(f"    a decision:    {urls['decision_page']}")
+    print(f"    mapping admin: {urls['admin_page']}")
     print(f"  service: {urls['service']}  (OpenAPI {urls['openapi']})")
     if urls["a_decision"]:
         auth = f"Authorization: Bearer {body['api_token']}"
-        print(f"  a decision: curl -H '{auth}' {urls['a_decision']}")
+        print(f"  the same as JSON: curl -H '{auth}' {urls['a_decision']}")
     print(f"  the EHR: {urls['ehr']}")
 
 

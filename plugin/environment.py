@@ -39,6 +39,8 @@ class ServiceConfig:
     """The HTTP service: its database, how it delivers, whom it trusts."""
 
     database_url: str = "sqlite:///instance/theracharge.db"
+    instance_dir: str = "instance"
+    secret_key: str | None = field(default=None, repr=False)  # signs the pages' session cookie
     write_mode: str = "preview"
     cds_auth: bool = True
     cds_issuers: tuple[str, ...] = ()
@@ -118,15 +120,17 @@ def service_config(env: Mapping[str, str]) -> ServiceConfig:
     jwks = _jwks(env.get("THERACHARGE_CDS_JWKS", "").strip())
     if auth == "enabled" and issuers and not jwks:
         raise ConfigError("THERACHARGE_CDS_JWKS: needed to verify THERACHARGE_CDS_ISSUERS")
+    folder = Path(env.get("THERACHARGE_INSTANCE_DIR", "").strip() or "instance").resolve()
     database = env.get("THERACHARGE_DATABASE_URL", "").strip()
     if not database:
-        folder = Path(env.get("THERACHARGE_INSTANCE_DIR", "").strip() or "instance").resolve()
         database = f"sqlite:///{folder / 'theracharge.db'}"
     public = env.get("THERACHARGE_PUBLIC_URL", "").strip() or None
     if public:
         public = url_setting(env, "THERACHARGE_PUBLIC_URL", public).rstrip("/")
     return ServiceConfig(
         database_url=database,
+        instance_dir=str(folder),
+        secret_key=env.get("THERACHARGE_SECRET_KEY", "").strip() or None,
         write_mode=mode,
         cds_auth=auth == "enabled",
         cds_issuers=issuers,

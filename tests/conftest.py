@@ -12,7 +12,9 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from flask import Flask
 
+from plugin.app import create_app
 from plugin.settings import Settings, load_settings
 
 
@@ -61,3 +63,16 @@ def sign(ehr_key: ec.EllipticCurvePrivateKey) -> Callable[..., str]:
         return jwt.encode(claims, ehr_key, algorithm="ES384", headers=headers)
 
     return token
+
+
+@pytest.fixture
+def make_app(tmp_path: Path, jwks_file: Path) -> Callable[..., Flask]:
+    def build(**env: str) -> Flask:
+        base = {
+            "THERACHARGE_INSTANCE_DIR": str(tmp_path / "instance"),
+            "THERACHARGE_CDS_ISSUERS": ISSUER,
+            "THERACHARGE_CDS_JWKS": str(jwks_file),
+        }
+        return create_app(load_settings({**base, **env}), start_worker=False)
+
+    return build

@@ -19,6 +19,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
     insert,
     select,
     text,
@@ -114,6 +115,7 @@ class Store(ConfigStoreMixin):
         gaps: list[Any],
         written: dict[str, Any],
         error: str | None = None,
+        report: dict[str, Any] | None = None,
     ) -> None:
         """One ledger row (a Core insert: on the hook's path the ORM's unit of work costs more
         than the decision itself, bench/bench_hook.py)."""
@@ -128,8 +130,25 @@ class Store(ConfigStoreMixin):
                     gaps=gaps,
                     written=written,
                     error=error,
+                    report=report,
                 )
             )
+
+    def latest_runs(self, limit: int = 1000) -> list[RunEntry]:
+        """The newest ledger row of each encounter (the hold worklist's source)."""
+        with self.session() as session:
+            newest = (
+                select(RunEntry.encounter_id, func.max(RunEntry.id).label("id"))
+                .group_by(RunEntry.encounter_id)
+                .subquery()
+            )
+            query = (
+                select(RunEntry)
+                .join(newest, RunEntry.id == newest.c.id)
+                .order_by(RunEntry.id.desc())
+                .limit(limit)
+            )
+            return list(session.scalars(query))
 
     def runs(self, encounter_id: str | None = None, limit: int = 100) -> list[RunEntry]:
         with self.session() as session:

@@ -40,6 +40,7 @@ class RunEntry(Base):
     gaps: Mapped[list[object]] = mapped_column(JSON, default=list)
     written: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    report: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)
 
 
 class Notification(Base):

@@ -37,6 +37,8 @@ def test_the_demo_report_matches_the_ehrs_charge_items(tmp_path: Path) -> None:
     done = run_demo(folder)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "visits processed: 16 (8 by CDS hook, 8 by Subscription)" in done.stdout
+    assert "hold worklist: http://127.0.0.1:" in done.stdout
+    assert "mapping admin: http://127.0.0.1:" in done.stdout
     report = json.loads((folder / "report.json").read_text())
     items = json.loads((folder / "ehr-chargeitems.json").read_text())
     ours = {

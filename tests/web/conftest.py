@@ -3,30 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import pytest
-from flask import Flask
-
-from plugin.app import create_app
-from plugin.settings import load_settings
 from tests import builders
 from tests.conftest import ISSUER, KID, SERVICE_URL  # noqa: F401 (re-exported for the tests)
-
-
-@pytest.fixture
-def make_app(tmp_path: Path, jwks_file: Path) -> Callable[..., Flask]:
-    def build(**env: str) -> Flask:
-        base = {
-            "THERACHARGE_INSTANCE_DIR": str(tmp_path / "instance"),
-            "THERACHARGE_CDS_ISSUERS": ISSUER,
-            "THERACHARGE_CDS_JWKS": str(jwks_file),
-        }
-        return create_app(load_settings({**base, **env}), start_worker=False)
-
-    return build
 
 
 def prefetch_of(resources: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,0 +1,293 @@
+"""Server-rendered pages: the hold worklist, a visit's decision, the mapping tables.
+
+Signed in with an API token (its role decides what the page offers); the session cookie is
+signed with the instance's secret key; every form carries a CSRF token.
+"""
+
+from __future__ import annotations
+
+import copy
+import hmac
+import secrets
+from collections import Counter
+from datetime import datetime
+from functools import wraps
+from typing import Any
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+
+from plugin.admin import Invalid, save_mapping
+from plugin.admin import rollback as rollback_table
+from plugin.environment import token_hash
+from plugin.gateway.errors import FhirError
+from plugin.managed import MAPPING
+from plugin.service import process_encounter
+from plugin.store.config import StaleVersion
+
+bp = Blueprint("pages", __name__, template_folder="templates")
+CHANGERS = ("admin",)
+WORKERS = ("admin", "billing")
+
+
+def _state() -> Any:
+    return current_app.extensions["theracharge"]
+
+
+def csrf() -> str:
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(24)
+    return str(session["csrf"])
+
+
+@bp.app_context_processor
+def _template_helpers() -> dict[str, Any]:
+    return {"csrf": csrf}
+
+
+@bp.before_request
+def _check_csrf() -> None:
+    if request.method == "POST" and not hmac.compare_digest(
+        request.form.get("csrf", ""), session.get("csrf", "-")
+    ):
+        abort(400, "the form expired; reload the page and try again")
+
+
+def signed_in(*roles: str) -> Any:
+    def decorate(view: Any) -> Any:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if not session.get("who"):
+                return redirect(url_for("pages.login", next=request.full_path))
+            if roles and session.get("role") not in roles:
+                abort(403, f"the {session.get('role')} role cannot do this")
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    error = None
+    if request.method == "POST":
+        presented = token_hash(request.form.get("token", "").strip())
+        tokens = _state().settings.service.api_tokens
+        found = next(
+            (who for digest, who in tokens.items() if hmac.compare_digest(digest, presented)), None
+        )
+        if found:
+            session["who"], session["role"] = found
+            target = request.form.get("next") or url_for("pages.worklist")
+            return redirect(target if target.startswith("/") else url_for("pages.worklist"))
+        error = "That token is not known."
+    return render_template("login.html", error=error, next=request.args.get("next", ""))
+
+
+@bp.route("/logout", methods=["POST"])
+def logout() -> Any:
+    session.clear()
+    return redirect(url_for("pages.login"))
+
+
+@bp.route("/")
+def home() -> Any:
+    return redirect(url_for("pages.worklist"))
+
+
+@bp.route("/worklist")
+@signed_in()
+def worklist() -> str:
+    filters = {
+        k: request.args.get(k, "").strip()
+        for k in ("date", "discipline", "payer", "gap", "provider")
+    }
+    held = [
+        {**line, "encounter": run.encounter_id}
+        for run in _state().store.latest_runs()
+        for line in run.lines
+        if isinstance(line, dict) and line.get("status") == "planned"
+    ]
+    rows = [row for row in held if _matches(row, filters)]
+    counts = Counter(code for row in rows for code in row.get("holds", []))
+    return render_template(
+        "worklist.html",
+        rows=rows,
+        filters=filters,
+        counts=counts.most_common(),
+        payers=sorted({str(r.get("payer")) for r in held}),
+        gaps=sorted({c for r in held for c in r.get("holds", [])}),
+    )
+
+
+def _matches(row: dict[str, Any], filters: dict[str, str]) -> bool:
+    if filters["date"] and row.get("date") != filters["date"]:
+        return False
+    if filters["discipline"] and row.get("discipline") != filters["discipline"]:
+        return False
+    if filters["payer"] and str(row.get("payer")) != filters["payer"]:
+        return False
+    if filters["gap"] and filters["gap"] not in row.get("holds", []):
+        return False
+    return not filters["provider"] or filters["provider"] in str(row.get("provider") or "")
+
+
+@bp.route("/decisions/<encounter_id>")
+@signed_in()
+def decision(encounter_id: str) -> str:
+    runs = [r for r in _state().store.runs(encounter_id, limit=20) if r.report]
+    if not runs:
+        abort(404, f"no decision for Encounter/{encounter_id} yet")
+    can_rerun = session.get("role") in WORKERS and _state().gatherer() is not None
+    return render_template(
+        "decision.html",
+        encounter=encounter_id,
+        run=runs[0],
+        report=runs[0].report,
+        can_rerun=can_rerun,
+    )
+
+
+@bp.route("/decisions/<encounter_id>/rerun", methods=["POST"])
+@signed_in(*WORKERS)
+def rerun(encounter_id: str) -> Any:
+    state = _state()
+    gatherer = state.gatherer()
+    if gatherer is None:
+        abort(503, "no EHR configured")
+    try:
+        run = process_encounter(state.settings, gatherer, encounter_id, datetime.now().astimezone())
+    except FhirError as exc:
+        flash(f"Re-run failed: {exc}", "problem")
+        return redirect(url_for("pages.decision", encounter_id=encounter_id))
+    outcome = "written" if run.written else "unchanged"
+    state.record(encounter_id, f"page:{session['who']}", outcome, run.decision, run.plan, None)
+    flash(f"Re-run done: {outcome}.", "notice")
+    return redirect(url_for("pages.decision", encounter_id=encounter_id))
+
+
+@bp.route("/admin/mappings")
+@signed_in()
+def mappings() -> str:
+    return render_template("mappings.html", tables=_state().store.config_tables(MAPPING))
+
+
+def _mapping_page(
+    name: str,
+    form: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+    status: int = 200,
+) -> Any:
+    store = _state().store
+    current = store.config_current(MAPPING, name)
+    if current is None:
+        abort(404, f"no mapping table {name!r}")
+    page = render_template(
+        "mapping.html",
+        name=name,
+        version=current.version,
+        content=current.content,
+        versions=store.config_versions(MAPPING, name),
+        form=form or {},
+        errors=errors or {},
+        can_edit=session.get("role") in CHANGERS,
+    )
+    return page, status
+
+
+@bp.route("/admin/mappings/<name>")
+@signed_in()
+def mapping(name: str) -> Any:
+    return _mapping_page(name)
+
+
+@bp.route("/admin/mappings/<name>/entry", methods=["POST"])
+@signed_in(*CHANGERS)
+def edit_entry(name: str) -> Any:
+    form = {
+        k: request.form.get(k, "").strip()
+        for k in ("system", "code", "target", "equivalence", "comment", "reason", "expect")
+    }
+    state = _state()
+    current = state.store.config_current(MAPPING, name)
+    if current is None or current.content is None:
+        abort(404, f"no mapping table {name!r}")
+    content = with_entry(current.content, form)
+    expect = int(form["expect"]) if form["expect"].isdigit() else None
+    try:
+        version = save_mapping(
+            state.store, state.settings, name, content, session["who"], form["reason"], expect
+        )
+    except Invalid as exc:
+        return _mapping_page(name, form, exc.fields, 422)
+    except StaleVersion as exc:
+        return _mapping_page(name, form, {"version": str(exc)}, 409)
+    state.refresh(force=True)
+    flash(f"Saved {name} version {version}.", "notice")
+    return redirect(url_for("pages.mapping", name=name))
+
+
+def with_entry(content: dict[str, Any], form: dict[str, str]) -> dict[str, Any]:
+    """The table with one entry added or replaced, in the group of its source system."""
+    table = copy.deepcopy(content)
+    target = {
+        "code": form["target"],
+        "equivalence": form["equivalence"],
+        "comment": form["comment"],
+    }
+    for group in table.get("group", []):
+        for element in group.get("element", []):
+            if group.get("source") == form["system"] and element.get("code") == form["code"]:
+                element["target"] = [target]
+                return table
+    catalog = _state().settings.catalog
+    definition = catalog.codes.get(form["target"])
+    system = definition.system if definition else "http://www.ama-assn.org/go/cpt"
+    group = next(
+        (
+            g
+            for g in table.get("group", [])
+            if g.get("source") == form["system"] and g.get("target") == system
+        ),
+        None,
+    )
+    if group is None:
+        group = {"source": form["system"], "target": system, "element": []}
+        table.setdefault("group", []).append(group)
+    group["element"].append({"code": form["code"], "target": [target]})
+    return table
+
+
+@bp.route("/admin/mappings/<name>/rollback", methods=["POST"])
+@signed_in(*CHANGERS)
+def rollback(name: str) -> Any:
+    version = request.form.get("version", "")
+    if not version.isdigit():
+        abort(400, "version: a version number")
+    state = _state()
+    try:
+        saved = rollback_table(
+            state.store,
+            state.settings,
+            MAPPING,
+            name,
+            int(version),
+            session["who"],
+            "from the mappings page",
+        )
+    except (LookupError, Invalid) as exc:
+        flash(f"Not rolled back: {exc}", "problem")
+        return redirect(url_for("pages.mapping", name=name))
+    state.refresh(force=True)
+    flash(f"Rolled back to version {version}: now version {saved}.", "notice")
+    return redirect(url_for("pages.mapping", name=name))

@@ -1,0 +1,139 @@
+"""The pages in a real browser: Debian's Chromium driven by Playwright (no browser download).
+
+Clicks through the worklist filter, opens a decision, edits a mapping with a validation error
+and then a valid value, and rolls back. A screenshot of each page is saved under
+.artifacts/screenshots/ as a test artifact.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+from werkzeug.serving import make_server
+
+from plugin.environment import token_hash
+from tests import builders
+from tests.ehr import free_port
+from tests.web.conftest import hook_body, prefetch_of
+
+SHOTS = Path(__file__).resolve().parents[2] / ".artifacts" / "screenshots"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).is_file():
+        raise RuntimeError("Chromium not found: run the tests with `make test`, which installs it")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def site(make_app) -> Iterator[str]:
+    app = make_app(
+        THERACHARGE_API_TOKENS=f"ann:admin=sha256:{token_hash('admin-token')}",
+        THERACHARGE_CDS_AUTH="disabled",
+    )
+    client = app.test_client()
+    client.post("/cds-services/therapy-charges", json=hook_body())  # holds for time-missing
+    second = builders.procedure("q1", "97110", "2026-11-02T09:00:00-05:00", 20, encounter_id="e2")
+    del second["bodySite"]
+    resources = builders.complete_record(second, visit=builders.encounter("e2"))
+    body = hook_body(prefetch=prefetch_of(resources))
+    body["context"]["encounterId"], body["hookInstance"] = "e2", str(uuid.uuid4())
+    client.post("/cds-services/therapy-charges", json=body)  # holds for body-site-missing
+    port = free_port()
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}"
+    server.shutdown()
+    thread.join(5)
+
+
+def shot(page: Page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def sign_in(page: Page, site: str, path: str = "/worklist") -> None:
+    page.goto(f"{site}{path}")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    page.get_by_label("Access token").fill("admin-token")
+    page.get_by_role("button", name="Sign in").click()
+
+
+def test_worklist_filter_and_decision_page(browser: Browser, site: str) -> None:
+    page = browser.new_page()
+    sign_in(page, site)
+    expect(page.get_by_role("heading", name="Hold worklist")).to_be_visible()
+    rows = page.locator("tbody tr")
+    expect(rows).to_have_count(4)
+    shot(page, "worklist")
+    page.get_by_label("Gap", exact=True).select_option("body-site-missing")
+    page.get_by_role("button", name="Filter").click()
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("e2")
+    expect(page.locator(".counts")).to_contain_text("body-site-missing: 1")
+    shot(page, "worklist-filtered")
+    page.get_by_role("link", name="e2").click()
+    expect(page.get_by_role("heading", name="Encounter/e2")).to_be_visible()
+    expect(page.get_by_role("heading", name="How the units were counted")).to_be_visible()
+    expect(page.locator("body")).to_contain_text("CMS Pub 100-04 ch.5 §20.2 C")
+    expect(page.locator("body")).to_contain_text("Record the body part treated.")
+    shot(page, "decision")
+
+
+def test_edit_a_mapping_with_a_validation_error_then_a_valid_value_and_roll_back(
+    browser: Browser, site: str
+) -> None:
+    page = browser.new_page()
+    sign_in(page, site, "/admin/mappings")
+    page.get_by_role("link", name="local-example-ehr.json").click()
+    expect(page.get_by_role("heading", name="local-example-ehr.json version 1")).to_be_visible()
+    shot(page, "mapping")
+    form: dict[str, Any] = {
+        "Source system": "https://ehr.example.org/fhir/CodeSystem/therapy-charge-codes",
+        "Source code": "PT-AQUATIC",
+        "CPT/HCPCS code": "97999",
+        "Where the mapping comes from": "charge master review 2026-11",
+        "Reason for the change": "new aquatic therapy charge",
+    }
+    for label, value in form.items():
+        page.get_by_label(label).fill(value)
+    page.get_by_role("button", name="Save as a new version").click()
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("97999 is not in the code catalog")
+    expect(page.get_by_role("heading", name="local-example-ehr.json version 1")).to_be_visible()
+    shot(page, "mapping-invalid")
+    page.get_by_label("CPT/HCPCS code").fill("97113")
+    page.get_by_role("button", name="Save as a new version").click()
+    expect(page.get_by_role("heading", name="local-example-ehr.json version 2")).to_be_visible()
+    expect(page.get_by_role("status")).to_contain_text("Saved local-example-ehr.json version 2")
+    expect(page.locator("body")).to_contain_text(
+        "added https://ehr.example.org/fhir/CodeSystem/therapy-charge-codes|PT-AQUATIC"
+    )
+    shot(page, "mapping-saved")
+    page.get_by_role("button", name="Roll back to version 1").click()
+    expect(page.get_by_role("heading", name="local-example-ehr.json version 3")).to_be_visible()
+    expect(page.locator("tbody").first).not_to_contain_text("PT-AQUATIC")
+    shot(page, "mapping-rolled-back")
