@@ -19,7 +19,7 @@ from fhir_mappings.minutes import procedure_timing
 from plugin.rules.code_mapping import CodeMap, resolve_code
 from plugin.rules.findings import FindingPolicy
 from plugin.rules.model import Catalog, CodeKind, Discipline
-from plugin.rules.payers import CodingTables, PayerTable
+from plugin.rules.payers import CodingTables, Payer, PayerTable
 from plugin.rules.visit import (
     ROLE_DISCIPLINE,
     Coding,
@@ -197,6 +197,7 @@ class VisitAssembler:
             goals=tuple(self._goals.get(patient or "", ())),
             findings=tuple(found),
             documented_timed_minutes=self._documented_total(encounter, found),
+            plan_of_care_modifiers=_modifier_policy(self.tables.payers.by_id(payer)),
         )
 
     def _documented_total(self, encounter: fx.EncounterFacts, found: list[Finding]) -> int | None:
@@ -362,6 +363,11 @@ class VisitAssembler:
             ordered = sorted(codes, key=lambda c: c[0] != ICD10CM)  # ICD-10-CM first
             diagnoses.append(Diagnosis(key, tuple(Coding(s, c, d) for s, c, d in ordered)))
         return tuple(diagnoses)
+
+
+def _modifier_policy(payer: Payer | None) -> bool:
+    """Unknown or default payers get the plan-of-care modifier (Pub 100-04 ch.5 §20.1)."""
+    return payer.plan_of_care_modifiers if payer else True
 
 
 def _instant(

@@ -53,7 +53,7 @@ def summary_card(decision: Decision) -> Card:
     """One info card: units per code and the method, in one line."""
     visit = decision.visit
     parts = [
-        f"{line.code}-{'-'.join(line.modifiers)} ×{line.units}"
+        "-".join((line.code, *line.modifiers)) + f" ×{line.units}"
         for line in decision.lines
         if line.status is LineStatus.BILLABLE
     ]

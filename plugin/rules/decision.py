@@ -213,7 +213,7 @@ def _line(
         minutes=line.minutes,
         discipline=key.discipline,
         date=key.date,
-        modifiers=(PLAN_OF_CARE_MODIFIER[key.discipline],),
+        modifiers=(PLAN_OF_CARE_MODIFIER[key.discipline],) if visit.plan_of_care_modifiers else (),
         status=status,
         holds=holds,
         note=note,

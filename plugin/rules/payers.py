@@ -19,6 +19,9 @@ class Payer:
     identifiers: tuple[tuple[str, str], ...]  # (system, value)
     source: str
     gap_severity: Mapping[str, Severity] = field(default_factory=dict)
+    # Modifier policy: whether the payer wants the plan-of-care modifier (GP/GO/GN) on every
+    # therapy line. Medicare requires it (Pub 100-04 ch.5 §20.1); other payers' contracts vary.
+    plan_of_care_modifiers: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +29,9 @@ class PayerTable:
     payers: tuple[Payer, ...]
     default_method: Method
     default_source: str
+
+    def by_id(self, payer_id: str | None) -> Payer | None:
+        return next((p for p in self.payers if p.id == payer_id), None)
 
     def find(self, identifiers: Iterable[tuple[str, str]]) -> Payer | None:
         """The payer one of whose identifiers matches; None when no payer does."""

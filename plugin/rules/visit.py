@@ -130,6 +130,7 @@ class Visit:
     goals: tuple[str, ...] = ()
     findings: tuple[Finding, ...] = ()
     documented_timed_minutes: int | None = None  # the visit's own total, when the EHR sends one
+    plan_of_care_modifiers: bool = True  # the payer's modifier policy (config/payers.yaml)
 
     @property
     def encounter_id(self) -> str:

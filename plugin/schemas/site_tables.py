@@ -16,6 +16,10 @@ class IdentifierSchema(Schema):
     value = fields.String(required=True, validate=validate.Length(min=1))
 
 
+class ModifierPolicySchema(Schema):
+    plan_of_care = fields.Boolean(load_default=True)  # GP/GO/GN on every therapy line
+
+
 class PayerSchema(Schema):
     id = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9][a-z0-9-]*$"))
     name = fields.String(required=True, validate=validate.Length(min=1))
@@ -24,6 +28,7 @@ class PayerSchema(Schema):
         fields.Nested(IdentifierSchema), required=True, validate=validate.Length(min=1)
     )
     source = fields.String(required=True, validate=validate.Length(min=1))
+    modifiers = fields.Nested(ModifierPolicySchema, load_default=lambda: {"plan_of_care": True})
     gap_severity = fields.Dict(
         keys=fields.String(), values=fields.Enum(Severity, by_value=True), load_default=dict
     )
@@ -65,6 +70,7 @@ class PayerTableSchema(Schema):
                     identifiers=tuple((i["system"], i["value"]) for i in p["identifiers"]),
                     source=p["source"],
                     gap_severity=dict(p["gap_severity"]),
+                    plan_of_care_modifiers=p["modifiers"]["plan_of_care"],
                 )
                 for p in data["payers"]
             ),

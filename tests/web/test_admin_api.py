@@ -216,6 +216,26 @@ def test_payer_rules_are_validated_versioned_and_drive_the_method(app) -> None:
     assert now_ama["cards"][0]["summary"].startswith("Charges (AMA)")
 
 
+def test_a_payers_modifier_policy_drops_the_plan_of_care_modifier(app) -> None:
+    client = app.test_client()
+    clean = {"hook": "encounter-discharge", "hookInstance": "x"} | {
+        k: v for k, v in hook_body().items() if k in ("context", "prefetch")
+    }
+    procedures = clean["prefetch"]["procedures"]["entry"]
+    procedures[:] = [e for e in procedures if e["resource"]["id"] != "p3"]  # nothing held
+    assert (
+        "97110-GP ×2"
+        in client.post("/cds-services/therapy-charges", json=clean).json["cards"][0]["summary"]
+    )
+    payers = client.get("/admin/api/v1/payers", headers=VIEWER).json
+    payers["payers"][0]["modifiers"] = {"plan_of_care": False}
+    client.put(
+        "/admin/api/v1/payers", json={"reason": "payer contract", "payers": payers}, headers=ADMIN
+    )
+    summary = client.post("/cds-services/therapy-charges", json=clean).json["cards"][0]["summary"]
+    assert summary == "Charges (CMS): 97110 ×2, 97140 ×1"
+
+
 def test_the_audit_log_names_who_changed_what(app) -> None:
     client = app.test_client()
     client.put(
