@@ -369,7 +369,10 @@ def run(root: Path, keys: Path, sekmet: str, once: bool, visits: int) -> int:
         print_report(body)
         if not once:
             print("\nEverything is running; Ctrl-C stops it.", file=sys.stderr)
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+            stop = {signal.SIGINT, signal.SIGTERM}
+            signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # wait for them, not interrupted
+            signal.sigwait(stop)
+            print("stopping …", file=sys.stderr)
     finally:
         demo.stop()
     return 0
