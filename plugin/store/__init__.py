@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import (
@@ -55,7 +56,13 @@ class Store(ConfigStoreMixin):
         database = make_url(url).database
         if url.startswith("sqlite") and database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)  # zero set-up by default
-        self.engine: Engine = create_engine(url, future=True, pool_pre_ping=True)
+        self.engine: Engine = create_engine(
+            url,
+            future=True,
+            pool_pre_ping=True,
+            json_serializer=_json_text,  # orjson: the ledger stores each decision's report
+            json_deserializer=orjson.loads,
+        )
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -231,6 +238,10 @@ class Store(ConfigStoreMixin):
     def notifications(self) -> list[Notification]:
         with self.session() as session:
             return list(session.scalars(select(Notification).order_by(Notification.id)))
+
+
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 def _sqlite_pragmas(connection: Any, _: Any) -> None:
