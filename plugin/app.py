@@ -174,9 +174,10 @@ def create_app(settings: Settings | None = None, start_worker: bool = True) -> F
     state = AppState(settings, store, verifier, base_settings=settings)
     state.refresh(force=True)
     state.worker = NotificationWorker(
-        settings,
+        state.settings,  # the managed tables as the database holds them, kept fresh by refresh
         store,
         state.gatherer,
+        refresh=state.refresh,
         on_done=lambda encounter, run: state.record(
             encounter,
             "notification",

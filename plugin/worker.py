@@ -31,12 +31,14 @@ class NotificationWorker:
         gatherer: Callable[[], Gatherer | None],
         on_done: Callable[..., None] | None = None,
         idle_seconds: float = 0.5,
+        refresh: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.gatherer = gatherer
         self.on_done = on_done
         self.idle_seconds = idle_seconds
+        self.refresh = refresh  # picks up mapping/payer changes saved by another process
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -61,6 +63,8 @@ class NotificationWorker:
         claimed = self.store.claim()
         if claimed is None:
             return False
+        if self.refresh is not None:
+            self.refresh()
         gatherer = self.gatherer()
         if gatherer is None:
             self.store.finish(claimed.id, "no EHR configured (THERACHARGE_FHIR_BASE_URL)")

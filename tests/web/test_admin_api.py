@@ -248,3 +248,17 @@ def test_the_audit_log_names_who_changed_what(app) -> None:
         ("save", LOCAL, "same again")
     ]
     assert client.get("/admin/api/v1/audit?since=yesterday", headers=VIEWER).status_code == 400
+
+
+def test_the_notification_worker_decides_with_the_managed_tables(app) -> None:
+    state = app.extensions["theracharge"]
+    client = app.test_client()
+    payers = client.get("/admin/api/v1/payers", headers=VIEWER).json
+    payers["default_method"] = "ama"
+    client.put(
+        "/admin/api/v1/payers",
+        json={"reason": "default per contract", "payers": payers},
+        headers=ADMIN,
+    )
+    assert state.worker.settings.payers.default_method.value == "ama"
+    assert state.worker.settings is state.settings
