@@ -252,6 +252,8 @@ def test_the_audit_log_names_who_changed_what(app) -> None:
 
 def test_the_notification_worker_decides_with_the_managed_tables(app) -> None:
     state = app.extensions["theracharge"]
+    assert state.worker.settings is state.settings  # from the start, not the file-based ones
+    assert state.worker.refresh == state.refresh  # and refreshed before each claim
     client = app.test_client()
     payers = client.get("/admin/api/v1/payers", headers=VIEWER).json
     payers["default_method"] = "ama"
