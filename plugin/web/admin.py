@@ -173,25 +173,23 @@ def mapping_version(name: str, version: int) -> Response:
 @blp.route("/mappings/<name>/rollback", methods=["POST"])
 @blp.doc(summary="Make an earlier version current again: {version, reason}")
 def rollback_mapping(name: str) -> Response:
+    return _rollback(MAPPING, name)
+
+
+def _rollback(kind: str, name: str) -> Response:
+    """A new version with an earlier version's content (admin only)."""
     author = bearer_caller("admin")
     body = _body()
     version = body.get("version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise Unprocessable("version: a version number", {"version": "required integer"})
     state = _state()
+    reason = str(body.get("reason", ""))
     try:
         return _saved(
-            MAPPING,
+            kind,
             name,
-            lambda: rollback(
-                state.store,
-                state.settings,
-                MAPPING,
-                name,
-                version,
-                author,
-                str(body.get("reason", "")),
-            ),
+            lambda: rollback(state.store, state.settings, kind, name, version, author, reason),
         )
     except LookupError as exc:
         raise NotFoundError(str(exc)) from exc
@@ -258,28 +256,7 @@ def payer_versions() -> Response:
 @blp.route("/payers/rollback", methods=["POST"])
 @blp.doc(summary="Make an earlier version of the payer rules current again: {version, reason}")
 def rollback_payers() -> Response:
-    author = bearer_caller("admin")
-    body = _body()
-    version = body.get("version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise Unprocessable("version: a version number", {"version": "required integer"})
-    state = _state()
-    try:
-        return _saved(
-            PAYERS,
-            PAYER_TABLE,
-            lambda: rollback(
-                state.store,
-                state.settings,
-                PAYERS,
-                PAYER_TABLE,
-                version,
-                author,
-                str(body.get("reason", "")),
-            ),
-        )
-    except LookupError as exc:
-        raise NotFoundError(str(exc)) from exc
+    return _rollback(PAYERS, PAYER_TABLE)
 
 
 # --- audit log ------------------------------------------------------------------------------
