@@ -214,6 +214,12 @@ def test_payer_rules_are_validated_versioned_and_drive_the_method(app) -> None:
     assert latest["diff"] == [{"change": "changed", "payer": "medicare-part-b"}]
     now_ama = client.post("/cds-services/therapy-charges", json=hook_body()).json
     assert now_ama["cards"][0]["summary"].startswith("Charges (AMA)")
+    back = client.post(
+        "/admin/api/v1/payers/rollback", json={"version": 1, "reason": "undo"}, headers=ADMIN
+    )
+    assert back.json["version"] == 3
+    cms_again = client.post("/cds-services/therapy-charges", json=hook_body()).json
+    assert cms_again["cards"][0]["summary"].startswith("Charges (CMS)")
 
 
 def test_a_payers_modifier_policy_drops_the_plan_of_care_modifier(app) -> None:
