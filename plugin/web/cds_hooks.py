@@ -40,8 +40,10 @@ def _body(schema: Any) -> dict[str, Any]:
     return loaded
 
 
-def _trusted() -> None:
-    """Verify the CDS Client's JWT; aud must be the exact URL called."""
+def _trusted(service_id: str) -> None:
+    """The call names our service and carries a valid CDS Client JWT (aud: the exact URL)."""
+    if service_id != SERVICE_ID:
+        raise NotFoundError(f"no CDS service {service_id!r}")
     verifier = current_app.extensions["theracharge"].cds_verifier
     if verifier is None:
         return
@@ -53,9 +55,7 @@ def _trusted() -> None:
 @blp.route("/<service_id>", methods=["POST"])
 @blp.doc(summary="Call a CDS service (therapy-charges on encounter-discharge)")
 def call(service_id: str) -> Response:
-    if service_id != SERVICE_ID:
-        raise NotFoundError(f"no CDS service {service_id!r}")
-    _trusted()
+    _trusted(service_id)
     data = _body(HOOK_REQUEST)
     g.hook_instance = data["hookInstance"]
     auth = data["fhirAuthorization"] or {}
@@ -94,9 +94,7 @@ def call(service_id: str) -> Response:
 @blp.route("/<service_id>/feedback", methods=["POST"])
 @blp.doc(summary="Feedback on cards: accepted or overridden, with the reason")
 def feedback(service_id: str) -> Response:
-    if service_id != SERVICE_ID:
-        raise NotFoundError(f"no CDS service {service_id!r}")
-    _trusted()
+    _trusted(service_id)
     data = _body(FEEDBACK)
     store = current_app.extensions["theracharge"].store
     for item in data["feedback"]:
