@@ -163,6 +163,7 @@ def create_app(settings: Settings | None = None, start_worker: bool = True) -> F
     )
     store = Store(settings.service.database_url)
     store.migrate()
+    store.defer_ledger()  # ledger rows leave the request path (plugin/store/ledger.py)
     verifier = None
     if settings.service.cds_auth:
         verifier = ClientVerifier(

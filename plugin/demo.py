@@ -233,14 +233,19 @@ class Demo:
             }
         )
 
-    def wait_for_notifications(self, encounters: list[str], timeout: float = 90) -> None:
+    def wait_for_notifications(
+        self, encounters: list[str], everyone: list[str], timeout: float = 90
+    ) -> None:
+        """Until every notification is processed and every encounter of the day has its run in
+        the ledger (the service writes ledger rows in batches, a moment after it answers)."""
         from plugin.store import Store
 
         store = Store(self.settings.service.database_url)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             done = {n.encounter_id for n in store.notifications() if n.status in ("done", "failed")}
-            if set(encounters) <= done:
+            recorded = {run.encounter_id for run in store.runs(limit=1000)}
+            if set(encounters) <= done and set(everyone) <= recorded:
                 return
             time.sleep(0.5)
         raise TimeoutError("the notifications were not all processed in time")
@@ -361,7 +366,7 @@ def run(root: Path, keys: Path, sekmet: str, once: bool, visits: int) -> int:
         hooks = [demo.call_hook(e) for e in by_hook]
         for encounter in by_notification:
             demo.finish(encounter)
-        demo.wait_for_notifications(by_notification)
+        demo.wait_for_notifications(by_notification, by_hook + by_notification)
         items = demo.charge_items()
         body = report(demo, hooks, items)
         (root / "report.json").write_text(json.dumps(body, indent=2))

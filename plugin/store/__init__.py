@@ -32,6 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from plugin.store.config import ConfigStoreMixin
+from plugin.store.ledger import LedgerWriter
 from plugin.store.models import AuditEntry, Notification, RunEntry, SeenToken
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -70,6 +71,7 @@ class Store(ConfigStoreMixin):
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._ledger: LedgerWriter | None = None
 
     def migrate(self) -> None:
         """Bring the schema to the newest migration (run at start; safe to repeat)."""
@@ -128,26 +130,47 @@ class Store(ConfigStoreMixin):
         error: str | None = None,
         report: dict[str, Any] | None = None,
     ) -> None:
-        """One ledger row (a cached Core insert: on the hook's path the ORM's unit of work costs
-        more than the decision itself, bench/bench_hook.py)."""
+        """One ledger row: queued for the batch writer once `defer_ledger` is on, else written
+        now."""
+        row = {
+            "at": now(),
+            "encounter_id": encounter_id,
+            "trigger": trigger,
+            "outcome": outcome,
+            "lines": lines,
+            "gaps": gaps,
+            "written": written,
+            "error": error,
+            "report": report,
+        }
+        if self._ledger is not None:
+            self._ledger.put(row)
+        else:
+            self._write_runs([row])
+
+    def defer_ledger(self, interval: float = 0.05) -> None:
+        """Write ledger rows in batches from a thread (the service: plugin/store/ledger.py)."""
+        if self._ledger is None:
+            self._ledger = LedgerWriter(self._write_runs, interval)
+
+    def flush_ledger(self) -> None:
+        if self._ledger is not None:
+            self._ledger.flush()
+
+    def close(self) -> None:
+        """Write what is queued and stop the ledger's thread (graceful shutdown)."""
+        if self._ledger is not None:
+            self._ledger.close()
+
+    def _write_runs(self, rows: list[dict[str, Any]]) -> None:
+        """Ledger rows in one transaction (a cached Core insert, executemany: the ORM's unit of
+        work per row cost more than the decision itself, bench/bench_hook.py)."""
         with self.engine.begin() as connection:
-            connection.execute(
-                _RUN_INSERT,
-                {
-                    "at": now(),
-                    "encounter_id": encounter_id,
-                    "trigger": trigger,
-                    "outcome": outcome,
-                    "lines": lines,
-                    "gaps": gaps,
-                    "written": written,
-                    "error": error,
-                    "report": report,
-                },
-            )
+            connection.execute(_RUN_INSERT, rows)
 
     def latest_runs(self, limit: int = 1000) -> list[RunEntry]:
         """The newest ledger row of each encounter (the hold worklist's source)."""
+        self.flush_ledger()
         with self.session() as session:
             newest = (
                 select(RunEntry.encounter_id, func.max(RunEntry.id).label("id"))
@@ -163,6 +186,7 @@ class Store(ConfigStoreMixin):
             return list(session.scalars(query))
 
     def runs(self, encounter_id: str | None = None, limit: int = 100) -> list[RunEntry]:
+        self.flush_ledger()
         with self.session() as session:
             query = select(RunEntry).order_by(RunEntry.id.desc()).limit(limit)
             if encounter_id:

@@ -25,6 +25,7 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
         for key, value in self.options.items():
             self.cfg.set(key, value)
         self.cfg.set("post_fork", _post_fork)
+        self.cfg.set("worker_exit", _worker_exit)
 
     def load(self) -> Flask:
         app = create_app(self.settings, start_worker=False)  # workers start theirs after fork
@@ -39,9 +40,21 @@ def _post_fork(server: Any, worker: Any) -> None:
         state.worker.start()
 
 
+def _worker_exit(server: Any, worker: Any) -> None:
+    """A worker stopping gracefully writes its queued ledger rows first."""
+    state = worker.app.callable.extensions["theracharge"]
+    if state.worker is not None:
+        state.worker.stop()
+    state.store.close()
+
+
 def serve(settings: Settings, host: str, port: int, workers: int, dev: bool) -> None:
     if dev:
-        create_app(settings).run(host=host, port=port, debug=False, threaded=True)
+        app = create_app(settings)
+        try:
+            app.run(host=host, port=port, debug=False, threaded=True)
+        finally:
+            app.extensions["theracharge"].store.close()
         return
     options = {
         "bind": f"{host}:{port}",

@@ -1,0 +1,102 @@
+"""The run ledger's writer: rows queued by requests, written in batches by one thread.
+
+A hook call used to spend a fifth of its time committing its own ledger row, and two gunicorn
+workers queued on SQLite's write lock for it (bench/bench_hook.py). Here a request only appends
+its row; a thread per process writes what has gathered every `interval` seconds in one
+transaction. Reads in the same process flush first, so a page or an API call sees every run
+this process decided; another process sees it within `interval`. A graceful stop (gunicorn's
+worker exit, `close()`) writes what is left. Only a killed process can lose rows, at most the
+last `interval` of them: the ledger is TheraCharge's record of its decisions, while what was
+billed is the EHR's ChargeItems, written before the hook answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+log = logging.getLogger(__name__)
+IDLE_SECONDS = 5.0
+Row = dict[str, Any]
+
+
+class LedgerWriter:
+    def __init__(
+        self,
+        write: Callable[[list[Row]], None],
+        interval: float = 0.05,
+        max_pending: int = 5000,
+    ) -> None:
+        self._write = write
+        self.interval = interval
+        self.max_pending = max_pending  # beyond this a request writes the batch itself
+        self._pending: list[Row] = []
+        self._lock = threading.Lock()  # guards _pending
+        self._writing = threading.Lock()  # one batch at a time, in arrival order
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def put(self, row: Row) -> None:
+        with self._lock:
+            self._pending.append(row)
+            backlog = len(self._pending)
+            # Started on first use in each process (a thread started before gunicorn forks
+            # would not exist in the workers) and again after it went idle.
+            if self._thread is None or self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._loop, name="ledger", daemon=True)
+                self._thread.start()
+        if backlog >= self.max_pending:  # the database is slow or down: push back on callers
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every queued row now, in the caller's thread. A failure keeps the rows queued
+        (in order, ahead of newer ones) and raises."""
+        with self._writing:
+            with self._lock:
+                batch, self._pending = self._pending, []
+            if not batch:
+                return
+            try:
+                self._write(batch)
+            except Exception:
+                with self._lock:
+                    self._pending[:0] = batch
+                raise
+
+    def close(self) -> None:
+        """Stop the thread and write what is left (graceful shutdown)."""
+        self._stop.set()
+        with self._lock:
+            thread = self._thread if self._pid == os.getpid() else None
+        if thread is not None:
+            thread.join(timeout=10)
+        self.flush()
+
+    def _loop(self) -> None:
+        idle = 0
+        while not self._stop.wait(self.interval):
+            try:
+                self.flush()
+            except SQLAlchemyError as exc:  # the database is away: keep the rows, try again
+                # The driver's message only: SQLAlchemy's own would quote the rows.
+                reason = getattr(exc, "orig", None) or type(exc).__name__
+                log.warning("writing %d ledger row(s) failed, will retry: %s", self.pending, reason)
+                self._stop.wait(min(1.0, self.interval * 20))
+                continue
+            with self._lock:
+                idle = idle + 1 if not self._pending else 0
+                if idle * self.interval >= IDLE_SECONDS:  # nothing for a while: let put restart
+                    self._thread = None
+                    return
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)

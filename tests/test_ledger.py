@@ -1,0 +1,133 @@
+"""The ledger's batch writer: rows leave the request path, none is lost on a graceful stop."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from plugin.store import Store
+from plugin.store.ledger import LedgerWriter
+
+
+def _rows_in_file(path: Path) -> int:
+    with sqlite3.connect(path) as connection:  # a second process's view: no flush of ours
+        return int(connection.execute("SELECT count(*) FROM run_ledger").fetchone()[0])
+
+
+def _eventually(check: Any, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return bool(check())
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> tuple[Store, Path]:
+    path = tmp_path / "theracharge.db"
+    store = Store(f"sqlite:///{path}")
+    store.migrate()
+    store.defer_ledger(interval=0.02)
+    return store, path
+
+
+def _record(store: Store, encounter: str, outcome: str = "preview") -> None:
+    store.record_run(encounter, "cds-hook", outcome, [{"code": "97110"}], [], {})
+
+
+def test_queued_rows_reach_the_database_without_anyone_reading(db: tuple[Store, Path]) -> None:
+    store, path = db
+    for n in range(25):
+        _record(store, f"e{n}")
+    assert _eventually(lambda: _rows_in_file(path) == 25)
+    assert [r.encounter_id for r in store.runs(limit=3)] == ["e24", "e23", "e22"]
+
+
+def test_a_read_in_the_same_process_sees_what_was_just_recorded(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'theracharge.db'}")
+    store.migrate()
+    store.defer_ledger(interval=60)  # the thread would not write for a minute
+    _record(store, "e1", "written")
+    assert [(r.encounter_id, r.outcome) for r in store.runs("e1")] == [("e1", "written")]
+    assert [r.encounter_id for r in store.latest_runs()] == ["e1"]
+
+
+def test_closing_writes_what_is_left(tmp_path: Path) -> None:
+    path = tmp_path / "theracharge.db"
+    store = Store(f"sqlite:///{path}")
+    store.migrate()
+    store.defer_ledger(interval=60)
+    for n in range(3):
+        _record(store, f"e{n}")
+    assert _rows_in_file(path) == 0
+    store.close()
+    assert _rows_in_file(path) == 3
+
+
+def test_a_failed_write_keeps_the_rows_in_order_for_the_next_attempt() -> None:
+    written: list[list[str]] = []
+    failing = threading.Event()
+    failing.set()
+
+    def write(rows: list[dict[str, Any]]) -> None:
+        if failing.is_set():
+            raise OperationalError("INSERT", {}, sqlite3.OperationalError("database is locked"))
+        written.append([r["n"] for r in rows])
+
+    ledger = LedgerWriter(write, interval=0.01)
+    ledger.put({"n": "a"})
+    ledger.put({"n": "b"})
+    with pytest.raises(OperationalError):
+        ledger.flush()
+    ledger.put({"n": "c"})
+    assert ledger.pending == 3
+    failing.clear()
+    assert _eventually(lambda: ledger.pending == 0)
+    assert [n for batch in written for n in batch] == ["a", "b", "c"]
+    ledger.close()
+
+
+def test_a_backlog_makes_the_caller_write_it() -> None:
+    written: list[int] = []
+    ledger = LedgerWriter(lambda rows: written.append(len(rows)), interval=60, max_pending=4)
+    for n in range(4):
+        ledger.put({"n": n})
+    assert written == [4]  # the fourth put wrote the batch itself
+    assert ledger.pending == 0
+    ledger.close()
+
+
+def test_an_idle_thread_stops_and_the_next_row_starts_another(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("plugin.store.ledger.IDLE_SECONDS", 0.05)
+    written: list[Any] = []
+    ledger = LedgerWriter(written.extend, interval=0.01)
+    ledger.put({"n": 1})
+    assert _eventually(lambda: written == [{"n": 1}] and ledger._thread is None)
+    ledger.put({"n": 2})
+    assert _eventually(lambda: written == [{"n": 1}, {"n": 2}])
+    ledger.close()
+
+
+def test_a_stopping_gunicorn_worker_writes_its_queued_rows(make_app: Any, tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from plugin.web.server import _worker_exit
+
+    app = make_app(THERACHARGE_CDS_AUTH="disabled")
+    state = app.extensions["theracharge"]
+    assert state.store._ledger is not None  # the service queues its ledger rows
+    state.store._ledger.interval = 60  # the thread would not write for a minute
+    _record(state.store, "e9")
+    path = tmp_path / "instance" / "theracharge.db"
+    assert _rows_in_file(path) == 0
+    _worker_exit(None, SimpleNamespace(app=SimpleNamespace(callable=app)))
+    assert _rows_in_file(path) == 1
