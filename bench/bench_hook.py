@@ -6,7 +6,9 @@ and a hello-world app under the same gunicorn settings on 127.0.0.1, drives each
 bounded time, prints requests/s, p50 and p99 latency and their ratio, and stops both by PID.
 The hook call carries a full prefetch: one encounter, six procedures. CDS client
 authentication is switched off for the run (wrk replays one body; a real client sends a fresh
-JWT each call). Asserts nothing. Goal (issue 6): at least half the hello-world rate, p99 < 50 ms.
+JWT each call). Also drives the hello-world app's `POST /echo` with the same body (parse it,
+answer no cards): the floor any hook implementation stands on, transport and JSON alone.
+Asserts nothing. Goal (issue 6): at least half the hello-world rate, p99 < 50 ms.
 """
 
 from __future__ import annotations
@@ -165,6 +167,12 @@ def main() -> None:
                 args.seconds,
                 args.connections,
             )
+            echo = run_wrk(
+                f"http://127.0.0.1:{hello_port}/echo",
+                str(post_script),
+                args.seconds,
+                args.connections,
+            )
             hook = run_wrk(hook_url, str(post_script), args.seconds, args.connections)
         finally:
             for process in processes:
@@ -177,9 +185,11 @@ def main() -> None:
     print(f"{'endpoint':<34}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>9}")
     for name, (rate, p50, p99, errors) in (
         ("GET /hello (hello world)", hello),
+        ("POST /echo, same body, no work", echo),
         ("POST hook, 6 procedures, preview", hook),
     ):
         print(f"{name:<34}{rate:>10,.0f}{p50:>10.1f}{p99:>10.1f}{errors:>9}")
+    print(f"echo / hello-world rate: {echo[0] / hello[0]:.2f} (receiving and parsing the body)")
     print(
         f"hook / hello-world rate: {hook[0] / hello[0]:.2f} (goal ≥ 0.5); "
         f"hook p99 {hook[2]:.1f} ms (goal < 50)"

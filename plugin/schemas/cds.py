@@ -39,9 +39,9 @@ class HookRequestSchema(Schema):
     fhirServer = fields.Url(load_default=None, require_tld=False)
     fhirAuthorization = fields.Nested(FhirAuthorizationSchema, load_default=None)
     context = fields.Nested(DischargeContextSchema, required=True)
-    prefetch = fields.Dict(
-        keys=fields.String(), values=fields.Raw(allow_none=True), load_default=dict
-    )
+    # Any JSON object: its keys are strings and each value may be anything, null included
+    # (checked where used, plugin/hooks.py); per-entry fields only doubled the load's cost.
+    prefetch = fields.Dict(load_default=dict)
 
 
 class OverrideReasonSchema(Schema):

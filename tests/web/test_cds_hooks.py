@@ -85,6 +85,7 @@ def test_system_actions_mode_hands_the_writes_to_the_ehr(make_app, sign) -> None
         ({"hook": "patient-view"}, "hook"),
         ({"fhirServer": "not a url"}, "fhirServer"),
         ({"fhirAuthorization": {"access_token": "x"}}, "fhirAuthorization.token_type"),
+        ({"prefetch": ["Encounter/e1"]}, "prefetch"),
     ],
 )
 def test_a_malformed_call_is_400_naming_the_field(
