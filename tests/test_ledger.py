@@ -115,19 +115,3 @@ def test_an_idle_thread_stops_and_the_next_row_starts_another(
     ledger.put({"n": 2})
     assert _eventually(lambda: written == [{"n": 1}, {"n": 2}])
     ledger.close()
-
-
-def test_a_stopping_gunicorn_worker_writes_its_queued_rows(make_app: Any, tmp_path: Path) -> None:
-    from types import SimpleNamespace
-
-    from plugin.web.server import _worker_exit
-
-    app = make_app(THERACHARGE_CDS_AUTH="disabled")
-    state = app.extensions["theracharge"]
-    assert state.store._ledger is not None  # the service queues its ledger rows
-    state.store._ledger.interval = 60  # the thread would not write for a minute
-    _record(state.store, "e9")
-    path = tmp_path / "instance" / "theracharge.db"
-    assert _rows_in_file(path) == 0
-    _worker_exit(None, SimpleNamespace(app=SimpleNamespace(callable=app)))
-    assert _rows_in_file(path) == 1

@@ -29,6 +29,10 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> Flask:
         app = create_app(self.settings, start_worker=False)  # workers start theirs after fork
+        # No database connection may cross the fork: two processes on one SQLite handle or
+        # PostgreSQL socket corrupt each other (SQLAlchemy, "Using Connection Pools with
+        # Multiprocessing or os.fork()"). Each worker opens its own on first use.
+        app.extensions["theracharge"].store.engine.dispose()
         gc.freeze()  # long-lived objects out of the collector's way
         return app
 
