@@ -115,3 +115,41 @@ def test_an_idle_thread_stops_and_the_next_row_starts_another(
     ledger.put({"n": 2})
     assert _eventually(lambda: written == [{"n": 1}, {"n": 2}])
     ledger.close()
+
+
+def test_a_row_the_database_refuses_is_dropped_and_the_others_are_written(
+    db: tuple[Store, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    store, _ = db
+    _record(store, "e1")
+    store.record_run("e2", "cds-hook", "preview", [{"secret": object()}], [], {})  # unserialisable
+    _record(store, "e3")
+    store.flush_ledger()
+    assert sorted(r.encounter_id for r in store.runs()) == ["e1", "e3"]
+    assert store._ledger is not None
+    assert store._ledger.dropped == 1
+    (message,) = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert "Encounter/e2" in message
+    assert "secret" not in message  # never the row itself
+    assert "INSERT" not in message
+
+
+def test_closing_while_the_database_is_away_keeps_quiet_about_the_rows(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def down(rows: list[dict[str, Any]]) -> None:
+        raise OperationalError("INSERT", {"lines": "the row"}, sqlite3.OperationalError("gone"))
+
+    ledger = LedgerWriter(down, interval=60)
+    ledger.put({"n": 1})
+    ledger.close()  # logs, does not raise: a stopping worker must still stop
+    (message,) = [r.getMessage() for r in caplog.records if "shutdown" in r.getMessage()]
+    assert message == "1 ledger row(s) could not be written at shutdown: gone"
+
+
+def test_a_row_arriving_after_close_is_written_at_once() -> None:
+    written: list[Any] = []
+    ledger = LedgerWriter(written.extend, interval=60)
+    ledger.close()
+    ledger.put({"n": 1})
+    assert written == [{"n": 1}]

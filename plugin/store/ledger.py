@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
 log = logging.getLogger(__name__)
 IDLE_SECONDS = 5.0
@@ -41,6 +41,7 @@ class LedgerWriter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = 0
+        self.dropped = 0  # rows the database refused (logged)
 
     def put(self, row: Row) -> None:
         with self._lock:
@@ -52,12 +53,13 @@ class LedgerWriter:
                 self._pid = os.getpid()
                 self._thread = threading.Thread(target=self._loop, name="ledger", daemon=True)
                 self._thread.start()
-        if backlog >= self.max_pending:  # the database is slow or down: push back on callers
-            self.flush()
+        if backlog >= self.max_pending or self._stop.is_set():
+            self.flush()  # the database is slow or down (push back on callers), or we stopped
 
     def flush(self) -> None:
-        """Write every queued row now, in the caller's thread. A failure keeps the rows queued
-        (in order, ahead of newer ones) and raises."""
+        """Write every queued row now, in the caller's thread. When the database is away the
+        rows stay queued (in order, ahead of newer ones) and the error is raised; a row the
+        database refuses is logged and dropped, so it cannot hold back the others."""
         with self._writing:
             with self._lock:
                 batch, self._pending = self._pending, []
@@ -65,19 +67,47 @@ class LedgerWriter:
                 return
             try:
                 self._write(batch)
-            except Exception:
-                with self._lock:
-                    self._pending[:0] = batch
-                raise
+            except SQLAlchemyError as exc:
+                if _transient(exc):
+                    self._requeue(batch)
+                    raise
+                self._one_by_one(batch)
+
+    def _one_by_one(self, batch: list[Row]) -> None:
+        for index, row in enumerate(batch):
+            try:
+                self._write([row])
+            except SQLAlchemyError as exc:
+                if _transient(exc):
+                    self._requeue(batch[index:])
+                    raise
+                self.dropped += 1
+                # The error's class and the driver's reason only: SQLAlchemy's message quotes
+                # the row.
+                log.error(
+                    "a ledger row of Encounter/%s was refused and dropped: %s",
+                    row.get("encounter_id"),
+                    _reason(exc),
+                )
+
+    def _requeue(self, rows: list[Row]) -> None:
+        with self._lock:
+            self._pending[:0] = rows
 
     def close(self) -> None:
-        """Stop the thread and write what is left (graceful shutdown)."""
+        """Stop the thread and write what is left (graceful shutdown); rows arriving after
+        this are written at once."""
         self._stop.set()
         with self._lock:
             thread = self._thread if self._pid == os.getpid() else None
         if thread is not None:
             thread.join(timeout=10)
-        self.flush()
+        try:
+            self.flush()
+        except SQLAlchemyError as exc:
+            log.error(
+                "%d ledger row(s) could not be written at shutdown: %s", self.pending, _reason(exc)
+            )
 
     def _loop(self) -> None:
         idle = 0
@@ -85,9 +115,9 @@ class LedgerWriter:
             try:
                 self.flush()
             except SQLAlchemyError as exc:  # the database is away: keep the rows, try again
-                # The driver's message only: SQLAlchemy's own would quote the rows.
-                reason = getattr(exc, "orig", None) or type(exc).__name__
-                log.warning("writing %d ledger row(s) failed, will retry: %s", self.pending, reason)
+                log.warning(
+                    "writing %d ledger row(s) failed, will retry: %s", self.pending, _reason(exc)
+                )
                 self._stop.wait(min(1.0, self.interval * 20))
                 continue
             with self._lock:
@@ -100,3 +130,16 @@ class LedgerWriter:
     def pending(self) -> int:
         with self._lock:
             return len(self._pending)
+
+
+def _transient(exc: SQLAlchemyError) -> bool:
+    """The database is away, locked or dropped the connection: the rows are fine, retry."""
+    return isinstance(exc, OperationalError | InterfaceError) or bool(
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    """The driver's message, or the error's class: never SQLAlchemy's text, which quotes the
+    statement's parameters (the ledger row)."""
+    return str(getattr(exc, "orig", None) or type(exc).__name__)
