@@ -109,3 +109,17 @@ def test_a_jwt_id_is_accepted_once(store: Store) -> None:
     assert store.first_use("https://ehr.example.org", "jti-1", expires)
     assert not store.first_use("https://ehr.example.org", "jti-1", expires)
     assert store.first_use("https://other.example.org", "jti-1", expires)
+
+
+def test_the_newest_decision_wins_even_when_it_reached_the_table_first(store: Store) -> None:
+    batching = Store(store.url)  # another worker, whose writer has not flushed yet
+    batching.defer_ledger(interval=60)
+    batching.record_run("e1", "cds-hook", "preview", [], [], {})  # decided first …
+    store.record_run("e1", "page:billing", "written", [], [], {})  # … this one later
+    store.record_run("e2", "cds-hook", "preview", [], [], {})
+    batching.close()  # … and the older decision is written last
+    assert [(r.encounter_id, r.outcome) for r in store.latest_runs()] == [
+        ("e2", "preview"),
+        ("e1", "written"),
+    ]
+    assert [r.outcome for r in store.runs("e1")] == ["written", "preview"]

@@ -39,6 +39,7 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Built once and executed with parameters: SQLAlchemy caches its compiled form, where
 # `insert(...).values(...)` per call re-coerced every value (a third of a hook call).
 _RUN_INSERT = insert(cast(Table, RunEntry.__table__))
+_NEWEST_FIRST = (RunEntry.at.desc(), RunEntry.id.desc())
 
 
 def now() -> datetime:
@@ -169,26 +170,31 @@ class Store(ConfigStoreMixin):
             connection.execute(_RUN_INSERT, rows)
 
     def latest_runs(self, limit: int = 1000) -> list[RunEntry]:
-        """The newest ledger row of each encounter (the hold worklist's source)."""
+        """The newest decision of each encounter (the hold worklist's source). Newest by the
+        time it was decided, not by row id: each worker writes its rows in batches, so a
+        decision can reach the table after a later one from another worker."""
         self.flush_ledger()
         with self.session() as session:
-            newest = (
-                select(RunEntry.encounter_id, func.max(RunEntry.id).label("id"))
-                .group_by(RunEntry.encounter_id)
-                .subquery()
-            )
+            ranked = select(
+                RunEntry.id,
+                func.row_number()
+                .over(partition_by=RunEntry.encounter_id, order_by=_NEWEST_FIRST)
+                .label("rank"),
+            ).subquery()
             query = (
                 select(RunEntry)
-                .join(newest, RunEntry.id == newest.c.id)
-                .order_by(RunEntry.id.desc())
+                .join(ranked, RunEntry.id == ranked.c.id)
+                .where(ranked.c.rank == 1)
+                .order_by(*_NEWEST_FIRST)
                 .limit(limit)
             )
             return list(session.scalars(query))
 
     def runs(self, encounter_id: str | None = None, limit: int = 100) -> list[RunEntry]:
+        """Decisions, newest first (by when they were decided)."""
         self.flush_ledger()
         with self.session() as session:
-            query = select(RunEntry).order_by(RunEntry.id.desc()).limit(limit)
+            query = select(RunEntry).order_by(*_NEWEST_FIRST).limit(limit)
             if encounter_id:
                 query = query.where(RunEntry.encounter_id == encounter_id)
             return list(session.scalars(query))
