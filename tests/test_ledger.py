@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy.exc import OperationalError
 
 from plugin.store import Store
@@ -18,6 +19,10 @@ from plugin.store.ledger import LedgerWriter
 def _rows_in_file(path: Path) -> int:
     with sqlite3.connect(path) as connection:  # a second process's view: no flush of ours
         return int(connection.execute("SELECT count(*) FROM run_ledger").fetchone()[0])
+
+
+def _count(result: str) -> float:
+    return REGISTRY.get_sample_value("theracharge_ledger_rows_total", {"result": result}) or 0.0
 
 
 def _eventually(check: Any, seconds: float = 10) -> bool:
@@ -84,8 +89,10 @@ def test_a_failed_write_keeps_the_rows_in_order_for_the_next_attempt() -> None:
     ledger = LedgerWriter(write, interval=0.01)
     ledger.put({"n": "a"})
     ledger.put({"n": "b"})
+    failures = REGISTRY.get_sample_value("theracharge_ledger_write_failures_total") or 0.0
     with pytest.raises(OperationalError):
         ledger.flush()
+    assert REGISTRY.get_sample_value("theracharge_ledger_write_failures_total") == failures + 1
     ledger.put({"n": "c"})
     assert ledger.pending == 3
     failing.clear()
@@ -121,6 +128,7 @@ def test_a_row_the_database_refuses_is_dropped_and_the_others_are_written(
     db: tuple[Store, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     store, _ = db
+    before = {k: _count(k) for k in ("written", "refused")}
     _record(store, "e1")
     store.record_run("e2", "cds-hook", "preview", [{"secret": object()}], [], {})  # unserialisable
     _record(store, "e3")
@@ -128,6 +136,8 @@ def test_a_row_the_database_refuses_is_dropped_and_the_others_are_written(
     assert sorted(r.encounter_id for r in store.runs()) == ["e1", "e3"]
     assert store._ledger is not None
     assert store._ledger.dropped == 1
+    assert _count("written") - before["written"] == 2  # on /metrics
+    assert _count("refused") - before["refused"] == 1
     (message,) = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert "Encounter/e2" in message
     assert "secret" not in message  # never the row itself

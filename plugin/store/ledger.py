@@ -18,10 +18,17 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from prometheus_client import Counter
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
 log = logging.getLogger(__name__)
 IDLE_SECONDS = 5.0
+ROWS = Counter(
+    "theracharge_ledger_rows_total", "Ledger rows by what became of them", ["result"]
+)  # written, refused (dropped, logged)
+WRITE_FAILURES = Counter(
+    "theracharge_ledger_write_failures_total", "Ledger batches not written: database away"
+)
 Row = dict[str, Any]
 
 
@@ -69,9 +76,12 @@ class LedgerWriter:
                 self._write(batch)
             except SQLAlchemyError as exc:
                 if _transient(exc):
+                    WRITE_FAILURES.inc()
                     self._requeue(batch)
                     raise
                 self._one_by_one(batch)
+                return
+            ROWS.labels("written").inc(len(batch))
 
     def _one_by_one(self, batch: list[Row]) -> None:
         for index, row in enumerate(batch):
@@ -79,9 +89,11 @@ class LedgerWriter:
                 self._write([row])
             except SQLAlchemyError as exc:
                 if _transient(exc):
+                    WRITE_FAILURES.inc()
                     self._requeue(batch[index:])
                     raise
                 self.dropped += 1
+                ROWS.labels("refused").inc()
                 # The error's class and the driver's reason only: SQLAlchemy's message quotes
                 # the row.
                 log.error(
@@ -89,6 +101,8 @@ class LedgerWriter:
                     row.get("encounter_id"),
                     _reason(exc),
                 )
+                continue
+            ROWS.labels("written").inc()
 
     def _requeue(self, rows: list[Row]) -> None:
         with self._lock:
