@@ -102,8 +102,11 @@ class AppState:
         decision: Decision,
         plan: WritePlan | None,
         error: str | None,
+        *,
+        wait: bool = False,
     ) -> None:
-        """The run ledger: every decision, what was written, what failed."""
+        """The run ledger: every decision, what was written, what failed (`wait`: on the table
+        before returning, Store.record_run)."""
         visit = decision.visit
         lines = [
             {
@@ -130,7 +133,15 @@ class AppState:
                 "corrections": plan.corrections,
             }
         self.store.record_run(
-            encounter_id, trigger, outcome, lines, gaps, written, error, decision_report(decision)
+            encounter_id,
+            trigger,
+            outcome,
+            lines,
+            gaps,
+            written,
+            error,
+            decision_report(decision),
+            wait=wait,
         )
 
 

@@ -130,9 +130,12 @@ class Store(ConfigStoreMixin):
         written: dict[str, Any],
         error: str | None = None,
         report: dict[str, Any] | None = None,
+        *,
+        wait: bool = False,
     ) -> None:
         """One ledger row: queued for the batch writer once `defer_ledger` is on, else written
-        now."""
+        now. `wait`: written before returning, for a caller whose next request reads it back
+        (a page's re-run redirects to the decision page, which another worker may serve)."""
         row = {
             "at": now(),
             "encounter_id": encounter_id,
@@ -144,10 +147,12 @@ class Store(ConfigStoreMixin):
             "error": error,
             "report": report,
         }
-        if self._ledger is not None:
-            self._ledger.put(row)
-        else:
+        if self._ledger is None:
             self._write_runs([row])
+            return
+        self._ledger.put(row)
+        if wait:
+            self._ledger.flush()  # this row and the ones queued before it, in order
 
     def defer_ledger(self, interval: float = 0.05) -> None:
         """Write ledger rows in batches from a thread (the service: plugin/store/ledger.py)."""

@@ -49,7 +49,8 @@ def _charges(encounter_id: str, dry_run: bool) -> Response:
     )
     count_decision(list(run.decision.lines), list(run.decision.findings))
     outcome = "preview" if dry_run else ("written" if run.written else "unchanged")
-    state.record(encounter_id, f"api:{caller}", outcome, run.decision, run.plan, None)
+    # Billing tools read the worklist next, perhaps from another worker: on the table first.
+    state.record(encounter_id, f"api:{caller}", outcome, run.decision, run.plan, None, wait=True)
     body = run_report(run)
     body["dry_run"] = dry_run
     return jsonify(body)

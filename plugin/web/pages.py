@@ -171,7 +171,9 @@ def rerun(encounter_id: str) -> Any:
         flash(f"Re-run failed: {exc}", "problem")
         return redirect(url_for("pages.decision", encounter_id=encounter_id))
     outcome = "written" if run.written else "unchanged"
-    state.record(encounter_id, f"page:{session['who']}", outcome, run.decision, run.plan, None)
+    state.record(
+        encounter_id, f"page:{session['who']}", outcome, run.decision, run.plan, None, wait=True
+    )
     flash(f"Re-run done: {outcome}.", "notice")
     return redirect(url_for("pages.decision", encounter_id=encounter_id))
 

@@ -17,6 +17,7 @@ from werkzeug.serving import make_server
 from plugin.app import create_app
 from plugin.environment import token_hash
 from plugin.settings import load_settings
+from plugin.store import Store
 from tests.conftest import ISSUER
 from tests.ehr import Ehr, free_port
 from tests.integration.test_live_ehr import ours
@@ -166,7 +167,12 @@ def test_a_notification_received_while_stopped_is_processed_once_after_restart(
 
 
 def test_the_charges_api_previews_then_writes(ehr: Ehr, tmp_path: Path, jwks_file: Path) -> None:
-    app = create_app(load_settings(env_for(ehr, tmp_path, jwks_file)), start_worker=False)
+    settings = load_settings(env_for(ehr, tmp_path, jwks_file))
+    app = create_app(settings, start_worker=False)
+    ledger = app.extensions["theracharge"].store._ledger
+    assert ledger is not None
+    ledger.interval = 60  # only an answer that waits for its row puts it on the table now
+    elsewhere = Store(settings.service.database_url)  # another worker's view of the ledger
     client = app.test_client()
     auth = {"Authorization": "Bearer api-token"}
     preview = client.get("/api/v1/encounters/enc-0004/charges", headers=auth)
@@ -178,5 +184,30 @@ def test_the_charges_api_previews_then_writes(ehr: Ehr, tmp_path: Path, jwks_fil
     assert set(ours(ehr, app.extensions["theracharge"].settings)) == {
         ln["key"] for ln in preview.json["lines"]
     }
+    assert [r.outcome for r in elsewhere.runs("enc-0004")] == ["written", "preview"]
     missing = client.get("/api/v1/encounters/nope/charges", headers=auth)
     assert missing.status_code == 404
+
+
+def test_a_page_rerun_writes_and_the_next_page_shows_it_from_any_worker(
+    ehr: Ehr, tmp_path: Path, jwks_file: Path
+) -> None:
+    settings = load_settings(env_for(ehr, tmp_path, jwks_file))
+    app = create_app(settings, start_worker=False)
+    ledger = app.extensions["theracharge"].store._ledger
+    assert ledger is not None
+    ledger.interval = 60  # only a re-run that waits for its row puts it on the table now
+    elsewhere = Store(settings.service.database_url)  # the worker serving the redirect
+    client = app.test_client()
+    with client.session_transaction() as session:
+        session.update(who="bea", role="billing", csrf="form-token")
+    answer = client.post("/decisions/enc-0005/rerun", data={"csrf": "form-token"})
+    assert answer.status_code == 302
+    assert answer.headers["Location"].endswith("/decisions/enc-0005")
+    assert [(r.trigger, r.outcome) for r in elsewhere.runs("enc-0005")] == [("page:bea", "written")]
+    assert any(k.startswith("enc-0005/") for k in ours(ehr, settings))
+    page = client.get("/decisions/enc-0005")
+    assert "Re-run done: written." in page.get_data(as_text=True)
+    refused = client.post("/decisions/enc-0005/rerun", data={"csrf": "guess"})
+    assert refused.status_code == 400  # a form from elsewhere changes nothing
+    assert len(elsewhere.runs("enc-0005")) == 1
