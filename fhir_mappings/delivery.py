@@ -47,6 +47,16 @@ class WritePlan:
     voided: list[str] = field(default_factory=list)  # set entered-in-error
     corrections: list[str] = field(default_factory=list)  # billed ChargeItems that now differ
 
+    def summary(self) -> dict[str, list[str]]:
+        """What each line came to, by line key: one shape for the API, the CLI and the ledger."""
+        return {
+            "created": self.created,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "entered_in_error": self.voided,
+            "corrections_needed": self.corrections,
+        }
+
     @property
     def bundle(self) -> Json | None:
         if not self.entries:

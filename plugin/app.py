@@ -123,15 +123,7 @@ class AppState:
             for ln in decision.lines
         ]
         gaps = [f.code for f in decision.findings if f.severity is not Severity.INFO]
-        written: dict[str, Any] = {}
-        if plan is not None:
-            written = {
-                "created": plan.created,
-                "updated": plan.updated,
-                "unchanged": plan.unchanged,
-                "entered_in_error": plan.voided,
-                "corrections": plan.corrections,
-            }
+        written: dict[str, Any] = plan.summary() if plan is not None else {}
         self.store.record_run(
             encounter_id,
             trigger,

@@ -185,11 +185,7 @@ def run_report(run: EncounterRun) -> dict[str, Any]:
     body = decision_report(run.decision)
     body["written"] = {
         "sent": run.written,
-        "created": plan.created,
-        "updated": plan.updated,
-        "unchanged": plan.unchanged,
-        "entered_in_error": plan.voided,
-        "corrections_needed": plan.corrections,
+        **plan.summary(),
         "attempts": run.attempts,
         "paging_capped": run.capped,
     }

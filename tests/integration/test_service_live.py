@@ -184,7 +184,10 @@ def test_the_charges_api_previews_then_writes(ehr: Ehr, tmp_path: Path, jwks_fil
     assert set(ours(ehr, app.extensions["theracharge"].settings)) == {
         ln["key"] for ln in preview.json["lines"]
     }
-    assert [r.outcome for r in elsewhere.runs("enc-0004")] == ["written", "preview"]
+    latest, _ = elsewhere.runs("enc-0004")
+    assert latest.outcome == "written"
+    shared = ("created", "updated", "unchanged", "entered_in_error", "corrections_needed")
+    assert latest.written == {k: written.json["written"][k] for k in shared}  # one shape
     missing = client.get("/api/v1/encounters/nope/charges", headers=auth)
     assert missing.status_code == 404
 
