@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.http import HTTP_STATUS_CODES
 
 from plugin.gateway.errors import FhirError, TemporaryFhirError
 from plugin.gateway.gather import NotFound
@@ -63,6 +64,11 @@ def operation_outcome(message: str, diagnostics: str = "") -> dict[str, Any]:
 
 
 def _json(status: int, body: dict[str, Any]) -> Response:
+    """The error as JSON for the APIs; as a page, in the pages' layout, for the pages."""
+    if request.blueprint == "pages":
+        title = HTTP_STATUS_CODES.get(status, "Error")
+        page = render_template("error.html", title=title, message=body.get("message") or title)
+        return Response(page, status=status, mimetype="text/html")
     response = jsonify(body)
     response.status_code = status
     return response
