@@ -63,7 +63,7 @@ def operation_outcome(message: str, diagnostics: str = "") -> dict[str, Any]:
     }
 
 
-def _json(status: int, body: dict[str, Any]) -> Response:
+def _answer(status: int, body: dict[str, Any]) -> Response:
     """The error as JSON for the APIs; as a page, in the pages' layout, for the pages."""
     if request.blueprint == "pages":
         title = HTTP_STATUS_CODES.get(status, "Error")
@@ -80,27 +80,27 @@ def register(app: Flask) -> None:
         body: dict[str, Any] = {"error": error.code, "message": error.message}
         if error.fields:
             body["fields"] = error.fields
-        return _json(error.status, body)
+        return _answer(error.status, body)
 
     @app.errorhandler(Unauthorized)
     def unauthorized(error: Unauthorized) -> Response:
         log.warning("refused an unauthenticated call: %s", error)  # the reason stays here
-        return _json(401, {"error": "unauthorized"})
+        return _answer(401, {"error": "unauthorized"})
 
     @app.errorhandler(NotFound)
     def not_found(error: NotFound) -> Response:
-        return _json(404, {"error": "not-found", "message": str(error)})
+        return _answer(404, {"error": "not-found", "message": str(error)})
 
     @app.errorhandler(FhirError)
     def upstream(error: FhirError) -> Response:
         """The EHR failed: 502 with its OperationOutcome text (never a token or a body)."""
         kind = "temporary" if isinstance(error, TemporaryFhirError) else "fatal"
         EHR_ERRORS.labels(kind).inc()
-        return _json(502, {"error": "ehr-error", "message": str(error)})
+        return _answer(502, {"error": "ehr-error", "message": str(error)})
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
-        return _json(
+        return _answer(
             error.code or 500,
             {
                 "error": (error.name or "error").lower().replace(" ", "-"),
@@ -111,6 +111,6 @@ def register(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Response:  # the one place a broad except is allowed
         log.exception("unexpected error")
-        return _json(
+        return _answer(
             500, {"error": "internal", "message": "an internal error; see the service log"}
         )
