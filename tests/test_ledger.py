@@ -163,3 +163,20 @@ def test_a_row_arriving_after_close_is_written_at_once() -> None:
     ledger.close()
     ledger.put({"n": 1})
     assert written == [{"n": 1}]
+
+
+def test_an_unexpected_error_on_one_row_drops_that_row_only() -> None:
+    written: list[Any] = []
+
+    def write(rows: list[dict[str, Any]]) -> None:
+        if any(r["n"] == "bad" for r in rows):
+            raise ValueError("cannot store this")
+        written.extend(r["n"] for r in rows)
+
+    ledger = LedgerWriter(write, interval=60)
+    for n in ("a", "bad", "c"):
+        ledger.put({"n": n, "encounter_id": n})
+    ledger.flush()
+    assert written == ["a", "c"]
+    assert (ledger.dropped, ledger.pending) == (1, 0)
+    ledger.close()

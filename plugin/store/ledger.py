@@ -56,7 +56,7 @@ class LedgerWriter:
             backlog = len(self._pending)
             # Started on first use in each process (a thread started before gunicorn forks
             # would not exist in the workers) and again after it went idle.
-            if self._thread is None or self._pid != os.getpid():
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
                 self._pid = os.getpid()
                 self._thread = threading.Thread(target=self._loop, name="ledger", daemon=True)
                 self._thread.start()
@@ -74,12 +74,12 @@ class LedgerWriter:
                 return
             try:
                 self._write(batch)
-            except SQLAlchemyError as exc:
+            except Exception as exc:
                 if _transient(exc):
                     WRITE_FAILURES.inc()
                     self._requeue(batch)
                     raise
-                self._one_by_one(batch)
+                self._one_by_one(batch)  # a row's fault: find it, write the others
                 return
             ROWS.labels("written").inc(len(batch))
 
@@ -87,7 +87,7 @@ class LedgerWriter:
         for index, row in enumerate(batch):
             try:
                 self._write([row])
-            except SQLAlchemyError as exc:
+            except Exception as exc:
                 if _transient(exc):
                     WRITE_FAILURES.inc()
                     self._requeue(batch[index:])
@@ -146,14 +146,14 @@ class LedgerWriter:
             return len(self._pending)
 
 
-def _transient(exc: SQLAlchemyError) -> bool:
+def _transient(exc: Exception) -> bool:
     """The database is away, locked or dropped the connection: the rows are fine, retry."""
     return isinstance(exc, OperationalError | InterfaceError) or bool(
         isinstance(exc, DBAPIError) and exc.connection_invalidated
     )
 
 
-def _reason(exc: SQLAlchemyError) -> str:
+def _reason(exc: Exception) -> str:
     """The driver's message, or the error's class: never SQLAlchemy's text, which quotes the
     statement's parameters (the ledger row)."""
     return str(getattr(exc, "orig", None) or type(exc).__name__)
