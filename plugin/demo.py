@@ -31,9 +31,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from fhir_mappings.sample import SampleSpec, as_transaction, generate
-from plugin.gateway.client import FhirClient, iter_resources
+from plugin.gateway.client import iter_resources
 from plugin.gateway.factory import connect
-from plugin.hooks import PREFETCH
+from plugin.hooks import prefetch_from
 from plugin.settings import load_settings
 from plugin.subscriptions import subscription
 
@@ -184,7 +184,7 @@ class Demo:
 
     def call_hook(self, encounter_id: str) -> Json:
         """As the EHR: prefetch with our templates, sign a JWT, call the hook."""
-        prefetch = _prefetch(self.client, encounter_id)
+        prefetch = prefetch_from(self.client, encounter_id)
         patient = prefetch["encounter"]["subject"]["reference"].split("/", 1)[1]
         url = f"{self.service_url}/cds-services/therapy-charges"
         now = int(time.time())
@@ -233,9 +233,7 @@ class Demo:
             }
         )
 
-    def wait_for_notifications(
-        self, encounters: list[str], everyone: list[str], timeout: float = 90
-    ) -> None:
+    def wait_for_runs(self, notified: list[str], everyone: list[str], timeout: float = 90) -> None:
         """Until every notification is processed and every encounter of the day has its run in
         the ledger (the service writes ledger rows in batches, a moment after it answers)."""
         from plugin.store import Store
@@ -245,29 +243,14 @@ class Demo:
         while time.monotonic() < deadline:
             done = {n.encounter_id for n in store.notifications() if n.status in ("done", "failed")}
             recorded = {run.encounter_id for run in store.runs(limit=1000)}
-            if set(encounters) <= done and set(everyone) <= recorded:
+            if set(notified) <= done and set(everyone) <= recorded:
                 return
             time.sleep(0.5)
-        raise TimeoutError("the notifications were not all processed in time")
+        raise TimeoutError("the day's visits were not all processed in time")
 
     def charge_items(self) -> list[Json]:
         page = self.client.search("ChargeItem?_count=200")
         return list(iter_resources(page.entries))
-
-
-def _prefetch(client: FhirClient, encounter_id: str) -> Json:
-    encounter = client.read(f"Encounter/{encounter_id}")
-    patient = encounter["subject"]["reference"].split("/", 1)[1]
-    found: Json = {"encounter": encounter}
-    for key, template in PREFETCH.items():
-        if key == "encounter":
-            continue
-        query = template.replace("{{context.encounterId}}", encounter_id).replace(
-            "{{context.patientId}}", patient
-        )
-        page = client.search(query)
-        found[key] = {"resourceType": "Bundle", "type": "searchset", "entry": page.entries}
-    return found
 
 
 def report(demo: Demo, hooks: list[Json], items: list[Json]) -> Json:
@@ -366,7 +349,7 @@ def run(root: Path, keys: Path, sekmet: str, once: bool, visits: int) -> int:
         hooks = [demo.call_hook(e) for e in by_hook]
         for encounter in by_notification:
             demo.finish(encounter)
-        demo.wait_for_notifications(by_notification, by_hook + by_notification)
+        demo.wait_for_runs(by_notification, by_hook + by_notification)
         items = demo.charge_items()
         body = report(demo, hooks, items)
         (root / "report.json").write_text(json.dumps(body, indent=2))

@@ -41,6 +41,23 @@ PREFETCH = {
 REQUIRED_PREFETCH = ("encounter", "procedures")
 
 
+def prefetch_from(client: FhirClient, encounter_id: str) -> Json:
+    """What an EHR sends for our templates: each filled in and read from `client` (the demo and
+    the tests play the EHR with it)."""
+    encounter = client.read(f"Encounter/{encounter_id}")
+    patient = encounter["subject"]["reference"].split("/", 1)[1]
+    found: Json = {"encounter": encounter}
+    for key, template in PREFETCH.items():
+        if key == "encounter":
+            continue
+        query = template.replace("{{context.encounterId}}", encounter_id).replace(
+            "{{context.patientId}}", patient
+        )
+        page = client.search(query)
+        found[key] = {"resourceType": "Bundle", "type": "searchset", "entry": page.entries}
+    return found
+
+
 class PrefetchMissing(Exception):
     """The visit's data was neither prefetched nor fetchable (CDS Hooks: 412)."""
 

@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import requests
 from flask import Flask
@@ -16,6 +15,8 @@ from werkzeug.serving import make_server
 
 from plugin.app import create_app
 from plugin.environment import token_hash
+from plugin.gateway.client import FhirClient
+from plugin.hooks import prefetch_from
 from plugin.settings import load_settings
 from plugin.store import Store
 from tests.conftest import ISSUER
@@ -51,26 +52,6 @@ def env_for(ehr: Ehr, tmp_path: Path, jwks_file: Path, **extra: str) -> dict[str
     }
 
 
-def prefetched(ehr: Ehr, encounter: str) -> dict[str, Any]:
-    """What the EHR would prefetch for our templates."""
-
-    def search(query: str) -> dict[str, Any]:
-        return requests.get(f"{ehr.base_url}/{query}", timeout=10).json()
-
-    patient = search(f"Encounter/{encounter}")["subject"]["reference"]
-    return {
-        "encounter": search(f"Encounter/{encounter}"),
-        "procedures": search(
-            f"Procedure?encounter={encounter}&_include=Procedure:performer"
-            "&_revinclude:iterate=PractitionerRole:practitioner"
-        ),
-        "conditions": search(f"Condition?encounter={encounter}"),
-        "coverage": search(f"Coverage?beneficiary={patient}&_include=Coverage:payor"),
-        "observations": search(f"Observation?encounter={encounter}"),
-        "chargeItems": search(f"ChargeItem?context={encounter}"),
-    }
-
-
 def test_a_signed_hook_call_with_prefetch_writes_the_visits_charge_items(
     ehr: Ehr, tmp_path: Path, jwks_file: Path, sign
 ) -> None:
@@ -87,7 +68,7 @@ def test_a_signed_hook_call_with_prefetch_writes_the_visits_charge_items(
             "patientId": "pat-0001",
             "encounterId": "enc-0001",
         },
-        "prefetch": prefetched(ehr, "enc-0001"),
+        "prefetch": prefetch_from(FhirClient(ehr.base_url), "enc-0001"),
     }
     answer = app.test_client().post(
         "/cds-services/therapy-charges", json=body, headers={"Authorization": f"Bearer {sign()}"}
