@@ -16,9 +16,10 @@ from plugin.store import Store
 from plugin.store.ledger import LedgerWriter
 
 
-def _rows_in_file(path: Path) -> int:
-    with sqlite3.connect(path) as connection:  # a second process's view: no flush of ours
-        return int(connection.execute("SELECT count(*) FROM run_ledger").fetchone()[0])
+def _rows_elsewhere(store: Store) -> int:
+    """How many rows another worker sees: a second store on the same database, with no queue
+    of ours to flush."""
+    return len(Store(store.url).runs(limit=1000))
 
 
 def _count(result: str) -> float:
@@ -35,23 +36,22 @@ def _eventually(check: Any, seconds: float = 10) -> bool:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> tuple[Store, Path]:
-    path = tmp_path / "theracharge.db"
-    store = Store(f"sqlite:///{path}")
+def db(tmp_path: Path) -> Store:
+    store = Store(f"sqlite:///{tmp_path / 'theracharge.db'}")
     store.migrate()
     store.defer_ledger(interval=0.02)
-    return store, path
+    return store
 
 
 def _record(store: Store, encounter: str, outcome: str = "preview") -> None:
     store.record_run(encounter, "cds-hook", outcome, [{"code": "97110"}], [], {})
 
 
-def test_queued_rows_reach_the_database_without_anyone_reading(db: tuple[Store, Path]) -> None:
-    store, path = db
+def test_queued_rows_reach_the_database_without_anyone_reading(db: Store) -> None:
+    store = db
     for n in range(25):
         _record(store, f"e{n}")
-    assert _eventually(lambda: _rows_in_file(path) == 25)
+    assert _eventually(lambda: _rows_elsewhere(store) == 25)
     assert [r.encounter_id for r in store.runs(limit=3)] == ["e24", "e23", "e22"]
 
 
@@ -65,15 +65,14 @@ def test_a_read_in_the_same_process_sees_what_was_just_recorded(tmp_path: Path) 
 
 
 def test_closing_writes_what_is_left(tmp_path: Path) -> None:
-    path = tmp_path / "theracharge.db"
-    store = Store(f"sqlite:///{path}")
+    store = Store(f"sqlite:///{tmp_path / 'theracharge.db'}")
     store.migrate()
     store.defer_ledger(interval=60)
     for n in range(3):
         _record(store, f"e{n}")
-    assert _rows_in_file(path) == 0
+    assert _rows_elsewhere(store) == 0
     store.close()
-    assert _rows_in_file(path) == 3
+    assert _rows_elsewhere(store) == 3
 
 
 def test_a_failed_write_keeps_the_rows_in_order_for_the_next_attempt() -> None:
@@ -125,9 +124,9 @@ def test_an_idle_thread_stops_and_the_next_row_starts_another(
 
 
 def test_a_row_the_database_refuses_is_dropped_and_the_others_are_written(
-    db: tuple[Store, Path], caplog: pytest.LogCaptureFixture
+    db: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store, _ = db
+    store = db
     before = {k: _count(k) for k in ("written", "refused")}
     _record(store, "e1")
     store.record_run("e2", "cds-hook", "preview", [{"secret": object()}], [], {})  # unserialisable

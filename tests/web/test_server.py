@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from plugin.settings import load_settings
+from plugin.store import Store
 from plugin.web.server import GunicornServer, _worker_exit
 from tests.conftest import ISSUER
-
-
-def _rows_in_file(path: Path) -> int:
-    with sqlite3.connect(path) as connection:  # another process's view
-        return int(connection.execute("SELECT count(*) FROM run_ledger").fetchone()[0])
 
 
 def test_the_app_is_loaded_without_a_database_connection_to_hand_to_the_workers(
@@ -34,15 +29,13 @@ def test_the_app_is_loaded_without_a_database_connection_to_hand_to_the_workers(
     assert app.test_client().get("/readyz").status_code == 200  # and opened again on use
 
 
-def test_a_stopping_gunicorn_worker_writes_its_queued_ledger_rows(
-    make_app: Any, tmp_path: Path
-) -> None:
+def test_a_stopping_gunicorn_worker_writes_its_queued_ledger_rows(make_app: Any) -> None:
     app = make_app(THERACHARGE_CDS_AUTH="disabled")
     state = app.extensions["theracharge"]
     assert state.store._ledger is not None  # the service queues its ledger rows
     state.store._ledger.interval = 60  # the thread would not write for a minute
     state.store.record_run("e9", "cds-hook", "preview", [], [], {})
-    path = tmp_path / "instance" / "theracharge.db"
-    assert _rows_in_file(path) == 0
+    elsewhere = Store(state.store.url)  # another worker's view
+    assert elsewhere.runs() == []
     _worker_exit(None, SimpleNamespace(app=SimpleNamespace(callable=app)))
-    assert _rows_in_file(path) == 1
+    assert [r.encounter_id for r in elsewhere.runs()] == ["e9"]
