@@ -8,6 +8,7 @@ No time at all is a documentation gap — never a guessed 15 minutes (DESIGN.md 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -17,6 +18,9 @@ from plugin.rules.findings import FindingPolicy
 from plugin.rules.visit import Finding
 
 _UNIT_MINUTES = {"min": 1.0, "h": 60.0, "s": 1 / 60, "minutes": 1.0, "minute": 1.0}
+# One service cannot last longer than the calendar day it is billed on; a value past that is
+# unreadable as a time (and 1e308 hours is no number of minutes at all).
+MAX_READABLE_MINUTES = 24 * 60
 
 
 @dataclass(slots=True)
@@ -146,7 +150,10 @@ def _extension_minutes(value: object, key: str, timing: Timing) -> int | None:
         return None
     unit = str(value.get("code") or value.get("unit") or "min")
     factor = _UNIT_MINUTES.get(unit)
-    amount = float(value["value"])
+    try:
+        amount = float(value["value"])
+    except OverflowError:  # an integer past any float: no time at all
+        amount = math.inf
     if factor is None or isinstance(value["value"], bool) or amount < 0:
         timing.findings.append(
             timing.policy.make(
@@ -159,6 +166,17 @@ def _extension_minutes(value: object, key: str, timing: Timing) -> int | None:
         )
         return None
     minutes = amount * factor
+    if not math.isfinite(minutes) or minutes > MAX_READABLE_MINUTES:
+        timing.findings.append(
+            timing.policy.make(
+                "time-unreadable",
+                f"The minutes extension holds {amount:g} {unit}: more than the "
+                f"{MAX_READABLE_MINUTES} minutes of a day, so not a time one service can take.",
+                key,
+                element,
+            )
+        )
+        return None
     if minutes != int(minutes):
         timing.findings.append(
             timing.policy.make(

@@ -7,14 +7,16 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
-from flask import Flask
+from flask import Flask, request
 from flask.json.provider import DefaultJSONProvider
 from flask_smorest import Api
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from fhir_mappings.delivery import WritePlan
 from plugin.gateway.factory import connect
@@ -23,6 +25,7 @@ from plugin.managed import seed, settings_from_store
 from plugin.report import decision_report
 from plugin.rules.decision import Decision
 from plugin.rules.visit import Severity
+from plugin.schemas.errors import ConfigError
 from plugin.settings import Settings, load_settings
 from plugin.store import Store
 from plugin.web import (
@@ -150,9 +153,43 @@ def _secret_key(settings: Settings) -> str:
     return path.read_text().strip()
 
 
-def create_app(settings: Settings | None = None, start_worker: bool = True) -> Flask:
+def _check_audience(settings: Settings, dev: bool) -> None:
+    """CDS clients' JWTs are checked against the URL the EHR calls (CDS Hooks 2.0: `aud` is
+    the service's endpoint). Taken from the Host header, any host an attacker names would do:
+    outside --dev the public URL must be configured."""
+    service = settings.service
+    if not service.cds_auth or service.public_url:
+        return
+    if not dev:
+        raise ConfigError(
+            "THERACHARGE_PUBLIC_URL: required to check the audience of CDS clients' tokens "
+            "(the URL the EHR calls us at, e.g. https://theracharge.example.org)"
+        )
+    log.warning("THERACHARGE_PUBLIC_URL unset: --dev takes the JWT audience from the Host header")
+
+
+def _limit_body(limit: int) -> Callable[[], None]:
+    """A body over the limit is refused with 413 before anything reads it, on every route."""
+
+    def check() -> None:
+        if request.content_length is not None and request.content_length > limit:
+            raise RequestEntityTooLarge(f"the request body is over the {limit}-byte limit")
+
+    return check
+
+
+def create_app(
+    settings: Settings | None = None, start_worker: bool = True, dev: bool = False
+) -> Flask:
     settings = settings or load_settings()
+    _check_audience(settings, dev)
     app = Flask("theracharge")
+    # The limit also bounds bodies sent without a length (chunked): reading stops past it.
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.service.max_request_bytes,
+        MAX_FORM_MEMORY_SIZE=min(settings.service.max_request_bytes, 500_000),
+    )
+    app.before_request(_limit_body(settings.service.max_request_bytes))
     app.json = OrjsonProvider(app)
     app.secret_key = _secret_key(settings)
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")

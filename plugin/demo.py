@@ -79,6 +79,7 @@ class Demo:
             "THERACHARGE_NOTIFICATION_SECRET": SECRET,
             "THERACHARGE_API_TOKENS": f"demo:admin=sha256:{_sha256(API_TOKEN)}",
             "THERACHARGE_INSTANCE_DIR": str(self.root / "instance"),
+            "THERACHARGE_PUBLIC_URL": self.service_url,
         }
         self.settings = load_settings(self.env)
         self.client = connect(self.settings.fhir)

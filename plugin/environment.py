@@ -11,6 +11,8 @@ from pathlib import Path
 from plugin.schemas.errors import ConfigError
 
 WRITE_MODES = ("direct", "system-actions", "preview")
+# A visit's hook call with prefetch is tens of kB; a day of 200 procedures a few hundred.
+DEFAULT_MAX_REQUEST_BYTES = 5 * 1024 * 1024
 ROLES = ("admin", "billing", "viewer")
 
 
@@ -51,7 +53,8 @@ class ServiceConfig:
     api_tokens: Mapping[str, tuple[str, str]] = field(default_factory=dict, repr=False)
     notification_secret: str | None = field(default=None, repr=False)
     notification_header: str = "X-TheraCharge-Secret"
-    public_url: str | None = None  # how the EHR reaches us, when a proxy stands between
+    public_url: str | None = None  # how the EHR reaches us: the audience of CDS clients' JWTs
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES  # a larger body: 413, never read
 
 
 def token_hash(token: str) -> str:
@@ -143,6 +146,9 @@ def service_config(env: Mapping[str, str]) -> ServiceConfig:
         notification_header=env.get("THERACHARGE_NOTIFICATION_HEADER", "").strip()
         or "X-TheraCharge-Secret",
         public_url=public,
+        max_request_bytes=int(
+            _number(env, "THERACHARGE_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES)
+        ),
     )
 
 

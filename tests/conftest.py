@@ -72,6 +72,7 @@ def make_app(tmp_path: Path, jwks_file: Path) -> Callable[..., Flask]:
             "THERACHARGE_INSTANCE_DIR": str(tmp_path / "instance"),
             "THERACHARGE_CDS_ISSUERS": ISSUER,
             "THERACHARGE_CDS_JWKS": str(jwks_file),
+            "THERACHARGE_PUBLIC_URL": "http://localhost",
         }
         return create_app(load_settings({**base, **env}), start_worker=False)
 

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from plugin.gateway.auth import BearerAuth, SmartBackendAuth
-from plugin.gateway.client import ClientOptions, FhirClient
+from plugin.gateway.client import ClientOptions, FhirClient, ForeignUrlError
 from plugin.gateway.errors import FatalFhirError, TemporaryFhirError, VersionConflict
 
 BASE = "https://ehr.example.org/fhir"
@@ -53,7 +53,7 @@ def test_temporary_failures_are_retried_with_backoff_until_success() -> None:
     assert len(responses.calls) == 3
     assert len(clock.slept) == 2
     assert clock.slept[0] <= 0.5
-    assert clock.slept[1] <= 1.0  # full jitter under an exponential cap
+    assert clock.slept[1] <= 1.0  # jitter under an exponential cap
 
 
 @responses.activate
@@ -72,11 +72,77 @@ def test_retries_stop_within_the_total_time_and_say_why() -> None:
     responses.get(url, status=503, json=OUTCOME)
     clock = Clock()
     with pytest.raises(TemporaryFhirError) as error:
-        client(clock, retry_total_seconds=5.0, max_attempts=100).read("Encounter/1")
+        client(clock, retry_total_seconds=5.0).read("Encounter/1")
     assert sum(clock.slept) <= 5.0
     assert error.value.status == 503
     assert "HTTP 503" in str(error.value)
     assert "Encounter is locked" in str(error.value)
+
+
+@responses.activate
+def test_a_server_asking_for_patience_gets_it_for_the_whole_time_budget() -> None:
+    """Six 429s with Retry-After: 2 fit in a 30 s budget: the seventh answer is taken."""
+    url = f"{BASE}/Encounter/1"
+    for _ in range(6):
+        responses.get(url, status=429, headers={"Retry-After": "2"})
+    responses.get(url, json={"resourceType": "Encounter", "id": "1"})
+    clock = Clock()
+    assert client(clock, retry_total_seconds=30.0).read("Encounter/1")["id"] == "1"
+    assert clock.slept == [2.0] * 6
+
+
+@responses.activate
+def test_a_retry_after_longer_than_the_budget_left_gives_up_at_once() -> None:
+    responses.get(f"{BASE}/metadata", status=503, headers={"Retry-After": "60"})
+    clock = Clock()
+    with pytest.raises(TemporaryFhirError):
+        client(clock, retry_total_seconds=30.0).capabilities()
+    assert clock.slept == []
+
+
+@responses.activate
+def test_a_next_link_to_another_origin_is_refused_and_never_sent_the_token() -> None:
+    responses.get(
+        f"{BASE}/Encounter?status=finished",
+        json={
+            "resourceType": "Bundle",
+            "link": [{"relation": "next", "url": "https://evil.example/fhir/Encounter?page=2"}],
+            "entry": [],
+        },
+    )
+    fhir = FhirClient(BASE, BearerAuth("s3cret-token"), ClientOptions())
+    with pytest.raises(ForeignUrlError) as error:
+        fhir.search("Encounter?status=finished")
+    assert [c.request.url for c in responses.calls] == [f"{BASE}/Encounter?status=finished"]
+    assert "evil.example" in str(error.value)
+    assert "s3cret" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "https://evil.example/fhir/Encounter/1",
+        "//evil.example/fhir/Encounter/1",
+        "http://ehr.example.org/fhir/Encounter/1",  # same host, another scheme: another origin
+        "https://ehr.example.org:8443/fhir/Encounter/1",
+    ],
+)
+@responses.activate
+def test_a_redirect_that_leaves_the_origin_is_refused(location: str) -> None:
+    responses.get(f"{BASE}/Encounter/1", status=302, headers={"Location": location})
+    fhir = FhirClient(BASE, BearerAuth("s3cret-token"), ClientOptions())
+    with pytest.raises(ForeignUrlError):
+        fhir.read("Encounter/1")
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_a_redirect_within_the_origin_is_followed_with_the_token() -> None:
+    responses.get(f"{BASE}/Encounter/1", status=301, headers={"Location": "/fhir/Encounter/2"})
+    responses.get(f"{BASE}/Encounter/2", json={"resourceType": "Encounter", "id": "2"})
+    fhir = FhirClient(BASE, BearerAuth("s3cret-token"), ClientOptions())
+    assert fhir.read("Encounter/1")["id"] == "2"
+    assert responses.calls[1].request.headers["Authorization"] == "Bearer s3cret-token"
 
 
 @responses.activate

@@ -9,15 +9,23 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import orjson
 import requests
 
 from plugin.gateway.auth import Auth, NoAuth
-from plugin.gateway.errors import FhirError, TemporaryFhirError, error_for
+from plugin.gateway.errors import FatalFhirError, FhirError, TemporaryFhirError, error_for
 
 log = logging.getLogger(__name__)
 FHIR_JSON = "application/fhir+json"
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 5
+
+
+class ForeignUrlError(FatalFhirError):
+    """A link or redirect that leaves the server's origin: never followed, since our
+    credentials would go with it (RFC 6750 §5.3: bearer tokens go only to their server)."""
 
 
 @dataclass(frozen=True)
@@ -26,10 +34,9 @@ class ClientOptions:
 
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
-    retry_total_seconds: float = 30.0  # the whole time spent retrying one request
+    retry_total_seconds: float = 30.0  # the whole time spent retrying one request: the budget
     backoff_base: float = 0.5
     backoff_cap: float = 8.0
-    max_attempts: int = 6
     page_cap: int = 50  # search pages followed before we stop and say so
 
 
@@ -54,6 +61,7 @@ class FhirClient:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.origin = _origin(self.base_url)
         self.auth = auth or NoAuth()
         self.options = options or ClientOptions()
         self.session = session or requests.Session()
@@ -82,7 +90,8 @@ class FhirClient:
             bundle = self._send("GET", url, extra={"Prefer": "handling=strict"})
             pages += 1
             entries.extend(e for e in (bundle or {}).get("entry") or () if isinstance(e, dict))
-            url = _next_link(bundle)
+            link = _next_link(bundle)
+            url = self._same_origin(urljoin(url, link), "next link") if link else None
         return Page(entries, capped=False)
 
     def create(self, resource_type: str, resource: dict[str, Any]) -> Any:
@@ -96,9 +105,20 @@ class FhirClient:
         return self._send("POST", self.base_url, body=bundle)
 
     def url(self, path: str) -> str:
+        """An absolute URL on this server; one on any other origin is refused."""
         if path.startswith(("http://", "https://")):
-            return path
+            return self._same_origin(path, "link")
         return f"{self.base_url}/{path.lstrip('/')}"
+
+    def _same_origin(self, url: str, what: str) -> str:
+        if _origin(url) != self.origin:
+            raise ForeignUrlError(
+                f"refused to follow a {what} to {_origin(url) or url!r}: it leaves the EHR's "
+                f"origin {self.origin}, and our credentials would go with it",
+                None,
+                _path(url),
+            )
+        return url
 
     # --- the one private send method ------------------------------------------------------------
 
@@ -139,27 +159,42 @@ class FhirClient:
             headers["Content-Type"] = FHIR_JSON
             data = orjson.dumps(body)
         timeout = (self.options.connect_timeout, self.options.read_timeout)
-        self.requests_sent += 1
-        try:
-            response = self.session.request(
-                method, url, data=data, headers=headers, timeout=timeout
-            )
-        except requests.RequestException as exc:
-            what = f"{method} {_path(url)}: cannot reach the EHR ({type(exc).__name__})"
-            raise TemporaryFhirError(what, None, url) from exc
+        for _ in range(MAX_REDIRECTS + 1):
+            response = self._request(method, url, data, headers, timeout)
+            if response.status_code not in REDIRECT_STATUSES:
+                break
+            # Redirects are followed here, never by requests: only within the origin, so a
+            # token is never sent to a host a server (or an attacker in its answer) names.
+            url = self._same_origin(urljoin(url, response.headers.get("Location", "")), "redirect")
+            if response.status_code == 303:
+                method, data = "GET", None
+        else:
+            raise FatalFhirError(f"{method} {_path(url)}: more than {MAX_REDIRECTS} redirects")
         parsed = _json(response)
         if response.status_code >= 400:
             hint = _retry_after(response.headers.get("Retry-After"))
             raise error_for(response.status_code, url, parsed, method, hint)
         return parsed
 
+    def _request(
+        self, method: str, url: str, data: bytes | None, headers: dict[str, str], timeout: Any
+    ) -> requests.Response:
+        self.requests_sent += 1
+        try:
+            return self.session.request(
+                method, url, data=data, headers=headers, timeout=timeout, allow_redirects=False
+            )
+        except requests.RequestException as exc:
+            what = f"{method} {_path(url)}: cannot reach the EHR ({type(exc).__name__})"
+            raise TemporaryFhirError(what, None, url) from exc
+
     def _retry_wait(self, error: TemporaryFhirError, attempt: int, started: float) -> float | None:
-        """Exponential backoff with full jitter, or the server's Retry-After; None to give up."""
-        if attempt >= self.options.max_attempts:
-            return None
+        """Exponential backoff with full jitter, or the server's Retry-After (when it asks for
+        a wait); None when waiting would overrun the time budget. Only the budget stops
+        retries: a server that asks for patience gets it for as long as the budget lasts."""
         hinted = error.retry_after
         backoff = min(self.options.backoff_cap, self.options.backoff_base * 2 ** (attempt - 1))
-        wait = hinted if hinted is not None else random.uniform(0, backoff)
+        wait = hinted if hinted else random.uniform(backoff / 2, backoff)
         if self.clock() - started + wait > self.options.retry_total_seconds:
             return None
         return wait
@@ -194,6 +229,18 @@ def _retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def _origin(url: str) -> str:
+    """scheme://host[:port], with the default port made explicit (RFC 6454 §4)."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:  # a port that is not a number
+        return ""
+    if not parts.hostname:
+        return ""
+    return f"{parts.scheme}://{parts.hostname.lower()}:{port}"
 
 
 def _path(url: str) -> str:

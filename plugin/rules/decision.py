@@ -95,10 +95,11 @@ def decide_visit(
         for s, code in billed
     ]
     when = on or (date.fromisoformat(visit.date_of_service) if visit.date_of_service else None)
+    when, not_in_force = _rules_date(visit, when or date.today(), parameters, policy)
     units = decide_units(services, catalog, parameters, method=visit.method, on=when)
-    table = parameters.unit_table.at(when or date.today()).value
+    table = parameters.unit_table.at(when).value
     from_units = [policy.for_payer(f, visit.payer) for f in unit_gaps(visit, units, table, policy)]
-    visit = dataclasses.replace(visit, findings=visit.findings + tuple(from_units))
+    visit = dataclasses.replace(visit, findings=visit.findings + not_in_force + tuple(from_units))
     by_family = _services_by_family(visit, billed, catalog)
     visit_holds = _visit_holds(visit)
     pool_holds = _pool_holds(by_family, catalog) if visit.method is Method.CMS else {}
@@ -118,6 +119,32 @@ def decide_visit(
     method_note = Explanation(visit.method_reason, _method_source(visit.method))
     explanation = (method_note, *(e for g in units.groups for e in g.explanation))
     return Decision(visit, lines, findings, explanation, units)
+
+
+def _rules_date(
+    visit: Visit, when: date, parameters: UnitParameters, policy: FindingPolicy
+) -> tuple[date, tuple[Finding, ...]]:
+    """The date whose unit rules decide the visit. A date of service before the first rule in
+    force cannot be decided: the units are worked out under the earliest rules so the lines show,
+    and every line is held with the reason (a finding, never an exception).
+
+    Source: CMS Pub 100-04 ch.5 §20.2 C (the unit table in force on the date of service).
+    """
+    table = parameters.unit_table
+    if table.in_force(when):
+        return when, ()
+    first = table.first.since
+    finding = policy.for_payer(
+        policy.make(
+            "rules-not-in-force",
+            f"No unit rules are in force on {when.isoformat()}: the unit table starts on "
+            f"{first.isoformat()}.",
+            visit.encounter,
+            "Encounter.period.start",
+        ),
+        visit.payer,
+    )
+    return first, (finding,)
 
 
 def _at_payer_severity(visit: Visit, policy: FindingPolicy) -> Visit:

@@ -42,6 +42,15 @@ class DatedParameter(Generic[T]):
         self._values = ordered
         self._starts = [v.since for v in ordered]
 
+    @property
+    def first(self) -> DatedValue[T]:
+        """The earliest dated value."""
+        return self._values[0]
+
+    def in_force(self, when: date) -> bool:
+        """Whether any value is in force on `when` (none is before the first value's date)."""
+        return when >= self._starts[0]
+
     def at(self, when: date) -> DatedValue[T]:
         """The value in force on `when`; a date before the first value is an error."""
         index = bisect.bisect_right(self._starts, when) - 1

@@ -9,7 +9,14 @@ class FhirAuthorizationSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    access_token = fields.String(required=True, validate=validate.Length(min=1))
+    # RFC 6750 §2.1 b64token: what an Authorization header can carry (a character outside it
+    # could not be sent on, and must be refused here rather than fail mid-request).
+    access_token = fields.String(
+        required=True,
+        validate=validate.Regexp(
+            r"^[A-Za-z0-9\-._~+/]+=*\Z", error="not a bearer token (RFC 6750 b64token characters)"
+        ),
+    )
     token_type = fields.String(required=True, validate=validate.Equal("Bearer"))
     expires_in = fields.Integer(required=True, strict=True)
     scope = fields.String(required=True)
@@ -24,7 +31,7 @@ class DischargeContextSchema(Schema):
 
     userId = fields.String(required=True, validate=validate.Length(min=1))
     patientId = fields.String(required=True, validate=validate.Length(min=1))
-    encounterId = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9\-.]{1,64}$"))
+    encounterId = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9\-.]{1,64}\Z"))
 
 
 class HookRequestSchema(Schema):

@@ -200,8 +200,18 @@ def _rollback(kind: str, name: str) -> Response:
 def try_mapping() -> Response:
     bearer_caller(*ROLES)
     body = _body()
-    concept = (body.get("procedure") or {}).get("code") if "procedure" in body else None
-    codings = (concept or {}).get("coding") if concept else [body.get("coding")]
+    if "procedure" in body:
+        procedure = body["procedure"]
+        if not isinstance(procedure, dict):
+            raise Unprocessable("procedure: expected a Procedure object", {"procedure": "object"})
+        concept = procedure.get("code")
+        codings = concept.get("coding") if isinstance(concept, dict) else None
+    else:
+        codings = [body.get("coding")]
+    if codings is not None and not isinstance(codings, list):
+        raise Unprocessable(
+            "procedure.code.coding: expected a list", {"procedure.code.coding": "list"}
+        )
     pairs = [
         (str(c.get("system")), str(c.get("code")))
         for c in codings or ()

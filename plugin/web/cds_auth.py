@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 ASYMMETRIC = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512")
 REFETCH_INTERVAL = 60.0  # seconds between two fetches of one JWKS URL for unknown kids
 LEEWAY = 60  # seconds of clock skew tolerated on exp / iat
+# A CDS client's JWT lives minutes (CDS Hooks 2.0 "Trusting CDS Clients" recommends an `exp` of
+# five minutes); one that claims to live longer than an hour is refused, so the replay cache
+# never has to remember a `jti` for years (or past the calendar's end).
+MAX_LIFETIME = 3600
 
 
 class Unauthorized(Exception):
@@ -122,6 +126,9 @@ class ClientVerifier:
             )
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"rejected: {type(exc).__name__}: {exc}") from exc
-        if claims["iat"] > self.clock() + LEEWAY:
+        now = self.clock()
+        if claims["iat"] > now + LEEWAY:
             raise Unauthorized("issued in the future")
+        if claims["exp"] > now + MAX_LIFETIME:
+            raise Unauthorized(f"exp more than {MAX_LIFETIME} s ahead")
         return claims

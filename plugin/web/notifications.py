@@ -47,8 +47,7 @@ def encounter_changed(encounter_id: str) -> Response:
         raise BadRequest("the Encounter's id differs from the URL")
     if resource.get("status") != "finished":
         return jsonify({"queued": False, "reason": "encounter not finished"})
-    version = str((resource.get("meta") or {}).get("versionId") or "")
-    return jsonify({"queued": _enqueue(encounter_id, version)})
+    return jsonify({"queued": _enqueue(encounter_id, _version(resource) or "")})
 
 
 @blp.route("", methods=["POST"])
@@ -64,17 +63,30 @@ def bundle_notification() -> Response:
     return jsonify({"queued": queued})
 
 
+def _version(resource: dict[str, Any]) -> str | None:
+    """The resource's meta.versionId; a `meta` that is not an object is refused by name."""
+    meta = resource.get("meta")
+    if meta is None:
+        return None
+    if not isinstance(meta, dict):
+        raise BadRequest("meta: expected an object", {"meta": "object"})
+    version = meta.get("versionId")
+    return str(version) if version else None
+
+
 def _encounters(bundle: dict[str, Any]) -> list[tuple[str, str | None]]:
     """Encounters a Backport notification names: full resources, or fullUrls (id-only)."""
+    entries = bundle.get("entry") or []
+    if not isinstance(entries, list):
+        raise BadRequest("entry: expected a list of Bundle entries", {"entry": "list"})
     found = []
-    for entry in bundle.get("entry") or ():
+    for entry in entries:
         if not isinstance(entry, dict):
             continue
         resource = entry.get("resource")
         if isinstance(resource, dict) and resource.get("resourceType") == "Encounter":
             if resource.get("status") == "finished" and resource.get("id"):
-                version = (resource.get("meta") or {}).get("versionId")
-                found.append((str(resource["id"]), str(version) if version else None))
+                found.append((str(resource["id"]), _version(resource)))
             continue
         if resource is None:
             match = _ENCOUNTER_URL.search(str(entry.get("fullUrl", "")))

@@ -73,7 +73,8 @@ def install(app: Flask) -> None:
         LATENCY.labels(endpoint).observe(
             time.perf_counter() - getattr(g, "started", time.perf_counter())
         )
-        response.headers["X-Request-Id"] = g.request_id
+        # An earlier before_request may have refused the request before ours ran.
+        response.headers["X-Request-Id"] = g.get("request_id") or uuid.uuid4().hex
         return response
 
 

@@ -88,10 +88,23 @@ def login() -> Any:
         )
         if found:
             session["who"], session["role"] = found
-            target = request.form.get("next") or url_for("pages.worklist")
-            return redirect(target if target.startswith("/") else url_for("pages.worklist"))
+            return redirect(_same_site(request.form.get("next")) or url_for("pages.worklist"))
         error = "That token is not known."
-    return render_template("login.html", error=error, next=request.args.get("next", ""))
+    return render_template("login.html", error=error, next=_same_site(request.args.get("next")))
+
+
+def _same_site(target: str | None) -> str:
+    """`target` when it is a path on this site, else "" (no open redirect after sign-in).
+
+    A browser reads `//host/x` and `/\\host/x` as another host, and drops tabs and line breaks
+    from URLs before reading them (WHATWG URL Standard, "URL parsing"): so only a single
+    leading slash, no backslash, no control character or white space.
+    """
+    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+        return ""
+    if any(ord(c) < 0x21 or c in "\\\x7f" for c in target):
+        return ""
+    return target
 
 
 @bp.route("/logout", methods=["POST"])

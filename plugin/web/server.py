@@ -54,7 +54,7 @@ def _worker_exit(server: Any, worker: Any) -> None:
 
 def serve(settings: Settings, host: str, port: int, workers: int, dev: bool) -> None:
     if dev:
-        app = create_app(settings)
+        app = create_app(settings, dev=True)
         try:
             app.run(host=host, port=port, debug=False, threaded=True)
         finally:

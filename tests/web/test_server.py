@@ -20,6 +20,7 @@ def test_the_app_is_loaded_without_a_database_connection_to_hand_to_the_workers(
             "THERACHARGE_INSTANCE_DIR": str(tmp_path / "instance"),
             "THERACHARGE_CDS_ISSUERS": ISSUER,
             "THERACHARGE_CDS_JWKS": str(jwks_file),
+            "THERACHARGE_PUBLIC_URL": "https://theracharge.example.org",
         }
     )
     server = GunicornServer(settings, {"bind": "127.0.0.1:0", "workers": 1})
