@@ -153,7 +153,7 @@ def _secret_key(settings: Settings) -> str:
     return path.read_text().strip()
 
 
-def _check_audience(settings: Settings, dev: bool) -> None:
+def check_audience(settings: Settings, dev: bool) -> None:
     """CDS clients' JWTs are checked against the URL the EHR calls (CDS Hooks 2.0: `aud` is
     the service's endpoint). Taken from the Host header, any host an attacker names would do:
     outside --dev the public URL must be configured."""
@@ -182,7 +182,7 @@ def create_app(
     settings: Settings | None = None, start_worker: bool = True, dev: bool = False
 ) -> Flask:
     settings = settings or load_settings()
-    _check_audience(settings, dev)
+    check_audience(settings, dev)
     app = Flask("theracharge")
     # The limit also bounds bodies sent without a length (chunked): reading stops past it.
     app.config.update(

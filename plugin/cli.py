@@ -25,6 +25,7 @@ from plugin.service import OfflineOutputs, process_file
 from plugin.settings import Settings, load_settings
 from plugin.units_report import units_json, units_text
 
+EXIT_FAILED = 1  # some visits could not be processed; the others were
 EXIT_BAD_INPUT = 2
 
 
@@ -227,7 +228,9 @@ def _run_process(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(str(exc)) from exc
     if args.format == "text":
         print(summary_text(summary), file=sys.stderr)
-    return 0
+    for failure in summary.failures:  # the others were decided and written
+        print(f"not processed: {failure}", file=sys.stderr)
+    return EXIT_FAILED if summary.failures else 0
 
 
 def _run_sample(args: argparse.Namespace, settings: Settings) -> int:

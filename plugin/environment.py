@@ -13,6 +13,8 @@ from plugin.schemas.errors import ConfigError
 WRITE_MODES = ("direct", "system-actions", "preview")
 # A visit's hook call with prefetch is tens of kB; a day of 200 procedures a few hundred.
 DEFAULT_MAX_REQUEST_BYTES = 5 * 1024 * 1024
+# A therapy visit documents a handful of procedures; hundreds are an error or an attack.
+DEFAULT_MAX_PROCEDURES = 200
 ROLES = ("admin", "billing", "viewer")
 
 
@@ -55,6 +57,7 @@ class ServiceConfig:
     notification_header: str = "X-TheraCharge-Secret"
     public_url: str | None = None  # how the EHR reaches us: the audience of CDS clients' JWTs
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES  # a larger body: 413, never read
+    max_procedures: int = DEFAULT_MAX_PROCEDURES  # per visit; more is refused (422)
 
 
 def token_hash(token: str) -> str:
@@ -149,6 +152,7 @@ def service_config(env: Mapping[str, str]) -> ServiceConfig:
         max_request_bytes=int(
             _number(env, "THERACHARGE_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES)
         ),
+        max_procedures=int(_number(env, "THERACHARGE_MAX_PROCEDURES", DEFAULT_MAX_PROCEDURES)),
     )
 
 

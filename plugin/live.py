@@ -13,7 +13,7 @@ from plugin.gateway.errors import FhirError
 from plugin.gateway.factory import connect
 from plugin.gateway.gather import Gatherer
 from plugin.report import RunSummary, summary_text
-from plugin.service import encounters_between, process_encounter, run_report
+from plugin.service import encounters_between, failure_reason, process_encounter, run_report
 from plugin.settings import Settings
 
 EXIT_FAILED = 1
@@ -40,8 +40,8 @@ def _one(
 ) -> int:
     try:
         run = process_encounter(settings, gatherer, encounter, entered, dry_run=dry)
-    except FhirError as exc:
-        print(f"Encounter/{encounter}: {exc}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 -- one line with the reason; failure_reason logs it
+        print(f"Encounter/{encounter}: {failure_reason(exc)}", file=sys.stderr)
         return EXIT_FAILED
     body = run_report(run)
     if dry:
@@ -70,8 +70,8 @@ def _range(
             summary.add(
                 process_encounter(settings, gatherer, encounter, entered, dry_run=dry).decision
             )
-        except FhirError as exc:  # one encounter's failure never stops the others
-            summary.failures.append(f"Encounter/{encounter}: {exc}")
+        except Exception as exc:  # noqa: BLE001 -- one encounter never stops the others
+            summary.failures.append(f"Encounter/{encounter}: {failure_reason(exc)}")
         progress.step()
     progress.done()
     print(summary_text(summary), file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,14 +18,17 @@ from fhir_mappings.bundle_io import JsonArrayWriter, read_resources
 from fhir_mappings.chargeitem import Definitions, RenderContext, transaction_entries
 from fhir_mappings.delivery import WritePlan, our_charge_items, plan_writes
 from fhir_mappings.strict import validation_error
+from plugin.errors import VisitTooLarge
 from plugin.gateway.client import iter_resources
-from plugin.gateway.errors import VersionConflict
+from plugin.gateway.errors import FhirError, VersionConflict
 from plugin.gateway.gather import Gatherer, NotFound
 from plugin.report import RunSummary, decision_report
 from plugin.rules.decision import Decision, decide_visit
+from plugin.rules.visit import Visit
 from plugin.settings import Settings
 
 Json = dict[str, Any]
+log = logging.getLogger(__name__)
 
 
 def agent_name() -> str:
@@ -101,9 +105,11 @@ def _process(
     )
     report = JsonArrayWriter(outputs.report, b'{"encounters":[\n', b"\n],\n")
     for visit in assembler.visits():
-        decision = decide_visit(
-            visit, settings.catalog, settings.unit_parameters, settings.findings
-        )
+        try:
+            decision = decide(settings, visit)
+        except Exception as exc:  # noqa: BLE001 -- one visit never stops the file; reported
+            summary.failures.append(f"{visit.encounter}: {failure_reason(exc)}")
+            continue
         for entry in transaction_entries(decision, ctx):
             bundle.write(entry)
         report.write(decision_report(decision))
@@ -176,6 +182,27 @@ def decide_gathered(settings: Settings, resources: list[Json], encounter_id: str
     visit = next((v for v in assembler.visits() if v.encounter == wanted), None)
     if visit is None:
         raise NotFound(f"{wanted} is not in the data read", 404)
+    return decide(settings, visit)
+
+
+def failure_reason(error: BaseException) -> str:
+    """What is recorded of a visit that could not be processed.
+
+    Our own errors say what went wrong in words safe to keep (never a body or a token); any
+    other is named by its type only (its text could quote the data), with the traceback in the
+    service log.
+    """
+    if isinstance(error, FhirError | VisitTooLarge | NotFound):
+        return str(error)
+    log.error("processing a visit failed", exc_info=error)
+    return f"internal error ({type(error).__name__}); see the service log"
+
+
+def decide(settings: Settings, visit: Visit) -> Decision:
+    """The decision of one visit; one with more procedures than the limit is refused whole."""
+    limit = settings.service.max_procedures
+    if len(visit.services) > limit:
+        raise VisitTooLarge(visit.encounter, len(visit.services), limit)
     return decide_visit(visit, settings.catalog, settings.unit_parameters, settings.findings)
 
 

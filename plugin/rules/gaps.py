@@ -7,9 +7,11 @@ policy (config/rules/findings.yaml), which payers may override.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import heapq
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from plugin.rules.findings import FindingPolicy
 from plugin.rules.model import Catalog, CodeKind, Discipline, UnitsResult
@@ -22,8 +24,11 @@ _THERAPISTS = (Role.PT, Role.OT, Role.SLP)
 
 def with_record_gaps(visit: Visit, catalog: Catalog, policy: FindingPolicy) -> Visit:
     """The visit with every documentation gap of its record added to its findings."""
+    roles = frozenset(p.role for s in visit.services for p in s.performers)
     services = tuple(
-        _add(s, _service_gaps(s, s.code, visit, catalog, policy)) if s.code and _checked(s) else s
+        _add(s, _service_gaps(s, s.code, visit, roles, catalog, policy))
+        if s.code and _checked(s)
+        else s
         for s in visit.services
     )
     services = _with_overlaps(services, catalog, policy)
@@ -46,13 +51,18 @@ def _add(service: VisitService, found: list[Finding]) -> VisitService:
 
 
 def _service_gaps(
-    service: VisitService, code: str, visit: Visit, catalog: Catalog, policy: FindingPolicy
+    service: VisitService,
+    code: str,
+    visit: Visit,
+    encounter_roles: frozenset[Role | None],
+    catalog: Catalog,
+    policy: FindingPolicy,
 ) -> list[Finding]:
     definition = catalog.codes[code]
     found = _time_gaps(service, visit, policy) if definition.is_timed else []
     found += _what_gaps(service, definition.is_timed, definition.body_site, policy)
     found += _necessity_gaps(service, visit, policy)
-    found += _who_gaps(service, definition.disciplines, visit, policy)
+    found += _who_gaps(service, definition.disciplines, encounter_roles, policy)
     if service.group_subject and definition.kind is CodeKind.TIMED_15:
         found.append(
             policy.make(
@@ -175,7 +185,7 @@ def _necessity_gaps(service: VisitService, visit: Visit, policy: FindingPolicy) 
 def _who_gaps(
     service: VisitService,
     disciplines: tuple[Discipline, ...],
-    visit: Visit,
+    encounter_roles: frozenset[Role | None],
     policy: FindingPolicy,
 ) -> list[Finding]:
     """Who furnished the service: someone qualified, of the right discipline, supervised.
@@ -217,7 +227,6 @@ def _who_gaps(
                 )
             )
     roles = {p.role for p in service.performers}
-    encounter_roles = {p.role for s in visit.services for p in s.performers}
     if roles & set(_ASSISTANTS) and not (roles | encounter_roles) & set(_THERAPISTS):
         found.append(
             policy.make(
@@ -231,34 +240,85 @@ def _who_gaps(
     return found
 
 
+# An overlap is named service by service up to this many; past it, one finding says how many
+# services a service overlaps and names the first ones (a day where everything overlaps would
+# otherwise be n² findings).
+OVERLAPS_NAMED = 3
+_MINUTE = timedelta(minutes=1)
+
+
 def _with_overlaps(
     services: tuple[VisitService, ...], catalog: Catalog, policy: FindingPolicy
 ) -> tuple[VisitService, ...]:
     """No two services in the same minutes, supervised modalities excepted; both are named.
 
+    Two services overlap when they share at least one whole minute. Found in n log n: services
+    in order of start; those that started earlier and still run a minute past this one's start
+    are kept in a heap by end, so each service meets only its own overlaps.
+
     Source: NCCI Policy Manual ch.11 §P item 2; CMS Pub 100-04 ch.5 §20.3.
     """
-    timed = [
-        (i, s, s.start, s.end)
+    timed = sorted(
+        (s.start, i, s.end)
         for i, s in enumerate(services)
-        if _checked(s) and s.start and s.end and not catalog.codes[s.code or ""].supervised
-    ]
+        if _checked(s)
+        and s.start
+        and s.end
+        and s.end - s.start >= _MINUTE
+        and not catalog.codes[s.code or ""].supervised
+    )
+    starts = [start for start, _, _ in timed]
+    running: list[tuple[datetime, int]] = []  # (end, index) of earlier services still running
     extra: dict[int, list[Finding]] = {}
-    for a, (i, first, first_start, first_end) in enumerate(timed):
-        for j, second, second_start, second_end in timed[a + 1 :]:
-            overlap = _minutes_between(max(first_start, second_start), min(first_end, second_end))
-            if overlap:
-                for index, this, other in ((i, first, second), (j, second, first)):
-                    extra.setdefault(index, []).append(
-                        policy.make(
-                            "time-overlap",
-                            f"{this.code} overlaps {other.code} ({other.reference}) by "
-                            f"{overlap} minutes.",
-                            this.reference,
-                            "Procedure.performedPeriod",
-                        )
-                    )
+    for position, (start, i, end) in enumerate(timed):
+        while running and running[0][0] < start + _MINUTE:
+            heapq.heappop(running)
+        later = bisect.bisect_right(starts, end - _MINUTE) - position - 1
+        partners = sorted(
+            [j for _, j in running[:OVERLAPS_NAMED]]
+            + [j for _, j, _ in timed[position + 1 : position + 1 + min(later, OVERLAPS_NAMED)]]
+        )[:OVERLAPS_NAMED]
+        if partners:
+            extra[i] = _overlap_findings(services, i, partners, len(running) + later, policy)
+        heapq.heappush(running, (end, i))
     return tuple(_add(s, extra.get(i, [])) for i, s in enumerate(services))
+
+
+def _overlap_findings(
+    services: tuple[VisitService, ...],
+    index: int,
+    partners: list[int],
+    count: int,
+    policy: FindingPolicy,
+) -> list[Finding]:
+    this = services[index]
+
+    def minutes_with(other: VisitService) -> int | None:
+        return _minutes_between(max(this.start, other.start), min(this.end, other.end))  # type: ignore[type-var]
+
+    if count <= OVERLAPS_NAMED:
+        return [
+            policy.make(
+                "time-overlap",
+                f"{this.code} overlaps {other.code} ({other.reference}) by "
+                f"{minutes_with(other)} minutes.",
+                this.reference,
+                "Procedure.performedPeriod",
+            )
+            for other in (services[j] for j in partners)
+        ]
+    named = ", ".join(
+        f"{other.code} ({other.reference}) by {minutes_with(other)} minutes"
+        for other in (services[j] for j in partners)
+    )
+    return [
+        policy.make(
+            "time-overlap",
+            f"{this.code} overlaps {count} other services, among them {named}.",
+            this.reference,
+            "Procedure.performedPeriod",
+        )
+    ]
 
 
 def _visit_gaps(

@@ -237,14 +237,21 @@ class Store(ConfigStoreMixin):
         return True
 
     def claim(self, stale_after: timedelta = timedelta(minutes=5)) -> Claimed | None:
-        """Take the oldest pending notification (or one claimed too long ago by a worker that
-        stopped); an atomic compare-and-set, so two workers never take the same one."""
-        cutoff = now() - stale_after
+        """Take the oldest pending notification that is due (or one claimed too long ago by a
+        worker that stopped); an atomic compare-and-set, so two workers never take the same."""
+        at = now()
+        cutoff = at - stale_after
         with self.session() as session:
             candidates = session.scalars(
                 select(Notification)
                 .where(
-                    (Notification.status == "pending")
+                    (
+                        (Notification.status == "pending")
+                        & (
+                            Notification.next_attempt_at.is_(None)
+                            | (Notification.next_attempt_at <= at)
+                        )
+                    )
                     | ((Notification.status == "processing") & (Notification.claimed_at < cutoff))
                 )
                 .order_by(Notification.id)
@@ -266,18 +273,37 @@ class Store(ConfigStoreMixin):
                     return seen
         return None
 
-    def finish(self, notification_id: int, error: str | None = None, retry: bool = False) -> None:
-        status = "pending" if retry else ("failed" if error else "done")
+    def finish(
+        self, notification_id: int, error: str | None = None, retry_at: datetime | None = None
+    ) -> None:
+        """Done (no error); to be tried again at `retry_at`; else failed: set aside for an
+        admin (GET /admin/api/v1/notifications)."""
+        status = "pending" if retry_at else ("failed" if error else "done")
         with self.session() as session:
             session.execute(
                 update(Notification)
                 .where(Notification.id == notification_id)
-                .values(status=status, finished_at=now(), last_error=error)
+                .values(
+                    status=status, finished_at=now(), last_error=error, next_attempt_at=retry_at
+                )
             )
 
-    def notifications(self) -> list[Notification]:
+    def retry_notification(self, notification_id: int) -> tuple[Notification | None, bool]:
+        """Put a set-aside notification back in the queue, due now, with its attempts reset.
+        The row (None if there is none) and whether it was set aside (and so is queued now)."""
         with self.session() as session:
-            return list(session.scalars(select(Notification).order_by(Notification.id)))
+            row = session.get(Notification, notification_id)
+            if row is None or row.status != "failed":
+                return row, False
+            row.status, row.attempts, row.next_attempt_at = "pending", 0, None
+            return row, True
+
+    def notifications(self, status: str | None = None, limit: int = 1000) -> list[Notification]:
+        with self.session() as session:
+            query = select(Notification).order_by(Notification.id).limit(limit)
+            if status:
+                query = query.where(Notification.status == status)
+            return list(session.scalars(query))
 
 
 def _json_text(value: Any) -> str:

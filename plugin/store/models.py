@@ -53,11 +53,13 @@ class Notification(Base):
     encounter_id: Mapped[str] = mapped_column(String(200), index=True)
     version: Mapped[str] = mapped_column(String(100))  # the Encounter's versionId ("" if unknown)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    status: Mapped[str] = mapped_column(String(20), index=True)  # pending, processing, done, failed
+    # pending, processing, done, failed (set aside: tried MAX_ATTEMPTS times, or not retryable)
+    status: Mapped[str] = mapped_column(String(20), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class SeenToken(Base):

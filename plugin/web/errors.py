@@ -9,6 +9,7 @@ from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
+from plugin.errors import VisitTooLarge
 from plugin.gateway.errors import FhirError, TemporaryFhirError
 from plugin.gateway.gather import NotFound
 from plugin.web.cds_auth import Unauthorized
@@ -86,6 +87,10 @@ def register(app: Flask) -> None:
     def unauthorized(error: Unauthorized) -> Response:
         log.warning("refused an unauthenticated call: %s", error)  # the reason stays here
         return _answer(401, {"error": "unauthorized"})
+
+    @app.errorhandler(VisitTooLarge)
+    def too_large(error: VisitTooLarge) -> Response:
+        return _answer(422, {"error": "invalid", "message": f"{error.encounter}: {error}"})
 
     @app.errorhandler(NotFound)
     def not_found(error: NotFound) -> Response:

@@ -21,7 +21,10 @@ def healthz() -> Response:
 
 
 @blp.route("/readyz", methods=["GET"])
-@blp.doc(summary="Ready: settings valid, database reachable, EHR reachable when configured")
+@blp.doc(
+    summary="Ready: settings valid, database reachable, the notification worker alive and not "
+    "stuck, EHR reachable when configured"
+)
 def readyz() -> Response:
     state = current_app.extensions["theracharge"]
     checks: dict[str, Any] = {"settings": "ok"}
@@ -32,6 +35,9 @@ def readyz() -> Response:
     except SQLAlchemyError as exc:
         checks["database"] = f"failed: {type(exc).__name__}"
         ready = False
+    worker = state.worker.health() if state.worker is not None else None
+    checks["notification_worker"] = f"failed: {worker}" if worker else "ok"
+    ready = ready and worker is None
     gatherer = state.gatherer()
     if gatherer is not None:
         try:

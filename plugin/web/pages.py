@@ -135,6 +135,7 @@ def worklist() -> str:
     counts = Counter(code for row in rows for code in row.get("holds", []))
     return render_template(
         "worklist.html",
+        set_aside=_state().store.notifications(status="failed", limit=200),
         rows=rows,
         filters=filters,
         counts=counts.most_common(),

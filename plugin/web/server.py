@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 
-from plugin.app import create_app
+from plugin.app import check_audience, create_app
 from plugin.settings import Settings
 
 
@@ -53,6 +53,7 @@ def _worker_exit(server: Any, worker: Any) -> None:
 
 
 def serve(settings: Settings, host: str, port: int, workers: int, dev: bool) -> None:
+    check_audience(settings, dev)  # a ConfigError before anything starts: exit 2 naming it
     if dev:
         app = create_app(settings, dev=True)
         try:

@@ -46,6 +46,7 @@ def env_for(ehr: Ehr, tmp_path: Path, jwks_file: Path, **extra: str) -> dict[str
         "THERACHARGE_FHIR_BASE_URL": ehr.base_url,
         "THERACHARGE_CDS_ISSUERS": ISSUER,
         "THERACHARGE_CDS_JWKS": str(jwks_file),
+        "THERACHARGE_PUBLIC_URL": "http://localhost",
         "THERACHARGE_NOTIFICATION_SECRET": SECRET,
         "THERACHARGE_API_TOKENS": f"billing=sha256:{token_hash('api-token')}",
         **extra,

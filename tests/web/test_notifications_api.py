@@ -114,7 +114,10 @@ def test_health_readiness_metrics_and_openapi(make_app) -> None:
     client = make_app().test_client()
     assert client.get("/healthz").json == {"status": "ok"}
     ready = client.get("/readyz")
-    assert (ready.status_code, ready.json["checks"]) == (200, {"settings": "ok", "database": "ok"})
+    assert (ready.status_code, ready.json["checks"]) == (
+        200,
+        {"settings": "ok", "database": "ok", "notification_worker": "ok"},
+    )
     client.get("/cds-services")
     metrics = client.get("/metrics").get_data(as_text=True)
     assert 'theracharge_requests_total{endpoint="/cds-services",status="200"}' in metrics

@@ -1,0 +1,243 @@
+"""One visit that cannot be processed stays with that visit: recorded, retried, set aside, seen.
+
+The notification worker, `process --since`, `process --bundle` and the charges API each keep
+going past it; readiness says when the worker itself is dead or stuck.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from plugin import cli, live, worker
+from plugin.environment import token_hash
+from plugin.gateway.errors import FatalFhirError
+from plugin.store import Store, now
+from plugin.store.models import Notification
+from plugin.worker import MAX_ATTEMPTS, NotificationWorker, retry_wait
+from tests import builders
+
+ADMIN = {"Authorization": "Bearer admin-token"}
+TOKENS = f"ann:admin=sha256:{token_hash('admin-token')}"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    store = Store(f"sqlite:///{tmp_path / 'tc.db'}")
+    store.migrate()
+    return store
+
+
+def _worker(settings: Any, store: Store, monkeypatch: Any, fails: dict[str, Exception]) -> Any:
+    """A worker whose processing fails with `fails[encounter]`, else succeeds."""
+    done: list[str] = []
+
+    def process(_settings: Any, _gatherer: Any, encounter: str, _at: Any) -> Any:
+        if encounter in fails:
+            raise fails[encounter]
+        done.append(encounter)
+        return SimpleNamespace(written=True)
+
+    monkeypatch.setattr(worker, "process_encounter", process)
+    return NotificationWorker(settings, store, lambda: object(), idle_seconds=0.01), done  # type: ignore[arg-type, return-value]
+
+
+def test_an_unexpected_error_is_recorded_and_retried_later_while_the_rest_flow(
+    settings, store, monkeypatch
+) -> None:
+    store.enqueue("bad", "1")
+    store.enqueue("good", "1")
+    w, done = _worker(settings, store, monkeypatch, {"bad": KeyError("the data said so")})
+    assert w.run_once()
+    assert w.run_once()
+    assert not w.run_once()  # the bad one is not due yet
+    assert done == ["good"]
+    rows = {n.encounter_id: n for n in store.notifications()}
+    assert rows["good"].status == "done"
+    bad = rows["bad"]
+    assert (bad.status, bad.attempts) == ("pending", 1)
+    assert bad.last_error == "internal error (KeyError); see the service log"
+    assert "the data said so" not in bad.last_error  # an unknown error's text may quote data
+    due = bad.next_attempt_at
+    waited = (due if due.tzinfo else due.replace(tzinfo=UTC)) - now()
+    assert timedelta(seconds=20) < waited <= retry_wait(1)
+
+
+def test_after_its_attempts_a_failing_notification_is_set_aside(settings, store, monkeypatch):
+    store.enqueue("bad", "1")
+    w, _ = _worker(settings, store, monkeypatch, {"bad": RuntimeError("boom")})
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        with store.session() as session:  # make it due now
+            session.execute(update(Notification).values(next_attempt_at=None))
+        assert w.run_once()
+        (row,) = store.notifications()
+        assert row.attempts == attempt
+    assert row.status == "failed"
+    assert f"after {MAX_ATTEMPTS} attempts" in row.last_error
+    assert not w.run_once()
+
+
+def test_an_error_that_retrying_cannot_mend_is_set_aside_at_once(settings, store, monkeypatch):
+    store.enqueue("gone", "1")
+    fatal = FatalFhirError("GET /Encounter/gone → HTTP 404", 404)
+    w, _ = _worker(settings, store, monkeypatch, {"gone": fatal})
+    assert w.run_once()
+    (row,) = store.notifications()
+    assert (row.status, row.attempts, row.last_error) == ("failed", 1, str(fatal))
+
+
+def test_the_backoff_doubles() -> None:
+    assert [retry_wait(n).total_seconds() for n in (1, 2, 3, 4)] == [30, 60, 120, 240]
+
+
+def test_the_worker_thread_survives_a_database_that_fails(settings, store, monkeypatch) -> None:
+    calls = []
+
+    def claim(_stale: Any) -> None:
+        calls.append(1)
+        raise OSError("database away")
+
+    w, _ = _worker(settings, store, monkeypatch, {})
+    monkeypatch.setattr(store, "claim", claim)
+    w.start()
+    deadline = time.monotonic() + 5
+    while len(calls) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        assert len(calls) >= 3  # kept trying
+        assert w.health() is None  # and alive
+    finally:
+        w.stop()
+
+
+def test_readiness_reports_a_dead_or_stuck_worker(make_app, monkeypatch) -> None:
+    app = make_app()
+    state = app.extensions["theracharge"]
+    client = app.test_client()
+    assert client.get("/readyz").json["checks"]["notification_worker"] == "ok"
+    dead = threading.Thread(target=lambda: None)
+    dead.start()
+    dead.join()
+    state.worker._thread = dead  # started here, and gone
+    answer = client.get("/readyz")
+    assert answer.status_code == 503
+    assert "stopped" in answer.json["checks"]["notification_worker"]
+    alive = threading.Event()
+    running = threading.Thread(target=alive.wait)
+    running.start()
+    try:
+        state.worker._thread = running
+        state.worker.busy_since = time.monotonic() - 3600
+        answer = client.get("/readyz")
+        assert answer.status_code == 503
+        assert "processing for" in answer.json["checks"]["notification_worker"]
+    finally:
+        alive.set()
+        running.join()
+
+
+def test_admins_see_set_aside_notifications_and_put_one_back(make_app) -> None:
+    app = make_app(THERACHARGE_API_TOKENS=TOKENS)
+    store = app.extensions["theracharge"].store
+    store.enqueue("e7", "2")
+    claimed = store.claim()
+    store.finish(claimed.id, "internal error (KeyError); see the service log")
+    client = app.test_client()
+    (listed,) = client.get("/admin/api/v1/notifications", headers=ADMIN).json
+    assert listed["encounter"] == "Encounter/e7"
+    assert listed["status"] == "failed"
+    assert listed["last_error"].startswith("internal error")
+    page = client.get("/admin/api/v1/notifications?status=bogus", headers=ADMIN)
+    assert page.status_code == 400
+    again = client.post(f"/admin/api/v1/notifications/{listed['id']}/retry", headers=ADMIN)
+    assert (again.status_code, again.json["status"], again.json["attempts"]) == (200, "pending", 0)
+    twice = client.post(f"/admin/api/v1/notifications/{listed['id']}/retry", headers=ADMIN)
+    assert twice.status_code == 409
+    assert client.post("/admin/api/v1/notifications/999/retry", headers=ADMIN).status_code == 404
+    audit = client.get("/admin/api/v1/audit?object_type=notification", headers=ADMIN).json
+    assert [(a["actor"], a["action"]) for a in audit] == [("ann", "retry")]
+
+
+def test_the_worklist_shows_what_was_set_aside(make_app) -> None:
+    app = make_app(THERACHARGE_API_TOKENS=TOKENS)
+    store = app.extensions["theracharge"].store
+    store.enqueue("e8", "1")
+    store.finish(store.claim().id, "900 procedures; at most 200 are decided for one visit")
+    client = app.test_client()
+    with client.session_transaction() as session:
+        session.update(who="ann", role="billing")
+    page = client.get("/worklist").get_data(as_text=True)
+    assert "Visits that could not be processed" in page
+    assert "e8" in page
+    assert "900 procedures" in page
+
+
+def test_process_since_goes_past_a_visit_that_fails_and_exits_1(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(live, "connect", lambda *_: object())
+    monkeypatch.setattr(live, "encounters_between", lambda *_: ["a", "bad", "c"])
+    decided = []
+
+    def process(_s: Any, _g: Any, encounter: str, *_: Any, **__: Any) -> Any:
+        if encounter == "bad":
+            raise LookupError("no value in force")
+        decided.append(encounter)
+        return SimpleNamespace(decision=SimpleNamespace(lines=(), findings=()))
+
+    monkeypatch.setattr(live, "process_encounter", process)
+    monkeypatch.setenv("THERACHARGE_FHIR_BASE_URL", "https://ehr.example.org/fhir")
+    code = cli.main(["process", "--since", "2026-11-01"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert decided == ["a", "c"]
+    assert "Encounter/bad: internal error (LookupError)" in err
+
+
+def test_a_file_with_a_visit_over_the_procedure_limit_writes_the_others_and_exits_1(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    big = [builders.procedure(f"b{i}", encounter_id="big") for i in range(6)]
+    small = builders.complete_record(builders.procedure("s1"))
+    resources = [*small, builders.encounter("big"), *big]
+    path = tmp_path / "visits.json"
+    path.write_text(
+        json.dumps(
+            {
+                "resourceType": "Bundle",
+                "type": "collection",
+                "entry": [{"resource": r} for r in resources],
+            }
+        )
+    )
+    monkeypatch.setenv("THERACHARGE_MAX_PROCEDURES", "5")
+    out, report = tmp_path / "out.json", tmp_path / "report.json"
+    code = cli.main(["process", "--bundle", str(path), "--out", str(out), "--report", str(report)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "not processed: Encounter/big: 6 procedures; at most 5" in err
+    body = json.loads(report.read_text())
+    assert [e["encounter"] for e in body["encounters"]] == ["Encounter/e1"]
+    assert body["summary"]["failures"] == [
+        "Encounter/big: 6 procedures; at most 5 are decided for one visit "
+        "(THERACHARGE_MAX_PROCEDURES)"
+    ]
+    written = json.loads(out.read_text())
+    assert all("big" not in json.dumps(e["resource"].get("context", {})) for e in written["entry"])
+
+
+def test_the_hook_refuses_a_visit_over_the_procedure_limit_with_422(make_app, sign) -> None:
+    from tests.web.conftest import hook_body, prefetch_of
+    from tests.web.test_cds_hooks import call
+
+    procedures = [builders.procedure(f"p{i}") for i in range(4)]
+    body = hook_body(prefetch_of(builders.complete_record(*procedures)))
+    answer = call(make_app(THERACHARGE_MAX_PROCEDURES="3"), body, sign())
+    assert answer.status_code == 422
+    assert answer.json["message"].startswith("Encounter/e1: 4 procedures; at most 3")
