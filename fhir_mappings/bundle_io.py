@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -106,8 +107,12 @@ def _resource(value: object, where: str) -> Json:
 def atomic_output(path: str | None) -> Iterator[IO[bytes] | None]:
     """A file that appears complete at `path` or not at all; `-` is standard output.
 
-    Written to a temporary file beside the target and renamed into place only when the block
-    ends without an exception (DESIGN.md: nothing is lost or half-written).
+    A regular file (or a new one) is written to a temporary file beside it and renamed into
+    place only when the block ends without an exception (DESIGN.md: nothing is lost or
+    half-written), keeping the old file's permissions. A symbolic link is followed: the file it
+    points to is replaced, the link stays a link. Anything else that exists (a device such as
+    /dev/null, a FIFO, a terminal) cannot be replaced and is written straight to: renaming a
+    file over /dev/null would replace the system's /dev/null.
     """
     if path is None:
         yield None
@@ -116,13 +121,23 @@ def atomic_output(path: str | None) -> Iterator[IO[bytes] | None]:
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
-    target = Path(path)
-    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or Path("."))
+    target = Path(os.path.realpath(path))
+    try:
+        existing = target.stat()
+    except FileNotFoundError:
+        existing = None
+    if existing is not None and not stat.S_ISREG(existing.st_mode):
+        with open(target, "wb") as stream:
+            yield stream
+        return
+    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        if existing is not None:
+            os.chmod(temp, stat.S_IMODE(existing.st_mode))
         os.replace(temp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from datetime import date, datetime
@@ -27,6 +28,7 @@ from plugin.units_report import units_json, units_text
 
 EXIT_FAILED = 1  # some visits could not be processed; the others were
 EXIT_BAD_INPUT = 2
+EXIT_BROKEN_PIPE = 128 + 13  # killed by SIGPIPE, as the shell reports it
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,10 +37,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
         result: int = args.run(args, settings)
+        sys.stdout.flush()  # here, where a reader that went away is caught
         return result
     except (UsageError, ConfigError) as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        # The reader stopped reading (`theracharge examples | head`): stop quietly, as Unix
+        # tools do, with SIGPIPE's status; stdout goes to /dev/null so the interpreter's own
+        # final flush does not fail again (Python docs, "Note on SIGPIPE").
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -226,6 +235,10 @@ def _run_process(args: argparse.Namespace, settings: Settings) -> int:
             summary = process_file(args.bundle, settings, outputs, entered, strict=args.strict)
     except InputError as exc:
         raise UsageError(str(exc)) from exc
+    except BrokenPipeError:
+        raise
+    except OSError as exc:  # an output that cannot be written: name it
+        raise UsageError(f"{exc.filename or args.out}: {exc.strerror or exc}") from exc
     if args.format == "text":
         print(summary_text(summary), file=sys.stderr)
     for failure in summary.failures:  # the others were decided and written

@@ -1,0 +1,72 @@
+"""Where the command line writes: devices and pipes written straight to, links kept, and a
+reader that goes away (`| head`) ends the command quietly."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from plugin import cli
+
+FIXTURE = Path(__file__).parent / "fixtures" / "visits" / "medicare-cms-example-3.json"
+THERACHARGE = str(Path(sys.executable).with_name("theracharge"))
+
+
+def test_a_fifo_as_report_is_written_to_and_stays_a_fifo(tmp_path: Path, capsys) -> None:
+    fifo = tmp_path / "report.fifo"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    code = cli.main(["process", "--bundle", str(FIXTURE), "--report", str(fifo)])
+    reader.join(10)
+    assert code == 0
+    assert stat.S_ISFIFO(fifo.stat().st_mode)  # not replaced by a regular file
+    assert got, "nothing was written to the FIFO"
+    assert b'"encounters"' in got[0]
+
+
+def test_a_symlink_keeps_pointing_at_the_file_it_names(tmp_path: Path, capsys) -> None:
+    real = tmp_path / "real.json"
+    real.write_text("old")
+    real.chmod(0o644)
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    assert cli.main(["process", "--bundle", str(FIXTURE), "--out", str(link)]) == 0
+    assert link.is_symlink()
+    assert '"transaction"' in real.read_text()
+    assert stat.S_IMODE(real.stat().st_mode) == 0o644  # its permissions kept
+
+
+def test_an_output_in_a_missing_folder_exits_2_naming_it(tmp_path: Path, capsys) -> None:
+    target = tmp_path / "no-such-folder" / "out.json"
+    code = cli.main(["process", "--bundle", str(FIXTURE), "--out", str(target)])
+    assert code == 2
+    assert "no-such-folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["examples"], ["process", "--bundle", "BIG", "--out", "-"]])
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path, command) -> None:
+    """As `| head` does once it has read enough: here the reader is gone before the first
+    write, so every write meets a closed pipe."""
+    big = tmp_path / "big.json"
+    subprocess.run([THERACHARGE, "sample", "--visits", "50", "--out", str(big)], check=True)
+    args = [str(big) if part == "BIG" else part for part in command]
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [THERACHARGE, *args], stdout=write_end, capture_output=False, stderr=subprocess.PIPE
+        )
+    finally:
+        os.close(write_end)
+    err = done.stderr.decode()
+    assert "Traceback" not in err
+    assert "BrokenPipeError" not in err
+    assert done.returncode == 141
