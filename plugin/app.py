@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,8 @@ class AppState:
     ) -> None:
         """The run ledger: every decision, what was written, what failed (`wait`: on the table
         before returning, Store.record_run)."""
+        if outcome == "preview" and not self.settings.service.ledger_keep_preview:
+            return  # cards only, nothing written: not kept (THERACHARGE_LEDGER_KEEP_PREVIEW)
         visit = decision.visit
         lines = [
             {
@@ -204,6 +207,7 @@ def create_app(
     store = Store(settings.service.database_url)
     store.migrate()
     store.defer_ledger()  # ledger rows leave the request path (plugin/store/ledger.py)
+    store.retention = timedelta(days=settings.service.ledger_retention_days)
     verifier = None
     if settings.service.cds_auth:
         verifier = ClientVerifier(

@@ -58,6 +58,8 @@ class ServiceConfig:
     public_url: str | None = None  # how the EHR reaches us: the audience of CDS clients' JWTs
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES  # a larger body: 413, never read
     max_procedures: int = DEFAULT_MAX_PROCEDURES  # per visit; more is refused (422)
+    ledger_retention_days: float = 90.0  # run ledger rows older than this are deleted
+    ledger_keep_preview: bool = False  # preview-only hook calls leave no ledger row
 
 
 def token_hash(token: str) -> str:
@@ -153,7 +155,16 @@ def service_config(env: Mapping[str, str]) -> ServiceConfig:
             _number(env, "THERACHARGE_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES)
         ),
         max_procedures=int(_number(env, "THERACHARGE_MAX_PROCEDURES", DEFAULT_MAX_PROCEDURES)),
+        ledger_retention_days=_number(env, "THERACHARGE_LEDGER_RETENTION_DAYS", 90.0),
+        ledger_keep_preview=_flag(env, "THERACHARGE_LEDGER_KEEP_PREVIEW"),
     )
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    text = env.get(name, "").strip().lower() or "false"
+    if text not in ("true", "false"):
+        raise ConfigError(f"{name}: {text!r} is not true or false")
+    return text == "true"
 
 
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:

@@ -4,6 +4,7 @@ via THERACHARGE_DATABASE_URL when several instances share state."""
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # `insert(...).values(...)` per call re-coerced every value (a third of a hook call).
 _RUN_INSERT = insert(cast(Table, RunEntry.__table__))
 _NEWEST_FIRST = (RunEntry.at.desc(), RunEntry.id.desc())
+PRUNE_EVERY = 600.0  # seconds between two prunings of the ledger, per process
+PRUNE_CHUNK = 5000
 
 
 def now() -> datetime:
@@ -73,6 +76,8 @@ class Store(ConfigStoreMixin):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._ledger: LedgerWriter | None = None
+        self.retention: timedelta | None = None  # ledger rows older than this are deleted
+        self._pruned = 0.0  # monotonic time of the last pruning in this process
 
     def migrate(self) -> None:
         """Bring the schema to the newest migration (run at start; safe to repeat)."""
@@ -173,6 +178,22 @@ class Store(ConfigStoreMixin):
         work per row cost more than the decision itself, bench/bench_hook.py)."""
         with self.engine.begin() as connection:
             connection.execute(_RUN_INSERT, rows)
+        if self.retention is not None and time.monotonic() - self._pruned > PRUNE_EVERY:
+            self._pruned = time.monotonic()
+            self.prune_runs(now() - self.retention)
+
+    def prune_runs(self, before: datetime) -> int:
+        """Delete ledger rows decided before `before` (THERACHARGE_LEDGER_RETENTION_DAYS), in
+        chunks so a long backlog never holds the write lock for long. The rows deleted."""
+        deleted = 0
+        while True:
+            with self.engine.begin() as connection:
+                ids = select(RunEntry.id).where(RunEntry.at < before).limit(PRUNE_CHUNK)
+                result = connection.execute(delete(RunEntry).where(RunEntry.id.in_(ids)))
+                count = cast(CursorResult[Any], result).rowcount
+            deleted += count
+            if count < PRUNE_CHUNK:
+                return deleted
 
     def latest_runs(self, limit: int = 1000) -> list[RunEntry]:
         """The newest decision of each encounter (the hold worklist's source). Newest by the

@@ -1,0 +1,74 @@
+"""The run ledger stays bounded: preview calls leave no row by default, old rows are deleted."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from plugin.store import now
+from tests.web.conftest import hook_body
+from tests.web.test_cds_hooks import call
+
+
+def _rows(app: Any) -> int:
+    return len(app.extensions["theracharge"].store.runs(limit=10_000))
+
+
+def test_preview_calls_leave_no_ledger_row_by_default(make_app, sign) -> None:
+    app = make_app()  # write mode preview: cards only
+    for _ in range(20):
+        assert call(app, hook_body(), sign()).status_code == 200
+    assert _rows(app) == 0
+
+
+def test_preview_rows_are_kept_when_asked(make_app, sign) -> None:
+    app = make_app(THERACHARGE_LEDGER_KEEP_PREVIEW="true")
+    assert call(app, hook_body(), sign()).status_code == 200
+    (run,) = app.extensions["theracharge"].store.runs()
+    assert run.outcome == "preview"
+
+
+def test_rows_older_than_the_retention_are_deleted_as_new_ones_are_written(make_app) -> None:
+    app = make_app(THERACHARGE_LEDGER_RETENTION_DAYS="30")
+    store = app.extensions["theracharge"].store
+    assert store.retention == timedelta(days=30)
+    old = {"encounter_id": "old", "trigger": "cds-hook", "outcome": "written"}
+    store._write_runs(
+        [
+            {
+                **old,
+                "at": now() - timedelta(days=31),
+                "lines": [],
+                "gaps": [],
+                "written": {},
+                "error": None,
+                "report": None,
+            }
+        ]
+    )
+    store._pruned = 0.0  # as if the last pruning were long ago
+    store.record_run("new", "cds-hook", "written", [], [], {}, wait=True)
+    assert [r.encounter_id for r in store.runs()] == ["new"]
+
+
+def test_pruning_works_in_chunks_and_keeps_what_is_recent(make_app, monkeypatch) -> None:
+    import plugin.store as store_module
+
+    monkeypatch.setattr(store_module, "PRUNE_CHUNK", 3)
+    store = make_app().extensions["theracharge"].store
+    store.retention = None  # no pruning as they are written: this test prunes by hand
+    base = {
+        "trigger": "cds-hook",
+        "outcome": "written",
+        "lines": [],
+        "gaps": [],
+        "written": {},
+        "error": None,
+        "report": None,
+    }
+    store._write_runs(
+        [{**base, "encounter_id": f"o{i}", "at": now() - timedelta(days=400)} for i in range(7)]
+        + [{**base, "encounter_id": "recent", "at": now() - timedelta(days=1)}]
+    )
+    assert store.prune_runs(now() - timedelta(days=90)) == 7
+    assert [r.encounter_id for r in store.runs()] == ["recent"]
