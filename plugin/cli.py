@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from datetime import date, datetime
@@ -99,12 +100,28 @@ def _service_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParse
 
 
 def _run_serve(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.dev:
+        _metrics_folder(settings, args.host, args.port)
+    # Imported only now: the metrics must know their folder before the first one is made.
     from plugin.web.observability import configure_logging
     from plugin.web.server import serve
 
     configure_logging()
     serve(settings, args.host, args.port, args.workers, args.dev)
     return 0
+
+
+def _metrics_folder(settings: Settings, host: str, port: int) -> None:
+    """Counters shared by every gunicorn worker of this instance (prometheus_client's
+    multiprocess mode: each worker writes its own file, /metrics adds them up). The folder is
+    this instance's own (its address), emptied at start so a past run's counts do not linger;
+    PROMETHEUS_MULTIPROC_DIR set by the operator is used as it is."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    folder = Path(settings.service.instance_dir) / "metrics" / f"{host}-{port}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
 
 
 def _run_subscribe(args: argparse.Namespace, settings: Settings) -> int:

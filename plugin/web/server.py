@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gc
+import os
 from typing import Any
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
+from prometheus_client import multiprocess
 
 from plugin.app import check_audience, create_app
 from plugin.settings import Settings
@@ -26,6 +28,12 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
         self.cfg.set("post_fork", _post_fork)
         self.cfg.set("worker_exit", _worker_exit)
+        self.cfg.set("child_exit", _child_exit)
+        # gunicorn ≥ 25.1 opens a control socket at one path per user ($XDG_RUNTIME_DIR or
+        # ~/.gunicorn/gunicorn.ctl), which every instance on the machine would share. We do not
+        # use gunicornc: no socket.
+        if "control_socket_disable" in self.cfg.settings:
+            self.cfg.set("control_socket_disable", True)
 
     def load(self) -> Flask:
         app = create_app(self.settings, start_worker=False)  # workers start theirs after fork
@@ -42,6 +50,12 @@ def _post_fork(server: Any, worker: Any) -> None:
     state = worker.app.callable.extensions["theracharge"]
     if state.worker is not None:
         state.worker.start()
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    """A worker gone: its live metric files are closed out (Prometheus multiprocess mode)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
 
 def _worker_exit(server: Any, worker: Any) -> None:

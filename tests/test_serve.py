@@ -1,0 +1,57 @@
+"""`theracharge serve` under gunicorn: metrics add up across workers, no shared control socket,
+and a refused start names the missing setting."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.service import THERACHARGE, running_service
+
+pytestmark = pytest.mark.slow
+
+
+def _healthz_count(text: str) -> float:
+    match = re.search(
+        r'^theracharge_requests_total\{endpoint="/healthz",status="200"\} (\S+)$', text, re.M
+    )
+    return float(match.group(1)) if match else 0.0
+
+
+def test_counters_add_up_across_workers_and_never_go_back(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"THERACHARGE_CDS_AUTH": "disabled", "HOME": str(home), "XDG_RUNTIME_DIR": ""}
+    with running_service(tmp_path, env, workers=2) as service:
+        session = requests.Session()
+        seen = [_healthz_count(requests.get(f"{service.url}/metrics", timeout=5).text)]
+        for _ in range(5):
+            for _ in range(10):
+                assert session.get(f"{service.url}/healthz", timeout=5).status_code == 200
+            scrape = requests.get(f"{service.url}/metrics", timeout=5)  # a new connection
+            seen.append(_healthz_count(scrape.text))
+        assert scrape.headers["Content-Type"].count("charset") == 1
+        assert seen == sorted(seen)  # a counter never goes back between scrapes
+        assert seen[-1] - seen[0] == 50  # every worker's requests, added up
+        assert len(service.workers()) == 2
+    assert not (home / ".gunicorn").exists()  # no control socket shared by every instance
+
+
+def test_serve_refuses_to_start_without_its_public_url(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("THERACHARGE_")}
+    env.update(
+        THERACHARGE_INSTANCE_DIR=str(tmp_path / "instance"),
+        THERACHARGE_CDS_ISSUERS="https://ehr.example.org",
+        THERACHARGE_CDS_JWKS=str(tmp_path / "jwks.json"),
+    )
+    done = subprocess.run(
+        [THERACHARGE, "serve", "--port", "1"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "THERACHARGE_PUBLIC_URL" in done.stderr
+    assert "Traceback" not in done.stderr
