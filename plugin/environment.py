@@ -58,6 +58,7 @@ class ServiceConfig:
     public_url: str | None = None  # how the EHR reaches us: the audience of CDS clients' JWTs
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES  # a larger body: 413, never read
     max_procedures: int = DEFAULT_MAX_PROCEDURES  # per visit; more is refused (422)
+    notification_claim_seconds: float = 300.0  # a claim older than this is taken again
     ledger_retention_days: float = 90.0  # run ledger rows older than this are deleted
     ledger_keep_preview: bool = False  # preview-only hook calls leave no ledger row
 
@@ -156,6 +157,7 @@ def service_config(env: Mapping[str, str]) -> ServiceConfig:
         ),
         max_procedures=int(_number(env, "THERACHARGE_MAX_PROCEDURES", DEFAULT_MAX_PROCEDURES)),
         ledger_retention_days=_number(env, "THERACHARGE_LEDGER_RETENTION_DAYS", 90.0),
+        notification_claim_seconds=_number(env, "THERACHARGE_NOTIFICATION_CLAIM_SECONDS", 300.0),
         ledger_keep_preview=_flag(env, "THERACHARGE_LEDGER_KEEP_PREVIEW"),
     )
 

@@ -31,7 +31,6 @@ from plugin.store import Claimed, Store, now
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
 FIRST_RETRY = timedelta(seconds=30)  # then 1, 2, 4 minutes: about 7.5 minutes in all
-STALE_AFTER = timedelta(minutes=5)  # a claim older than this is taken again by any worker
 # Errors that trying again cannot mend: the EHR refused the request, the encounter is gone,
 # the visit is over the size limit.
 NOT_RETRYABLE = (FatalFhirError, NotFound, VisitTooLarge)
@@ -67,6 +66,12 @@ class NotificationWorker:
         self._thread: threading.Thread | None = None
         self.busy_since: float | None = None  # monotonic time the current notification began
 
+    @property
+    def stale_after(self) -> timedelta:
+        """A claim older than this is taken again by any worker (its process must have
+        stopped); THERACHARGE_NOTIFICATION_CLAIM_SECONDS."""
+        return timedelta(seconds=self.settings.service.notification_claim_seconds)
+
     def start(self) -> None:
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
@@ -85,7 +90,7 @@ class NotificationWorker:
         if not self._thread.is_alive():
             return "the notification worker thread has stopped"
         busy = self.busy_since
-        if busy is not None and time.monotonic() - busy > STALE_AFTER.total_seconds():
+        if busy is not None and time.monotonic() - busy > self.stale_after.total_seconds():
             return f"one notification has been processing for {time.monotonic() - busy:.0f} s"
         return None
 
@@ -101,7 +106,7 @@ class NotificationWorker:
 
     def run_once(self) -> bool:
         """Process one due notification; False when there was none."""
-        claimed = self.store.claim(STALE_AFTER)
+        claimed = self.store.claim(self.stale_after)
         if claimed is None:
             return False
         self.busy_since = time.monotonic()

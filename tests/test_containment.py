@@ -241,3 +241,26 @@ def test_the_hook_refuses_a_visit_over_the_procedure_limit_with_422(make_app, si
     answer = call(make_app(THERACHARGE_MAX_PROCEDURES="3"), body, sign())
     assert answer.status_code == 422
     assert answer.json["message"].startswith("Encounter/e1: 4 procedures; at most 3")
+
+
+def test_the_database_away_is_a_503_saying_so_not_a_500(make_app, sign, monkeypatch) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from tests.web.conftest import hook_body
+    from tests.web.test_cds_hooks import call
+
+    app = make_app()
+    store = app.extensions["theracharge"].store
+
+    def away(*_: Any) -> bool:
+        raise OperationalError("INSERT INTO seen_tokens …", {"jti": "x"}, OSError("refused"))
+
+    monkeypatch.setattr(store, "first_use", away)
+    app.extensions["theracharge"].cds_verifier.first_use = away
+    answer = call(app, hook_body(), sign())
+    assert answer.status_code == 503
+    assert answer.headers["Retry-After"] == "5"
+    assert answer.json == {
+        "error": "unavailable",
+        "message": "the database is unavailable; try again",
+    }

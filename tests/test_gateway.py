@@ -146,6 +146,19 @@ def test_a_redirect_within_the_origin_is_followed_with_the_token() -> None:
 
 
 @responses.activate
+def test_a_success_that_is_not_json_is_retried_never_read_as_empty() -> None:
+    url = f"{BASE}/Encounter?_id=1"
+    responses.get(url, body="<html>proxy error</html>", status=200)
+    responses.get(url, json={"resourceType": "Bundle", "entry": []})
+    clock = Clock()
+    assert client(clock).search("Encounter?_id=1").entries == []
+    assert len(responses.calls) == 2
+    responses.replace(responses.GET, url, body='{"resourceType": "Bun', status=200)
+    with pytest.raises(TemporaryFhirError, match="not JSON"):
+        client(clock, retry_total_seconds=1.0).search("Encounter?_id=1")
+
+
+@responses.activate
 def test_a_client_error_is_fatal_at_once_with_the_servers_words() -> None:
     responses.post(BASE, status=422, json=OUTCOME)
     clock = Clock()

@@ -174,6 +174,11 @@ class FhirClient:
         if response.status_code >= 400:
             hint = _retry_after(response.headers.get("Retry-After"))
             raise error_for(response.status_code, url, parsed, method, hint)
+        if parsed is None and response.content.strip():
+            # A success that is not JSON (a proxy's error page, a cut answer) is not an empty
+            # result: reading it as one would decide a visit on missing data.
+            what = f"{method} {_path(url)} → HTTP {response.status_code}: the answer is not JSON"
+            raise TemporaryFhirError(what, response.status_code, url)
         return parsed
 
     def _request(

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
@@ -87,6 +88,18 @@ def register(app: Flask) -> None:
     def unauthorized(error: Unauthorized) -> Response:
         log.warning("refused an unauthenticated call: %s", error)  # the reason stays here
         return _answer(401, {"error": "unauthorized"})
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    def database_away(error: SQLAlchemyError) -> Response:
+        """Our database restarting or unreachable: 503, try again (the driver's reason is
+        logged; SQLAlchemy's own text quotes the statement's values)."""
+        log.error("database unavailable: %s", getattr(error, "orig", None) or type(error).__name__)
+        response = _answer(
+            503, {"error": "unavailable", "message": "the database is unavailable; try again"}
+        )
+        response.headers["Retry-After"] = "5"
+        return response
 
     @app.errorhandler(VisitTooLarge)
     def too_large(error: VisitTooLarge) -> Response:

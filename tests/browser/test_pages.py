@@ -52,6 +52,7 @@ def site(make_app) -> Iterator[str]:
     app = make_app(
         THERACHARGE_API_TOKENS=f"ann:admin=sha256:{token_hash('admin-token')}",
         THERACHARGE_CDS_AUTH="disabled",
+        THERACHARGE_LEDGER_KEEP_PREVIEW="true",  # a preview-mode site that shows its decisions
     )
     client = app.test_client()
     client.post("/cds-services/therapy-charges", json=hook_body())  # holds for time-missing

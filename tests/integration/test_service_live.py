@@ -166,7 +166,7 @@ def test_the_charges_api_previews_then_writes(ehr: Ehr, tmp_path: Path, jwks_fil
     assert set(ours(ehr, app.extensions["theracharge"].settings)) == {
         ln["key"] for ln in preview.json["lines"]
     }
-    latest, _ = elsewhere.runs("enc-0004")
+    (latest,) = elsewhere.runs("enc-0004")  # the preview left no row (not kept by default)
     assert latest.outcome == "written"
     shared = ("created", "updated", "unchanged", "entered_in_error", "corrections_needed")
     assert latest.written == {k: written.json["written"][k] for k in shared}  # one shape
