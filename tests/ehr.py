@@ -47,17 +47,24 @@ class Ehr:
     base_url: str
     process: subprocess.Popen[bytes]
     folder: Path
+    direct_url: str = ""  # its own address, when base_url is a proxy in front of it
+
+    def __post_init__(self) -> None:
+        self.direct_url = self.direct_url or self.base_url
 
     def post(self, body: dict[str, Any]) -> Any:
         answer = requests.post(
-            self.base_url, json=body, headers={"Content-Type": "application/fhir+json"}, timeout=60
+            self.direct_url,
+            json=body,
+            headers={"Content-Type": "application/fhir+json"},
+            timeout=60,
         )
         answer.raise_for_status()
         return answer.json()
 
     def search(self, query: str) -> list[dict[str, Any]]:
         """Every matching resource, over all pages (tests only; no auth)."""
-        url: str | None = f"{self.base_url}/{query}"
+        url: str | None = f"{self.direct_url}/{query}"
         found = []
         while url:
             bundle = requests.get(url, timeout=30).json()
@@ -83,11 +90,17 @@ class Ehr:
 
 @contextmanager
 def running_ehr(
-    folder: Path, server_auth: dict[str, Any] | None = None, port: int | None = None
+    folder: Path,
+    server_auth: dict[str, Any] | None = None,
+    port: int | None = None,
+    advertised: str | None = None,
 ) -> Iterator[Ehr]:
-    """Start sekmet with a fresh database in `folder`; stop it (by PID) at the end."""
+    """Start sekmet with a fresh database in `folder`; stop it (by PID) at the end.
+
+    `advertised`: the base URL it names in its links and SMART configuration, when clients
+    reach it through something else (the reliability tests' fault proxy)."""
     port = port or free_port()
-    base = f"http://127.0.0.1:{port}/fhir"
+    base = advertised or f"http://127.0.0.1:{port}/fhir"
     folder.mkdir(parents=True, exist_ok=True)
     settings = {
         "base_url": base,
@@ -108,7 +121,7 @@ def running_ehr(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    ehr = Ehr(base, process, folder)
+    ehr = Ehr(base, process, folder, f"http://127.0.0.1:{port}/fhir")
     try:
         _wait_ready(ehr)
         yield ehr
@@ -123,7 +136,7 @@ def _wait_ready(ehr: Ehr) -> None:
         if ehr.process.poll() is not None:
             raise RuntimeError(f"sekmet exited: {(ehr.folder / 'sekmet.log').read_text()[-2000:]}")
         try:
-            if requests.get(f"{ehr.base_url}/metadata", timeout=2).status_code in (200, 401):
+            if requests.get(f"{ehr.direct_url}/metadata", timeout=2).status_code in (200, 401):
                 return
         except requests.RequestException:
             pass

@@ -1,0 +1,144 @@
+"""EHR faults on reads and on the write transaction, through the fault proxy, against the
+service under gunicorn: each ends in charges written exactly once, or a clear error and nothing
+half-written; a rerun converges and writes nothing more."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.reliability.conftest import Stack
+
+pytestmark = pytest.mark.slow
+
+# The gather's first read: the encounter with its procedures (one search).
+READ = r"^/fhir/Encounter\?_id={encounter}"
+WRITE = r"^/fhir/?$"  # the transaction Bundle, POSTed to the base
+
+TRANSIENT = [
+    pytest.param("status", {"status": 500}, id="500"),
+    pytest.param("status", {"status": 502}, id="502"),
+    pytest.param("status", {"status": 503}, id="503"),
+    pytest.param("status", {"status": 429, "seconds": 1}, id="429-retry-after"),
+    pytest.param("timeout", {"seconds": 3}, id="timeout"),
+    pytest.param("reset", {}, id="reset"),
+    pytest.param("truncate", {}, id="truncated-body"),
+    pytest.param("garbage", {}, id="not-json"),
+]
+
+
+def _encounter(index: int) -> str:
+    return f"enc-{index:04d}"
+
+
+@pytest.mark.parametrize(("index", "fault"), list(enumerate(TRANSIENT, start=1)))
+def test_a_passing_fault_on_a_read_is_retried_and_the_charges_written_once(
+    stack: Stack, index: int, fault: object
+) -> None:
+    kind, options = fault.values  # type: ignore[attr-defined]
+    encounter = _encounter(index)
+    stack.proxy.add("GET", READ.format(encounter=encounter), kind, times=1, **options)
+    answer = stack.charges(encounter)
+    assert answer.status_code == 200, answer.text
+    assert stack.proxy.faulted(), "the fault was never injected"
+    created = answer.json()["written"]["created"]
+    assert created
+    assert set(stack.ours(encounter)) == set(created)
+    stack.converged(encounter)
+
+
+@pytest.mark.parametrize(
+    ("index", "fault"),
+    list(
+        enumerate(
+            [
+                pytest.param("status", {"status": 500}, id="500-not-applied"),
+                pytest.param("status", {"status": 429, "seconds": 1}, id="429-not-applied"),
+                pytest.param("reset", {}, id="reset-before-applied"),
+                pytest.param("reset-after", {}, id="reset-after-applied"),
+                pytest.param("lost-answer", {}, id="502-after-applied"),
+                pytest.param("slow", {"seconds": 3}, id="applied-after-our-timeout"),
+                pytest.param("truncate", {}, id="truncated-answer-after-applied"),
+            ],
+            start=11,
+        )
+    ),
+)
+def test_a_fault_on_the_write_never_duplicates_or_half_writes(
+    stack: Stack, index: int, fault: object
+) -> None:
+    """Applied by the EHR or not, the caller saw a failure and sent the transaction again: its
+    conditional creates and version-checked updates make the second one change nothing."""
+    kind, options = fault.values  # type: ignore[attr-defined]
+    encounter = _encounter(index)
+    stack.proxy.add("POST", WRITE, kind, times=1, **options)
+    answer = stack.charges(encounter)
+    assert answer.status_code == 200, answer.text
+    assert [h[2] for h in stack.proxy.faulted()] == [kind]
+    stack.converged(encounter)
+
+
+def test_an_ehr_failing_longer_than_the_budget_is_a_clear_502_and_writes_nothing(
+    stack: Stack,
+) -> None:
+    encounter = _encounter(21)
+    stack.proxy.add("GET", READ.format(encounter=encounter), "status", times=1000, status=503)
+    answer = stack.charges(encounter)
+    assert answer.status_code == 502
+    assert answer.json()["error"] == "ehr-error"
+    assert "HTTP 503" in answer.json()["message"]
+    assert stack.ours(encounter) == {}
+    stack.proxy.clear()
+    assert stack.charges(encounter).status_code == 200
+    stack.converged(encounter)
+
+
+def test_a_write_refused_every_time_is_a_clear_error_and_nothing_is_half_written(
+    stack: Stack,
+) -> None:
+    encounter = _encounter(22)
+    stack.proxy.add("POST", WRITE, "status", times=1000, status=503)
+    answer = stack.charges(encounter)
+    assert answer.status_code == 502
+    assert "HTTP 503" in answer.json()["message"]
+    assert stack.ours(encounter) == {}
+    stack.proxy.clear()
+    assert stack.charges(encounter).status_code == 200
+    stack.converged(encounter)
+
+
+def test_a_hook_whose_write_fails_answers_a_warning_card_and_a_rerun_converges(
+    stack: Stack,
+) -> None:
+    import requests
+
+    from plugin.gateway.client import FhirClient
+    from plugin.hooks import prefetch_from
+
+    encounter = _encounter(23)
+    url = f"{stack.service.url}/cds-services/therapy-charges"
+    prefetch = prefetch_from(FhirClient(stack.ehr.direct_url), encounter)
+    body = {
+        "hook": "encounter-discharge",
+        "hookInstance": "d1f5c8e0-0000-4000-8000-000000000023",
+        "fhirServer": f"{stack.proxy.url}/fhir",
+        "context": {
+            "userId": "PractitionerRole/x",
+            "patientId": prefetch["encounter"]["subject"]["reference"].split("/")[1],
+            "encounterId": encounter,
+        },
+        "prefetch": prefetch,
+    }
+    stack.proxy.add("POST", WRITE, "status", times=1000, status=500)
+    answer = requests.post(
+        url, json=body, headers={"Authorization": f"Bearer {stack.sign(url)}"}, timeout=60
+    )
+    assert answer.status_code == 200
+    warnings = [c for c in answer.json()["cards"] if c["indicator"] == "warning"]
+    assert any("NOT written" in c["summary"] for c in warnings)
+    assert stack.ours(encounter) == {}
+    stack.proxy.clear()
+    again = requests.post(
+        url, json=body, headers={"Authorization": f"Bearer {stack.sign(url)}"}, timeout=60
+    )
+    assert again.status_code == 200
+    stack.converged(encounter)
