@@ -55,16 +55,30 @@ def running_postgres(folder: Path) -> Iterator[str]:
     )
     if init.returncode:
         raise RuntimeError(f"initdb failed: {init.stderr[-2000:]}")
+    (folder / "port").write_text(str(port))
+    _start(folder)
+    try:
+        yield f"postgresql+psycopg://theracharge@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            _as_postgres([_binary("pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
+            capture_output=True,
+            check=False,
+        )
+
+
+def _start(folder: Path) -> None:
+    port = int((folder / "port").read_text())
     options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
     start = subprocess.run(
         _as_postgres(
             [
                 _binary("pg_ctl"),
                 "-D",
-                str(data),
+                str(folder / "pgdata"),
                 "-o",
                 options,
-                "-l",
+                "-l",  # the server's output to its log, never to our pipes (it would hold them)
                 str(folder / "pg.log"),
                 "-w",
                 "start",
@@ -77,11 +91,14 @@ def running_postgres(folder: Path) -> Iterator[str]:
     if start.returncode:
         log = (folder / "pg.log").read_text() if (folder / "pg.log").exists() else start.stderr
         raise RuntimeError(f"PostgreSQL did not start: {log[-2000:]}")
-    try:
-        yield f"postgresql+psycopg://theracharge@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(
-            _as_postgres([_binary("pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
-            capture_output=True,
-            check=False,
-        )
+
+
+def restart_postgres(folder: Path) -> None:
+    """Restart the cluster of `running_postgres(folder)` (fast shutdown: open connections are
+    cut, as in a failover), on the same port and data."""
+    subprocess.run(
+        _as_postgres([_binary("pg_ctl"), "-D", str(folder / "pgdata"), "-m", "fast", "stop"]),
+        capture_output=True,
+        check=True,
+    )
+    _start(folder)

@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from plugin.environment import token_hash
 from plugin.settings import Settings, load_settings
 from tests.ehr import Ehr, free_port, load_sample, running_ehr
-from tests.integration.test_live_ehr import ours
+from plugin.gateway.client import iter_resources
+from plugin.gateway.factory import connect
 from tests.reliability.faults import FaultProxy
 from tests.service import Service, running_service
 
@@ -49,8 +50,16 @@ class Stack:
         )
 
     def ours(self, encounter: str | None = None) -> dict[str, dict[str, Any]]:
-        """Our ChargeItems on the EHR by line key (two for one key fails the test)."""
-        found = ours(self.ehr, self.settings)
+        """Our ChargeItems on the EHR by line key (two for one key fails the test), read with
+        the service's own credentials (a SMART-guarded EHR answers nothing without)."""
+        system = f"{self.settings.extension_base}/NamingSystem/charge-line"
+        found: dict[str, dict[str, Any]] = {}
+        page = connect(self.settings.fhir).search("ChargeItem?_count=200")
+        for item in iter_resources(page.entries):
+            for ident in item.get("identifier", []):
+                if ident.get("system") == system:
+                    assert ident["value"] not in found, f"two ChargeItems for {ident['value']}"
+                    found[ident["value"]] = item
         if encounter is None:
             return found
         return {k: v for k, v in found.items() if k.startswith(f"{encounter}/")}
