@@ -18,10 +18,10 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from plugin.environment import token_hash
-from plugin.settings import Settings, load_settings
-from tests.ehr import Ehr, free_port, load_sample, running_ehr
 from plugin.gateway.client import iter_resources
 from plugin.gateway.factory import connect
+from plugin.settings import Settings, load_settings
+from tests.ehr import Ehr, free_port, load_sample, running_ehr
 from tests.reliability.faults import FaultProxy
 from tests.service import Service, running_service
 
