@@ -16,6 +16,7 @@ from fhir_mappings import facts as fx
 from fhir_mappings.coverage import Coverages
 from fhir_mappings.fhirtime import FhirValueError, date_part, parse_instant
 from fhir_mappings.minutes import procedure_timing
+from fhir_mappings.strict import validation_error
 from plugin.rules.code_mapping import CodeMap, resolve_code
 from plugin.rules.findings import FindingPolicy
 from plugin.rules.model import Catalog, CodeKind, Discipline
@@ -48,6 +49,15 @@ class TranslateTables:
     total_timed_extension: str
 
 
+class InvalidResource(ValueError):
+    """A resource whose elements do not have their FHIR R4 shape, so its visit cannot be read;
+    the message names the resource and, where the R4B model can tell, the element."""
+
+    def __init__(self, key: str, why: str) -> None:
+        super().__init__(f"{key} is not valid FHIR R4: {why}")
+        self.key = key
+
+
 class VisitAssembler:
     """Collects resources, then builds the visits. Not thread-safe: one per run."""
 
@@ -77,6 +87,14 @@ class VisitAssembler:
             self._aliases[full_url] = key
         if invalid:
             self._invalid[key] = invalid
+        try:
+            self._take(kind, resource, key)
+        except (TypeError, AttributeError, ValueError, KeyError) as exc:
+            # An element of the wrong shape (a list where an object belongs, a number for a
+            # string …): the visit cannot be read, and a guess would bill it wrong.
+            raise InvalidResource(key, validation_error(resource) or type(exc).__name__) from exc
+
+    def _take(self, kind: object, resource: dict[str, Any], key: str) -> None:
         if kind == "Procedure":
             self._procedures.append(
                 fx.procedure_facts(resource, key, self.tables.minutes_extension)

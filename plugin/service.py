@@ -13,8 +13,8 @@ from typing import IO, Any
 
 import orjson
 
-from fhir_mappings.assemble import TranslateTables, VisitAssembler
-from fhir_mappings.bundle_io import JsonArrayWriter, read_resources
+from fhir_mappings.assemble import InvalidResource, TranslateTables, VisitAssembler
+from fhir_mappings.bundle_io import InputError, JsonArrayWriter, read_resources
 from fhir_mappings.chargeitem import Definitions, RenderContext, transaction_entries
 from fhir_mappings.delivery import WritePlan, our_charge_items, plan_writes
 from fhir_mappings.strict import validation_error
@@ -97,7 +97,10 @@ def _process(
 ) -> RunSummary:
     assembler = VisitAssembler(translate_tables(settings))
     for resource, full_url in read_resources(path):
-        assembler.add(resource, full_url, validation_error(resource) if strict else None)
+        try:
+            assembler.add(resource, full_url, validation_error(resource) if strict else None)
+        except InvalidResource as exc:
+            raise InputError(f"{path}: {exc}") from exc
     ctx = render_context(settings, entered)
     summary = RunSummary()
     bundle = JsonArrayWriter(
@@ -192,7 +195,7 @@ def failure_reason(error: BaseException) -> str:
     other is named by its type only (its text could quote the data), with the traceback in the
     service log.
     """
-    if isinstance(error, FhirError | VisitTooLarge | NotFound):
+    if isinstance(error, FhirError | VisitTooLarge | NotFound | InvalidResource):
         return str(error)
     log.error("processing a visit failed", exc_info=error)
     return f"internal error ({type(error).__name__}); see the service log"

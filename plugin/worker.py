@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 
 from prometheus_client import Counter
 
+from fhir_mappings.assemble import InvalidResource
 from plugin.errors import VisitTooLarge
 from plugin.gateway.errors import FatalFhirError
 from plugin.gateway.gather import Gatherer, NotFound
@@ -32,8 +33,8 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
 FIRST_RETRY = timedelta(seconds=30)  # then 1, 2, 4 minutes: about 7.5 minutes in all
 # Errors that trying again cannot mend: the EHR refused the request, the encounter is gone,
-# the visit is over the size limit.
-NOT_RETRYABLE = (FatalFhirError, NotFound, VisitTooLarge)
+# the visit is over the size limit, or one of its resources is not valid FHIR.
+NOT_RETRYABLE = (FatalFhirError, NotFound, VisitTooLarge, InvalidResource)
 NOTIFICATIONS = Counter(
     "theracharge_notifications_total",
     "Notifications processed: done, retry (failed, will be tried again), set-aside",

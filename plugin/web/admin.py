@@ -158,7 +158,7 @@ def mapping_versions(name: str) -> Response:
     return jsonify([_version_json(v) for v in versions])
 
 
-@blp.route("/mappings/<name>/versions/<int:version>", methods=["GET"])
+@blp.route("/mappings/<name>/versions/<int(max=2147483647):version>", methods=["GET"])
 @blp.doc(summary="One version, with its content")
 def mapping_version(name: str, version: int) -> Response:
     bearer_caller(*ROLES)
@@ -303,7 +303,7 @@ def notifications() -> Response:
     return jsonify([notification_json(n) for n in rows])
 
 
-@blp.route("/notifications/<int:notification_id>/retry", methods=["POST"])
+@blp.route("/notifications/<int(max=2147483647):notification_id>/retry", methods=["POST"])
 @blp.doc(summary="Put a set-aside notification back in the queue (attempts reset), audited")
 def retry_notification(notification_id: int) -> Response:
     caller = bearer_caller("admin", "billing")

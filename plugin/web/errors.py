@@ -10,6 +10,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
+from fhir_mappings.assemble import InvalidResource
 from plugin.errors import VisitTooLarge
 from plugin.gateway.errors import FhirError, TemporaryFhirError
 from plugin.gateway.gather import NotFound
@@ -100,6 +101,12 @@ def register(app: Flask) -> None:
         )
         response.headers["Retry-After"] = "5"
         return response
+
+    @app.errorhandler(InvalidResource)
+    def invalid_resource(error: InvalidResource) -> Response:
+        return _answer(
+            422, {"error": "invalid", "message": str(error), "fields": {error.key: str(error)}}
+        )
 
     @app.errorhandler(VisitTooLarge)
     def too_large(error: VisitTooLarge) -> Response:

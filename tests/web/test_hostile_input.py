@@ -192,3 +192,27 @@ def test_a_body_without_a_length_is_cut_at_the_limit(make_app, sign) -> None:
         environ_overrides={"wsgi.input_terminated": True},
     )
     assert answer.status_code == 413
+
+
+def test_a_resource_of_the_wrong_shape_is_422_naming_it_and_its_element(make_app, sign) -> None:
+    record = builders.complete_record(builders.procedure("p1"))
+    record[0]["diagnosis"] = True  # the Encounter's diagnosis: a list in FHIR R4
+    answer = call(make_app(), hook_body(prefetch_of(record)), sign())
+    assert answer.status_code == 422
+    assert answer.json["message"].startswith("Encounter/e1 is not valid FHIR R4: diagnosis")
+    assert list(answer.json["fields"]) == ["Encounter/e1"]
+
+
+def test_a_file_with_a_resource_of_the_wrong_shape_exits_2_naming_it(tmp_path, capsys) -> None:
+    from plugin import cli
+
+    record = builders.complete_record(builders.procedure("p1"))
+    record[4]["bodySite"] = True  # a list of CodeableConcepts in FHIR R4
+    path = tmp_path / "visit.json"
+    entries = [{"resource": r} for r in record]
+    path.write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries}))
+    out = tmp_path / "out.json"
+    assert cli.main(["process", "--bundle", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "Procedure/p1 is not valid FHIR R4: bodySite" in err
+    assert not out.exists()
