@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 EHR_VENV := .ehr-venv
 EHR_STAMP := $(EHR_VENV)/.installed-stamp
 
-.PHONY: demo test lint bench clean postgres browser
+.PHONY: demo test lint bench clean postgres browser reliability
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ browser:
 
 test: lint $(EHR_STAMP) postgres browser
 	THERACHARGE_TEST_SEKMET=$(CURDIR)/$(EHR_VENV)/bin/sekmet $(BIN)/pytest
+
+# The whole reliability suite (RELIABILITY.md): the scenarios `make test` runs too, then the
+# 10-minute soak of mixed signed traffic.
+reliability: $(STAMP) $(EHR_STAMP) postgres
+	THERACHARGE_TEST_SEKMET=$(CURDIR)/$(EHR_VENV)/bin/sekmet $(BIN)/pytest tests/reliability
+	THERACHARGE_TEST_SEKMET=$(CURDIR)/$(EHR_VENV)/bin/sekmet $(BIN)/python -m tests.reliability.soak --minutes 10
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_units.py

@@ -200,3 +200,14 @@ def test_postgresql_restarted_mid_run_loses_nothing(tmp_path: Path, cds_key: Any
         for encounter in encounters:
             stack.converged(encounter)
     shutil.rmtree(pg_folder, ignore_errors=True)
+
+
+def test_a_short_soak_of_mixed_signed_traffic_has_no_server_error(tmp_path: Path, capsys) -> None:
+    """The soak's own code, for 20 seconds (the 10-minute run: RELIABILITY.md)."""
+    from tests.reliability.soak import soak
+
+    code = soak(20, tmp_path, check_memory=False)
+    report = capsys.readouterr().out
+    assert "server errors (5xx or no answer): 0" in report, report
+    assert code == 0
+    assert "hook" in report
