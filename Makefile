@@ -49,7 +49,8 @@ test: lint $(EHR_STAMP) postgres browser
 # The whole reliability suite (RELIABILITY.md): the scenarios `make test` runs too, then the
 # 10-minute soak of mixed signed traffic.
 reliability: $(STAMP) $(EHR_STAMP) postgres
-	THERACHARGE_TEST_SEKMET=$(CURDIR)/$(EHR_VENV)/bin/sekmet $(BIN)/pytest tests/reliability
+	THERACHARGE_TEST_SEKMET=$(CURDIR)/$(EHR_VENV)/bin/sekmet THERACHARGE_HOSTILE_EXAMPLES=3000 \
+		$(BIN)/pytest tests/reliability
 	THERACHARGE_TEST_SEKMET=$(CURDIR)/$(EHR_VENV)/bin/sekmet $(BIN)/python -m tests.reliability.soak --minutes 10
 
 bench: $(STAMP)

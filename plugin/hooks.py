@@ -58,6 +58,15 @@ def prefetch_from(client: FhirClient, encounter_id: str) -> Json:
     return found
 
 
+class MalformedPrefetch(ValueError):
+    """A prefetched value that is not of its FHIR shape (CDS Hooks: a bad request, 400)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
 class PrefetchMissing(Exception):
     """The visit's data was neither prefetched nor fetchable (CDS Hooks: 412)."""
 
@@ -248,13 +257,14 @@ def _prefetched(prefetch: dict[str, Any], encounter_id: str) -> tuple[list[Json]
         and encounter.get("resourceType") == "Encounter"
         and encounter.get("id") == encounter_id
     )
-    for value in prefetch.values():
+    for key, value in prefetch.items():
         if value is None or _is_outcome(value) or not isinstance(value, dict):
             continue
         if value.get("resourceType") == "Bundle":
-            resources.extend(
-                iter_resources([e for e in value.get("entry") or () if isinstance(e, dict)])
-            )
+            entries = value.get("entry") or []
+            if not isinstance(entries, list):
+                raise MalformedPrefetch(f"prefetch.{key}.entry", "expected a list of entries")
+            resources.extend(iter_resources([e for e in entries if isinstance(e, dict)]))
         elif isinstance(value.get("resourceType"), str):
             resources.append(value)
     return resources, complete

@@ -9,7 +9,14 @@ from flask import Response, current_app, g, jsonify, request
 from flask_smorest import Blueprint
 from marshmallow import ValidationError
 
-from plugin.hooks import SERVICE_ID, HookRequest, PrefetchMissing, discovery, handle_discharge
+from plugin.hooks import (
+    SERVICE_ID,
+    HookRequest,
+    MalformedPrefetch,
+    PrefetchMissing,
+    discovery,
+    handle_discharge,
+)
 from plugin.schemas.cds import FeedbackSchema, HookRequestSchema
 from plugin.schemas.errors import flatten_errors
 from plugin.web.errors import BadRequest, NotFoundError, operation_outcome
@@ -71,6 +78,8 @@ def call(service_id: str) -> Response:
     state = current_app.extensions["theracharge"]
     try:
         outcome = handle_discharge(state.settings, hook, datetime.now().astimezone())
+    except MalformedPrefetch as exc:
+        raise BadRequest(str(exc), {exc.field: exc.problem}) from exc
     except PrefetchMissing as exc:
         response = jsonify(
             operation_outcome("Cannot evaluate therapy charges: no visit data.", str(exc))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,9 @@ TOKENS = ",".join(
     ]
 )
 SECRET = {"X-TheraCharge-Secret": "s3cret"}
+# How many generated bodies per test: a quick run in `make test`, many more in `make
+# reliability` (THERACHARGE_HOSTILE_EXAMPLES=3000).
+EXAMPLES = int(os.environ.get("THERACHARGE_HOSTILE_EXAMPLES", "300"))
 
 
 def _app(folder: Path) -> Any:
@@ -145,7 +149,7 @@ VALID = hook_body(
 PLACES = _paths(VALID)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(place=st.sampled_from(PLACES), value=JSON)
 def test_a_hook_body_with_any_value_anywhere_is_never_a_server_error(
     app: Any, place: tuple[Any, ...], value: Any
@@ -157,7 +161,7 @@ def test_a_hook_body_with_any_value_anywhere_is_never_a_server_error(
     assert answer.status_code < 500, (place, value, answer.get_data(as_text=True)[:300])
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=EXAMPLES * 2 // 3, deadline=None, suppress_health_check=list(HealthCheck))
 @given(body=JSON)
 def test_any_json_to_any_body_route_is_never_a_server_error(app: Any, body: Any) -> None:
     client = app.test_client()

@@ -216,3 +216,11 @@ def test_a_file_with_a_resource_of_the_wrong_shape_exits_2_naming_it(tmp_path, c
     err = capsys.readouterr().err
     assert "Procedure/p1 is not valid FHIR R4: bodySite" in err
     assert not out.exists()
+
+
+def test_a_prefetched_bundle_whose_entry_is_not_a_list_is_400_naming_it(make_app, sign) -> None:
+    body = hook_body()
+    body["prefetch"]["procedures"]["entry"] = 7
+    answer = call(make_app(), body, sign())
+    assert answer.status_code == 400
+    assert answer.json["fields"] == {"prefetch.procedures.entry": "expected a list of entries"}
