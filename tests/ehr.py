@@ -153,6 +153,19 @@ def load_sample(ehr: Ehr, visits: int, seed: int, **extra: Any) -> dict[str, Any
     return bundle
 
 
+def smart_server_auth(jwks: dict[str, Any]) -> dict[str, Any]:
+    """sekmet's settings for guarding its API with SMART Backend Services, knowing one client:
+    TheraCharge with the public keys `jwks`."""
+    return {
+        "types": ["smart"],
+        "enforce_scopes": True,
+        "token_lifetime": 600,
+        "smart_clients": [
+            {"client_id": "theracharge", "jwks": jwks, "scopes": "system/*.read system/*.write"}
+        ],
+    }
+
+
 def copy_key_pair(folder: Path) -> tuple[Path, dict[str, Any]]:
     """A fresh RSA key for SMART Backend Services: the private PEM file and the public JWKS."""
     import jwt

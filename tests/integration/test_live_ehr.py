@@ -19,7 +19,7 @@ from plugin.gateway.factory import connect
 from plugin.gateway.gather import Gatherer
 from plugin.service import EncounterRun, encounters_between, process_encounter
 from plugin.settings import Settings, load_settings
-from tests.ehr import Ehr, copy_key_pair, load_sample, running_ehr
+from tests.ehr import Ehr, copy_key_pair, load_sample, running_ehr, smart_server_auth
 from tests.integration.conftest import ENTERED
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -226,14 +226,7 @@ def test_the_server_stopping_mid_run_is_a_clear_error_with_no_partial_writes(
 
 def test_smart_backend_services_guard_the_ehr_and_let_us_in(tmp_path: Path) -> None:
     key_path, jwks = copy_key_pair(tmp_path)
-    server_auth = {
-        "types": ["smart"],
-        "enforce_scopes": True,
-        "token_lifetime": 600,
-        "smart_clients": [
-            {"client_id": "theracharge", "jwks": jwks, "scopes": "system/*.read system/*.write"}
-        ],
-    }
+    server_auth = smart_server_auth(jwks)
     with running_ehr(tmp_path / "ehr", server_auth=server_auth) as ehr:
         assert requests.get(f"{ehr.base_url}/Encounter", timeout=10).status_code == 401
         env = {

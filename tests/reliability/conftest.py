@@ -18,8 +18,9 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from plugin.environment import token_hash
-from plugin.gateway.client import iter_resources
+from plugin.gateway.client import FhirClient, iter_resources
 from plugin.gateway.factory import connect
+from plugin.hooks import prefetch_from
 from plugin.settings import Settings, load_settings
 from tests.ehr import Ehr, free_port, load_sample, running_ehr
 from tests.reliability.faults import FaultProxy
@@ -48,6 +49,27 @@ class Stack:
             headers=BILLING,
             timeout=timeout,
         )
+
+    def hook(
+        self, encounter: str, prefetch: dict[str, Any] | None = None, timeout: float = 120
+    ) -> requests.Response:
+        """A signed encounter-discharge call (a fresh JWT) with the EHR's prefetch for our
+        templates, naming the proxy as fhirServer."""
+        url = f"{self.service.url}/cds-services/therapy-charges"
+        prefetch = prefetch or prefetch_from(FhirClient(self.ehr.direct_url), encounter)
+        body = {
+            "hook": "encounter-discharge",
+            "hookInstance": str(uuid.uuid4()),
+            "fhirServer": f"{self.proxy.url}/fhir",
+            "context": {
+                "userId": "PractitionerRole/x",
+                "patientId": prefetch["encounter"]["subject"]["reference"].split("/")[1],
+                "encounterId": encounter,
+            },
+            "prefetch": prefetch,
+        }
+        headers = {"Authorization": f"Bearer {self.sign(url)}"}
+        return requests.post(url, json=body, headers=headers, timeout=timeout)
 
     def ours(self, encounter: str | None = None) -> dict[str, dict[str, Any]]:
         """Our ChargeItems on the EHR by line key (two for one key fails the test), read with

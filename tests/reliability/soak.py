@@ -68,24 +68,10 @@ def _requests(stack: Stack) -> list[tuple[str, Any]]:
     encounters = [f"enc-{n:04d}" for n in range(1, VISITS + 1)]
     prefetches = {e: prefetch_from(FhirClient(stack.ehr.direct_url), e) for e in encounters}
     resources = {e: p["encounter"] for e, p in prefetches.items()}
-    hook_url = f"{stack.service.url}/cds-services/therapy-charges"
 
     def hook(session: requests.Session) -> requests.Response:
         encounter = random.choice(encounters)
-        prefetch = prefetches[encounter]
-        body = {
-            "hook": "encounter-discharge",
-            "hookInstance": f"soak-{random.getrandbits(64):016x}",
-            "context": {
-                "userId": "PractitionerRole/x",
-                "patientId": prefetch["encounter"]["subject"]["reference"].split("/")[1],
-                "encounterId": encounter,
-            },
-            "prefetch": prefetch,
-            "fhirServer": f"{stack.proxy.url}/fhir",
-        }
-        headers = {"Authorization": f"Bearer {stack.sign(hook_url)}"}
-        return session.post(hook_url, json=body, headers=headers, timeout=60)
+        return stack.hook(encounter, prefetches[encounter], timeout=60)
 
     def notification(session: requests.Session) -> requests.Response:
         encounter = random.choice(encounters)
@@ -139,8 +125,8 @@ def soak(seconds: float, folder: Path, check_memory: bool = True) -> int:
                 try:
                     answer = send(session)
                     status, detail = answer.status_code, answer.text
-                except requests.RequestException as exc:
-                    status, detail = None, type(exc).__name__
+                except Exception as exc:  # noqa: BLE001 -- no answer, or the load itself broke
+                    status, detail = None, f"{type(exc).__name__}: {exc}"
                 tally.add(kind, time.perf_counter() - begun, status, detail)
 
         threads = [threading.Thread(target=run, daemon=True) for _ in range(THREADS)]

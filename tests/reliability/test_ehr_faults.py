@@ -109,36 +109,14 @@ def test_a_write_refused_every_time_is_a_clear_error_and_nothing_is_half_written
 def test_a_hook_whose_write_fails_answers_a_warning_card_and_a_rerun_converges(
     stack: Stack,
 ) -> None:
-    import requests
-
-    from plugin.gateway.client import FhirClient
-    from plugin.hooks import prefetch_from
-
     encounter = _encounter(23)
-    url = f"{stack.service.url}/cds-services/therapy-charges"
-    prefetch = prefetch_from(FhirClient(stack.ehr.direct_url), encounter)
-    body = {
-        "hook": "encounter-discharge",
-        "hookInstance": "d1f5c8e0-0000-4000-8000-000000000023",
-        "fhirServer": f"{stack.proxy.url}/fhir",
-        "context": {
-            "userId": "PractitionerRole/x",
-            "patientId": prefetch["encounter"]["subject"]["reference"].split("/")[1],
-            "encounterId": encounter,
-        },
-        "prefetch": prefetch,
-    }
     stack.proxy.add("POST", WRITE, "status", times=1000, status=500)
-    answer = requests.post(
-        url, json=body, headers={"Authorization": f"Bearer {stack.sign(url)}"}, timeout=60
-    )
+    answer = stack.hook(encounter, timeout=60)
     assert answer.status_code == 200
     warnings = [c for c in answer.json()["cards"] if c["indicator"] == "warning"]
     assert any("NOT written" in c["summary"] for c in warnings)
     assert stack.ours(encounter) == {}
     stack.proxy.clear()
-    again = requests.post(
-        url, json=body, headers={"Authorization": f"Bearer {stack.sign(url)}"}, timeout=60
-    )
+    again = stack.hook(encounter, timeout=60)
     assert again.status_code == 200
     stack.converged(encounter)

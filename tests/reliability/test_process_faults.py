@@ -18,7 +18,7 @@ import requests
 
 from plugin.gateway.client import FhirClient
 from plugin.hooks import prefetch_from
-from tests.ehr import copy_key_pair
+from tests.ehr import copy_key_pair, smart_server_auth
 from tests.reliability.conftest import ADMIN, SECRET, Stack, stack_running
 
 pytestmark = pytest.mark.slow
@@ -86,14 +86,7 @@ def test_the_token_endpoint_down_or_garbled_is_a_clear_error_then_recovers(
     tmp_path: Path, cds_key: Any
 ) -> None:
     key_path, jwks = copy_key_pair(tmp_path)
-    server_auth = {
-        "types": ["smart"],
-        "enforce_scopes": True,
-        "token_lifetime": 600,
-        "smart_clients": [
-            {"client_id": "theracharge", "jwks": jwks, "scopes": "system/*.read system/*.write"}
-        ],
-    }
+    server_auth = smart_server_auth(jwks)
     smart = {
         "THERACHARGE_SMART_CLIENT_ID": "theracharge",
         "THERACHARGE_SMART_PRIVATE_KEY": str(key_path),
@@ -131,27 +124,11 @@ def test_32_concurrent_hooks_and_notifications_for_5_encounters_leave_one_item_p
     stack: Stack,
 ) -> None:
     encounters = [f"enc-{n:04d}" for n in range(31, 36)]
-    url = f"{stack.service.url}/cds-services/therapy-charges"
     prefetched = {e: prefetch_from(FhirClient(stack.ehr.direct_url), e) for e in encounters}
 
     def hook(n: int) -> int:
         encounter = encounters[n % len(encounters)]
-        prefetch = prefetched[encounter]
-        body = {
-            "hook": "encounter-discharge",
-            "hookInstance": f"00000000-0000-4000-8000-{n:012d}",
-            "context": {
-                "userId": "PractitionerRole/x",
-                "patientId": prefetch["encounter"]["subject"]["reference"].split("/")[1],
-                "encounterId": encounter,
-            },
-            "prefetch": prefetch,
-            "fhirServer": f"{stack.proxy.url}/fhir",
-        }
-        token = stack.sign(url)
-        return requests.post(
-            url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=120
-        ).status_code
+        return stack.hook(encounter, prefetched[encounter]).status_code
 
     def notification(n: int) -> int:
         return notify(stack, encounters[n % len(encounters)]).status_code
@@ -210,4 +187,6 @@ def test_a_short_soak_of_mixed_signed_traffic_has_no_server_error(tmp_path: Path
     report = capsys.readouterr().out
     assert "server errors (5xx or no answer): 0" in report, report
     assert code == 0
+    sent = int(report.split(" requests")[0].rsplit(" ", 1)[1])
+    assert sent > 200, report  # every kind of request kept flowing for the whole time
     assert "hook" in report
