@@ -264,3 +264,24 @@ def test_the_database_away_is_a_503_saying_so_not_a_500(make_app, sign, monkeypa
         "error": "unavailable",
         "message": "the database is unavailable; try again",
     }
+
+
+def test_a_visit_before_the_first_unit_rule_is_held_not_an_error(tmp_path: Path, capsys) -> None:
+    """1990: before the unit table's first value (1997-06-02). The file is processed (exit 0)
+    and every line of that visit is held with the reason."""
+    start = "1990-01-02T09:00:00-05:00"
+    record = builders.complete_record(
+        builders.procedure("p1", start=start, minutes=30),
+        visit=builders.encounter(start="1990-01-02T08:00:00-05:00"),
+    )
+    path = tmp_path / "old.json"
+    entries = [{"resource": r} for r in record]
+    path.write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries}))
+    report = tmp_path / "report.json"
+    assert cli.main(["process", "--bundle", str(path), "--report", str(report)]) == 0
+    (encounter,) = json.loads(report.read_text())["encounters"]
+    assert {line["status"] for line in encounter["lines"]} == {"planned"}
+    assert all("rules-not-in-force" in str(line["holds"]) for line in encounter["lines"])
+    problem = next(p for p in encounter["problems"] if p["code"] == "rules-not-in-force")
+    assert problem["message"].startswith("No unit rules in force on 1990-01-02")
+    assert problem["severity"] == "hold"

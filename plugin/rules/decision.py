@@ -137,7 +137,7 @@ def _rules_date(
     finding = policy.for_payer(
         policy.make(
             "rules-not-in-force",
-            f"No unit rules are in force on {when.isoformat()}: the unit table starts on "
+            f"No unit rules in force on {when.isoformat()}: the unit table starts on "
             f"{first.isoformat()}.",
             visit.encounter,
             "Encounter.period.start",
