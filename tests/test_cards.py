@@ -13,7 +13,7 @@ from plugin.service import translate_tables
 from plugin.settings import Settings
 from tests import builders
 
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "cds-hooks"
+SPEC = Path(__file__).resolve().parent / "fixtures" / "spec" / "cds-hooks"
 OVERRIDES = "https://theracharge.example/fhir/CodeSystem/override-reason"
 
 

@@ -19,7 +19,7 @@ from plugin.service import render_context, translate_tables
 from plugin.settings import Settings
 from tests.builders import complete_record, procedure
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+SHARED = Path(__file__).resolve().parent / "fixtures" / "spec"
 FROZEN = datetime(2026, 11, 2, 18, 0, tzinfo=timezone(timedelta(hours=-7)))
 R4_CHARGEITEM_STATUSES = {
     "planned",

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from plugin.web.cds_auth import JwksSource
 from tests.web.conftest import ISSUER, KID, SERVICE_URL, hook_body
 
-SPEC = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "cds-hooks"
+SPEC = Path(__file__).resolve().parents[1] / "fixtures" / "spec" / "cds-hooks"
 
 
 def call(
