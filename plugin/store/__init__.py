@@ -309,15 +309,20 @@ class Store(ConfigStoreMixin):
                 )
             )
 
-    def retry_notification(self, notification_id: int) -> tuple[Notification | None, bool]:
-        """Put a set-aside notification back in the queue, due now, with its attempts reset.
-        The row (None if there is none) and whether it was set aside (and so is queued now)."""
+    def retry_notification(
+        self, notification_id: int, actor: str
+    ) -> tuple[Notification | None, bool]:
+        """Put a set-aside notification back in the queue, due now, with its attempts reset,
+        and audit who did. The row (None if there is none) and whether it was set aside (and so
+        is queued now)."""
         with self.session() as session:
             row = session.get(Notification, notification_id)
             if row is None or row.status != "failed":
                 return row, False
             row.status, row.attempts, row.next_attempt_at = "pending", 0, None
-            return row, True
+        detail = {"encounter": row.encounter_id}
+        self.audit(actor, "retry", "notification", str(notification_id), detail)
+        return row, True
 
     def notifications(self, status: str | None = None, limit: int = 1000) -> list[Notification]:
         with self.session() as session:

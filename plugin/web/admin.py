@@ -307,14 +307,11 @@ def notifications() -> Response:
 @blp.doc(summary="Put a set-aside notification back in the queue (attempts reset), audited")
 def retry_notification(notification_id: int) -> Response:
     caller = bearer_caller("admin", "billing")
-    row, queued = _state().store.retry_notification(notification_id)
+    row, queued = _state().store.retry_notification(notification_id, caller)
     if row is None:
         raise NotFoundError(f"no notification {notification_id}")
     if not queued:
         raise Conflict(f"notification {notification_id} is {row.status}, not set aside")
-    _state().store.audit(
-        caller, "retry", "notification", str(notification_id), {"encounter": row.encounter_id}
-    )
     return jsonify(notification_json(row))
 
 

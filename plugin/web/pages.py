@@ -136,6 +136,7 @@ def worklist() -> str:
     return render_template(
         "worklist.html",
         set_aside=_state().store.notifications(status="failed", limit=200),
+        may_retry=session.get("role") in WORKERS,
         rows=rows,
         filters=filters,
         counts=counts.most_common(),
@@ -190,6 +191,23 @@ def rerun(encounter_id: str) -> Any:
     )
     flash(f"Re-run done: {outcome}.", "notice")
     return redirect(url_for("pages.decision", encounter_id=encounter_id))
+
+
+@bp.route("/worklist/notifications/<int(max=2147483647):notification_id>/retry", methods=["POST"])
+@signed_in(*WORKERS)
+def retry_notification(notification_id: int) -> Any:
+    """A set-aside notification back in the queue, once its cause is fixed (audited)."""
+    row, queued = _state().store.retry_notification(notification_id, str(session["who"]))
+    if row is None:
+        abort(404, f"no notification {notification_id}")
+    if queued:
+        flash(
+            f"Encounter/{row.encounter_id} is queued again; it is processed within seconds.",
+            "notice",
+        )
+    else:
+        flash(f"Notification {notification_id} is {row.status}, not set aside.", "problem")
+    return redirect(url_for("pages.worklist", _anchor="set-aside"))
 
 
 @bp.route("/admin/mappings")

@@ -138,3 +138,29 @@ def test_edit_a_mapping_with_a_validation_error_then_a_valid_value_and_roll_back
     expect(page.get_by_role("heading", name="local-example-ehr.json version 3")).to_be_visible()
     expect(page.locator("tbody").first).not_to_contain_text("PT-AQUATIC")
     shot(page, "mapping-rolled-back")
+
+
+def test_a_set_aside_visit_shows_on_the_worklist_and_goes_back_in_the_queue(
+    browser: Browser, site: str, tmp_path: Path
+) -> None:
+    from plugin.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'instance' / 'theracharge.db'}")  # the site's database
+    store.enqueue("e77", "4")
+    claimed = store.claim()
+    assert claimed is not None
+    store.finish(claimed.id, "Encounter/e77 is not valid FHIR R4: bodySite: Input should be a list")
+    page = browser.new_page()
+    sign_in(page, site)
+    table = page.get_by_role("table", name="Visits that could not be processed")
+    expect(table).to_contain_text("e77")
+    expect(table).to_contain_text("bodySite: Input should be a list")
+    shot(page, "worklist-set-aside")
+    page.get_by_role("button", name="Try Encounter/e77 again").click()
+    expect(page.get_by_role("status")).to_contain_text("Encounter/e77 is queued again")
+    expect(page.get_by_role("table", name="Visits that could not be processed")).to_have_count(0)
+    (row,) = store.notifications()
+    assert (row.status, row.attempts) == ("pending", 0)
+    assert [(a.actor, a.action) for a in store.audit_entries(object_type="notification")] == [
+        ("ann", "retry")
+    ]
