@@ -113,8 +113,8 @@ class FhirClient:
     def _same_origin(self, url: str, what: str) -> str:
         if _origin(url) != self.origin:
             raise ForeignUrlError(
-                f"refused to follow a {what} to {_origin(url) or url!r}: it leaves the EHR's "
-                f"origin {self.origin}, and our credentials would go with it",
+                f"refused to follow a {what} to {_origin(url) or 'an unreadable URL'}: it "
+                f"leaves the EHR's origin {self.origin}, and our credentials would go with it",
                 None,
                 _path(url),
             )
@@ -194,8 +194,9 @@ class FhirClient:
             raise TemporaryFhirError(what, None, url) from exc
 
     def _retry_wait(self, error: TemporaryFhirError, attempt: int, started: float) -> float | None:
-        """Exponential backoff with full jitter, or the server's Retry-After (when it asks for
-        a wait); None when waiting would overrun the time budget. Only the budget stops
+        """Exponential backoff with jitter (a random wait between half the cap and the cap, so
+        retries never come back to back), or the server's Retry-After when it asks for a wait;
+        None when waiting would overrun the time budget. Only the budget stops
         retries: a server that asks for patience gets it for as long as the budget lasts."""
         hinted = error.retry_after
         backoff = min(self.options.backoff_cap, self.options.backoff_base * 2 ** (attempt - 1))
