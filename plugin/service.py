@@ -195,7 +195,7 @@ def failure_reason(error: BaseException) -> str:
     other is named by its type only (its text could quote the data), with the traceback in the
     service log.
     """
-    if isinstance(error, FhirError | VisitTooLarge | NotFound | InvalidResource):
+    if isinstance(error, FhirError | VisitTooLarge | InvalidResource):  # NotFound is a FhirError
         return str(error)
     log.error("processing a visit failed", exc_info=error)
     return f"internal error ({type(error).__name__}); see the service log"

@@ -24,7 +24,7 @@ from prometheus_client import Counter
 from fhir_mappings.assemble import InvalidResource
 from plugin.errors import VisitTooLarge
 from plugin.gateway.errors import FatalFhirError
-from plugin.gateway.gather import Gatherer, NotFound
+from plugin.gateway.gather import Gatherer
 from plugin.service import failure_reason, process_encounter
 from plugin.settings import Settings
 from plugin.store import Claimed, Store, now
@@ -32,9 +32,10 @@ from plugin.store import Claimed, Store, now
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
 FIRST_RETRY = timedelta(seconds=30)  # then 1, 2, 4 minutes: about 7.5 minutes in all
-# Errors that trying again cannot mend: the EHR refused the request, the encounter is gone,
-# the visit is over the size limit, or one of its resources is not valid FHIR.
-NOT_RETRYABLE = (FatalFhirError, NotFound, VisitTooLarge, InvalidResource)
+# Errors that trying again cannot mend: the EHR refused the request or the encounter is gone
+# (gather.NotFound is a FatalFhirError), the visit is over the size limit, or one of its
+# resources is not valid FHIR.
+NOT_RETRYABLE = (FatalFhirError, VisitTooLarge, InvalidResource)
 NOTIFICATIONS = Counter(
     "theracharge_notifications_total",
     "Notifications processed: done, retry (failed, will be tried again), set-aside",

@@ -293,31 +293,19 @@ def _overlap_findings(
 ) -> list[Finding]:
     this = services[index]
 
-    def minutes_with(other: VisitService) -> int | None:
-        return _minutes_between(max(this.start, other.start), min(this.end, other.end))  # type: ignore[type-var]
+    def overlapping(j: int) -> str:
+        other = services[j]
+        minutes = _minutes_between(max(this.start, other.start), min(this.end, other.end))  # type: ignore[type-var]
+        return f"{other.code} ({other.reference}) by {minutes} minutes"
 
     if count <= OVERLAPS_NAMED:
-        return [
-            policy.make(
-                "time-overlap",
-                f"{this.code} overlaps {other.code} ({other.reference}) by "
-                f"{minutes_with(other)} minutes.",
-                this.reference,
-                "Procedure.performedPeriod",
-            )
-            for other in (services[j] for j in partners)
-        ]
-    named = ", ".join(
-        f"{other.code} ({other.reference}) by {minutes_with(other)} minutes"
-        for other in (services[j] for j in partners)
-    )
+        messages = [f"{this.code} overlaps {overlapping(j)}." for j in partners]
+    else:
+        named = ", ".join(overlapping(j) for j in partners)
+        messages = [f"{this.code} overlaps {count} other services, among them {named}."]
     return [
-        policy.make(
-            "time-overlap",
-            f"{this.code} overlaps {count} other services, among them {named}.",
-            this.reference,
-            "Procedure.performedPeriod",
-        )
+        policy.make("time-overlap", message, this.reference, "Procedure.performedPeriod")
+        for message in messages
     ]
 
 
