@@ -1,7 +1,7 @@
 """A decision as R4 ChargeItems, a Provenance, and a transaction Bundle that upserts them.
 
 Built as plain dicts (orjson-serialisable, about 550× cheaper than fhir.resources models,
-../shared/PERFORMANCE.md); tests round-trip every shape through the R4B models.
+docs/performance.md); tests round-trip every shape through the R4B models.
 """
 
 from __future__ import annotations

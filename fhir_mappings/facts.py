@@ -1,7 +1,7 @@
 """The few fields billing reads from each FHIR resource, taken from plain JSON dicts.
 
 This is the hot path: orjson dicts read directly, about 80× cheaper than validating each
-resource with fhir.resources (../shared/PERFORMANCE.md); full validation is the optional strict
+resource with fhir.resources (docs/performance.md); full validation is the optional strict
 mode (fhir_mappings.strict). Each extractor keeps only what billing uses, so a large export is
 held as small records rather than whole resources.
 """

@@ -1,6 +1,6 @@
 """Optional strict mode: validate a resource against the R4B model (R4 wire shape).
 
-About 0.6 ms a resource (../shared/PERFORMANCE.md), so it is off on the hot path and on for
+About 0.6 ms a resource (docs/performance.md), so it is off on the hot path and on for
 admin uploads, contract tests and `theracharge process --strict`. The models do not check code
 values: statuses and code systems are checked by our own code.
 """

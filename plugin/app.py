@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 class OrjsonProvider(DefaultJSONProvider):
     """JSON in and out with orjson: about 3× faster than the standard library on our bodies
-    (../shared/PERFORMANCE.md)."""
+    (docs/performance.md)."""
 
     def dumps(self, obj: Any, **kwargs: Any) -> str:
         return orjson.dumps(obj, default=_default).decode()

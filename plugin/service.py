@@ -81,7 +81,7 @@ def _no_cyclic_gc() -> Iterator[None]:
 
     A batch allocates millions of small acyclic objects while holding the run's fact records;
     each full collection rescans all of them, which cost about half the run time here
-    (../shared/PERFORMANCE.md, "Garbage collection"). Reference counting still frees them.
+    (docs/performance.md, "The service"). Reference counting still frees them.
     """
     enabled = gc.isenabled()
     gc.disable()

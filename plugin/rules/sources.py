@@ -1,4 +1,4 @@
-"""The rule sources a decision cites, with links (../shared/rules/REFERENCE.md §9)."""
+"""The rule sources a decision cites, with links to where each can be read."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ _NCCI = (
     "https://www.cms.gov/medicare/coding-billing/national-correct-coding-initiative-ncci-edits/"
     "medicare-ncci-policy-manual"
 )
-# Where a cited source can be read, by how its citation begins (REFERENCE.md §9).
+# Where a cited source can be read, by how its citation begins.
 _LINKS = (
     ("CMS Pub 100-04", _CH5),
     ("Pub 100-04", _CH5),

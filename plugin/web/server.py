@@ -16,7 +16,7 @@ from plugin.settings import Settings
 
 class GunicornServer(BaseApplication):  # type: ignore[misc]
     """gunicorn with our app object: sync workers (steadier p99 here than gthread,
-    ../shared/PERFORMANCE.md), the app loaded before forking, the cyclic GC frozen after."""
+    docs/performance.md), the app loaded before forking, the cyclic GC frozen after."""
 
     def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
         self.settings = settings
