@@ -131,17 +131,32 @@ def running_ehr(
 
 
 def _wait_ready(ehr: Ehr) -> None:
-    deadline = time.monotonic() + 40
+    wait_ready(
+        "sekmet", ehr.process, f"{ehr.direct_url}/metadata", (200, 401), ehr.folder / "sekmet.log"
+    )
+
+
+def wait_ready(
+    name: str,
+    process: subprocess.Popen[bytes],
+    url: str,
+    ready: tuple[int, ...],
+    log: Path,
+    seconds: float = 40,
+) -> None:
+    """Poll `url` until it answers one of the `ready` statuses; fail, with the end of `log`,
+    when the process exits first or the time is up."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if ehr.process.poll() is not None:
-            raise RuntimeError(f"sekmet exited: {(ehr.folder / 'sekmet.log').read_text()[-2000:]}")
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited: {log.read_text()[-3000:]}")
         try:
-            if requests.get(f"{ehr.direct_url}/metadata", timeout=2).status_code in (200, 401):
+            if requests.get(url, timeout=2).status_code in ready:
                 return
         except requests.RequestException:
             pass
         time.sleep(0.2)
-    raise RuntimeError("sekmet did not become ready within 40 s")
+    raise RuntimeError(f"{name} did not become ready within {seconds:.0f} s")
 
 
 def load_sample(ehr: Ehr, visits: int, seed: int, **extra: Any) -> dict[str, Any]:

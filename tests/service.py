@@ -7,15 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
-from tests.ehr import free_port
+from tests.ehr import free_port, wait_ready
 
 THERACHARGE = str(Path(sys.executable).with_name("theracharge"))
 
@@ -66,21 +63,7 @@ def running_service(folder: Path, env: dict[str, str], workers: int = 2) -> Iter
         )
     service = Service(url, process, log)
     try:
-        _wait_ready(service)
+        wait_ready("theracharge serve", process, f"{url}/healthz", (200,), log, seconds=60)
         yield service
     finally:
         service.stop()
-
-
-def _wait_ready(service: Service) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if service.process.poll() is not None:
-            raise RuntimeError(f"theracharge serve exited: {service.log.read_text()[-3000:]}")
-        try:
-            if requests.get(f"{service.url}/healthz", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("theracharge serve did not become ready within 60 s")
