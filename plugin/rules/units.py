@@ -250,13 +250,17 @@ def _family_lines(family: Family, units: int, notes: list[Explanation]) -> list[
         return [UnitLine(head.code, head.kind, family.minutes, units)]
     first_units = min(units, 1)
     addon_units = units - first_units
-    first_minutes = min(family.minutes, head.first_minutes)
+    addon_line = bool(addon_units) or head.addon in family.documented
+    head_line = bool(first_units) or head.code in family.documented or not addon_line
+    # Each line shows the minutes that produced its units, and together they show every
+    # documented minute: without an add-on line the primary carries them all.
+    first_minutes = min(family.minutes, head.first_minutes) if addon_line else family.minutes
     lines: list[UnitLine] = []
-    if first_units or head.code in family.documented:
+    if head_line:
         lines.append(UnitLine(head.code, head.kind, first_minutes, first_units))
-    if addon_units or head.addon in family.documented:
+    if addon_line:
         derived = None if head.addon in family.documented else head.code
-        rest = family.minutes - first_minutes
+        rest = family.minutes - (first_minutes if head_line else 0)
         lines.append(UnitLine(head.addon, CodeKind.ADDON, rest, addon_units, derived))
     if addon_units:
         notes.append(unit_notes.addon_note(family, addon_units))
