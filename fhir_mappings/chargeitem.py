@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from typing import Any
@@ -62,6 +63,10 @@ class Definitions:
         return f"{self.base}/CodeSystem/finding"
 
     @property
+    def trigger_codes(self) -> str:
+        return f"{self.base}/CodeSystem/trigger"
+
+    @property
     def method_codes(self) -> str:
         return f"{self.base}/CodeSystem/billing-method"
 
@@ -71,6 +76,8 @@ class RenderContext:
     definitions: Definitions
     entered: datetime  # when this run decided (enteredDate, Provenance.recorded)
     agent: str  # "TheraCharge 0.1.0"
+    trigger: str = ""  # what asked for the decision: cds-hook, notification, cli, page, api
+    configuration: Mapping[str, str] = field(default_factory=dict)  # table → version in force
 
 
 def stable_urn(name: str) -> str:
@@ -99,9 +106,15 @@ def _encoded_key(key: str) -> str:
 
 
 def charge_item(line: ChargeLine, decision: Decision, ctx: RenderContext) -> Json:
-    """One R4 ChargeItem for a charge line (DESIGN.md "Status", "Modifiers", "Idempotency")."""
+    """One R4 ChargeItem for a charge line of the day (DESIGN.md "Status", "Modifiers",
+    "Idempotency"; docs/architecture.md "The billing day").
+
+    `context` is the first of the day's encounters whose procedures the line counts (by
+    encounter start, then reference); the others are in `supportingInformation`.
+    """
     visit = decision.visit
     defs = ctx.definitions
+    visits = [v for v in decision.visits if v.encounter in line.encounters] or [visit]
     item: Json = {
         "resourceType": "ChargeItem",
         "extension": _extensions(line, decision, defs),
@@ -109,25 +122,35 @@ def charge_item(line: ChargeLine, decision: Decision, ctx: RenderContext) -> Jso
         "status": line.status.value,
         "code": {"coding": [{"system": line.system, "code": line.code}], "text": line.label},
         "subject": {"reference": visit.patient} if visit.patient else {"display": "unknown"},
-        "context": {"reference": visit.encounter},
+        "context": {"reference": line.context or visit.encounter},
         **_occurrence(line),
         "performer": _performers(line),
         "quantity": {"value": line.units},
         "bodysite": _body_sites(line),
-        "reason": [
-            {"coding": [{"system": c.system, "code": c.code} for c in d.codings]}
-            for d in visit.diagnoses
-            if d.codings
-        ],
+        "reason": _reasons(visits),
         "service": [{"reference": s.reference} for s in line.services],
-        "account": [{"reference": a} for a in visit.accounts],
+        "account": [{"reference": a} for a in dict.fromkeys(a for v in visits for a in v.accounts)],
+        "supportingInformation": [{"reference": e} for e in line.encounters[1:]],
         "enteredDate": ctx.entered.isoformat(),
     }
-    if visit.service_provider:
-        item["performingOrganization"] = {"reference": visit.service_provider}
+    if line.provider:
+        item["performingOrganization"] = {"reference": line.provider}
     if line.note:
         item["note"] = [{"text": line.note}]
     return {k: v for k, v in item.items() if v != []}
+
+
+def _reasons(visits: list[Any]) -> list[Json]:
+    """The diagnoses of the line's visits, each once, in the order the visits list them."""
+    seen: set[tuple[tuple[str, str], ...]] = set()
+    reasons = []
+    for visit in visits:
+        for diagnosis in visit.diagnoses:
+            codes = tuple((c.system, c.code) for c in diagnosis.codings)
+            if codes and codes not in seen:
+                seen.add(codes)
+                reasons.append({"coding": [{"system": s, "code": c} for s, c in codes]})
+    return reasons
 
 
 def _extensions(line: ChargeLine, decision: Decision, defs: Definitions) -> list[Json]:
@@ -214,19 +237,36 @@ def _body_sites(line: ChargeLine) -> list[Json]:
 
 
 def provenance_id(decision: Decision) -> str:
-    """One Provenance per encounter, updated on each run (R4 Provenance has no identifier)."""
-    safe = re.sub(r"[^A-Za-z0-9\-.]", "-", decision.visit.encounter_id)
-    return f"theracharge-{safe}"[:64]
+    """One Provenance per billing day, updated on each write (R4 Provenance has no identifier;
+    its history keeps every earlier write). A FHIR id: the date and a digest of the day."""
+    digest = hashlib.sha256(decision.day.encode()).hexdigest()[:20]
+    day = re.sub(r"[^0-9-]", "", decision.visit.date_of_service or "undated") or "undated"
+    return f"theracharge-{day}-{digest}"
 
 
 def provenance(decision: Decision, targets: list[str], ctx: RenderContext) -> Json:
-    """TheraCharge as the assembling agent, the procedures as sources."""
+    """TheraCharge as the assembling agent, the procedures as sources, and what decided it:
+    the trigger (`reason`) and the version of every configuration table in force (`policy`,
+    one URI per table: {base}/configuration/{table}/{version})."""
     sources = sorted({s.reference for line in decision.lines for s in line.services})
-    return {
+    base = ctx.definitions.base
+    prov: Json = {
         "resourceType": "Provenance",
         "id": provenance_id(decision),
         "target": [{"reference": t} for t in targets],
         "recorded": ctx.entered.isoformat(),
+        "policy": [
+            f"{base}/configuration/{quote(table)}/{quote(version, safe='')}"
+            for table, version in sorted(ctx.configuration.items())
+        ],
+        "reason": [
+            {
+                "coding": [{"system": ctx.definitions.trigger_codes, "code": ctx.trigger}],
+                "text": f"decided on {ctx.trigger}",
+            }
+        ]
+        if ctx.trigger
+        else [],
         "agent": [
             {
                 "type": {
@@ -242,6 +282,7 @@ def provenance(decision: Decision, targets: list[str], ctx: RenderContext) -> Js
         ],
         "entity": [{"role": "source", "what": {"reference": s}} for s in sources],
     }
+    return {k: v for k, v in prov.items() if v != []}
 
 
 def transaction_entries(decision: Decision, ctx: RenderContext) -> list[Json]:

@@ -19,7 +19,7 @@ from fhir_mappings.chargeitem import (
     provenance,
     stable_urn,
 )
-from plugin.rules.decision import Decision
+from plugin.rules.decision import ChargeLine, Decision
 
 Json = dict[str, Any]
 # Elements that change on every run or are the server's: not part of a line's content.
@@ -90,14 +90,33 @@ def content(resource: Json) -> Json:
 def plan_writes(
     decision: Decision, existing: dict[str, Existing], ctx: RenderContext, server_base: str
 ) -> WritePlan:
-    """The transaction entries that bring the EHR's ChargeItems in line with the decision."""
+    """The transaction entries that bring the EHR's ChargeItems in line with the decision.
+
+    ChargeItems written per encounter before the billing day (identifier
+    `{encounter}/{date}/{discipline}/{code}`) are taken over: each is set entered-in-error and
+    its day line created in the same transaction; one already billed stays, the day line is not
+    created beside it, and a difference is reported as a correction.
+    """
     plan = WritePlan()
     defs = ctx.definitions
     written: list[str] = []
+    legacy = _legacy_billed(existing)
+    handled: set[str] = set()
     for line in decision.lines:
         item = charge_item(line, decision, ctx)
         old = existing.get(line.key)
         if old is None:
+            billed = _legacy_matches(line, legacy)
+            if billed:
+                handled.update(key for key, _ in billed)
+                units = sum((b.resource.get("quantity") or {}).get("value") or 0 for _, b in billed)
+                if units != line.units:
+                    names = ", ".join(f"ChargeItem/{b.id}" for _, b in billed)
+                    plan.corrections.append(
+                        f"{line.key}: {names} billed per encounter with {units} unit(s); "
+                        f"the day now comes to {line.units}"
+                    )
+                continue
             query = f"identifier={defs.line_identifier}|{line.key}"
             url = full_url(defs, line)
             plan.entries.append(
@@ -115,7 +134,7 @@ def plan_writes(
             written.append(f"ChargeItem/{old.id}")
     keys = {line.key for line in decision.lines}
     for key, old in existing.items():
-        if key in keys or old.status == "entered-in-error":
+        if key in keys or key in handled or old.status == "entered-in-error":
             continue
         if old.status == "billed":
             plan.corrections.append(f"{key}: ChargeItem/{old.id} is billed but no longer decided")
@@ -132,6 +151,31 @@ def plan_writes(
             )
         )
     return plan
+
+
+_Legacy = dict[tuple[str, str, str, str], tuple[str, Existing]]
+
+
+def _legacy_billed(existing: dict[str, Existing]) -> _Legacy:
+    """Billed ChargeItems under the per-encounter identifier `{encounter id}/{date}/
+    {discipline}/{code}`, by (encounter, date, discipline, code)."""
+    found: _Legacy = {}
+    for key, old in existing.items():
+        parts = key.split("/")
+        if len(parts) == 4 and old.status == "billed":
+            encounter, day, discipline, code = parts
+            found[(f"Encounter/{encounter}", day, discipline, code)] = (key, old)
+    return found
+
+
+def _legacy_matches(line: ChargeLine, legacy: _Legacy) -> list[tuple[str, Existing]]:
+    """The billed per-encounter ChargeItems that counted this day line's code."""
+    day = line.date or "undated"
+    return [
+        legacy[wanted]
+        for encounter in line.encounters
+        if (wanted := (encounter, day, line.discipline.value, line.code)) in legacy
+    ]
 
 
 def _entry(url: str, resource: Json, request: Json) -> Json:

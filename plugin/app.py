@@ -19,14 +19,13 @@ from flask.json.provider import DefaultJSONProvider
 from flask_smorest import Api
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from fhir_mappings.delivery import WritePlan
 from plugin.gateway.factory import connect
 from plugin.gateway.gather import Gatherer
 from plugin.managed import seed, settings_from_store
-from plugin.report import decision_report
-from plugin.rules.decision import Decision
+from plugin.report import day_report
 from plugin.rules.visit import Severity
 from plugin.schemas.errors import ConfigError
+from plugin.service import DayRun
 from plugin.settings import Settings, load_settings
 from plugin.store import Store
 from plugin.web import (
@@ -102,17 +101,17 @@ class AppState:
         self,
         encounter_id: str,
         trigger: str,
-        outcome: str,
-        decision: Decision,
-        plan: WritePlan | None,
-        error: str | None,
+        run: DayRun,
+        outcome: str | None = None,
         *,
         wait: bool = False,
     ) -> None:
         """The run ledger: every decision, what was written, what failed (`wait`: on the table
-        before returning, Store.record_run)."""
+        before returning, Store.record_run). The one place a ledger row is made."""
+        outcome = outcome or run.outcome
         if outcome == "preview" and not self.settings.service.ledger_keep_preview:
             return  # cards only, nothing written: not kept (THERACHARGE_LEDGER_KEEP_PREVIEW)
+        decision = run.decision
         visit = decision.visit
         lines = [
             {
@@ -124,12 +123,17 @@ class AppState:
                 "date": ln.date,
                 "holds": sorted({h.code for h in ln.holds}),
                 "payer": visit.payer or "default",
-                "provider": visit.service_provider,
+                "provider": ln.provider,
+                "encounter": ln.context,
             }
             for ln in decision.lines
         ]
         gaps = [f.code for f in decision.findings if f.severity is not Severity.INFO]
-        written: dict[str, Any] = plan.summary() if plan is not None else {}
+        written: dict[str, Any] = run.plan.summary() if run.plan is not None else {}
+        report = day_report(decision)
+        report["configuration"] = run.configuration
+        if run.alone:
+            report["decided_alone"] = True
         self.store.record_run(
             encounter_id,
             trigger,
@@ -137,8 +141,10 @@ class AppState:
             lines,
             gaps,
             written,
-            error,
-            decision_report(decision),
+            run.error,
+            report,
+            # a visit decided alone is not its whole day: kept apart from the day's decisions
+            day=None if run.alone else decision.day,
             wait=wait,
         )
 
@@ -226,10 +232,7 @@ def create_app(
         on_done=lambda encounter, run: state.record(
             encounter,
             "notification",
-            "written" if run.written else "unchanged",
-            run.decision,
-            run.plan,
-            None,
+            run,
         ),
     )
     app.extensions["theracharge"] = state

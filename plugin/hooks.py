@@ -11,15 +11,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from fhir_mappings.delivery import WritePlan, our_charge_items, plan_writes
+from fhir_mappings.delivery import WritePlan
 from plugin.cards import gap_cards, summary_card
 from plugin.gateway.auth import BearerAuth, NoAuth
 from plugin.gateway.client import FhirClient, iter_resources
-from plugin.gateway.errors import FhirError, VersionConflict
+from plugin.gateway.errors import FhirError
 from plugin.gateway.factory import connect, connect_with
 from plugin.gateway.gather import Gatherer
 from plugin.rules.decision import Decision
-from plugin.service import decide_gathered, process_encounter, render_context
+from plugin.service import DayRun, DaySource, WriteMode, run_day
 from plugin.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -84,12 +84,22 @@ class HookRequest:
 
 @dataclass
 class HookOutcome:
-    decision: Decision
+    """The day's run and the answer made of it."""
+
+    run: DayRun
     cards: list[Json]
     system_actions: list[Json]
-    outcome: str  # written, unchanged, preview, system-actions, failed
-    plan: WritePlan | None
-    error: str | None = None
+
+    @property
+    def decision(self) -> Decision:
+        return self.run.decision
+
+    @property
+    def outcome(self) -> str:
+        """written, unchanged, preview, system-actions or failed (the ledger's word)."""
+        if self.system_actions or (self.run.outcome == "planned"):
+            return "system-actions"
+        return self.run.outcome
 
     def response(self) -> Json:
         body: Json = {"cards": self.cards}
@@ -115,80 +125,76 @@ def discovery() -> Json:
     }
 
 
-def handle_discharge(settings: Settings, request: HookRequest, now: datetime) -> HookOutcome:
-    resources, complete = _prefetched(request.prefetch, request.encounter_id)
-    server: FhirClient | None = None
-    if not complete:
-        server = _server_for(settings, request)
-        if server is None:
-            raise PrefetchMissing(
-                "prefetch key(s) "
-                + ", ".join(k for k in REQUIRED_PREFETCH if not _present(request.prefetch, k))
-                + " absent or failed, and no allowed fhirServer to fetch them from"
-            )
-        try:
-            resources = Gatherer(server).encounter(request.encounter_id).resources
-        except FhirError as exc:
-            raise PrefetchMissing(f"fetching the encounter failed: {exc}") from exc
-    decision = decide_gathered(settings, resources, request.encounter_id)
-    cards = [summary_card(decision), *gap_cards(decision, _override_system(settings))]
-    mode = settings.service.write_mode
-    if mode == "preview":
-        return HookOutcome(decision, cards, [], "preview", None)
-    ctx = render_context(settings, now)
-    client = server or _server_for(settings, request)
-    if mode == "direct" and server is None and not _present(request.prefetch, "chargeItems"):
-        try:
-            resources = resources + _existing_charge_items(client, request.encounter_id)
-        except FhirError as exc:
-            return _failed(decision, cards, WritePlan(), f"reading existing ChargeItems: {exc}")
-    existing = our_charge_items(resources, ctx.definitions.line_identifier)
-    base = client.base_url if client else (request.fhir_server or "")
-    plan = plan_writes(decision, existing, ctx, base)
-    if mode == "system-actions":
-        return HookOutcome(decision, cards, _system_actions(plan), "system-actions", plan)
-    return _write(settings, request, decision, cards, plan, client, now)
+MODES = {"preview": WriteMode.PREVIEW, "system-actions": WriteMode.PLAN, "direct": WriteMode.WRITE}
 
 
-def _write(
-    settings: Settings,
-    request: HookRequest,
-    decision: Decision,
-    cards: list[Json],
-    plan: WritePlan,
-    client: FhirClient | None,
-    now: datetime,
+def handle_discharge(
+    settings: Settings, request: HookRequest, now: datetime, ours: Gatherer | None = None
 ) -> HookOutcome:
-    """Direct mode: one transaction; a conflict re-reads from the EHR; a failure is a card."""
-    if plan.bundle is None:
-        cards.append(_info(f"ChargeItems already up to date ({len(plan.unchanged)} unchanged)."))
-        return HookOutcome(decision, cards, [], "unchanged", plan)
-    if client is None:
-        return _failed(decision, cards, plan, "no FHIR server to write to")
+    """Decide the encounter's billing day and answer with cards (and, by the write mode,
+    write the ChargeItems or propose them as systemActions).
+
+    The prefetch names the day; the patient's other visits of that date are read from the
+    EHR (`ours`, the process's own connection, or an allow-listed `fhirServer` with the hook's
+    token). With no server to ask, the encounter is decided alone and the card says so.
+    """
+    prefetched, complete = _prefetched(request.prefetch, request.encounter_id)
+    server = _server_for(settings, request, ours)
+    if not complete and server is None:
+        raise PrefetchMissing(
+            "prefetch key(s) "
+            + ", ".join(k for k in REQUIRED_PREFETCH if not _present(request.prefetch, k))
+            + " absent or failed, and no allowed fhirServer to fetch them from"
+        )
+    mode = MODES[settings.service.write_mode]
+    source = DaySource(server, prefetched if complete else None)
     try:
-        client.transaction(plan.bundle)
-    except VersionConflict:
-        try:
-            run = process_encounter(settings, Gatherer(client), request.encounter_id, now)
-        except FhirError as exc:
-            return _failed(decision, cards, plan, str(exc))
-        plan = run.plan
+        run = run_day(
+            settings, request.encounter_id, source, mode, now, "cds-hook", report_write_errors=True
+        )
     except FhirError as exc:
-        return _failed(decision, cards, plan, str(exc))
-    cards.append(_info(_written_summary(plan)))
-    return HookOutcome(decision, cards, [], "written", plan)
+        if complete:
+            raise
+        raise PrefetchMissing(f"fetching the encounter failed: {exc}") from exc
+    cards = [summary_card(run.decision), *gap_cards(run.decision, _override_system(settings))]
+    if run.alone:
+        cards.append(_alone_card(run))
+    if run.error:
+        return _failed(run, cards)
+    if mode is WriteMode.PLAN and run.plan is not None:
+        return HookOutcome(run, cards, _system_actions(run.plan))
+    if mode is WriteMode.WRITE and run.plan is not None:
+        if run.written:
+            cards.append(_info(_written_summary(run.plan)))
+        else:
+            unchanged = len(run.plan.unchanged)
+            cards.append(_info(f"ChargeItems already up to date ({unchanged} unchanged)."))
+    return HookOutcome(run, cards, [])
 
 
-def _failed(decision: Decision, cards: list[Json], plan: WritePlan, error: str) -> HookOutcome:
+def _alone_card(run: DayRun) -> Json:
+    day = run.decision.visit.date_of_service or "this date"
+    return {
+        "summary": f"Decided from this visit alone: other visits of {day} not seen",
+        "indicator": "info",
+        "detail": "TheraCharge could not read the patient's other visits of the same day from "
+        "the EHR, so this visit's minutes were counted on their own. Medicare counts timed "
+        "minutes per patient, day and discipline: the units may change when the other visits "
+        "are seen.",
+        "source": {"label": "TheraCharge"},
+    }
+
+
+def _failed(run: DayRun, cards: list[Json]) -> HookOutcome:
     """A failure to write is a warning card, never a 200 with no cards (DESIGN.md "Errors")."""
-    log.warning("writing charges failed: %s", error)
+    log.warning("writing charges failed: %s", run.error)
     card = {
         "summary": "Charges were NOT written to the EHR; billing must re-run this encounter.",
         "indicator": "warning",
-        "detail": f"The EHR refused or could not take the ChargeItems: {error}",
+        "detail": f"The EHR refused or could not take the ChargeItems: {run.error}",
         "source": {"label": "TheraCharge"},
     }
-    return HookOutcome(decision, [*cards, card], [], "failed", plan, error)
+    return HookOutcome(run, [*cards, card], [])
 
 
 def _info(summary: str) -> Json:
@@ -220,15 +226,6 @@ def _system_actions(plan: WritePlan) -> list[Json]:
             }
         )
     return actions
-
-
-def _existing_charge_items(client: FhirClient | None, encounter_id: str) -> list[Json]:
-    """Our ChargeItems of the encounter, when the EHR did not prefetch them: without them a
-    changed line could not be updated (DESIGN.md "Idempotency")."""
-    if client is None:
-        return []
-    page = client.search(f"ChargeItem?context=Encounter/{encounter_id}")
-    return list(iter_resources(page.entries))
 
 
 def _override_system(settings: Settings) -> str:
@@ -270,17 +267,20 @@ def _prefetched(prefetch: dict[str, Any], encounter_id: str) -> tuple[list[Json]
     return resources, complete
 
 
-def _server_for(settings: Settings, request: HookRequest) -> FhirClient | None:
-    """A client for the request's fhirServer — only one on the allow-list — or our own EHR.
-
-    Never a URL a request names but nobody configured (THERACHARGE_FHIR_SERVER_ALLOWLIST).
+def _server_for(settings: Settings, request: HookRequest, ours: Gatherer | None) -> Gatherer | None:
+    """Where the day is read from and written to: our own EHR's connection (built once per
+    process), or a client for the request's fhirServer with the hook's own token — only one on
+    the allow-list. Never a URL a request names but nobody configured
+    (THERACHARGE_FHIR_SERVER_ALLOWLIST).
     """
-    ours = settings.fhir.base_url
+    base = settings.fhir.base_url
     wanted = (request.fhir_server or "").rstrip("/") or None
-    if wanted is None or wanted == ours:
-        return connect(settings.fhir) if ours else None
+    if wanted is None or wanted == base:
+        if ours is None and base:
+            return Gatherer(connect(settings.fhir))
+        return ours
     if wanted not in settings.service.fhir_server_allowlist:
         log.warning("fhirServer is not on the allow-list; not contacted")
         return None
     auth = BearerAuth(request.access_token) if request.access_token else NoAuth()
-    return connect_with(settings.fhir, wanted, auth)
+    return Gatherer(connect_with(settings.fhir, wanted, auth))

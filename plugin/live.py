@@ -11,9 +11,16 @@ import orjson
 from plugin.errors import UsageError
 from plugin.gateway.errors import FhirError
 from plugin.gateway.factory import connect
-from plugin.gateway.gather import Gatherer
+from plugin.gateway.gather import Gatherer, encounter_patient_and_date
 from plugin.report import RunSummary, summary_text
-from plugin.service import encounters_between, failure_reason, process_encounter, run_report
+from plugin.service import (
+    DaySource,
+    WriteMode,
+    days_between,
+    failure_reason,
+    run_day,
+    run_report,
+)
 from plugin.settings import Settings
 
 EXIT_FAILED = 1
@@ -24,6 +31,11 @@ def run_live(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--out and --report go with --bundle; against an EHR the report is stdout")
     if args.until and not args.since:
         raise UsageError("--until goes with --since")
+    # Imported here: the store brings prometheus_client, which must not be loaded before
+    # `serve` sets PROMETHEUS_MULTIPROC_DIR (plugin/cli.py).
+    from plugin.managed import effective_settings
+
+    settings = effective_settings(settings)
     try:
         gatherer = Gatherer(connect(settings.fhir, args.fhir_base))
     except ValueError as exc:
@@ -39,13 +51,13 @@ def _one(
     settings: Settings, gatherer: Gatherer, encounter: str, entered: datetime, dry: bool
 ) -> int:
     try:
-        run = process_encounter(settings, gatherer, encounter, entered, dry_run=dry)
+        run = run_day(settings, encounter, DaySource(gatherer), _mode(dry), entered, "cli")
     except Exception as exc:  # noqa: BLE001 -- one line with the reason; failure_reason logs it
         print(f"Encounter/{encounter}: {failure_reason(exc)}", file=sys.stderr)
         return EXIT_FAILED
     body = run_report(run)
     if dry:
-        body["would_write"] = run.plan.bundle
+        body["would_write"] = run.plan.bundle if run.plan else None
     sys.stdout.write(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0
 
@@ -59,18 +71,21 @@ def _range(
     dry: bool,
 ) -> int:
     try:
-        ids = encounters_between(gatherer, since, until)
+        days = days_between(gatherer, since, until)
     except FhirError as exc:
         print(f"listing encounters: {exc}", file=sys.stderr)
         return EXIT_FAILED
     summary = RunSummary()
-    progress = _Progress(len(ids))
-    for encounter in ids:
+    progress = _Progress(len(days))
+    print(f"configuration: {_versions(settings)}", file=sys.stderr)
+    for listed in days:
+        # The listed encounter names its day: one search reads the whole day.
+        encounter = str(listed["id"])
+        patient, day = encounter_patient_and_date(listed)
+        source = DaySource(gatherer, None, (patient, day) if patient and day else None)
         try:
-            summary.add(
-                process_encounter(settings, gatherer, encounter, entered, dry_run=dry).decision
-            )
-        except Exception as exc:  # noqa: BLE001 -- one encounter never stops the others
+            summary.add(run_day(settings, encounter, source, _mode(dry), entered, "cli").decision)
+        except Exception as exc:  # noqa: BLE001 -- one day never stops the others
             summary.failures.append(f"Encounter/{encounter}: {failure_reason(exc)}")
         progress.step()
     progress.done()
@@ -78,6 +93,14 @@ def _range(
     for failure in summary.failures:
         print(f"  failed {failure}", file=sys.stderr)
     return EXIT_FAILED if summary.failures else 0
+
+
+def _versions(settings: Settings) -> str:
+    return ", ".join(f"{table} {version}" for table, version in sorted(settings.versions.items()))
+
+
+def _mode(dry: bool) -> WriteMode:
+    return WriteMode.PLAN if dry else WriteMode.WRITE
 
 
 class _Progress:

@@ -8,21 +8,26 @@ drift; a change is validated whole, against every other table, before it is stor
 from __future__ import annotations
 
 import dataclasses
+import logging
+from pathlib import Path
 from typing import Any
 
 import orjson
 import yaml
 from marshmallow import ValidationError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from plugin.rules.payers import PayerTable
 from plugin.schemas.conceptmap import load_concept_map, merge_concept_maps
 from plugin.schemas.site_tables import PayerTableSchema
-from plugin.settings import Settings, mapping_files, with_payer_overrides
+from plugin.settings import MAPPINGS_DIR, Settings, mapping_files, with_payer_overrides
 from plugin.store import Store
 
 MAPPING, PAYERS = "mapping", "payers"
 PAYER_TABLE = "payers"
 SEED_REASON = "imported from the shipped configuration at first start"
+log = logging.getLogger(__name__)
 
 
 def seed(store: Store, settings: Settings) -> None:
@@ -45,13 +50,41 @@ def settings_from_store(settings: Settings, store: Store) -> Settings:
     current = store.config_current(PAYERS, PAYER_TABLE)
     payers = validate_payers(current.content if current else None, settings)
     findings = with_payer_overrides(settings.findings, payers, settings.sources["payers"])
+    versions = {k: v for k, v in settings.versions.items() if not k.startswith(f"{MAPPINGS_DIR}/")}
+    versions.update(
+        {f"{MAPPINGS_DIR}/{name}": f"v{v.version}" for name, v in maps.items() if v is not None}
+    )
+    if current is not None:
+        versions["payers"] = f"v{current.version}"
     return dataclasses.replace(
         settings,
         code_map=code_map,
         payers=payers,
         findings=findings,
         code_map_files=tuple(sorted(contents)),
+        versions=versions,
     )
+
+
+def effective_settings(settings: Settings) -> Settings:
+    """The settings the service decides with: the database's managed mapping tables and payer
+    rules over the files, once a service has stored them (THERACHARGE_DATABASE_URL); the files
+    alone when there is no such database yet. The command line's live runs use this, so an
+    admin's change reaches them as it reaches the hook."""
+    url = settings.service.database_url
+    database = make_url(url).database
+    if url.startswith("sqlite") and (not database or not Path(database).exists()):
+        return settings
+    store = Store(url)
+    try:
+        if not store.config_tables(MAPPING) and store.config_current(PAYERS, PAYER_TABLE) is None:
+            return settings
+        return settings_from_store(settings, store)
+    except SQLAlchemyError as exc:
+        log.warning("managed tables not read (%s); deciding with the files", type(exc).__name__)
+        return settings
+    finally:
+        store.engine.dispose()
 
 
 def validate_mappings(contents: dict[str, Any], settings: Settings) -> Any:

@@ -6,8 +6,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from plugin.rules.decision import Decision
-from plugin.rules.visit import SEVERITY_ORDER, Finding
+from plugin.rules.decision import ChargeLine, Decision
+from plugin.rules.visit import SEVERITY_ORDER, Finding, Visit
 
 
 def finding_json(item: Finding) -> dict[str, Any]:
@@ -27,9 +27,26 @@ def ordered_findings(findings: tuple[Finding, ...] | list[Finding]) -> list[Find
     return sorted(findings, key=lambda f: SEVERITY_ORDER[f.severity])
 
 
-def decision_report(decision: Decision) -> dict[str, Any]:
-    """One encounter: lines, units, statuses, problems with where they are, the explanation."""
-    visit = decision.visit
+def line_json(line: ChargeLine) -> dict[str, Any]:
+    return {
+        "key": line.key,
+        "code": line.code,
+        "discipline": line.discipline.value,
+        "date": line.date,
+        "minutes": line.minutes,
+        "units": line.units,
+        "modifiers": list(line.modifiers),
+        "status": line.status.value,
+        "holds": sorted({h.code for h in line.holds}),
+        "note": line.note,
+        "procedures": [s.reference for s in line.services],
+        "context": line.context,
+        **({"encounters": list(line.encounters)} if len(line.encounters) > 1 else {}),
+        **({"derived_from": line.derived_from} if line.derived_from else {}),
+    }
+
+
+def _visit_head(visit: Visit) -> dict[str, Any]:
     return {
         "encounter": visit.encounter,
         "patient": visit.patient,
@@ -38,27 +55,48 @@ def decision_report(decision: Decision) -> dict[str, Any]:
         "method_reason": visit.method_reason,
         "payer": visit.payer,
         "coverage": visit.coverage,
-        "lines": [
-            {
-                "key": line.key,
-                "code": line.code,
-                "discipline": line.discipline.value,
-                "date": line.date,
-                "minutes": line.minutes,
-                "units": line.units,
-                "modifiers": list(line.modifiers),
-                "status": line.status.value,
-                "holds": sorted({h.code for h in line.holds}),
-                "note": line.note,
-                "procedures": [s.reference for s in line.services],
-                **({"derived_from": line.derived_from} if line.derived_from else {}),
-            }
-            for line in decision.lines
-        ],
+    }
+
+
+def day_report(decision: Decision) -> dict[str, Any]:
+    """One billing day: its visits, every line, the problems with where they are, the
+    explanation. `encounter` is the day's first visit (the one its head fields describe)."""
+    return {
+        **_visit_head(decision.visit),
+        "day": decision.day,
+        "encounters": [v.encounter for v in decision.visits],
+        "lines": [line_json(line) for line in decision.lines],
         "problems": [finding_json(f) for f in ordered_findings(decision.findings)],
         "alternatives": [dict(a) for a in decision.alternatives],
         "explanation": [{"text": e.text, "source": e.source} for e in decision.explanation],
     }
+
+
+def encounter_reports(decision: Decision) -> list[dict[str, Any]]:
+    """The day as one entry per encounter (the file report's `encounters[]`, which billing
+    tools read): each line once, under the encounter that is its ChargeItem's context; each
+    problem under the visit it was found in (the day's own under the first); the day's
+    alternatives and explanation under the first visit."""
+    entries = []
+    several = len(decision.visits) > 1
+    for index, visit in enumerate(decision.visits):
+        found = list(visit.findings) + [f for s in visit.services for f in s.findings]
+        entry = {
+            **_visit_head(visit),
+            "lines": [line_json(ln) for ln in decision.lines if ln.context == visit.encounter],
+            "problems": [finding_json(f) for f in ordered_findings(found)],
+            "alternatives": [dict(a) for a in decision.alternatives] if index == 0 else [],
+            "explanation": [{"text": e.text, "source": e.source} for e in decision.explanation]
+            if index == 0
+            else [],
+        }
+        if several:
+            entry["billing_day"] = {
+                "day": decision.day,
+                "encounters": [v.encounter for v in decision.visits],
+            }
+        entries.append(entry)
+    return entries
 
 
 @dataclass
@@ -66,6 +104,7 @@ class RunSummary:
     """Totals of a run, for the closing summary."""
 
     visits: int = 0
+    days: int = 0
     lines_by_status: Counter[str] = field(default_factory=Counter)
     units_by_code: Counter[str] = field(default_factory=Counter)
     findings_by_code: Counter[str] = field(default_factory=Counter)
@@ -73,7 +112,8 @@ class RunSummary:
     failures: list[str] = field(default_factory=list)
 
     def add(self, decision: Decision) -> None:
-        self.visits += 1
+        self.visits += len(decision.visits)
+        self.days += 1
         for line in decision.lines:
             self.lines_by_status[line.status.value] += 1
             self.units_by_code[line.code] += line.units
@@ -83,6 +123,7 @@ class RunSummary:
     def as_json(self) -> dict[str, Any]:
         return {
             "visits": self.visits,
+            "billing_days": self.days,
             "lines_by_status": dict(self.lines_by_status),
             "units_by_code": dict(sorted(self.units_by_code.items())),
             "findings_by_code": dict(self.findings_by_code.most_common()),
@@ -92,9 +133,10 @@ class RunSummary:
 
 
 def visit_text(decision: Decision) -> str:
-    """A few lines per visit: its charges, then its problems, most severe first."""
+    """A few lines per billing day: its charges, then its problems, most severe first."""
     visit = decision.visit
-    out = [f"{visit.encounter} {visit.date_of_service or 'undated'} ({visit.method.value})"]
+    names = " + ".join(v.encounter for v in decision.visits)
+    out = [f"{names} {visit.date_of_service or 'undated'} ({visit.method.value})"]
     for line in decision.lines:
         mods = "-".join(line.modifiers)
         status = line.status.value
@@ -112,7 +154,7 @@ def summary_text(summary: RunSummary) -> str:
     units = ", ".join(f"{c} ×{n}" for c, n in sorted(summary.units_by_code.items())) or "none"
     top = ", ".join(f"{c} ({n})" for c, n in summary.findings_by_code.most_common(5)) or "none"
     lines = [
-        f"visits: {summary.visits}",
+        f"visits: {summary.visits} in {summary.days} billing day(s)",
         f"charge lines: {statuses}",
         f"units by code: {units}",
         f"top findings: {top}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -69,6 +70,10 @@ class Settings:
     total_timed_extension: str  # the Encounter extension with the documented total timed minutes
     sources: Mapping[str, Path]  # which file each table came from
     code_map_files: tuple[str, ...] = ()  # the mapping files merged into code_map
+    # The version of every table in force, by table ("catalog", "payers", "mapping/x.json"):
+    # a managed table's stored version ("v3"), a file's content digest ("sha256-…"). Named in
+    # each write's Provenance and in every run's output.
+    versions: Mapping[str, str] = field(default_factory=dict)
     fhir: FhirConnection = field(default_factory=FhirConnection)
     service: ServiceConfig = field(default_factory=ServiceConfig)
 
@@ -106,9 +111,18 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         total_timed_extension=url_setting(env, ENV_TOTAL_TIMED_EXTENSION, total_default),
         sources=paths,
         code_map_files=tuple(p.name for p in mapping_paths),
+        versions={
+            **{name.replace("_", "-"): file_version(path) for name, path in paths.items()},
+            **{f"{MAPPINGS_DIR}/{p.name}": file_version(p) for p in mapping_paths},
+        },
         fhir=fhir_connection(env),
         service=service_config(env),
     )
+
+
+def file_version(path: Path) -> str:
+    """A configuration file's version: the first 12 hex digits of its SHA-256."""
+    return "sha256-" + hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
 def with_payer_overrides(policy: FindingPolicy, payers: PayerTable, path: Path) -> FindingPolicy:

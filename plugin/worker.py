@@ -25,7 +25,7 @@ from fhir_mappings.assemble import InvalidResource
 from plugin.errors import VisitTooLarge
 from plugin.gateway.errors import FatalFhirError
 from plugin.gateway.gather import Gatherer
-from plugin.service import failure_reason, process_encounter
+from plugin.service import DaySource, WriteMode, failure_reason, run_day
 from plugin.settings import Settings
 from plugin.store import Claimed, Store, now
 
@@ -126,8 +126,13 @@ class NotificationWorker:
             if gatherer is None:
                 self._set_aside(claimed, "no EHR configured (THERACHARGE_FHIR_BASE_URL)")
                 return
-            run = process_encounter(
-                self.settings, gatherer, claimed.encounter_id, datetime.now().astimezone()
+            run = run_day(
+                self.settings,
+                claimed.encounter_id,
+                DaySource.named(gatherer, claimed.day),
+                WriteMode.WRITE,
+                datetime.now().astimezone(),
+                "notification",
             )
         except NOT_RETRYABLE as exc:
             self._set_aside(claimed, failure_reason(exc))

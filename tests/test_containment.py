@@ -40,13 +40,13 @@ def _worker(settings: Any, store: Store, monkeypatch: Any, fails: dict[str, Exce
     """A worker whose processing fails with `fails[encounter]`, else succeeds."""
     done: list[str] = []
 
-    def process(_settings: Any, _gatherer: Any, encounter: str, _at: Any) -> Any:
+    def process(_settings: Any, encounter: str, *_: Any) -> Any:
         if encounter in fails:
             raise fails[encounter]
         done.append(encounter)
         return SimpleNamespace(written=True)
 
-    monkeypatch.setattr(worker, "process_encounter", process)
+    monkeypatch.setattr(worker, "run_day", process)
     return NotificationWorker(settings, store, lambda: object(), idle_seconds=0.01), done  # type: ignore[arg-type, return-value]
 
 
@@ -182,16 +182,16 @@ def test_the_worklist_shows_what_was_set_aside(make_app) -> None:
 
 def test_process_since_goes_past_a_visit_that_fails_and_exits_1(monkeypatch, capsys) -> None:
     monkeypatch.setattr(live, "connect", lambda *_: object())
-    monkeypatch.setattr(live, "encounters_between", lambda *_: ["a", "bad", "c"])
+    monkeypatch.setattr(live, "days_between", lambda *_: [{"id": "a"}, {"id": "bad"}, {"id": "c"}])
     decided = []
 
-    def process(_s: Any, _g: Any, encounter: str, *_: Any, **__: Any) -> Any:
+    def process(_s: Any, encounter: str, *_: Any, **__: Any) -> Any:
         if encounter == "bad":
             raise LookupError("no value in force")
         decided.append(encounter)
         return SimpleNamespace(decision=SimpleNamespace(lines=(), findings=()))
 
-    monkeypatch.setattr(live, "process_encounter", process)
+    monkeypatch.setattr(live, "run_day", process)
     monkeypatch.setenv("THERACHARGE_FHIR_BASE_URL", "https://ehr.example.org/fhir")
     code = cli.main(["process", "--since", "2026-11-01"])
     err = capsys.readouterr().err
@@ -205,7 +205,8 @@ def test_a_file_with_a_visit_over_the_procedure_limit_writes_the_others_and_exit
 ) -> None:
     big = [builders.procedure(f"b{i}", encounter_id="big") for i in range(6)]
     small = builders.complete_record(builders.procedure("s1"))
-    resources = [*small, builders.encounter("big"), *big]
+    other_patient = builders.encounter("big", subject={"reference": "Patient/p2"})
+    resources = [*small, other_patient, *big]
     path = tmp_path / "visits.json"
     path.write_text(
         json.dumps(

@@ -1,9 +1,12 @@
-"""Reading one visit from the EHR in as few round trips as the server allows (DESIGN.md "gather").
+"""Reading a billing day from the EHR in as few round trips as the server allows (DESIGN.md
+"gather"; docs/architecture.md "The billing day").
 
-One search brings the Encounter with its Procedures, our existing ChargeItems, the patient's
-Coverage and payer, the performers' roles, the linked Observations and the diagnoses — each
-`_include`/`_revinclude` asked for only when the server's CapabilityStatement lists it. What
-the server cannot include is fetched by a per-type search instead.
+One search brings the patient's Encounters of the date with their Procedures, our existing
+ChargeItems, the patient's Coverage and payer, the performers' roles, the linked Observations
+and the diagnoses — each `_include`/`_revinclude` asked for only when the server's
+CapabilityStatement lists it. What the server cannot include is fetched by a per-type search
+instead. A trigger that names only an encounter costs one read of it first (its patient and
+date of service pick the day).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from plugin.gateway.errors import FatalFhirError
 Json = dict[str, Any]
 
 # (parameter, value, the per-type search to use when the server cannot include it)
-# The fallback is a format string over the encounter, patient and procedure references.
+# The fallback is a format string over the encounter (comma-separated: the day's encounters)
+# and patient references.
 WANTED: list[tuple[str, str, str | None]] = [
     ("_revinclude", "Procedure:encounter", "Procedure?encounter={encounter}"),
     ("_revinclude", "ChargeItem:context", "ChargeItem?context={encounter}"),
@@ -71,47 +75,74 @@ class Gatherer:
             self._supported = (includes, revincludes, searchable)
         return self._supported
 
-    def query(self, encounter_id: str) -> tuple[str, list[tuple[str, str, str]]]:
-        """The one search, and the fallbacks for what it cannot include."""
+    def query(self, *params: tuple[str, str]) -> tuple[str, list[tuple[str, str, str]]]:
+        """The one Encounter search with `params`, and the fallbacks for what it cannot include."""
         includes, revincludes, searchable = self.supported()
-        params = [("_id", encounter_id)]
+        wanted = list(params)
         fallbacks = []
         for name, value, fallback in WANTED:
             known = revincludes if name.startswith("_revinclude") else includes
             if value in known:
-                params.append((name, value))
+                wanted.append((name, value))
             elif fallback and fallback.split("?", 1)[0] in searchable:
                 fallbacks.append((name, value, fallback))
-        return "Encounter?" + urlencode(params, safe=":"), fallbacks
+        return "Encounter?" + urlencode(wanted, safe=":"), fallbacks
 
     def encounter(self, encounter_id: str) -> Gathered:
-        path, fallbacks = self.query(encounter_id)
+        """One encounter with everything billing needs (no other visit of its day)."""
+        gathered = self._search([("_id", encounter_id)])
+        if not any(_is_encounter(r, encounter_id) for r in gathered.resources):
+            raise NotFound(f"Encounter/{encounter_id} is not on the EHR", 404)
+        return gathered
+
+    def day(self, patient: str, date: str) -> Gathered:
+        """The patient's encounters of `date` (any that overlap it: the caller keeps those
+        whose date of service it is) with everything billing needs, in one search."""
+        return self._search([("subject", patient), ("date", f"ge{date}"), ("date", f"le{date}")])
+
+    def encounter_day(self, encounter_id: str) -> Gathered:
+        """The day of an encounter named by id: one read of it, then its day. An encounter
+        without a patient or a date of service is read on its own."""
+        try:
+            encounter = self.client.read(f"Encounter/{encounter_id}")
+        except FatalFhirError as exc:
+            if exc.status in (404, 410):
+                raise NotFound(f"Encounter/{encounter_id} is not on the EHR", 404) from exc
+            raise
+        patient, date = encounter_patient_and_date(encounter)
+        if patient is None or date is None:
+            return self.encounter(encounter_id)
+        gathered = self.day(patient, date)
+        if not any(_is_encounter(r, encounter_id) for r in gathered.resources):
+            # Not matched by the date search (a server's own reading of the period): read alone.
+            extra = self.encounter(encounter_id)
+            gathered.resources.extend(extra.resources)
+            gathered.capped = gathered.capped or extra.capped
+        return gathered
+
+    def _search(self, params: list[tuple[str, str]]) -> Gathered:
+        path, fallbacks = self.query(*params)
         page = self.client.search(path)
         resources = list(iter_resources(page.entries))
         gathered = Gathered(resources, capped=page.capped)
-        encounter = next(
-            (
-                r
-                for r in resources
-                if r.get("resourceType") == "Encounter" and r.get("id") == encounter_id
-            ),
-            None,
-        )
-        if encounter is None:
-            raise NotFound(f"Encounter/{encounter_id} is not on the EHR", 404)
+        encounters = [r for r in resources if r.get("resourceType") == "Encounter"]
+        if not encounters:
+            return gathered
         refs = {
-            "encounter": quote(f"Encounter/{encounter_id}", safe=""),
-            "patient": quote(str((encounter.get("subject") or {}).get("reference", "")), safe=""),
+            "encounter": ",".join(quote(f"Encounter/{e.get('id')}", safe="") for e in encounters),
+            "patient": quote(
+                str((encounters[0].get("subject") or {}).get("reference", "")), safe=""
+            ),
         }
         for _, _, fallback in fallbacks:
             extra = self.client.search(fallback.format(**refs))
             gathered.resources.extend(iter_resources(extra.entries))
             gathered.capped = gathered.capped or extra.capped
-        self._missing_diagnoses(encounter, gathered)
+        self._missing_diagnoses(encounters, gathered)
         return gathered
 
-    def _missing_diagnoses(self, encounter: Json, gathered: Gathered) -> None:
-        """Conditions the encounter names as diagnoses that no include brought: one more read."""
+    def _missing_diagnoses(self, encounters: list[Json], gathered: Gathered) -> None:
+        """Conditions the encounters name as diagnoses that no include brought: one more read."""
         have = {
             f"Condition/{r.get('id')}"
             for r in gathered.resources
@@ -119,6 +150,7 @@ class Gatherer:
         }
         wanted = [
             str((d.get("condition") or {}).get("reference", ""))
+            for encounter in encounters
             for d in encounter.get("diagnosis") or ()
             if isinstance(d, dict)
         ]
@@ -129,3 +161,19 @@ class Gatherer:
             page = self.client.search("Condition?" + urlencode({"_id": ",".join(missing)}))
             gathered.resources.extend(iter_resources(page.entries))
             gathered.capped = gathered.capped or page.capped
+
+
+def _is_encounter(resource: Json, encounter_id: str) -> bool:
+    return resource.get("resourceType") == "Encounter" and resource.get("id") == encounter_id
+
+
+def encounter_patient_and_date(encounter: Any) -> tuple[str | None, str | None]:
+    """The subject reference and the date of service (period.start's date) of an encounter."""
+    if not isinstance(encounter, dict):
+        return None, None
+    subject = encounter.get("subject")
+    patient = subject.get("reference") if isinstance(subject, dict) else None
+    period = encounter.get("period")
+    start = period.get("start") if isinstance(period, dict) else None
+    date = start[:10] if isinstance(start, str) and len(start) >= 10 else None
+    return (patient if isinstance(patient, str) and patient else None), date

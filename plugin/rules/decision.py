@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
+from typing import NamedTuple
 
 from plugin.rules import sources
+from plugin.rules.day import visit_order
 from plugin.rules.findings import FindingPolicy
-from plugin.rules.gaps import unit_gaps, with_record_gaps
+from plugin.rules.gaps import unit_gaps, with_day_overlaps, with_record_gaps
 from plugin.rules.model import (
     Catalog,
     CodeKind,
@@ -40,9 +42,10 @@ class LineStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ChargeLine:
-    """One charge: a code, its units and modifiers for one date and discipline of a visit."""
+    """One charge of a billing day: a code, its units and modifiers for one patient, date of
+    service, discipline and billing provider, whichever of the day's visits documented it."""
 
-    key: str  # stable per encounter + date of service + discipline + code
+    key: str  # stable per patient + date of service + discipline + billing provider + code
     code: str
     system: str
     label: str
@@ -57,26 +60,60 @@ class ChargeLine:
     note: str
     services: tuple[VisitService, ...]
     derived_from: str | None = None
+    # The encounters whose procedures the line counts, in day order; the first is the
+    # ChargeItem's context (docs/architecture.md "The billing day").
+    encounters: tuple[str, ...] = ()
+    provider: str | None = None  # the billing provider (the encounters' serviceProvider)
+
+    @property
+    def context(self) -> str | None:
+        return self.encounters[0] if self.encounters else None
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """Everything decided about one visit."""
+    """Everything decided about one billing day: its visits (earliest first), its lines."""
 
-    visit: Visit
+    visit: Visit  # the day's first visit (its method and payer are the day's)
     lines: tuple[ChargeLine, ...]
     findings: tuple[Finding, ...]
     explanation: tuple[Explanation, ...]
     units: UnitsResult
+    visits: tuple[Visit, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.visits:
+            object.__setattr__(self, "visits", (self.visit,))
 
     @property
     def alternatives(self) -> tuple[Mapping[str, int], ...]:
         return tuple(a for g in self.units.groups for a in g.alternatives)
 
+    @property
+    def owner(self) -> str:
+        """Whose day it is: the patient, or the encounter of a visit decided on its own."""
+        return day_owner(self.visits)
 
-def line_key(visit: Visit, day: str | None, discipline: Discipline, code: str) -> str:
-    """The idempotency key of a charge line (DESIGN.md "Idempotency")."""
-    return f"{visit.encounter_id}/{day or 'undated'}/{discipline.value}/{code}"
+    @property
+    def day(self) -> str:
+        """The billing day's name: "Patient/123|2026-11-02" (ledger, worklist, Provenance)."""
+        return f"{self.owner}|{self.visit.date_of_service or 'undated'}"
+
+
+def day_owner(visits: tuple[Visit, ...]) -> str:
+    first = visits[0]
+    shared = len({(v.patient, v.date_of_service) for v in visits}) == 1
+    if first.patient and first.date_of_service and shared:
+        return first.patient
+    return first.encounter
+
+
+def line_key(owner: str, key: GroupKey, code: str) -> str:
+    """The idempotency key of a charge line: patient, date of service, discipline, billing
+    provider and code (docs/architecture.md "Idempotency"); a visit without a patient or a
+    date is its own day, owned by its encounter."""
+    provider = key.provider or "no-provider"
+    return f"{owner}/{key.date or 'undated'}/{key.discipline.value}/{provider}/{code}"
 
 
 def decide_visit(
@@ -86,39 +123,85 @@ def decide_visit(
     policy: FindingPolicy,
     on: date | None = None,
 ) -> Decision:
-    """Documentation gaps, then units for the visit's completed, coded procedures under its
-    payer's method, as charge lines held, billable or not billable."""
-    visit = _at_payer_severity(with_record_gaps(visit, catalog, policy), policy)
-    billed = [(s, s.code) for s in visit.services if s.billable_status and s.code is not None]
-    services = [
-        Service(code, s.minutes, s.discipline, s.date, visit.patient, visit.service_provider)
-        for s, code in billed
+    """One visit decided as a day of its own (a file of one visit, the tests)."""
+    return decide_day((visit,), catalog, parameters, policy, on)
+
+
+def decide_day(
+    visits: Sequence[Visit],
+    catalog: Catalog,
+    parameters: UnitParameters,
+    policy: FindingPolicy,
+    on: date | None = None,
+) -> Decision:
+    """Documentation gaps of each visit, then units for the day's completed, coded procedures
+    under its payer's method, as charge lines held, billable or not billable.
+
+    Minutes are totalled per patient, date of service, discipline and billing provider across
+    every visit of the day (CMS Pub 100-04 ch.5 §20.2 C "in a single day", §20.2 D).
+    """
+    ordered = sorted(visits, key=visit_order)
+    checked = [with_record_gaps(v, catalog, policy) for v in ordered]
+    checked = [_at_payer_severity(v, policy) for v in with_day_overlaps(checked, catalog, policy)]
+    first = checked[0]
+    billed = [
+        (v, s, s.code)
+        for v in checked
+        for s in v.services
+        if s.billable_status and s.code is not None
     ]
-    when = on or (date.fromisoformat(visit.date_of_service) if visit.date_of_service else None)
-    when, not_in_force = _rules_date(visit, when or date.today(), parameters, policy)
-    units = decide_units(services, catalog, parameters, method=visit.method, on=when)
+    services = [
+        Service(code, s.minutes, s.discipline, s.date, v.patient, v.service_provider)
+        for v, s, code in billed
+    ]
+    when = on or (date.fromisoformat(first.date_of_service) if first.date_of_service else None)
+    when, not_in_force = _rules_date(first, when or date.today(), parameters, policy)
+    units = decide_units(services, catalog, parameters, method=first.method, on=when)
     table = parameters.unit_table.at(when).value
-    from_units = [policy.for_payer(f, visit.payer) for f in unit_gaps(visit, units, table, policy)]
-    visit = dataclasses.replace(visit, findings=visit.findings + not_in_force + tuple(from_units))
-    by_family = _services_by_family(visit, billed, catalog)
-    visit_holds = _visit_holds(visit)
-    pool_holds = _pool_holds(by_family, catalog) if visit.method is Method.CMS else {}
+    from_units = [policy.for_payer(f, first.payer) for f in unit_gaps(first, units, table, policy)]
+    day_findings = not_in_force + tuple(from_units)
+    checked[0] = first = dataclasses.replace(first, findings=first.findings + day_findings)
+    by_family = _services_by_family(billed, catalog)
+    holds_of = _visit_holds_by_group(checked, by_family)
+    pool_holds = _pool_holds(by_family, catalog) if first.method is Method.CMS else {}
+    owner = day_owner(tuple(checked))
     lines = tuple(
         _line(
-            visit,
+            first,
+            owner,
             group.key,
             line,
             by_family.get((group.key, _head(line, catalog)), ()),
-            visit_holds + (pool_holds.get(group.key, ()) if line.kind in _POOLED else ()),
+            holds_of(group.key) + (pool_holds.get(group.key, ()) if line.kind in _POOLED else ()),
             catalog,
         )
         for group in units.groups
         for line in group.lines
     )
-    findings = visit.findings + tuple(f for s in visit.services for f in s.findings)
-    method_note = Explanation(visit.method_reason, _method_source(visit.method))
-    explanation = (method_note, *(e for g in units.groups for e in g.explanation))
-    return Decision(visit, lines, findings, explanation, units)
+    findings = tuple(f for v in checked for f in (*v.findings, *_service_findings(v)))
+    explanation = (
+        Explanation(first.method_reason, _method_source(first.method)),
+        *_day_note(checked),
+        *(e for g in units.groups for e in g.explanation),
+    )
+    return Decision(first, lines, findings, explanation, units, tuple(checked))
+
+
+def _service_findings(visit: Visit) -> tuple[Finding, ...]:
+    return tuple(f for s in visit.services for f in s.findings)
+
+
+def _day_note(visits: list[Visit]) -> tuple[Explanation, ...]:
+    if len(visits) < 2:
+        return ()
+    names = ", ".join(v.encounter for v in visits)
+    return (
+        Explanation(
+            f"The {len(visits)} visits of {visits[0].date_of_service} ({names}) are one billing "
+            "day: their timed minutes are totalled per discipline and billing provider.",
+            sources.BILLING_DAY.title,
+        ),
+    )
 
 
 def _rules_date(
@@ -160,9 +243,10 @@ def _at_payer_severity(visit: Visit, policy: FindingPolicy) -> Visit:
 
 
 def _visit_holds(visit: Visit) -> tuple[Finding, ...]:
-    """Holds on every line of the visit: the visit's own, and those of completed procedures that
-    have no billing code — their minutes are missing from the day's total timed minutes, so no
-    line's units can be trusted until they are coded (CMS Pub 100-04 ch.5 §20.2 C).
+    """Holds on every line the visit contributes to: the visit's own, and those of completed
+    procedures that have no billing code — their minutes are missing from the day's total timed
+    minutes, so no line's units can be trusted until they are coded (CMS Pub 100-04 ch.5
+    §20.2 C).
     """
     uncoded = tuple(
         f
@@ -174,12 +258,33 @@ def _visit_holds(visit: Visit) -> tuple[Finding, ...]:
     return tuple(f for f in visit.findings if f.severity is Severity.HOLD) + uncoded
 
 
+def _visit_holds_by_group(
+    visits: list[Visit], by_family: dict[tuple[GroupKey, str], tuple[_Billed, ...]]
+) -> Callable[[GroupKey], tuple[Finding, ...]]:
+    """The visit holds that reach a group's lines: those of every visit with services in the
+    group (its units are counted from all of them), and those of a visit with no billed
+    service at all (what it holds back cannot be placed in a group)."""
+    contributors: dict[GroupKey, set[str]] = {}
+    for (key, _), billed in by_family.items():
+        contributors.setdefault(key, set()).update(b.visit.encounter for b in billed)
+    placed = set().union(*contributors.values()) if contributors else set()
+    everywhere = tuple(f for v in visits if v.encounter not in placed for f in _visit_holds(v))
+    own = {v.encounter: _visit_holds(v) for v in visits}
+
+    def holds(key: GroupKey) -> tuple[Finding, ...]:
+        named = contributors.get(key, set())
+        found = tuple(f for v in visits if v.encounter in named for f in own[v.encounter])
+        return found + everywhere
+
+    return holds
+
+
 _POOLED = (CodeKind.TIMED_15, CodeKind.ADDON)
 _TIME_FINDINGS = ("time-missing", "time-invalid", "time-incomplete", "time-unreadable")
 
 
 def _pool_holds(
-    by_family: dict[tuple[GroupKey, str], tuple[VisitService, ...]], catalog: Catalog
+    by_family: dict[tuple[GroupKey, str], tuple[_Billed, ...]], catalog: Catalog
 ) -> dict[GroupKey, tuple[Finding, ...]]:
     """Under the CMS method, a 15-minute service with unknown time holds every 15-minute line of
     its group: the day's total timed minutes, and so every share of the units, depend on it.
@@ -187,12 +292,12 @@ def _pool_holds(
     Source: CMS Pub 100-04 ch.5 §20.2 C (units from total timed minutes).
     """
     holds: dict[GroupKey, list[Finding]] = {}
-    for (key, head), services in by_family.items():
+    for (key, head), billed in by_family.items():
         if catalog.codes[head].kind is not CodeKind.TIMED_15:
             continue
-        for service in services:
+        for item in billed:
             holds.setdefault(key, []).extend(
-                f for f in service.findings if f.code in _TIME_FINDINGS
+                f for f in item.service.findings if f.code in _TIME_FINDINGS
             )
     return {key: tuple(found) for key, found in holds.items() if found}
 
@@ -202,36 +307,45 @@ def _head(line: UnitLine, catalog: Catalog) -> str:
     return primary or line.code
 
 
+class _Billed(NamedTuple):
+    """A billed procedure with the visit that documented it."""
+
+    visit: Visit
+    service: VisitService
+
+
 def _services_by_family(
-    visit: Visit, billed: list[tuple[VisitService, str]], catalog: Catalog
-) -> dict[tuple[GroupKey, str], tuple[VisitService, ...]]:
+    billed: list[tuple[Visit, VisitService, str]], catalog: Catalog
+) -> dict[tuple[GroupKey, str], tuple[_Billed, ...]]:
     """Which procedures stand behind each line: the same group and the same code family.
 
     The group key is built as units.gather builds it (REFERENCE §1.5, §8).
     """
-    found: dict[tuple[GroupKey, str], list[VisitService]] = {}
-    for service, code in billed:
+    found: dict[tuple[GroupKey, str], list[_Billed]] = {}
+    for visit, service, code in billed:
         definition = catalog.codes[code]
         discipline = service.discipline or definition.disciplines[0]
         key = GroupKey(discipline, service.date, visit.patient, visit.service_provider)
-        found.setdefault((key, definition.primary or code), []).append(service)
+        found.setdefault((key, definition.primary or code), []).append(_Billed(visit, service))
     return {key: tuple(value) for key, value in found.items()}
 
 
 def _line(
     visit: Visit,
+    owner: str,
     key: GroupKey,
     line: UnitLine,
-    services: tuple[VisitService, ...],
+    billed: tuple[_Billed, ...],
     visit_holds: tuple[Finding, ...],
     catalog: Catalog,
 ) -> ChargeLine:
     definition = catalog.codes[line.code]
+    services = tuple(b.service for b in billed)
     own = tuple(f for s in services for f in s.findings if f.severity is Severity.HOLD)
-    holds = own + tuple(f for f in visit_holds if f not in own)
+    holds = own + tuple(dict.fromkeys(f for f in visit_holds if f not in own))
     status, note = _status(line, holds, visit.method)
     return ChargeLine(
-        key=line_key(visit, key.date, key.discipline, line.code),
+        key=line_key(owner, key, line.code),
         code=line.code,
         system=definition.system,
         label=definition.label,
@@ -246,6 +360,8 @@ def _line(
         note=note,
         services=services,
         derived_from=line.derived_from,
+        encounters=tuple(dict.fromkeys(b.visit.encounter for b in billed)),
+        provider=key.provider,
     )
 
 

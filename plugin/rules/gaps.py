@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import heapq
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
 from plugin.rules.findings import FindingPolicy
@@ -23,7 +23,10 @@ _THERAPISTS = (Role.PT, Role.OT, Role.SLP)
 
 
 def with_record_gaps(visit: Visit, catalog: Catalog, policy: FindingPolicy) -> Visit:
-    """The visit with every documentation gap of its record added to its findings."""
+    """The visit with every documentation gap of its own record added to its findings.
+
+    Overlapping time is looked for over the whole billing day (`with_day_overlaps`).
+    """
     roles = frozenset(p.role for s in visit.services for p in s.performers)
     services = tuple(
         _add(s, _service_gaps(s, s.code, visit, roles, catalog, policy))
@@ -31,12 +34,27 @@ def with_record_gaps(visit: Visit, catalog: Catalog, policy: FindingPolicy) -> V
         else s
         for s in visit.services
     )
-    services = _with_overlaps(services, catalog, policy)
     return dataclasses.replace(
         visit,
         services=services,
         findings=visit.findings + tuple(_visit_gaps(visit, services, catalog, policy)),
     )
+
+
+def with_day_overlaps(
+    visits: Sequence[Visit], catalog: Catalog, policy: FindingPolicy
+) -> list[Visit]:
+    """The day's visits with overlapping time marked across all of them: one patient cannot
+    receive two one-on-one services in the same minutes, whichever encounter records them."""
+    marked = _with_overlaps(tuple(s for v in visits for s in v.services), catalog, policy)
+    out: list[Visit] = []
+    start = 0
+    for visit in visits:
+        end = start + len(visit.services)
+        changed = marked[start:end] != visit.services
+        out.append(dataclasses.replace(visit, services=marked[start:end]) if changed else visit)
+        start = end
+    return out
 
 
 def _checked(service: VisitService) -> bool:

@@ -14,6 +14,11 @@ TIMED_15 = Reference("CMS Pub 100-04 ch.5 §20.2 A", _CH5)
 DISCIPLINE_GROUPS = Reference(
     "Pub 100-02 ch.15 §220.1.2; Pub 100-04 ch.5 §20.2 D (REFERENCE §1.5)", _CH15
 )
+BILLING_DAY = Reference(
+    "CMS Pub 100-04 ch.5 §20.2 C (timed minutes in a single day), §20.2 D (per provider, "
+    "discipline, date of service and patient)",
+    _CH5,
+)
 TREATMENT_NOTE = Reference("Pub 100-02 ch.15 §220.3 E", _CH15)
 SPLIT_BLOCKS = Reference("NCCI Policy Manual ch.1 §E (timed services in split blocks)")
 CPT_TIME_RULE = Reference(

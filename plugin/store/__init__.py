@@ -55,6 +55,7 @@ class Claimed:
     encounter_id: str
     version: str
     attempts: int
+    day: str | None = None  # "Patient/123|2026-11-02", when the notification named it
 
 
 class Store(ConfigStoreMixin):
@@ -136,6 +137,7 @@ class Store(ConfigStoreMixin):
         error: str | None = None,
         report: dict[str, Any] | None = None,
         *,
+        day: str | None = None,
         wait: bool = False,
     ) -> None:
         """One ledger row: queued for the batch writer once `defer_ledger` is on, else written
@@ -144,6 +146,7 @@ class Store(ConfigStoreMixin):
         row = {
             "at": now(),
             "encounter_id": encounter_id,
+            "day": day,
             "trigger": trigger,
             "outcome": outcome,
             "lines": lines,
@@ -196,15 +199,19 @@ class Store(ConfigStoreMixin):
                 return deleted
 
     def latest_runs(self, limit: int = 1000) -> list[RunEntry]:
-        """The newest decision of each encounter (the hold worklist's source). Newest by the
-        time it was decided, not by row id: each worker writes its rows in batches, so a
-        decision can reach the table after a later one from another worker."""
+        """The newest decision of each billing day (the hold worklist's source), whichever of
+        its encounters triggered it. Newest by the time it was decided, not by row id: each
+        worker writes its rows in batches, so a decision can reach the table after a later one
+        from another worker."""
         self.flush_ledger()
         with self.session() as session:
             ranked = select(
                 RunEntry.id,
                 func.row_number()
-                .over(partition_by=RunEntry.encounter_id, order_by=_NEWEST_FIRST)
+                .over(
+                    partition_by=func.coalesce(RunEntry.day, RunEntry.encounter_id),
+                    order_by=_NEWEST_FIRST,
+                )
                 .label("rank"),
             ).subquery()
             query = (
@@ -217,12 +224,17 @@ class Store(ConfigStoreMixin):
             return list(session.scalars(query))
 
     def runs(self, encounter_id: str | None = None, limit: int = 100) -> list[RunEntry]:
-        """Decisions, newest first (by when they were decided)."""
+        """Decisions, newest first (by when they were decided). For an encounter: those of
+        its billing day (as its newest decision names it), whichever encounter triggered them."""
         self.flush_ledger()
         with self.session() as session:
             query = select(RunEntry).order_by(*_NEWEST_FIRST).limit(limit)
             if encounter_id:
-                query = query.where(RunEntry.encounter_id == encounter_id)
+                own = RunEntry.encounter_id == encounter_id
+                day = session.scalars(
+                    select(RunEntry.day).where(own).order_by(*_NEWEST_FIRST).limit(1)
+                ).first()
+                query = query.where(own | (RunEntry.day == day) if day else own)
             return list(session.scalars(query))
 
     # --- JWT replay cache -------------------------------------------------------------------
@@ -240,7 +252,7 @@ class Store(ConfigStoreMixin):
 
     # --- notifications: a durable queue ---------------------------------------------------
 
-    def enqueue(self, encounter_id: str, version: str) -> bool:
+    def enqueue(self, encounter_id: str, version: str, day: str | None = None) -> bool:
         """Record a notification; False when this encounter version is already recorded."""
         try:
             with self.session() as session:
@@ -251,6 +263,7 @@ class Store(ConfigStoreMixin):
                         received_at=now(),
                         status="pending",
                         attempts=0,
+                        day=day,
                     )
                 )
         except IntegrityError:
@@ -279,7 +292,7 @@ class Store(ConfigStoreMixin):
                 .limit(5)
             ).all()
             for row in candidates:
-                seen = Claimed(row.id, row.encounter_id, row.version, row.attempts + 1)
+                seen = Claimed(row.id, row.encounter_id, row.version, row.attempts + 1, row.day)
                 result = session.execute(
                     update(Notification)
                     .where(

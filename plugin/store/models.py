@@ -33,7 +33,8 @@ class RunEntry(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    encounter_id: Mapped[str] = mapped_column(String(200), index=True)
+    encounter_id: Mapped[str] = mapped_column(String(200), index=True)  # the trigger's
+    day: Mapped[str | None] = mapped_column(String(300), index=True, nullable=True)
     trigger: Mapped[str] = mapped_column(String(40))
     outcome: Mapped[str] = mapped_column(String(40))  # written, unchanged, preview, failed
     lines: Mapped[list[object]] = mapped_column(JSON, default=list)
@@ -60,6 +61,8 @@ class Notification(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # "Patient/123|2026-11-02" when the payload named the encounter's patient and date
+    day: Mapped[str | None] = mapped_column(String(300), nullable=True)
 
 
 class SeenToken(Base):

@@ -77,7 +77,9 @@ def call(service_id: str) -> Response:
     )
     state = current_app.extensions["theracharge"]
     try:
-        outcome = handle_discharge(state.settings, hook, datetime.now().astimezone())
+        outcome = handle_discharge(
+            state.settings, hook, datetime.now().astimezone(), state.gatherer()
+        )
     except MalformedPrefetch as exc:
         raise BadRequest(str(exc), {exc.field: exc.problem}) from exc
     except PrefetchMissing as exc:
@@ -89,14 +91,7 @@ def call(service_id: str) -> Response:
     count_decision(list(outcome.decision.lines), list(outcome.decision.findings))
     if outcome.outcome == "failed":
         EHR_ERRORS.labels("write").inc()
-    state.record(
-        hook.encounter_id,
-        "cds-hook",
-        outcome.outcome,
-        outcome.decision,
-        outcome.plan,
-        outcome.error,
-    )
+    state.record(hook.encounter_id, "cds-hook", outcome.run, outcome.outcome)
     return jsonify(outcome.response())
 
 

@@ -10,7 +10,7 @@ from flask import Response, current_app, jsonify, request
 from flask_smorest import Blueprint
 
 from plugin.environment import ROLES, token_hash
-from plugin.service import process_encounter, run_report
+from plugin.service import DaySource, WriteMode, run_day, run_report
 from plugin.web.cds_auth import Unauthorized
 from plugin.web.errors import BadRequest, Forbidden, ServiceUnavailable
 from plugin.web.observability import count_decision
@@ -44,13 +44,19 @@ def _charges(encounter_id: str, dry_run: bool) -> Response:
     gatherer = state.gatherer()
     if gatherer is None:
         raise ServiceUnavailable("no EHR configured: set THERACHARGE_FHIR_BASE_URL")
-    run = process_encounter(
-        state.settings, gatherer, encounter_id, datetime.now().astimezone(), dry_run=dry_run
+    mode = WriteMode.PLAN if dry_run else WriteMode.WRITE
+    run = run_day(
+        state.settings,
+        encounter_id,
+        DaySource(gatherer),
+        mode,
+        datetime.now().astimezone(),
+        f"api:{caller}",
     )
     count_decision(list(run.decision.lines), list(run.decision.findings))
-    outcome = "preview" if dry_run else ("written" if run.written else "unchanged")
     # Billing tools read the worklist next, perhaps from another worker: on the table first.
-    state.record(encounter_id, f"api:{caller}", outcome, run.decision, run.plan, None, wait=True)
+    outcome = "preview" if dry_run else run.outcome
+    state.record(encounter_id, f"api:{caller}", run, outcome, wait=True)
     body = run_report(run)
     body["dry_run"] = dry_run
     return jsonify(body)

@@ -10,6 +10,7 @@ from typing import Any
 from flask import Response, current_app, jsonify, request
 from flask_smorest import Blueprint
 
+from plugin.gateway.gather import encounter_patient_and_date
 from plugin.web.cds_auth import Unauthorized
 from plugin.web.errors import BadRequest
 
@@ -31,9 +32,16 @@ def _authenticate() -> None:
         raise Unauthorized("notification without the shared secret")
 
 
-def _enqueue(encounter_id: str, version: str | None) -> bool:
+def _enqueue(encounter_id: str, version: str | None, day: str | None = None) -> bool:
     store = current_app.extensions["theracharge"].store
-    return bool(store.enqueue(encounter_id, version or ""))
+    return bool(store.enqueue(encounter_id, version or "", day))
+
+
+def _day(resource: dict[str, Any]) -> str | None:
+    """The billing day a full-resource payload names ("Patient/123|2026-11-02"), so the worker
+    reads the day in one search; None when the payload lacks the patient or the date."""
+    patient, date = encounter_patient_and_date(resource)
+    return f"{patient}|{date}"[:300] if patient and date else None
 
 
 @blp.route("/Encounter/<encounter_id>", methods=["PUT"])
@@ -47,7 +55,8 @@ def encounter_changed(encounter_id: str) -> Response:
         raise BadRequest("the Encounter's id differs from the URL")
     if resource.get("status") != "finished":
         return jsonify({"queued": False, "reason": "encounter not finished"})
-    return jsonify({"queued": _enqueue(encounter_id, _version(resource) or "")})
+    queued = _enqueue(encounter_id, _version(resource) or "", _day(resource))
+    return jsonify({"queued": queued})
 
 
 @blp.route("", methods=["POST"])
@@ -59,7 +68,7 @@ def bundle_notification() -> Response:
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
         raise BadRequest("expected an empty body or a notification Bundle")
-    queued = sum(1 for encounter, version in _encounters(body) if _enqueue(encounter, version))
+    queued = sum(1 for named in _encounters(body) if _enqueue(*named))
     return jsonify({"queued": queued})
 
 
@@ -74,7 +83,7 @@ def _version(resource: dict[str, Any]) -> str | None:
     return str(version) if version else None
 
 
-def _encounters(bundle: dict[str, Any]) -> list[tuple[str, str | None]]:
+def _encounters(bundle: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
     """Encounters a Backport notification names: full resources, or fullUrls (id-only)."""
     entries = bundle.get("entry") or []
     if not isinstance(entries, list):
@@ -86,10 +95,10 @@ def _encounters(bundle: dict[str, Any]) -> list[tuple[str, str | None]]:
         resource = entry.get("resource")
         if isinstance(resource, dict) and resource.get("resourceType") == "Encounter":
             if resource.get("status") == "finished" and resource.get("id"):
-                found.append((str(resource["id"]), _version(resource)))
+                found.append((str(resource["id"]), _version(resource), _day(resource)))
             continue
         if resource is None:
             match = _ENCOUNTER_URL.search(str(entry.get("fullUrl", "")))
             if match:
-                found.append((match.group(1), match.group(2)))
+                found.append((match.group(1), match.group(2), None))
     return found

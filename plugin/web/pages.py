@@ -31,7 +31,7 @@ from plugin.admin import rollback as rollback_table
 from plugin.environment import token_hash
 from plugin.gateway.errors import FhirError
 from plugin.managed import MAPPING
-from plugin.service import process_encounter
+from plugin.service import DaySource, WriteMode, run_day
 from plugin.store.config import StaleVersion
 
 bp = Blueprint("pages", __name__, template_folder="templates")
@@ -126,7 +126,7 @@ def worklist() -> str:
         for k in ("date", "discipline", "payer", "gap", "provider")
     }
     held = [
-        {**line, "encounter": run.encounter_id}
+        {**line, "encounter": _encounter_id(line.get("encounter")) or run.encounter_id}
         for run in _state().store.latest_runs()
         for line in run.lines
         if isinstance(line, dict) and line.get("status") == "planned"
@@ -143,6 +143,11 @@ def worklist() -> str:
         payers=sorted({str(r.get("payer")) for r in held}),
         gaps=sorted({c for r in held for c in r.get("holds", [])}),
     )
+
+
+def _encounter_id(reference: object) -> str | None:
+    """`Encounter/123` → `123` (the decision pages are by encounter id)."""
+    return reference.split("/", 1)[-1] if isinstance(reference, str) and reference else None
 
 
 def _matches(row: dict[str, Any], filters: dict[str, str]) -> bool:
@@ -180,15 +185,21 @@ def rerun(encounter_id: str) -> Any:
     gatherer = state.gatherer()
     if gatherer is None:
         abort(503, "no EHR configured")
+    latest = state.store.runs(encounter_id, limit=1)
     try:
-        run = process_encounter(state.settings, gatherer, encounter_id, datetime.now().astimezone())
+        run = run_day(
+            state.settings,
+            encounter_id,
+            DaySource.named(gatherer, latest[0].day if latest else None),
+            WriteMode.WRITE,
+            datetime.now().astimezone(),
+            f"page:{session['who']}",
+        )
     except FhirError as exc:
         flash(f"Re-run failed: {exc}", "problem")
         return redirect(url_for("pages.decision", encounter_id=encounter_id))
-    outcome = "written" if run.written else "unchanged"
-    state.record(
-        encounter_id, f"page:{session['who']}", outcome, run.decision, run.plan, None, wait=True
-    )
+    outcome = run.outcome
+    state.record(encounter_id, f"page:{session['who']}", run, wait=True)
     flash(f"Re-run done: {outcome}.", "notice")
     return redirect(url_for("pages.decision", encounter_id=encounter_id))
 

@@ -17,7 +17,7 @@ import requests
 from plugin.gateway.errors import FatalFhirError, TemporaryFhirError
 from plugin.gateway.factory import connect
 from plugin.gateway.gather import Gatherer
-from plugin.service import EncounterRun, encounters_between, process_encounter
+from plugin.service import DayRun, DaySource, WriteMode, days_between, run_day
 from plugin.settings import Settings, load_settings
 from tests.ehr import Ehr, copy_key_pair, load_sample, running_ehr, smart_server_auth
 from tests.integration.conftest import ENTERED
@@ -37,13 +37,11 @@ def ours(ehr: Ehr, settings: Settings) -> dict[str, dict[str, Any]]:
     return found
 
 
-def run(
-    settings: Settings, gatherer: Gatherer, encounter: str, when: datetime = ENTERED
-) -> EncounterRun:
-    return process_encounter(settings, gatherer, encounter, when)
+def run(settings: Settings, gatherer: Gatherer, encounter: str, when: datetime = ENTERED) -> DayRun:
+    return run_day(settings, encounter, DaySource(gatherer), WriteMode.WRITE, when, "cli")
 
 
-def line_state(run_: EncounterRun) -> dict[str, tuple[Any, ...]]:
+def line_state(run_: DayRun) -> dict[str, tuple[Any, ...]]:
     return {
         ln.key: (ln.units, ln.minutes, ln.status, tuple(h.code for h in ln.holds))
         for ln in run_.decision.lines
@@ -53,7 +51,7 @@ def line_state(run_: EncounterRun) -> dict[str, tuple[Any, ...]]:
 def test_every_decided_line_is_written_once_and_a_rerun_writes_nothing(
     ehr: Ehr, live_settings: Settings, gatherer: Gatherer
 ) -> None:
-    ids = encounters_between(gatherer, "2026-11-01", None)
+    ids = [str(e["id"]) for e in days_between(gatherer, "2026-11-01", None)]
     assert len(ids) == 8
     first = [run(live_settings, gatherer, e) for e in ids]
     stored = ours(ehr, live_settings)
@@ -65,7 +63,7 @@ def test_every_decided_line_is_written_once_and_a_rerun_writes_nothing(
     assert len(ehr.search("Provenance?_count=100")) == 8
     versions = {k: v["meta"]["versionId"] for k, v in stored.items()}
     again = [run(live_settings, gatherer, e, ENTERED + timedelta(hours=3)) for e in ids]
-    assert all(not r.written and r.plan.entries == [] for r in again)
+    assert all(not r.written and r.plan is not None and r.plan.entries == [] for r in again)
     assert {k: v["meta"]["versionId"] for k, v in ours(ehr, live_settings).items()} == versions
 
 
@@ -78,7 +76,7 @@ def _put(ehr: Ehr, resource: dict[str, Any]) -> None:
     requests.put(url, json=resource, timeout=10).raise_for_status()
 
 
-def _timed_procedure(run_: EncounterRun, code: str | None = None) -> str:
+def _timed_procedure(run_: DayRun, code: str | None = None) -> str:
     for line in run_.decision.lines:
         if line.kind.value == "timed-15" and (code is None or line.code == code) and line.services:
             return line.services[0].reference.split("/", 1)[1]
@@ -163,7 +161,7 @@ def test_eight_parallel_runs_of_one_encounter_leave_one_charge_item_per_line(
     errors = [p.communicate(timeout=120)[1].decode() for p in runs]
     assert [p.returncode for p in runs] == [0] * 8, errors
     stored = ours(ehr, live_settings)
-    keys = [k for k in stored if k.startswith("enc-0004/")]
+    keys = [k for k in stored if k.startswith("Patient/pat-0004/")]
     decided = run(live_settings, Gatherer(connect(live_settings.fhir)), "enc-0004")
     assert sorted(keys) == sorted(ln.key for ln in decided.decision.lines)
     assert not decided.written
@@ -171,18 +169,23 @@ def test_eight_parallel_runs_of_one_encounter_leave_one_charge_item_per_line(
     assert all(n == 1 for n in identifiers.values())
 
 
-def test_one_read_and_at_most_one_write_per_encounter(
+def test_one_read_and_at_most_one_write_per_triggered_day(
     live_settings: Settings, gatherer: Gatherer
 ) -> None:
     gatherer.supported()  # the CapabilityStatement is read once per server, not per encounter
     client = gatherer.client
+    named = DaySource(gatherer, None, ("Patient/pat-0005", "2026-11-02"))
     sent = client.requests_sent
-    first = run(live_settings, gatherer, "enc-0005")
+    first = run_day(live_settings, "enc-0005", named, WriteMode.WRITE, ENTERED, "notification")
     assert first.written
-    assert client.requests_sent - sent == 2  # one search, one transaction
+    assert client.requests_sent - sent == 2  # one search of the day, one transaction
     sent = client.requests_sent
-    run(live_settings, gatherer, "enc-0005")
+    again = run_day(live_settings, "enc-0005", named, WriteMode.WRITE, ENTERED, "notification")
+    assert not again.written
     assert client.requests_sent - sent == 1  # one search, nothing to write
+    sent = client.requests_sent
+    run(live_settings, gatherer, "enc-0005")  # named by id only: its day is read first
+    assert client.requests_sent - sent == 2  # the encounter, then its day
 
 
 def test_the_server_stopping_mid_run_is_a_clear_error_with_no_partial_writes(

@@ -79,7 +79,7 @@ def test_a_signed_hook_call_with_prefetch_writes_the_visits_charge_items(
     assert any(s.startswith("ChargeItems written:") for s in summaries), summaries
     stored = ours(ehr, app.extensions["theracharge"].settings)
     assert stored
-    assert all(k.startswith("enc-0001/") for k in stored)
+    assert all(k.startswith("Patient/pat-0001/") for k in stored)
 
 
 def test_a_subscription_notifies_us_and_the_charge_items_appear(
@@ -106,10 +106,10 @@ def test_a_subscription_notifies_us_and_the_charge_items_appear(
             ).raise_for_status()
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and not any(
-                k.startswith("enc-0002/") for k in ours(ehr, state.settings)
+                k.startswith("Patient/pat-0002/") for k in ours(ehr, state.settings)
             ):
                 time.sleep(0.3)
-            stored = [k for k in ours(ehr, state.settings) if k.startswith("enc-0002/")]
+            stored = [k for k in ours(ehr, state.settings) if k.startswith("Patient/pat-0002/")]
             assert stored, "no ChargeItems appeared for enc-0002"
             done = [n for n in state.store.notifications() if n.encounter_id == "enc-0002"]
             assert [n.status for n in done] == ["done"]
@@ -190,7 +190,7 @@ def test_a_page_rerun_writes_and_the_next_page_shows_it_from_any_worker(
     assert answer.status_code == 302
     assert answer.headers["Location"].endswith("/decisions/enc-0005")
     assert [(r.trigger, r.outcome) for r in elsewhere.runs("enc-0005")] == [("page:bea", "written")]
-    assert any(k.startswith("enc-0005/") for k in ours(ehr, settings))
+    assert any(k.startswith("Patient/pat-0005/") for k in ours(ehr, settings))
     page = client.get("/decisions/enc-0005")
     assert "Re-run done: written." in page.get_data(as_text=True)
     refused = client.post("/decisions/enc-0005/rerun", data={"csrf": "guess"})

@@ -84,7 +84,10 @@ class Stack:
                     found[ident["value"]] = item
         if encounter is None:
             return found
-        return {k: v for k, v in found.items() if k.startswith(f"{encounter}/")}
+        # The sample gives each visit its own patient (enc-0007 is pat-0007's only visit), so
+        # an encounter's lines are its patient's day lines.
+        day = f"Patient/{encounter.replace('enc-', 'pat-', 1)}/"
+        return {k: v for k, v in found.items() if k.startswith(day)}
 
     def converged(self, encounter: str) -> dict[str, Any]:
         """A clean run now writes nothing, and the EHR holds exactly one ChargeItem per line."""

@@ -10,8 +10,9 @@ from tests.reliability.conftest import Stack
 
 pytestmark = pytest.mark.slow
 
-# The gather's first read: the encounter with its procedures (one search).
-READ = r"^/fhir/Encounter\?_id={encounter}"
+# The gather's main read: the patient's day, its encounters with their procedures (one search;
+# the sample gives enc-0007 to pat-0007).
+READ = r"^/fhir/Encounter\?subject=Patient%2F{patient}&"
 WRITE = r"^/fhir/?$"  # the transaction Bundle, POSTed to the base
 
 TRANSIENT = [
@@ -36,7 +37,8 @@ def test_a_passing_fault_on_a_read_is_retried_and_the_charges_written_once(
 ) -> None:
     kind, options = fault.values  # type: ignore[attr-defined]
     encounter = _encounter(index)
-    stack.proxy.add("GET", READ.format(encounter=encounter), kind, times=1, **options)
+    patient = encounter.replace("enc-", "pat-", 1)
+    stack.proxy.add("GET", READ.format(patient=patient), kind, times=1, **options)
     answer = stack.charges(encounter)
     assert answer.status_code == 200, answer.text
     assert stack.proxy.faulted(), "the fault was never injected"
@@ -81,7 +83,8 @@ def test_an_ehr_failing_longer_than_the_budget_is_a_clear_502_and_writes_nothing
     stack: Stack,
 ) -> None:
     encounter = _encounter(21)
-    stack.proxy.add("GET", READ.format(encounter=encounter), "status", times=1000, status=503)
+    patient = encounter.replace("enc-", "pat-", 1)
+    stack.proxy.add("GET", READ.format(patient=patient), "status", times=1000, status=503)
     answer = stack.charges(encounter)
     assert answer.status_code == 502
     assert answer.json()["error"] == "ehr-error"

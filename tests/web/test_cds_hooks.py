@@ -252,6 +252,7 @@ def test_the_ehr_failing_during_the_write_is_a_warning_card(make_app, sign) -> N
             ],
         },
     )
+    serve_the_day(base, hook_body()["prefetch"])
     app = make_app(
         THERACHARGE_FHIR_BASE_URL=base,
         THERACHARGE_WRITE_MODE="direct",
@@ -301,19 +302,63 @@ def test_without_the_visit_in_prefetch_or_a_server_it_is_412(make_app, sign, pre
     assert answer.json["resourceType"] == "OperationOutcome"
 
 
+def serve_the_day(base: str, prefetch: dict[str, Any], *extra: dict[str, Any]) -> None:
+    """The EHR answering the day search with what the hook prefetched (and `extra`), and a
+    CapabilityStatement that offers every include the gather asks for."""
+    from plugin.gateway.gather import WANTED
+
+    resources = [
+        r
+        for value in prefetch.values()
+        if isinstance(value, dict)
+        for r in ([e["resource"] for e in value.get("entry", [])] if "entry" in value else [value])
+    ]
+    every = {
+        "type": "Encounter",
+        "searchInclude": [v for n, v, _ in WANTED if n.startswith("_include")],
+        "searchRevInclude": [v for n, v, _ in WANTED if n.startswith("_revinclude")],
+        "searchParam": [{"name": "_id"}],
+    }
+    responses.get(
+        f"{base}/metadata",
+        json={"resourceType": "CapabilityStatement", "rest": [{"resource": [every]}]},
+    )
+    responses.get(
+        f"{base}/Encounter",
+        json={
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "entry": [{"resource": r} for r in [*resources, *extra]],
+        },
+    )
+
+
 @responses.activate
-def test_direct_mode_reads_existing_charge_items_the_ehr_did_not_prefetch(make_app, sign) -> None:
+def test_direct_mode_reads_the_patients_day_and_writes_it(make_app, sign) -> None:
     base = "https://ehr.example.org/fhir"
-    responses.get(f"{base}/ChargeItem", json={"resourceType": "Bundle", "entry": []})
+    body = hook_body(fhirServer=base)
+    del body["prefetch"]["chargeItems"]
+    serve_the_day(base, body["prefetch"])
     responses.post(
         base, json={"resourceType": "Bundle", "type": "transaction-response", "entry": []}
     )
-    body = hook_body(fhirServer=base)
-    del body["prefetch"]["chargeItems"]
     app = make_app(THERACHARGE_FHIR_BASE_URL=base, THERACHARGE_WRITE_MODE="direct")
     answer = call(app, body, sign())
     assert answer.status_code == 200
-    assert responses.calls[0].request.url == f"{base}/ChargeItem?context=Encounter/e1"
+    searches = [c.request.url for c in responses.calls if "/metadata" not in c.request.url]
+    assert searches[0].startswith(f"{base}/Encounter?subject=Patient%2F")
+    assert "date=ge2026-11-02&date=le2026-11-02" in searches[0]
+    assert "_revinclude=ChargeItem:context" in searches[0]
     assert any(
         c["summary"].startswith("ChargeItems written: 3 created") for c in answer.json["cards"]
     )
+    assert not any("alone" in c["summary"] for c in answer.json["cards"])
+
+
+def test_with_no_server_to_ask_the_visit_is_decided_alone_and_the_card_says_so(
+    make_app, sign
+) -> None:
+    answer = call(make_app(), hook_body(), sign())
+    (alone,) = [c for c in answer.json["cards"] if "alone" in c["summary"]]
+    assert alone["indicator"] == "info"
+    assert "units may change" in alone["detail"]

@@ -1,0 +1,182 @@
+"""The billing day: a patient's visits of one date decided together, whichever triggers it."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fhir_mappings.chargeitem import charge_item
+from plugin import cli
+from plugin.rules.decision import Decision, LineStatus
+from plugin.service import decide_gathered, render_context
+from plugin.settings import Settings
+from tests import builders
+
+MORNING = "2026-11-02T08:00:00-05:00"
+AFTERNOON = "2026-11-02T14:00:00-05:00"
+OT_ROLE = "225X00000X"
+WHEN = datetime(2026, 11, 2, 18, 0, tzinfo=timezone(timedelta(hours=-5)))
+
+
+def two_visits(
+    first: list[dict[str, Any]], second: list[dict[str, Any]], **afternoon: Any
+) -> list[dict[str, Any]]:
+    """A clean morning visit e1 and an afternoon visit e2 of Patient/p1 on 2026-11-02."""
+    am = builders.complete_record(*first, visit=builders.encounter("e1", MORNING, 2))
+    pm = [builders.encounter("e2", AFTERNOON, 2, **afternoon), *second]
+    pm += [builders.observation(f"obs-{p['id']}", p["id"]) for p in second]
+    return am + pm
+
+
+def pt(pid: str, code: str, start: str, minutes: int | None, encounter: str) -> dict[str, Any]:
+    return builders.procedure(pid, code, start, minutes, encounter_id=encounter)
+
+
+def lines(decision: Decision) -> dict[str, tuple[int, int, str]]:
+    return {ln.code: (ln.units, ln.minutes, ln.status.value) for ln in decision.lines}
+
+
+@pytest.mark.parametrize(("am", "pm", "units"), [(10, 10, 1), (5, 4, 1), (20, 20, 3)])
+def test_timed_minutes_are_totalled_over_the_days_visits(
+    settings: Settings, am: int, pm: int, units: int
+) -> None:
+    resources = two_visits(
+        [pt("a1", "97110", "2026-11-02T08:10:00-05:00", am, "e1")],
+        [pt("b1", "97110", "2026-11-02T14:10:00-05:00", pm, "e2")],
+    )
+    for trigger in ("e1", "e2"):  # either visit's trigger decides the same day
+        decision = decide_gathered(settings, resources, trigger)
+        assert [v.encounter for v in decision.visits] == ["Encounter/e1", "Encounter/e2"]
+        (line,) = decision.lines
+        assert (line.units, line.minutes, line.status) == (units, am + pm, LineStatus.BILLABLE)
+        assert [s.reference for s in line.services] == ["Procedure/a1", "Procedure/b1"]
+        assert line.key == "Patient/p1/2026-11-02/PT/Organization/clinic/97110"
+
+
+def test_a_line_is_in_the_context_of_the_first_visit_that_counts_it(settings: Settings) -> None:
+    resources = two_visits(
+        [pt("a1", "97140", "2026-11-02T08:10:00-05:00", 12, "e1")],
+        [
+            pt("b1", "97110", "2026-11-02T14:10:00-05:00", 12, "e2"),
+            pt("b2", "97140", "2026-11-02T14:30:00-05:00", 8, "e2"),
+        ],
+    )
+    decision = decide_gathered(settings, resources, "e2")
+    ctx = render_context(settings, WHEN, "notification")
+    by_code = {ln.code: charge_item(ln, decision, ctx) for ln in decision.lines}
+    assert by_code["97110"]["context"] == {"reference": "Encounter/e2"}
+    assert "supportingInformation" not in by_code["97110"]
+    assert by_code["97140"]["context"] == {"reference": "Encounter/e1"}
+    assert by_code["97140"]["supportingInformation"] == [{"reference": "Encounter/e2"}]
+    assert [s["reference"] for s in by_code["97140"]["service"]] == ["Procedure/a1", "Procedure/b2"]
+
+
+def test_pt_in_the_morning_and_ot_in_the_afternoon_are_counted_apart(settings: Settings) -> None:
+    resources = two_visits(
+        [pt("a1", "97110", "2026-11-02T08:10:00-05:00", 10, "e1")],
+        [
+            builders.procedure(
+                "b1", "97530", "2026-11-02T14:10:00-05:00", 10, role=OT_ROLE, encounter_id="e2"
+            )
+        ],
+    )
+    decision = decide_gathered(settings, resources, "e1")
+    assert {(ln.discipline.value, ln.code, ln.units) for ln in decision.lines} == {
+        ("PT", "97110", 1),
+        ("OT", "97530", 1),
+    }
+    assert {ln.modifiers for ln in decision.lines} == {("GP",), ("GO",)}
+
+
+def test_an_unfinished_visit_waits_but_the_trigger_always_counts(settings: Settings) -> None:
+    resources = two_visits(
+        [pt("a1", "97110", "2026-11-02T08:10:00-05:00", 5, "e1")],
+        [pt("b1", "97110", "2026-11-02T14:10:00-05:00", 4, "e2")],
+        status="in-progress",
+    )
+    alone = decide_gathered(settings, resources, "e1")
+    assert [v.encounter for v in alone.visits] == ["Encounter/e1"]
+    assert lines(alone) == {"97110": (0, 5, "not-billable")}
+    both = decide_gathered(settings, resources, "e2")  # e2's own trigger: the day again
+    assert lines(both) == {"97110": (1, 9, "billable")}
+
+
+def test_a_visit_hold_reaches_only_the_lines_its_visit_counts(settings: Settings) -> None:
+    ot = builders.procedure(
+        "b1", "97530", "2026-11-02T14:10:00-05:00", 10, role=OT_ROLE, encounter_id="e2"
+    )
+    resources = two_visits(
+        [pt("a1", "97110", "2026-11-02T08:10:00-05:00", 10, "e1")], [ot], diagnosis=[]
+    )
+    decision = decide_gathered(settings, resources, "e1")
+    status = {ln.code: (ln.status.value, [h.code for h in ln.holds]) for ln in decision.lines}
+    assert status == {
+        "97110": ("billable", []),
+        "97530": ("planned", ["diagnosis-missing"]),
+    }
+
+
+def test_a_service_without_time_in_another_visit_holds_the_days_pool(settings: Settings) -> None:
+    resources = two_visits(
+        [pt("a1", "97110", "2026-11-02T08:10:00-05:00", 20, "e1")],
+        [pt("b1", "97112", None, None, "e2")],
+    )
+    decision = decide_gathered(settings, resources, "e1")
+    assert {ln.code: ln.status.value for ln in decision.lines} == {
+        "97110": "planned",
+        "97112": "planned",
+    }
+    (line,) = [ln for ln in decision.lines if ln.code == "97110"]
+    assert [h.resource for h in line.holds] == ["Procedure/b1"]
+
+
+def test_overlapping_time_is_found_across_the_days_visits(settings: Settings) -> None:
+    resources = two_visits(
+        [pt("a1", "97110", "2026-11-02T09:40:00-05:00", 30, "e1")],
+        [pt("b1", "97112", "2026-11-02T10:00:00-05:00", 20, "e2")],
+    )
+    resources[-3]["period"] = {"start": MORNING, "end": "2026-11-02T11:00:00-05:00"}
+    decision = decide_gathered(settings, resources, "e1")
+    overlaps = [f for f in decision.findings if f.code == "time-overlap"]
+    assert {f.resource for f in overlaps} == {"Procedure/a1", "Procedure/b1"}
+
+
+def test_a_file_decides_each_day_once_and_reports_each_line_under_its_context(
+    tmp_path: Path, capsys: Any
+) -> None:
+    resources = two_visits(
+        [pt("a1", "97110", "2026-11-02T08:10:00-05:00", 5, "e1")],
+        [pt("b1", "97110", "2026-11-02T14:10:00-05:00", 4, "e2")],
+    )
+    path = tmp_path / "day.json"
+    path.write_text(
+        json.dumps(
+            {
+                "resourceType": "Bundle",
+                "type": "collection",
+                "entry": [{"resource": r} for r in resources],
+            }
+        )
+    )
+    out, report = tmp_path / "out.json", tmp_path / "report.json"
+    code = cli.main(["process", "--bundle", str(path), "--out", str(out), "--report", str(report)])
+    assert code == 0, capsys.readouterr().err
+    body = json.loads(report.read_text())
+    first, second = body["encounters"]
+    assert (first["encounter"], second["encounter"]) == ("Encounter/e1", "Encounter/e2")
+    assert [(ln["code"], ln["units"], ln["minutes"]) for ln in first["lines"]] == [("97110", 1, 9)]
+    assert second["lines"] == []
+    assert first["billing_day"]["encounters"] == ["Encounter/e1", "Encounter/e2"]
+    assert (body["summary"]["visits"], body["summary"]["billing_days"]) == (2, 1)
+    items = [
+        e["resource"]
+        for e in json.loads(out.read_text())["entry"]
+        if e["resource"]["resourceType"] == "ChargeItem"
+    ]
+    assert [(i["quantity"]["value"], i["context"]["reference"]) for i in items] == [
+        (1, "Encounter/e1")
+    ]
