@@ -116,9 +116,9 @@ def discovery() -> Json:
                 "hook": HOOK,
                 "id": SERVICE_ID,
                 "title": "Therapy charge capture",
-                "description": "Computes the CPT/HCPCS units of the encounter's PT, OT and SLP "
-                "procedures under the payer's rules, flags documentation gaps, and writes (or "
-                "proposes) ChargeItems.",
+                "description": "Computes the CPT/HCPCS units of the PT, OT and SLP procedures "
+                "of the encounter's billing day (the patient's visits of that date) under the "
+                "payer's rules, flags documentation gaps, and writes (or proposes) ChargeItems.",
                 "prefetch": PREFETCH,
             }
         ]
