@@ -214,9 +214,15 @@ def test_the_hook_a_notification_and_the_cli_converge_on_the_same_charge_items(
     assert state.worker.gatherer().client.requests_sent == 1  # type: ignore[union-attr]
     assert state.store.runs("e2")[0].outcome == "unchanged"
 
+    payers = state.store.config_current("payers", "payers")
+    state.store.config_save("payers", "payers", payers.content, "ann", "reviewed", [])  # v2
     cli = subprocess.run(
         [str(Path(sys.executable).with_name("theracharge")), "process", "--encounter", "e1"],
-        env={**os.environ, "THERACHARGE_FHIR_BASE_URL": ehr.base_url},
+        env={
+            **os.environ,
+            "THERACHARGE_FHIR_BASE_URL": ehr.base_url,
+            "THERACHARGE_INSTANCE_DIR": str(tmp_path / "instance"),  # the service's database
+        },
         capture_output=True,
         text=True,
         timeout=120,
@@ -226,7 +232,8 @@ def test_the_hook_a_notification_and_the_cli_converge_on_the_same_charge_items(
     body = json.loads(cli.stdout)
     assert body["written"]["sent"] is False
     assert body["written"]["unchanged"] == [f"{DAY}/97110"]
-    assert body["configuration"]["catalog"].startswith("sha256-")
+    assert body["configuration"]["catalog"].startswith("sha256-")  # a file
+    assert body["configuration"]["payers"] == "v2"  # the service's managed table, as it is now
     assert {k: v["meta"]["versionId"] for k, v in day_items(ehr, live_settings).items()} == versions
     provenance = requests.get(f"{ehr.base_url}/Provenance?_count=50", timeout=10).json()
     ours_ = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -362,3 +363,17 @@ def test_with_no_server_to_ask_the_visit_is_decided_alone_and_the_card_says_so(
     (alone,) = [c for c in answer.json["cards"] if "alone" in c["summary"]]
     assert alone["indicator"] == "info"
     assert "units may change" in alone["detail"]
+
+
+@responses.activate
+def test_hook_calls_share_the_processs_ehr_connection(make_app, sign) -> None:
+    base = "https://ehr.example.org/fhir"
+    body = hook_body(fhirServer=base)
+    serve_the_day(base, body["prefetch"])
+    app = make_app(THERACHARGE_FHIR_BASE_URL=base)
+    for _ in range(3):
+        body["hookInstance"] = str(uuid.uuid4())
+        assert call(app, body, sign()).status_code == 200
+    urls = [c.request.url for c in responses.calls]
+    assert sum(u.endswith("/metadata") for u in urls) == 1  # capabilities learned once
+    assert sum("/Encounter?" in u for u in urls) == 3  # one day search per call
