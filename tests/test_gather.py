@@ -89,3 +89,33 @@ def test_an_unknown_encounter_is_not_found() -> None:
     responses.get(f"{BASE}/Encounter", json=bundle())
     with pytest.raises(NotFound, match="Encounter/nope is not on the EHR"):
         Gatherer(FhirClient(BASE)).encounter("nope")
+
+
+@responses.activate
+def test_a_day_is_one_search_and_the_fallbacks_cover_every_encounter_of_it() -> None:
+    responses.get(f"{BASE}/metadata", json=capabilities([], [], ["Procedure"]))
+    second = {**ENCOUNTER, "id": "e2", "diagnosis": []}
+    responses.get(
+        f"{BASE}/Encounter/e1", json={**ENCOUNTER, "period": {"start": "2026-11-02T08:00:00Z"}}
+    )
+    responses.get(f"{BASE}/Encounter", json=bundle(ENCOUNTER, second))
+    responses.get(f"{BASE}/Procedure", json=bundle({"resourceType": "Procedure", "id": "pr1"}))
+    responses.get(f"{BASE}/Condition", json=bundle({"resourceType": "Condition", "id": "c1"}))
+    gathered = Gatherer(FhirClient(BASE)).encounter_day("e1")
+    urls = [c.request.url for c in responses.calls if "/metadata" not in c.request.url]
+    assert urls[0] == f"{BASE}/Encounter/e1"
+    day = parse_qsl(urlsplit(urls[1]).query)
+    assert day == [
+        ("subject", "Patient/p1"),
+        ("date", "ge2026-11-02"),
+        ("date", "le2026-11-02"),
+    ]
+    assert f"{BASE}/Procedure?encounter=Encounter%2Fe1,Encounter%2Fe2" in urls
+    assert {r["id"] for r in gathered.resources} == {"e1", "e2", "pr1", "c1"}
+
+
+@responses.activate
+def test_a_vanished_encounter_is_not_found_before_any_day_is_read() -> None:
+    responses.get(f"{BASE}/Encounter/gone", status=404, json={"resourceType": "OperationOutcome"})
+    with pytest.raises(NotFound, match="Encounter/gone is not on the EHR"):
+        Gatherer(FhirClient(BASE)).encounter_day("gone")

@@ -14,6 +14,7 @@ import responses
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from plugin.web.cds_auth import JwksSource
+from tests import builders
 from tests.web.conftest import ISSUER, KID, SERVICE_URL, hook_body
 
 SPEC = Path(__file__).resolve().parents[1] / "fixtures" / "spec" / "cds-hooks"
@@ -377,3 +378,32 @@ def test_hook_calls_share_the_processs_ehr_connection(make_app, sign) -> None:
     urls = [c.request.url for c in responses.calls]
     assert sum(u.endswith("/metadata") for u in urls) == 1  # capabilities learned once
     assert sum("/Encounter?" in u for u in urls) == 3  # one day search per call
+
+
+@responses.activate
+def test_after_a_version_conflict_the_cards_and_the_ledger_show_the_run_that_was_written(
+    make_app, sign
+) -> None:
+    base = "https://ehr.example.org/fhir"
+    body = hook_body(fhirServer=base)
+    serve_the_day(base, body["prefetch"])  # the first read
+    changed = builders.procedure("p4", "97530", "2026-11-02T10:00:00-05:00", 20)
+    serve_the_day(base, body["prefetch"], changed)  # read again: someone added a procedure
+    responses.get(f"{base}/Encounter/e1", json=body["prefetch"]["encounter"])
+    conflict = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "conflict", "diagnostics": "version conflict"}],
+    }
+    responses.post(base, status=412, json=conflict)
+    responses.post(
+        base, json={"resourceType": "Bundle", "type": "transaction-response", "entry": []}
+    )
+    app = make_app(THERACHARGE_FHIR_BASE_URL=base, THERACHARGE_WRITE_MODE="direct")
+    answer = call(app, body, sign())
+    assert answer.status_code == 200
+    summary = answer.json["cards"][0]
+    assert summary["summary"].endswith("4 held")  # the second decision, the one written
+    assert "97530" in summary["detail"]
+    (run,) = app.extensions["theracharge"].store.runs("e1")
+    assert "97530" in {line["code"] for line in run.lines}
+    assert any(key.endswith("/97530") for key in run.written["created"])
