@@ -121,6 +121,9 @@ class SampleSpec:
     start: date = date(2026, 11, 2)
     problem_rate: float = 0.25
     days: int = 1  # visits spread over this many consecutive days
+    # Share of patients seen a second time that day by the same discipline (an afternoon
+    # session, `enc-N-pm`): their minutes count on one billing day (Pub 100-04 ch.5 §20.2 C).
+    second_visits: float = 0.0
 
 
 @dataclass
@@ -135,8 +138,8 @@ def generate(spec: SampleSpec) -> Iterator[Json]:
 
     Streamed visit by visit, so a large sample is never held whole.
     """
-    if spec.visits < 0 or not 0 <= spec.problem_rate <= 1:
-        raise ValueError("visits must be ≥ 0 and problem_rate within 0..1")
+    if spec.visits < 0 or not 0 <= spec.problem_rate <= 1 or not 0 <= spec.second_visits <= 1:
+        raise ValueError("visits must be ≥ 0, problem_rate and second_visits within 0..1")
     clinic = _Clinic(random.Random(spec.seed))
     _organisations(clinic)
     _staff(clinic)
@@ -148,7 +151,9 @@ def generate(spec: SampleSpec) -> Iterator[Json]:
         if clinic.rng.random() < spec.problem_rate:
             problem = clinic.rng.choice(PROBLEMS)
         day = spec.start + timedelta(days=(number - 1) % max(1, spec.days))
-        _visit(clinic, f"{number:0{width}d}", day, problem)
+        # Drawn only when asked for, so samples without second visits stay as they were.
+        second = bool(spec.second_visits) and clinic.rng.random() < spec.second_visits
+        _visit(clinic, f"{number:0{width}d}", day, problem, second)
         yield from clinic.resources
 
 
@@ -193,7 +198,9 @@ def _staff(clinic: _Clinic) -> None:
                 clinic.staff.setdefault(code, []).append((pid, code))
 
 
-def _visit(clinic: _Clinic, number: str, day: date, problem: str | None) -> None:
+def _visit(
+    clinic: _Clinic, number: str, day: date, problem: str | None, second: bool = False
+) -> None:
     rng = clinic.rng
     discipline = rng.choices(["PT", "OT", "SLP"], weights=[6, 3, 2])[0]
     patient, encounter = f"pat-{number}", f"enc-{number}"
@@ -233,7 +240,7 @@ def _visit(clinic: _Clinic, number: str, day: date, problem: str | None) -> None
     start = datetime(day.year, day.month, day.day, 8, 0, tzinfo=CLINIC_ZONE) + timedelta(
         minutes=15 * rng.randint(0, 32)
     )
-    procedures, end, problem, timed_total = _procedures(
+    procedures, end, problem, timed_total = _procedures(  # problem: None if it found no place
         clinic, number, discipline, patient, encounter, condition, start, problem, payer
     )
     enc = _encounter(encounter, discipline, patient, start, end)
@@ -249,6 +256,16 @@ def _visit(clinic: _Clinic, number: str, day: date, problem: str | None) -> None
         enc["meta"] = {"tag": [{"system": PROBLEM_TAG, "code": problem}]}
     clinic.resources.append(enc)
     clinic.resources.extend(procedures)
+    if second and problem is None:  # a clean morning, then an afternoon session
+        later = end + timedelta(hours=4)
+        pm = f"{encounter}-pm"
+        procedures, pm_end, _, _ = _procedures(
+            clinic, f"{number}-pm", discipline, patient, pm, condition, later, None, payer, number
+        )
+        visit = _encounter(pm, discipline, patient, later, pm_end)
+        visit["diagnosis"] = [{"condition": {"reference": f"Condition/{condition}"}, "rank": 1}]
+        clinic.resources.append(visit)
+        clinic.resources.extend(procedures)
 
 
 def _care_plan(number: str, patient: str) -> Json:
@@ -311,6 +328,7 @@ def _procedures(
     start: datetime,
     problem: str | None,
     payer: str,
+    plan_number: str | None = None,
 ) -> tuple[list[Json], datetime, str | None, int]:
     rng = clinic.rng
     plan = rng.sample(PLANS[discipline], k=min(len(PLANS[discipline]), rng.randint(2, 4)))
@@ -381,7 +399,7 @@ def _procedures(
         if problem == "no-reason":
             del proc["reasonReference"]
         if problem != "no-goal":
-            proc["basedOn"] = [{"reference": f"CarePlan/plan-{number}"}]
+            proc["basedOn"] = [{"reference": f"CarePlan/plan-{plan_number or number}"}]
         if index == broken:
             _break(proc, problem, cursor, minutes)
         resources.append(proc)

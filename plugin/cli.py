@@ -196,6 +196,12 @@ def _sample_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         "--problem-rate", type=_rate, default=0.25, help="share of visits with a problem"
     )
     sample.add_argument(
+        "--second-visits",
+        type=_rate,
+        default=0.0,
+        help="share of patients seen again that afternoon (one billing day, two encounters)",
+    )
+    sample.add_argument(
         "--out",
         required=True,
         metavar="FILE",
@@ -264,7 +270,9 @@ def _run_process(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run_sample(args: argparse.Namespace, settings: Settings) -> int:
-    spec = SampleSpec(args.visits, args.seed, args.date, args.problem_rate, args.days)
+    spec = SampleSpec(
+        args.visits, args.seed, args.date, args.problem_rate, args.days, args.second_visits
+    )
     resources = generate(spec)
     with atomic_output(args.out) as handle:
         if handle is None:  # argparse requires --out; kept for the type checker

@@ -163,12 +163,14 @@ class Demo:
     # --- the clinic day -----------------------------------------------------------------------
 
     def load_day(self) -> tuple[list[str], list[str]]:
-        """Load the sample day; half the visits come through hooks, the rest are still open."""
-        resources = list(
-            generate(SampleSpec(visits=self.visits, seed=self.seed, problem_rate=0.35))
-        )
+        """Load the sample day: half the morning visits come through hooks, the other half and
+        every afternoon session (`-pm`, the patient's second visit of the day) are still open
+        and finish later, through the Subscription — their day is decided again."""
+        resources = list(generate(demo_sample(self.visits, self.seed)))
         encounters = [r["id"] for r in resources if r["resourceType"] == "Encounter"]
-        by_hook, by_notification = encounters[::2], encounters[1::2]
+        mornings = [e for e in encounters if not e.endswith("-pm")]
+        by_hook = mornings[::2]
+        by_notification = [e for e in encounters if e not in by_hook]
         for resource in resources:
             if resource["resourceType"] == "Encounter" and resource["id"] in by_notification:
                 resource["status"] = "in-progress"
@@ -254,6 +256,12 @@ class Demo:
         return list(iter_resources(page.entries))
 
 
+def demo_sample(visits: int, seed: int) -> SampleSpec:
+    """The demo's clinic day: a third of the visits with a documentation problem, a quarter of
+    the patients seen again in the afternoon."""
+    return SampleSpec(visits=visits, seed=seed, problem_rate=0.35, second_visits=0.25)
+
+
 def report(demo: Demo, hooks: list[Json], items: list[Json]) -> Json:
     """What the day came to, from the EHR's own ChargeItems and TheraCharge's run ledger."""
     from plugin.store import Store
@@ -281,11 +289,13 @@ def report(demo: Demo, hooks: list[Json], items: list[Json]) -> Json:
     runs = Store(demo.settings.service.database_url).runs(limit=1000)
     gaps: Counter[str] = Counter(str(code) for run in runs for code in run.gaps)
     encounters = sorted({run.encounter_id for run in runs})
+    shared = {str(run.day) for run in runs if run.day and len(_encounters_of(run.report)) > 1}
     types = demo.settings.findings.types
     return {
         "visits_processed": len(encounters),
         "by_hook": sum(1 for r in runs if r.trigger == "cds-hook"),
         "by_notification": sum(1 for r in runs if r.trigger == "notification"),
+        "days_with_two_visits": len(shared),
         "charge_items_by_status": dict(statuses),
         "units_by_code_and_method": dict(sorted(units.items())),
         "lines_by_method": dict(methods),
@@ -310,11 +320,20 @@ def report(demo: Demo, hooks: list[Json], items: list[Json]) -> Json:
     }
 
 
+def _encounters_of(report: object) -> list[object]:
+    listed = report.get("encounters") if isinstance(report, dict) else None
+    return listed if isinstance(listed, list) else []
+
+
 def print_report(body: Json) -> None:
     print("\nTheraCharge demo: a clinic day through a real FHIR server")
     print(
         f"  visits processed: {body['visits_processed']} "
         f"({body['by_hook']} by CDS hook, {body['by_notification']} by Subscription)"
+    )
+    print(
+        f"  billing days with a second visit: {body['days_with_two_visits']} "
+        "(their minutes counted together: CMS Pub 100-04 ch.5 §20.2 C)"
     )
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(body["charge_items_by_status"].items()))
     print(f"  ChargeItems in the EHR: {statuses}")

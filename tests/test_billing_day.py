@@ -180,3 +180,27 @@ def test_a_file_decides_each_day_once_and_reports_each_line_under_its_context(
     assert [(i["quantity"]["value"], i["context"]["reference"]) for i in items] == [
         (1, "Encounter/e1")
     ]
+
+
+def test_the_samples_afternoon_sessions_share_their_patients_day(
+    tmp_path: Path, settings: Settings
+) -> None:
+    from datetime import datetime as dt
+
+    from fhir_mappings.sample import SampleSpec, as_transaction, generate
+    from plugin.service import OfflineOutputs, process_file
+
+    resources = list(generate(SampleSpec(visits=12, seed=4, problem_rate=0.0, second_visits=0.5)))
+    encounters = {r["id"]: r for r in resources if r["resourceType"] == "Encounter"}
+    afternoon = [e for e in encounters if e.endswith("-pm")]
+    assert afternoon
+    for pm in afternoon:
+        am = encounters[pm.removesuffix("-pm")]
+        assert encounters[pm]["subject"] == am["subject"]
+        assert encounters[pm]["period"]["start"][:10] == am["period"]["start"][:10]
+        assert encounters[pm]["period"]["start"] > am["period"]["end"]
+    path = tmp_path / "clinic.json"
+    path.write_text(json.dumps(as_transaction(resources)))
+    summary = process_file(str(path), settings, OfflineOutputs(), dt.now().astimezone())
+    assert summary.visits == len(encounters)
+    assert summary.days == len(encounters) - len(afternoon)

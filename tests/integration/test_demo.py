@@ -13,7 +13,8 @@ from pathlib import Path
 
 import orjson
 
-from fhir_mappings.sample import SampleSpec, as_transaction, generate
+from fhir_mappings.sample import as_transaction, generate
+from plugin.demo import demo_sample
 from plugin.service import OfflineOutputs, process_file
 from plugin.settings import load_settings
 from tests.ehr import sekmet_executable
@@ -36,7 +37,9 @@ def test_the_demo_report_matches_the_ehrs_charge_items(tmp_path: Path) -> None:
     folder = tmp_path / ".demo"
     done = run_demo(folder)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "visits processed: 16 (8 by CDS hook, 8 by Subscription)" in done.stdout
+    # 16 patients, 3 of them seen again in the afternoon (enc-0005-pm, -0006-pm, -0007-pm)
+    assert "visits processed: 19 (8 by CDS hook, 11 by Subscription)" in done.stdout
+    assert "billing days with a second visit: 3 " in done.stdout
     assert "hold worklist: http://127.0.0.1:" in done.stdout
     assert "mapping admin: http://127.0.0.1:" in done.stdout
     report = json.loads((folder / "report.json").read_text())
@@ -52,9 +55,7 @@ def test_the_demo_report_matches_the_ehrs_charge_items(tmp_path: Path) -> None:
     )
     # The same day decided offline, from the same sample: the same lines, units and statuses.
     sample = tmp_path / "day.json"
-    sample.write_bytes(
-        orjson.dumps(as_transaction(generate(SampleSpec(visits=16, seed=2026, problem_rate=0.35))))
-    )
+    sample.write_bytes(orjson.dumps(as_transaction(generate(demo_sample(16, 2026)))))
     out = io.BytesIO()
     process_file(
         str(sample), load_settings({}), OfflineOutputs(report=out), datetime.now().astimezone()
