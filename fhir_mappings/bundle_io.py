@@ -107,12 +107,12 @@ def _resource(value: object, where: str) -> Json:
 def atomic_output(path: str | None) -> Iterator[IO[bytes] | None]:
     """A file that appears complete at `path` or not at all; `-` is standard output.
 
-    A regular file (or a new one) is written to a temporary file beside it and renamed into
-    place only when the block ends without an exception (DESIGN.md: nothing is lost or
+    A regular file (or a new one) is written to a temporary file beside it and renamed into place
+    only when the block ends without an exception (docs/architecture.md "Errors": nothing is lost or
     half-written), keeping the old file's permissions. A symbolic link is followed: the file it
     points to is replaced, the link stays a link. Anything else that exists (a device such as
-    /dev/null, a FIFO, a terminal) cannot be replaced and is written straight to: renaming a
-    file over /dev/null would replace the system's /dev/null.
+    /dev/null, a FIFO, a terminal) cannot be replaced and is written straight to: renaming a file
+    over /dev/null would replace the system's /dev/null.
     """
     if path is None:
         yield None

@@ -29,7 +29,7 @@ Json = dict[str, Any]
 
 @dataclass(frozen=True)
 class Definitions:
-    """Our URLs under one configurable base (DESIGN.md "Modifiers")."""
+    """Our URLs under one configurable base (docs/architecture.md "Modifiers")."""
 
     base: str
 
@@ -78,6 +78,15 @@ class RenderContext:
     agent: str  # "TheraCharge 0.1.0"
     trigger: str = ""  # what asked for the decision: cds-hook, notification, cli, page, api
     configuration: Mapping[str, str] = field(default_factory=dict)  # table → version in force
+    policy: tuple[str, ...] = ()  # the configuration as Provenance.policy URIs (policy_uris)
+
+
+def policy_uris(base: str, configuration: Mapping[str, str]) -> tuple[str, ...]:
+    """One URI per configuration table in force: {base}/configuration/{table}/{version}."""
+    return tuple(
+        f"{base}/configuration/{quote(table)}/{quote(version, safe='')}"
+        for table, version in sorted(configuration.items())
+    )
 
 
 def stable_urn(name: str) -> str:
@@ -106,7 +115,7 @@ def _encoded_key(key: str) -> str:
 
 
 def charge_item(line: ChargeLine, decision: Decision, ctx: RenderContext) -> Json:
-    """One R4 ChargeItem for a charge line of the day (DESIGN.md "Status", "Modifiers",
+    """One R4 ChargeItem for a charge line of the day (docs/architecture.md "Status", "Modifiers",
     "Idempotency"; docs/architecture.md "The billing day").
 
     `context` is the first of the day's encounters whose procedures the line counts (by
@@ -255,10 +264,7 @@ def provenance(decision: Decision, targets: list[str], ctx: RenderContext) -> Js
         "id": provenance_id(decision),
         "target": [{"reference": t} for t in targets],
         "recorded": ctx.entered.isoformat(),
-        "policy": [
-            f"{base}/configuration/{quote(table)}/{quote(version, safe='')}"
-            for table, version in sorted(ctx.configuration.items())
-        ],
+        "policy": list(ctx.policy or policy_uris(base, ctx.configuration)),
         "reason": [
             {
                 "coding": [{"system": ctx.definitions.trigger_codes, "code": ctx.trigger}],
@@ -289,7 +295,7 @@ def transaction_entries(decision: Decision, ctx: RenderContext) -> list[Json]:
     """Entries that upsert each ChargeItem by identifier, then the Provenance.
 
     A conditional update on the identifier makes a re-post converge on the same ChargeItems
-    instead of duplicating them (DESIGN.md "Idempotency").
+    instead of duplicating them (docs/architecture.md "Idempotency").
     """
     defs = ctx.definitions
     entries: list[Json] = []

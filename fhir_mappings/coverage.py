@@ -38,7 +38,7 @@ class Coverages:
     ) -> tuple[Method, str, str | None, str | None]:
         """The payer's unit method from the patient's primary Coverage in force on the day.
 
-        Source: config/payers.yaml (each payer's method and its reference, REFERENCE §2).
+        Source: config/payers.yaml (each payer's method and its source).
         """
         payers = tables.payers
         coverage = _primary_coverage(self.by_beneficiary.get(patient or "", []), day)

@@ -1,10 +1,10 @@
 """What to write to the EHR: the difference between a decision and the ChargeItems already there.
 
-One transaction (DESIGN.md "Idempotency"): new lines are created only if no ChargeItem has
-their identifier (`ifNoneExist`); changed lines are updated against the version we read
-(`ifMatch`, so a concurrent writer makes it fail with 412 instead of being overwritten); lines
-that vanished are set `entered-in-error`; unchanged lines are left alone (no new versions); a
-ChargeItem already `billed` is never modified — a correction is reported instead.
+One transaction (docs/architecture.md "Idempotency"): new lines are created only if no ChargeItem
+has their identifier (`ifNoneExist`); changed lines are updated against the version we read
+(`ifMatch`, so a concurrent writer makes it fail with 412 instead of being overwritten); lines that
+vanished are set `entered-in-error`; unchanged lines are left alone (no new versions); a ChargeItem
+already `billed` is never modified — a correction is reported instead.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""A procedure's billable minutes, from the sources DESIGN.md names, in its order.
+"""A procedure's billable minutes, from the sources docs/architecture.md "Minutes" names, in order.
 
 1. a configured Procedure extension (Duration or Quantity in minutes);
 2. the R5 cross-version `performer.period` extension (per-performer time, kept for CQ/CO);
 3. `performedPeriod`.
-No time at all is a documentation gap — never a guessed 15 minutes (DESIGN.md "Minutes").
+No time at all is a documentation gap — never a guessed 15 minutes (docs/architecture.md "Minutes").
 """
 
 from __future__ import annotations

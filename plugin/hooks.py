@@ -1,7 +1,7 @@
 """The `encounter-discharge` hook: prefetch or fetch the visit, decide, deliver, answer with cards.
 
 No Flask here: the web layer parses the request, this decides what happens, the web layer
-shapes the answer (DESIGN.md: blueprints stay thin).
+shapes the answer (docs/architecture.md "Errors": blueprints stay thin).
 """
 
 from __future__ import annotations
@@ -186,7 +186,8 @@ def _alone_card(run: DayRun) -> Json:
 
 
 def _failed(run: DayRun, cards: list[Json]) -> HookOutcome:
-    """A failure to write is a warning card, never a 200 with no cards (DESIGN.md "Errors")."""
+    """A failure to write is a warning card, never a 200 with no cards (docs/architecture.md
+    "Errors")."""
     log.warning("writing charges failed: %s", run.error)
     card = {
         "summary": "Charges were NOT written to the EHR; billing must re-run this encounter.",

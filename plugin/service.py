@@ -17,7 +17,12 @@ import orjson
 
 from fhir_mappings.assemble import InvalidResource, TranslateTables, VisitAssembler
 from fhir_mappings.bundle_io import InputError, JsonArrayWriter, read_resources
-from fhir_mappings.chargeitem import Definitions, RenderContext, transaction_entries
+from fhir_mappings.chargeitem import (
+    Definitions,
+    RenderContext,
+    policy_uris,
+    transaction_entries,
+)
 from fhir_mappings.delivery import WritePlan, our_charge_items, plan_writes
 from fhir_mappings.strict import validation_error
 from plugin.errors import VisitTooLarge
@@ -57,8 +62,10 @@ def render_context(settings: Settings, entered: datetime, trigger: str = "") -> 
     """How this run renders: our URLs, when it decided, who, why (the trigger's kind: the part
     before any `:caller`), and the configuration versions in force."""
     kind = trigger.split(":", 1)[0]
+    versions = dict(settings.versions)
+    policy = policy_uris(settings.extension_base, versions)
     return RenderContext(
-        Definitions(settings.extension_base), entered, agent_name(), kind, dict(settings.versions)
+        Definitions(settings.extension_base), entered, agent_name(), kind, versions, policy
     )
 
 

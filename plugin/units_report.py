@@ -8,7 +8,7 @@ from plugin.rules.model import GroupKey, GroupUnits, Method, UnitsResult
 
 METHOD_TITLES = {
     Method.CMS: "Medicare 8-minute rule on total timed minutes (CMS Pub 100-04 ch.5 §20.2 C)",
-    Method.AMA: "AMA per-code rule, nothing pooled (REFERENCE §2)",
+    Method.AMA: "AMA per-code rule, nothing pooled (CPT time rule)",
 }
 
 

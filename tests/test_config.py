@@ -88,7 +88,7 @@ GOOD = {
     "label": "Exercise",
     "kind": "timed-15",
     "disciplines": ["PT"],
-    "source": "REFERENCE §3.1",
+    "source": "CPT descriptor: each 15 minutes",
 }
 
 

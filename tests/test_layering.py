@@ -1,4 +1,4 @@
-"""The layering of DESIGN.md, checked on the import statements of every module.
+"""The layering of docs/architecture.md, checked on the import statements of every module.
 
 rules imports the standard library only; fhir.resources is imported only in fhir_mappings, and
 only its R4B models; Flask only in the web layer; requests only in the gateway.

@@ -45,7 +45,7 @@ def codes(items: Any) -> set[str]:
     return {f.code for f in items}
 
 
-# --- minutes, in DESIGN.md's order ---------------------------------------------------------
+# --- minutes, in the order of docs/architecture.md "Minutes" -------------------------------
 
 
 def test_minutes_come_from_the_performed_period(settings: Settings) -> None:

@@ -1,1 +1,4 @@
-"""The only code that talks HTTP to the EHR: auth, retries, paging, typed errors (DESIGN.md)."""
+"""The only code that talks HTTP to the EHR: auth, retries, paging, typed errors.
+
+See docs/architecture.md.
+"""

@@ -1,5 +1,5 @@
-"""Reading a billing day from the EHR in as few round trips as the server allows (DESIGN.md
-"gather"; docs/architecture.md "The billing day").
+"""Reading a billing day from the EHR in as few round trips as the server allows
+(docs/architecture.md "How each trigger flows", "The billing day").
 
 One search brings the patient's Encounters of the date with their Procedures, our existing
 ChargeItems, the patient's Coverage and payer, the performers' roles, the linked Observations

@@ -1,1 +1,1 @@
-"""The billing core: pure functions on plain data, standard library only (DESIGN.md)."""
+"""The billing core: pure functions on plain data, standard library only (docs/architecture.md)."""

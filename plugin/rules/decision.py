@@ -33,7 +33,7 @@ PLAN_OF_CARE_MODIFIER = {Discipline.PT: "GP", Discipline.OT: "GO", Discipline.SL
 
 
 class LineStatus(StrEnum):
-    """ChargeItem status of a line (DESIGN.md "Status")."""
+    """ChargeItem status of a line (docs/architecture.md "Status")."""
 
     BILLABLE = "billable"
     PLANNED = "planned"  # held for documentation
@@ -160,7 +160,8 @@ def decide_day(
     table = parameters.unit_table.at(when).value
     from_units = [policy.for_payer(f, first.payer) for f in unit_gaps(first, units, table, policy)]
     day_findings = not_in_force + tuple(from_units)
-    checked[0] = first = dataclasses.replace(first, findings=first.findings + day_findings)
+    if day_findings:
+        checked[0] = first = dataclasses.replace(first, findings=first.findings + day_findings)
     by_family = _services_by_family(billed, catalog)
     holds_of = _visit_holds_by_group(checked, by_family)
     pool_holds = _pool_holds(by_family, catalog) if first.method is Method.CMS else {}
@@ -319,7 +320,8 @@ def _services_by_family(
 ) -> dict[tuple[GroupKey, str], tuple[_Billed, ...]]:
     """Which procedures stand behind each line: the same group and the same code family.
 
-    The group key is built as units.gather builds it (REFERENCE §1.5, §8).
+    The group key is built as families.gather builds it (CMS Pub 100-04 ch.5 §20.2 C, D;
+    Pub 100-02 ch.15 §220.1.2).
     """
     found: dict[tuple[GroupKey, str], list[_Billed]] = {}
     for visit, service, code in billed:
@@ -368,8 +370,8 @@ def _line(
 def _status(line: UnitLine, holds: tuple[Finding, ...], method: Method) -> tuple[LineStatus, str]:
     """Held for documentation → planned; documented but 0 units → not-billable; else billable.
 
-    Source: DESIGN.md "Status"; CMS Pub 100-04 ch.5 §20.2 C (a timed service that earns no unit
-    is still documented, Example 4).
+    Source: docs/architecture.md "Status"; CMS Pub 100-04 ch.5 §20.2 C (a timed service that
+    earns no unit is still documented, Example 4).
     """
     if holds:
         reasons = "; ".join(f"{h.code} ({h.resource}): {h.message}" for h in holds)

@@ -11,7 +11,7 @@ class Family:
     """The minutes of one code, or of a primary code and its add-on, within one group.
 
     An add-on's minutes belong to its primary (97130 to 97129): the pair is one intervention
-    whose first unit bills the primary and the rest the add-on (REFERENCE §3.1, §3.2).
+    whose first unit bills the primary and the rest the add-on (CPT descriptors).
     """
 
     __slots__ = ("blocks", "code", "documented", "head", "minutes", "no_time", "order")
@@ -39,7 +39,8 @@ def gather(services: Iterable[Service], catalog: Catalog) -> dict[GroupKey, list
     """Group services by patient, date, discipline and provider, summing each code's minutes.
 
     A service without a discipline counts under its code's first catalog discipline.
-    Source: REFERENCE §1.5, §8; the same code in split blocks is summed (NCCI ch.1 §E).
+    Source: CMS Pub 100-04 ch.5 §20.2 C, D; Pub 100-02 ch.15 §220.1.2; the same code in split
+    blocks is summed (NCCI Policy Manual ch.1 §E).
     """
     codes = catalog.codes
     groups: dict[GroupKey, dict[str, Family]] = {}

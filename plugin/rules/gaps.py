@@ -1,8 +1,9 @@
 """Documentation gaps: what the record must show before a therapy charge can go out.
 
-Pure checks on a `Visit` (REFERENCE §1.3, §4.2, §6). Each returns findings with a stable code,
-a one-line message and where the problem is; severity, fix and source come from the finding
-policy (config/rules/findings.yaml), which payers may override.
+Pure checks on a `Visit` (CMS Pub 100-04 ch.5 §20.3; NCCI Policy Manual ch.11 §P; Pub 100-02
+ch.15 §220.3). Each returns findings with a stable code, a one-line message and where the
+problem is; severity, fix and source come from the finding policy
+(config/rules/findings.yaml), which payers may override.
 """
 
 from __future__ import annotations

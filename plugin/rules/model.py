@@ -17,7 +17,7 @@ class Discipline(StrEnum):
 
 
 class CodeKind(StrEnum):
-    """How a code's units are counted (REFERENCE §3; CMS Pub 100-04 ch.5 §20.2 A/B)."""
+    """How a code's units are counted (CPT descriptors; CMS Pub 100-04 ch.5 §20.2 A/B)."""
 
     TIMED_15 = "timed-15"  # 15-minute units, pooled under the Medicare 8-minute rule
     UNTIMED = "untimed"  # 1 unit per day per discipline, whatever the time
@@ -29,7 +29,7 @@ class Method(StrEnum):
     """How a payer turns minutes into units."""
 
     CMS = "cms"  # total timed minutes, CMS Pub 100-04 ch.5 §20.2 C
-    AMA = "ama"  # per code, CPT time rule (REFERENCE §2)
+    AMA = "ama"  # per code, CPT time rule
 
 
 class TieBreak(StrEnum):
@@ -108,7 +108,7 @@ class Service(NamedTuple):
 class GroupKey(NamedTuple):
     """Minutes are totalled per patient, date of service, discipline and billing provider.
 
-    Source: REFERENCE §1.5 and §8 (Pub 100-04 ch.5 §20.2 D; Pub 100-02 ch.15 §220.1.2).
+    Source: CMS Pub 100-04 ch.5 §20.2 C, D; Pub 100-02 ch.15 §220.1.2.
     """
 
     discipline: Discipline

@@ -1,4 +1,4 @@
-"""Rule parameters as dated values with references (the openfisca pattern, STYLE.md)."""
+"""Rule parameters as dated values with references (the pattern of OpenFisca's dated parameters)."""
 
 from __future__ import annotations
 

@@ -11,9 +11,7 @@ UNITS_8_MINUTE = Reference("CMS Pub 100-04 ch.5 §20.2 C", _CH5)
 UNITS_TIE = Reference("CMS Pub 100-04 ch.5 §20.2 C, Examples 2 and 5", _CH5)
 UNTIMED = Reference("CMS Pub 100-04 ch.5 §20.2 B", _CH5)
 TIMED_15 = Reference("CMS Pub 100-04 ch.5 §20.2 A", _CH5)
-DISCIPLINE_GROUPS = Reference(
-    "Pub 100-02 ch.15 §220.1.2; Pub 100-04 ch.5 §20.2 D (REFERENCE §1.5)", _CH15
-)
+DISCIPLINE_GROUPS = Reference("Pub 100-02 ch.15 §220.1.2; Pub 100-04 ch.5 §20.2 D", _CH15)
 BILLING_DAY = Reference(
     "CMS Pub 100-04 ch.5 §20.2 C (timed minutes in a single day), §20.2 D (per provider, "
     "discipline, date of service and patient)",
@@ -22,10 +20,10 @@ BILLING_DAY = Reference(
 TREATMENT_NOTE = Reference("Pub 100-02 ch.15 §220.3 E", _CH15)
 SPLIT_BLOCKS = Reference("NCCI Policy Manual ch.1 §E (timed services in split blocks)")
 CPT_TIME_RULE = Reference(
-    "CPT time rule: a unit is reached once the midpoint is passed (REFERENCE §2)",
+    "CPT time rule: a unit is reached once the midpoint is passed",
     "https://www.premera.com/wa/provider/news/reminders-updates/billing-for-time/",
 )
-ADDON_CODES = Reference("CPT initial / each-additional code pairs (REFERENCE §3.1, §3.2)")
+ADDON_CODES = Reference("CPT descriptors: initial and each-additional code pairs")
 
 _NCCI = (
     "https://www.cms.gov/medicare/coding-billing/national-correct-coding-initiative-ncci-edits/"

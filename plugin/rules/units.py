@@ -38,7 +38,7 @@ def increment_units(minutes: int, increment: int) -> int:
     """Units of `increment` minutes each, a unit being reached once its midpoint is passed.
 
     For 15 minutes this is the same table as the 8-minute rule; for an hour, 31 minutes.
-    Source: CPT time rule (REFERENCE §2).
+    Source: CPT time rule.
     """
     reached_at = increment // 2 + 1
     if minutes < reached_at:
@@ -57,8 +57,8 @@ def decide_units(
     """Group the services, then count each group's units under `method`.
 
     Minutes are totalled per patient, date of service, discipline and billing provider
-    (REFERENCE §1.5, §8). Every service's code must be in the catalog. `on` picks the dated
-    rule values in force (default: today).
+    (CMS Pub 100-04 ch.5 §20.2 C, D; Pub 100-02 ch.15 §220.1.2). Every service's code must be
+    in the catalog. `on` picks the dated rule values in force (default: today).
     """
     table = parameters.unit_table.at(on or date.today()).value
     order = tuple(tie_break) if tie_break else parameters.tie_break
@@ -223,7 +223,7 @@ def _tie_alternatives(
 def _ama_pool(pool: list[Family], table: UnitTable, notes: list[Explanation]) -> dict[str, int]:
     """Each timed code by its own minutes on the same table; leftovers are never pooled.
 
-    Source: CPT time rule as payers apply it per code (REFERENCE §2).
+    Source: CPT time rule as payers apply it per code.
     """
     units = {f.code: units_for_minutes(f.minutes, table) for f in pool}
     if pool:
@@ -235,7 +235,7 @@ def _increment_family_units(family: Family) -> int:
     """Units of a code with a first increment other than 15 minutes, add-ons included.
 
     The first unit is reached past the midpoint of the first increment, each add-on unit past
-    the midpoint of its own increment. Source: CPT time rule (REFERENCE §2, §3.2).
+    the midpoint of its own increment. Source: CPT time rule and the codes' descriptors.
     """
     head = family.head
     first = increment_units(min(family.minutes, head.first_minutes), head.first_minutes)

@@ -21,7 +21,7 @@ SEVERITY_ORDER = {Severity.HOLD: 0, Severity.WARN: 1, Severity.INFO: 2}
 
 
 class Role(StrEnum):
-    """Who performed a service (REFERENCE §5.2, §6.5)."""
+    """Who performed a service (Pub 100-02 ch.15 §230)."""
 
     PT = "PT"
     PTA = "PTA"

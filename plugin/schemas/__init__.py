@@ -1,1 +1,1 @@
-"""Marshmallow schemas: one per table or request, shared by file loaders and APIs (STYLE.md)."""
+"""Marshmallow schemas: one per table or request, shared by file loaders and APIs."""
