@@ -31,6 +31,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache  # the layers of docs/architecture.md
 
 # The persistence tests run on SQLite and on Debian's PostgreSQL (started on loopback by the
 # tests themselves); install it when the machine lacks it (CI runs as root).

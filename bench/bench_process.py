@@ -26,8 +26,8 @@ mode, path = sys.argv[1], sys.argv[2]
 setup = time.perf_counter()
 if mode == "process":
     from datetime import datetime
-    from plugin.service import OfflineOutputs, process_file
-    from plugin.settings import load_settings
+    from plugin.pipeline.files import OfflineOutputs, process_file
+    from plugin.config.files import load_settings
     settings = load_settings()
 start = time.perf_counter()
 setup = start - setup

@@ -15,10 +15,10 @@ from collections.abc import Callable
 
 import orjson
 
+from plugin.config.files import load_settings
 from plugin.rules.model import Method, Service
 from plugin.rules.units import decide_units
 from plugin.schemas.units_request import parse_units_request
-from plugin.settings import load_settings
 
 # A typical PT visit: an evaluation, four timed procedures and unattended e-stim.
 VISIT = {

@@ -194,7 +194,7 @@ class VisitAssembler:
                 )
             )
         method, reason, payer, coverage = self._coverages.payer(
-            patient, day, encounter.key, found, self.tables, self.norm
+            patient, day, encounter.key, found, self.tables.payers, self.tables.findings, self.norm
         )
         return Visit(
             encounter=encounter.key,

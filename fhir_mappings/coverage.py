@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from fhir_mappings import facts as fx
 from fhir_mappings.fhirtime import FhirValueError, date_part
+from plugin.rules.findings import FindingPolicy
 from plugin.rules.model import Method
+from plugin.rules.payers import PayerTable
 from plugin.rules.visit import Finding
-
-if TYPE_CHECKING:
-    from fhir_mappings.assemble import TranslateTables
 
 
 class Coverages:
@@ -33,18 +31,18 @@ class Coverages:
         day: str | None,
         key: str,
         found: list[Finding],
-        tables: TranslateTables,
+        payers: PayerTable,
+        findings: FindingPolicy,
         norm: Callable[[str | None], str | None],
     ) -> tuple[Method, str, str | None, str | None]:
         """The payer's unit method from the patient's primary Coverage in force on the day.
 
         Source: config/payers.yaml (each payer's method and its source).
         """
-        payers = tables.payers
         coverage = _primary_coverage(self.by_beneficiary.get(patient or "", []), day)
         if coverage is None:
             found.append(
-                tables.findings.make(
+                findings.make(
                     "coverage-missing",
                     "No active Coverage for the patient on the "
                     f"date of service: billed by the default {payers.default_method} "
@@ -64,7 +62,7 @@ class Coverages:
         if payer is None:
             listed = ", ".join(f"{s}|{v}" for s, v in identifiers) or "no payor identifier"
             found.append(
-                tables.findings.make(
+                findings.make(
                     "payer-unknown",
                     f"Payer of {coverage.key} ({listed}) is not in "
                     f"the payer table: billed by the default {payers.default_method} "

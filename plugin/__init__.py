@@ -1,1 +1,1 @@
-"""TheraCharge: therapy charge capture for EHRs (kept light: see plugin.app for the service)."""
+"""TheraCharge: therapy charge capture for EHRs (kept light: see plugin.web.app for the service)."""

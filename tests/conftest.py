@@ -14,8 +14,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from flask import Flask
 
-from plugin.app import create_app
-from plugin.settings import Settings, load_settings
+from plugin.config.files import Settings, load_settings
+from plugin.web.app import create_app
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -161,7 +161,7 @@ def wait_ready(
 
 def load_sample(ehr: Ehr, visits: int, seed: int, **extra: Any) -> dict[str, Any]:
     """Generate sample visits and load them with one transaction; return the Bundle."""
-    from fhir_mappings.sample import SampleSpec, as_transaction, generate
+    from plugin.sample import SampleSpec, as_transaction, generate
 
     bundle = as_transaction(generate(SampleSpec(visits=visits, seed=seed, **extra)))
     ehr.post(json.loads(json.dumps(bundle)))

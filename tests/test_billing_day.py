@@ -8,18 +8,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import responses
 
 from fhir_mappings.chargeitem import charge_item
-from plugin import cli
+from plugin.commands import main as cli
+from plugin.config.files import Settings
+from plugin.gateway.client import FhirClient
+from plugin.gateway.gather import Gatherer
+from plugin.pipeline.billing_day import DaySource, WriteMode, decide_gathered, run_day
+from plugin.pipeline.stages import render_context
 from plugin.rules.decision import Decision, LineStatus
-from plugin.service import decide_gathered, render_context
-from plugin.settings import Settings
 from tests import builders
 
 MORNING = "2026-11-02T08:00:00-05:00"
 AFTERNOON = "2026-11-02T14:00:00-05:00"
 OT_ROLE = "225X00000X"
 WHEN = datetime(2026, 11, 2, 18, 0, tzinfo=timezone(timedelta(hours=-5)))
+LINE = "Patient/p1/2026-11-02/PT/Organization/clinic/97110"
 
 
 def two_visits(
@@ -187,8 +192,8 @@ def test_the_samples_afternoon_sessions_share_their_patients_day(
 ) -> None:
     from datetime import datetime as dt
 
-    from fhir_mappings.sample import SampleSpec, as_transaction, generate
-    from plugin.service import OfflineOutputs, process_file
+    from plugin.pipeline.files import OfflineOutputs, process_file
+    from plugin.sample import SampleSpec, as_transaction, generate
 
     resources = list(generate(SampleSpec(visits=12, seed=4, problem_rate=0.0, second_visits=0.5)))
     encounters = {r["id"]: r for r in resources if r["resourceType"] == "Encounter"}
@@ -204,3 +209,47 @@ def test_the_samples_afternoon_sessions_share_their_patients_day(
     summary = process_file(str(path), settings, OfflineOutputs(), dt.now().astimezone())
     assert summary.visits == len(encounters)
     assert summary.days == len(encounters) - len(afternoon)
+
+
+@responses.activate
+def test_a_line_another_run_created_meanwhile_is_read_again_and_brought_up_to_date(
+    settings: Settings,
+) -> None:
+    """Two triggers of one day at once: the other run saw only the morning and wrote its line
+    after we read the day, so our conditional create matched it (200, not 201). We read the
+    day again and update that line to what the whole day comes to."""
+    base = "https://ehr.example.org/fhir"
+    day = two_visits(
+        [pt("a1", "97110", "2026-11-02T08:10:00-05:00", 5, "e1")],
+        [pt("b1", "97110", "2026-11-02T14:10:00-05:00", 4, "e2")],
+    )
+    theirs = {
+        "resourceType": "ChargeItem",
+        "id": "ci1",
+        "meta": {"versionId": "1"},
+        "status": "not-billable",
+        "identifier": [
+            {"system": f"{settings.extension_base}/NamingSystem/charge-line", "value": LINE}
+        ],
+        "quantity": {"value": 0},
+    }
+    responses.get(f"{base}/metadata", json={"resourceType": "CapabilityStatement", "rest": []})
+    responses.get(f"{base}/Encounter/e2", json=day[-3])
+    for resources in (day, [*day, theirs]):
+        responses.get(
+            f"{base}/Encounter",
+            json={"resourceType": "Bundle", "entry": [{"resource": r} for r in resources]},
+        )
+    ok = {"resourceType": "Bundle", "type": "transaction-response"}
+    responses.post(base, json={**ok, "entry": [{"response": {"status": "200 OK"}}] * 2})
+    responses.post(base, json={**ok, "entry": [{"response": {"status": "200 OK"}}] * 2})
+    gatherer = Gatherer(FhirClient(base))
+    run = run_day(settings, "e2", DaySource(gatherer), WriteMode.WRITE, WHEN, "notification")
+    posts = [json.loads(c.request.body) for c in responses.calls if c.request.method == "POST"]
+    assert len(posts) == 2
+    first, second = (p["entry"][0] for p in posts)
+    assert first["request"]["method"] == "POST"  # a create: nothing was there when we read
+    assert second["request"] == {"method": "PUT", "url": "ChargeItem/ci1", "ifMatch": 'W/"1"'}
+    assert second["resource"]["quantity"] == {"value": 1}  # 5 + 4 minutes: the whole day
+    assert run.written
+    assert run.attempts == 2

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from fhir_mappings.assemble import VisitAssembler
-from plugin.cards import SUMMARY_LIMIT, gap_cards, summary_card
+from plugin.config.files import Settings
+from plugin.pipeline.stages import translate_tables
+from plugin.render.cards import SUMMARY_LIMIT, gap_cards, summary_card
 from plugin.rules.decision import Decision, decide_visit
-from plugin.service import translate_tables
-from plugin.settings import Settings
 from tests import builders
 
 SPEC = Path(__file__).resolve().parent / "fixtures" / "spec" / "cds-hooks"

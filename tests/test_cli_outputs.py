@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from plugin import cli
+from plugin.commands import main as cli
 
 FIXTURE = Path(__file__).parent / "fixtures" / "visits" / "medicare-cms-example-3.json"
 THERACHARGE = str(Path(sys.executable).with_name("theracharge"))

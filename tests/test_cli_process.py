@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from plugin import cli
+from plugin.commands import main as cli
 
 FIXTURES = Path(__file__).parent / "fixtures" / "visits"
 

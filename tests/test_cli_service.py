@@ -8,8 +8,8 @@ import json
 import pytest
 import responses
 
-from plugin import cli
-from plugin.environment import token_hash
+from plugin.commands import main as cli
+from plugin.config.environment import token_hash
 
 BASE = "https://ehr.example.org/fhir"
 

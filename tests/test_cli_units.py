@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from plugin import cli
+from plugin.commands import main as cli
 
 
 def run(

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from plugin.config.files import Settings, default_config_dir, load_settings, load_table
 from plugin.rules.model import CodeKind, Discipline, TieBreak
 from plugin.rules.units import units_for_minutes
 from plugin.schemas.catalog import CatalogSchema
 from plugin.schemas.errors import ConfigError
-from plugin.settings import Settings, default_config_dir, load_settings, load_table
 
 REQUIRED_CODES = (
     [f"970{n}" for n in (32, 33, 34, 35, 36, 39)]

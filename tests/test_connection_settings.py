@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from plugin.config.files import load_settings
 from plugin.gateway.auth import BearerAuth, NoAuth, SmartBackendAuth
 from plugin.gateway.factory import connect
 from plugin.schemas.errors import ConfigError
-from plugin.settings import load_settings
 from tests.ehr import copy_key_pair
 
 

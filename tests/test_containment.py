@@ -17,12 +17,15 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from plugin import cli, live, worker
-from plugin.environment import token_hash
+from plugin.commands import main as cli
+from plugin.commands import process_ehr as live
+from plugin.config.environment import token_hash
 from plugin.gateway.errors import FatalFhirError
-from plugin.store import Store, now
+from plugin.pipeline import worker
+from plugin.pipeline.worker import MAX_ATTEMPTS, NotificationWorker, retry_wait
+from plugin.store import Store
+from plugin.store.clock import now
 from plugin.store.models import Notification
-from plugin.worker import MAX_ATTEMPTS, NotificationWorker, retry_wait
 from tests import builders
 
 ADMIN = {"Authorization": "Bearer admin-token"}
@@ -47,7 +50,7 @@ def _worker(settings: Any, store: Store, monkeypatch: Any, fails: dict[str, Exce
         return SimpleNamespace(written=True)
 
     monkeypatch.setattr(worker, "run_day", process)
-    return NotificationWorker(settings, store, lambda: object(), idle_seconds=0.01), done  # type: ignore[arg-type, return-value]
+    return NotificationWorker(lambda: settings, store, lambda: object(), idle_seconds=0.01), done  # type: ignore[arg-type, return-value]
 
 
 def test_an_unexpected_error_is_recorded_and_retried_later_while_the_rest_flow(

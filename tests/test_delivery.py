@@ -10,9 +10,9 @@ import pytest
 
 from fhir_mappings.assemble import VisitAssembler
 from fhir_mappings.delivery import our_charge_items, plan_writes
+from plugin.config.files import Settings
+from plugin.pipeline.stages import render_context, translate_tables
 from plugin.rules.decision import Decision, decide_visit
-from plugin.service import render_context, translate_tables
-from plugin.settings import Settings
 from tests import builders
 
 SERVER = "https://ehr.example.org/fhir"

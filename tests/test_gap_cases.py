@@ -8,10 +8,10 @@ import pytest
 from marshmallow import Schema, fields, validate
 
 from fhir_mappings.assemble import VisitAssembler
+from plugin.config.files import Settings
+from plugin.pipeline.stages import translate_tables
 from plugin.rules.decision import Decision, decide_visit
 from plugin.rules.visit import Severity
-from plugin.service import translate_tables
-from plugin.settings import Settings
 from tests import builders
 from tests.case_schema import load_cases
 

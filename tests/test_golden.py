@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from plugin.service import OfflineOutputs, process_file
-from plugin.settings import Settings
+from plugin.config.files import Settings
+from plugin.pipeline.files import OfflineOutputs, process_file
 
 FIXTURES = Path(__file__).parent / "fixtures" / "visits"
 GOLDEN = Path(__file__).parent / "golden"

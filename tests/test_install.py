@@ -61,7 +61,7 @@ def test_the_installed_command_finds_the_packaged_defaults(installed: Path) -> N
     assert probe.returncode == 0, probe.stderr
     assert json.loads(probe.stdout)["total_timed_units"] == 3
     where = subprocess.run(
-        [sys.executable, "-c", "import plugin.settings as s; print(s.default_config_dir())"],
+        [sys.executable, "-c", "import plugin.config.files as s; print(s.default_config_dir())"],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(installed)},

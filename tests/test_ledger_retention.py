@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from plugin.store import now
+from plugin.store.clock import now
 from tests.web.conftest import hook_body
 from tests.web.test_cds_hooks import call
 

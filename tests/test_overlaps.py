@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from plugin.config.files import load_settings
+from plugin.pipeline.billing_day import decide_gathered
 from plugin.rules.gaps import OVERLAPS_NAMED
-from plugin.service import decide_gathered
-from plugin.settings import load_settings
 from tests import builders
 
 SETTINGS = load_settings({})

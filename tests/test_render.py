@@ -14,9 +14,9 @@ from fhir.resources.R4B.provenance import Provenance
 
 from fhir_mappings.assemble import VisitAssembler
 from fhir_mappings.chargeitem import CPT, HCPCS, charge_item, transaction_entries
+from plugin.config.files import Settings
+from plugin.pipeline.stages import render_context, translate_tables
 from plugin.rules.decision import Decision, LineStatus, decide_visit
-from plugin.service import render_context, translate_tables
-from plugin.settings import Settings
 from tests.builders import complete_record, procedure
 
 SHARED = Path(__file__).resolve().parent / "fixtures" / "spec"

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections import defaultdict
 
 from fhir_mappings.assemble import VisitAssembler
-from fhir_mappings.sample import PROBLEM_TAG, PROBLEMS, SampleSpec, generate
+from plugin.config.files import Settings
+from plugin.pipeline.stages import translate_tables
 from plugin.rules.decision import decide_visit
 from plugin.rules.visit import Severity
-from plugin.service import translate_tables
-from plugin.settings import Settings
+from plugin.sample import PROBLEM_TAG, PROBLEMS, SampleSpec, generate
 
 # What reading and checking the record must find for each problem the sample plants.
 EXPECTED = {

@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 
 from fhir_mappings.assemble import VisitAssembler
+from plugin.config.files import Settings
+from plugin.pipeline.stages import translate_tables
 from plugin.rules.model import Discipline, Method
 from plugin.rules.visit import Role, Severity, Visit
-from plugin.service import translate_tables
-from plugin.settings import Settings
 from tests.builders import (
     MINUTES_URL,
     PAYER_ID,

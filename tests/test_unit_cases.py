@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from plugin.config.files import Settings
 from plugin.rules.model import Discipline, Method, Service, TieBreak
 from plugin.rules.units import decide_units
-from plugin.settings import Settings
 from tests.case_schema import UnitCaseSchema, load_cases
 
 CASES = load_cases("units.yaml", UnitCaseSchema())

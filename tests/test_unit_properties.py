@@ -6,9 +6,9 @@ from hypothesis import given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
+from plugin.config.files import load_settings
 from plugin.rules.model import Method, Service
 from plugin.rules.units import decide_units, units_for_minutes
-from plugin.settings import load_settings
 
 SETTINGS = load_settings({})
 TABLE = SETTINGS.unit_parameters.unit_table.at(__import__("datetime").date(2026, 1, 1)).value

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import requests
 
-from plugin.environment import FhirConnection
 from plugin.gateway.auth import Auth, BearerAuth, NoAuth, SmartBackendAuth
 from plugin.gateway.client import ClientOptions, FhirClient
+from plugin.gateway.connection import FhirConnection
 
 
 def connect(connection: FhirConnection, base_url: str | None = None) -> FhirClient:

@@ -47,7 +47,7 @@ class HookRequestSchema(Schema):
     fhirAuthorization = fields.Nested(FhirAuthorizationSchema, load_default=None)
     context = fields.Nested(DischargeContextSchema, required=True)
     # Any JSON object: its keys are strings and each value may be anything, null included
-    # (checked where used, plugin/hooks.py); per-entry fields only doubled the load's cost.
+    # (checked where used, plugin/pipeline/hooks.py); per-entry fields only doubled the load's cost.
     prefetch = fields.Dict(load_default=dict)
 
 

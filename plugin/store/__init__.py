@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -32,6 +32,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from plugin.store.clock import now
 from plugin.store.config import ConfigStoreMixin
 from plugin.store.ledger import LedgerWriter
 from plugin.store.models import AuditEntry, Notification, RunEntry, SeenToken
@@ -43,10 +44,6 @@ _RUN_INSERT = insert(cast(Table, RunEntry.__table__))
 _NEWEST_FIRST = (RunEntry.at.desc(), RunEntry.id.desc())
 PRUNE_EVERY = 600.0  # seconds between two prunings of the ledger, per process
 PRUNE_CHUNK = 5000
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)

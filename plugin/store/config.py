@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from plugin.store.clock import now
 from plugin.store.models import ConfigTable, ConfigVersion
 
 
@@ -101,8 +102,6 @@ class ConfigStoreMixin:
 
         `expect_version` guards against lost updates: if the table moved on, StaleVersion.
         """
-        from plugin.store import now  # the store module's clock
-
         with self.session() as session:
             table = self._table(session, kind, name)
             if table is None:

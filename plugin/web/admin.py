@@ -8,9 +8,9 @@ from typing import Any
 from flask import Response, current_app, jsonify, request
 from flask_smorest import Blueprint
 
-from plugin.admin import Invalid, rollback, save_mapping, save_payers, try_coding
-from plugin.environment import ROLES
-from plugin.managed import MAPPING, PAYER_TABLE, PAYERS
+from plugin.config.edits import Invalid, rollback, save_mapping, save_payers, try_coding
+from plugin.config.environment import ROLES
+from plugin.config.managed import MAPPING, PAYER_TABLE, PAYERS
 from plugin.store.config import StaleVersion, VersionInfo
 from plugin.web.charges import bearer_caller
 from plugin.web.errors import ApiError, BadRequest, NotFoundError, Unprocessable

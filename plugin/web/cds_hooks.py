@@ -9,7 +9,7 @@ from flask import Response, current_app, g, jsonify, request
 from flask_smorest import Blueprint
 from marshmallow import ValidationError
 
-from plugin.hooks import (
+from plugin.pipeline.hooks import (
     SERVICE_ID,
     HookRequest,
     MalformedPrefetch,

@@ -9,8 +9,8 @@ from datetime import datetime
 from flask import Response, current_app, jsonify, request
 from flask_smorest import Blueprint
 
-from plugin.environment import ROLES, token_hash
-from plugin.service import DaySource, WriteMode, run_day, run_report
+from plugin.config.environment import ROLES, token_hash
+from plugin.pipeline.billing_day import DaySource, WriteMode, run_day, run_report
 from plugin.web.cds_auth import Unauthorized
 from plugin.web.errors import BadRequest, Forbidden, ServiceUnavailable
 from plugin.web.observability import count_decision

@@ -26,12 +26,12 @@ from flask import (
     url_for,
 )
 
-from plugin.admin import Invalid, save_mapping
-from plugin.admin import rollback as rollback_table
-from plugin.environment import token_hash
+from plugin.config.edits import Invalid, save_mapping
+from plugin.config.edits import rollback as rollback_table
+from plugin.config.environment import token_hash
+from plugin.config.managed import MAPPING
 from plugin.gateway.errors import FhirError
-from plugin.managed import MAPPING
-from plugin.service import DaySource, WriteMode, run_day
+from plugin.pipeline.billing_day import DaySource, WriteMode, run_day
 from plugin.store.config import StaleVersion
 
 bp = Blueprint("pages", __name__, template_folder="templates")

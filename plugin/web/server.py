@@ -10,8 +10,8 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 from prometheus_client import multiprocess
 
-from plugin.app import check_audience, create_app
-from plugin.settings import Settings
+from plugin.config.files import Settings
+from plugin.web.app import check_audience, create_app
 
 
 class GunicornServer(BaseApplication):  # type: ignore[misc]

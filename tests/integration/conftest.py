@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from plugin.config.files import Settings, load_settings
 from plugin.gateway.factory import connect
 from plugin.gateway.gather import Gatherer
-from plugin.settings import Settings, load_settings
 from tests.ehr import Ehr, load_sample, running_ehr
 
 ENTERED = datetime(2026, 11, 2, 19, 0, tzinfo=timezone(timedelta(hours=-5)))

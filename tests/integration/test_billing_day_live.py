@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 import requests
 
-from plugin.app import create_app
+from plugin.config.files import Settings, load_settings
 from plugin.gateway.client import FhirClient
 from plugin.gateway.gather import Gatherer
-from plugin.hooks import prefetch_from
-from plugin.service import DayRun, DaySource, WriteMode, run_day
-from plugin.settings import Settings, load_settings
+from plugin.pipeline.billing_day import DayRun, DaySource, WriteMode, run_day
+from plugin.pipeline.hooks import prefetch_from
+from plugin.web.app import create_app
 from tests import builders
 from tests.ehr import Ehr
 from tests.integration.conftest import ENTERED

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import orjson
 
-from fhir_mappings.sample import as_transaction, generate
-from plugin.demo import demo_sample
-from plugin.service import OfflineOutputs, process_file
-from plugin.settings import load_settings
+from plugin.commands.demo import demo_sample
+from plugin.config.files import load_settings
+from plugin.pipeline.files import OfflineOutputs, process_file
+from plugin.sample import as_transaction, generate
 from tests.ehr import sekmet_executable
 
 

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 import requests
 
+from plugin.config.files import Settings, load_settings
 from plugin.gateway.errors import FatalFhirError, TemporaryFhirError
 from plugin.gateway.factory import connect
 from plugin.gateway.gather import Gatherer
-from plugin.service import DayRun, DaySource, WriteMode, days_between, run_day
-from plugin.settings import Settings, load_settings
+from plugin.pipeline.billing_day import DayRun, DaySource, WriteMode, days_between, run_day
 from tests.ehr import Ehr, copy_key_pair, load_sample, running_ehr, smart_server_auth
 from tests.integration.conftest import ENTERED
 
@@ -259,7 +259,7 @@ def test_smart_backend_services_guard_the_ehr_and_let_us_in(tmp_path: Path) -> N
 
 def load_sample_with(client: Any, visits: int) -> dict[str, Any]:
     """Load sample visits through our own authenticated client (the EHR needs a token)."""
-    from fhir_mappings.sample import SampleSpec, as_transaction, generate
+    from plugin.sample import SampleSpec, as_transaction, generate
 
     bundle = as_transaction(generate(SampleSpec(visits=visits, seed=3, problem_rate=0.0)))
     client.transaction(bundle)

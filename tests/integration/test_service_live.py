@@ -13,12 +13,12 @@ import requests
 from flask import Flask
 from werkzeug.serving import make_server
 
-from plugin.app import create_app
-from plugin.environment import token_hash
+from plugin.config.environment import token_hash
+from plugin.config.files import load_settings
 from plugin.gateway.client import FhirClient
-from plugin.hooks import prefetch_from
-from plugin.settings import load_settings
+from plugin.pipeline.hooks import prefetch_from
 from plugin.store import Store
+from plugin.web.app import create_app
 from tests.conftest import ISSUER
 from tests.ehr import Ehr, free_port
 from tests.integration.test_live_ehr import ours
@@ -89,8 +89,8 @@ def test_a_subscription_notifies_us_and_the_charge_items_appear(
     state = app.extensions["theracharge"]
     try:
         with serving(app) as url:
+            from fhir_mappings.subscription import subscription
             from plugin.gateway.factory import connect
-            from plugin.subscriptions import subscription
 
             client = connect(state.settings.fhir)
             client.create(

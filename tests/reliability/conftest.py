@@ -17,11 +17,11 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from plugin.environment import token_hash
+from plugin.config.environment import token_hash
+from plugin.config.files import Settings, load_settings
 from plugin.gateway.client import FhirClient, iter_resources
 from plugin.gateway.factory import connect
-from plugin.hooks import prefetch_from
-from plugin.settings import Settings, load_settings
+from plugin.pipeline.hooks import prefetch_from
 from tests.ehr import Ehr, free_port, load_sample, running_ehr
 from tests.reliability.faults import FaultProxy
 from tests.service import Service, running_service

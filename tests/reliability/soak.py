@@ -29,7 +29,7 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from plugin.gateway.client import FhirClient
-from plugin.hooks import prefetch_from
+from plugin.pipeline.hooks import prefetch_from
 from tests.reliability.conftest import ADMIN, BILLING, SECRET, VISITS, Stack, stack_running
 
 THREADS = 8

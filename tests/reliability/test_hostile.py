@@ -17,9 +17,9 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from plugin.app import create_app
-from plugin.environment import token_hash
-from plugin.settings import load_settings
+from plugin.config.environment import token_hash
+from plugin.config.files import load_settings
+from plugin.web.app import create_app
 from tests import builders
 from tests.web.conftest import hook_body, prefetch_of
 

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from plugin.gateway.client import FhirClient
-from plugin.hooks import prefetch_from
+from plugin.pipeline.hooks import prefetch_from
 from tests.ehr import copy_key_pair, smart_server_auth
 from tests.reliability.conftest import ADMIN, SECRET, Stack, stack_running
 
@@ -112,8 +112,8 @@ def test_the_token_endpoint_down_or_garbled_is_a_clear_error_then_recovers(
 
 def _load_with_token(stack: Stack, jwks_key: Path) -> None:
     """The sample visits, loaded through a SMART-authenticated client of our own."""
-    from fhir_mappings.sample import SampleSpec, as_transaction, generate
     from plugin.gateway.factory import connect
+    from plugin.sample import SampleSpec, as_transaction, generate
 
     client = connect(stack.settings.fhir, stack.ehr.direct_url)
     bundle = as_transaction(generate(SampleSpec(visits=4, seed=31, problem_rate=0.0)))

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import responses
 
-from plugin.environment import token_hash
+from plugin.config.environment import token_hash
 from plugin.schemas.errors import ConfigError
 from tests import builders
 from tests.web.conftest import hook_body, prefetch_of
@@ -204,7 +204,7 @@ def test_a_resource_of_the_wrong_shape_is_422_naming_it_and_its_element(make_app
 
 
 def test_a_file_with_a_resource_of_the_wrong_shape_exits_2_naming_it(tmp_path, capsys) -> None:
-    from plugin import cli
+    from plugin.commands import main as cli
 
     record = builders.complete_record(builders.procedure("p1"))
     record[4]["bodySite"] = True  # a list of CodeableConcepts in FHIR R4

@@ -6,7 +6,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from plugin.settings import load_settings
+from plugin.config.files import load_settings
 from plugin.store import Store
 from plugin.web.server import GunicornServer, _worker_exit
 from tests.conftest import ISSUER

@@ -1,10 +1,9 @@
 """Synthetic therapy visits as FHIR R4: deterministic for a seed, with a controlled share of
 documentation problems. Used by the tests, the demo and the benchmarks.
 
-Every code used is real and sourced: CPT/HCPCS from the catalog; SNOMED CT procedures from
-config/mappings/snomed-therapy.json; SNOMED CT body sites from DICOM PS3.16 CID 4031; ICD-10-CM
-diagnoses common in outpatient therapy; NUCC taxonomy roles from config/roles.yaml. Patients
-and staff are invented (numbered names); nothing here describes a real person.
+The codes come from `vocabulary.py`; where a planted problem lands and how it breaks the record,
+from `problems.py`. Patients and staff are invented (numbered names); nothing here describes a
+real person.
 """
 
 from __future__ import annotations
@@ -13,105 +12,33 @@ import random
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from typing import Any
 
+from plugin.sample.problems import break_procedure, eligible_items
+from plugin.sample.vocabulary import (
+    BODY_SITES,
+    CLINIC_ZONE,
+    CPT,
+    DIAGNOSES,
+    DISCIPLINE_TYPES,
+    EVALUATIONS,
+    HCPCS,
+    ICD10CM,
+    LOCAL,
+    MEASURES,
+    NUCC,
+    PAYER_ID,
+    PAYERS,
+    PLANS,
+    PROBLEM_TAG,
+    PROBLEMS,
+    ROLES,
+    SNOMED,
+    TOTAL_TIMED_URL,
+)
+
 Json = dict[str, Any]
-
-CPT = "http://www.ama-assn.org/go/cpt"
-HCPCS = "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
-SNOMED = "http://snomed.info/sct"
-ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
-NUCC = "http://nucc.org/provider-taxonomy"
-LOCAL = "https://ehr.example.org/fhir/CodeSystem/therapy-charge-codes"
-PAYER_ID = "https://ehr.example.org/fhir/payer-id"
-DISCIPLINE_TYPES = "https://theracharge.example/fhir/CodeSystem/therapy-discipline"
-PROBLEM_TAG = "https://theracharge.example/fhir/CodeSystem/sample-problem"
-CLINIC_ZONE = timezone(timedelta(hours=-5))  # a clinic on US Central daylight time
-
-# (CPT code, SNOMED CT alternative or None, local code or None, minutes range or None if untimed)
-PLANS: dict[str, list[tuple[str, str | None, str | None, tuple[int, int] | None]]] = {
-    "PT": [
-        ("97110", "61502001", "PT-THEREX", (8, 30)),
-        ("97112", "226049009", "PT-NMR", (8, 25)),
-        ("97140", None, "PT-MANUAL", (5, 20)),
-        ("97530", "57456004", "PT-THERACT", (8, 25)),
-        ("97116", "183295006", "PT-GAIT", (8, 20)),
-        ("97035", "89002000", "PT-US", (5, 10)),
-    ],
-    "OT": [
-        ("97535", "183345007", "OT-SELFCARE", (8, 30)),
-        ("97530", None, "OT-THERACT", (8, 25)),
-        ("97110", "1121002", None, (8, 20)),
-    ],
-    "SLP": [
-        ("92507", "5154007", "SLP-TX", None),
-        ("92526", None, "SLP-SWALLOW-TX", None),
-        ("97129", "228544000", "SLP-COG", (10, 40)),
-    ],
-}
-EVALUATIONS = {
-    "PT": ("97162", "PT-EVAL-MOD"),
-    "OT": ("97166", "OT-EVAL-MOD"),
-    "SLP": ("92610", "SLP-SWALLOW-EVAL"),
-}
-ROLES = {
-    "PT": ("225100000X", "225200000X"),
-    "OT": ("225X00000X", "224Z00000X"),
-    "SLP": ("235Z00000X", None),
-}
-BODY_SITES = [
-    ("72696002", "Knee"),
-    ("16982005", "Shoulder"),
-    ("29836001", "Hip"),
-    ("122496007", "Lumbar spine"),
-    ("122494005", "Cervical spine"),
-    ("85562004", "Hand"),
-]
-DIAGNOSES = {
-    "PT": [
-        ("M54.50", "Low back pain, unspecified"),
-        ("M25.561", "Pain in right knee"),
-        ("M25.511", "Pain in right shoulder"),
-        ("R26.89", "Other abnormalities of gait and mobility"),
-    ],
-    "OT": [("M62.81", "Muscle weakness (generalized)"), ("M25.641", "Stiffness of right hand")],
-    "SLP": [("R13.12", "Dysphagia, oropharyngeal phase"), ("R47.01", "Aphasia")],
-}
-PAYERS = [
-    ("MEDICARE-B", "Medicare Part B"),
-    ("UHC-COMM", "UnitedHealthcare"),
-    ("COMM-AMA", "Example Commercial"),
-    ("OTHER-PLAN", "A payer not in the table"),
-]
-MEASURES = [
-    "Knee flexion range of motion",
-    "Grip strength",
-    "Berg balance score",
-    "Six-minute walk distance",
-    "Functional swallow scale",
-]
-
-# Documentation problems a visit may carry (one each), named by what is wrong in the record.
-PROBLEMS = [
-    "no-time", "datetime-only", "end-before-start", "no-end", "too-long", "outside-encounter",
-    "overlap", "under-8", "total-mismatch", "unmapped-code", "not-done", "no-coverage",
-    "unknown-payer", "no-performer-role", "no-performer", "aide", "assistant-alone",
-    "group-session", "no-body-site", "no-note", "no-observation", "no-diagnosis", "no-reason",
-    "no-goal",
-]  # fmt: skip
-# Problems that need a timed procedure to land on.
-TIMED_PROBLEMS = {
-    "no-time", "datetime-only", "end-before-start", "no-end", "no-observation", "no-note",
-    "too-long", "overlap", "under-8", "group-session", "total-mismatch",
-}  # fmt: skip
-TOTAL_TIMED_URL = "https://theracharge.example/fhir/StructureDefinition/total-timed-minutes"
-AIDE_ROLE = ("https://theracharge.example/fhir/CodeSystem/therapy-role", "aide")
-NEEDS_BODY_SITE = {
-    "97110",
-    "97140",
-    "97035",
-}  # the sample's codes with body_site: true in the catalog
 
 
 @dataclass
@@ -350,7 +277,7 @@ def _procedures(
     helper = rng.choice(clinic.staff[assistant])[0] if assistant and rng.random() < 0.3 else None
     # The procedure a procedure-level problem lands on: a timed one for problems of time and of
     # objective measures, so that every problem the sample announces is one a checker must see.
-    eligible = _eligible(problem, items, discipline)
+    eligible = eligible_items(problem, items, discipline)
     if not eligible:
         problem = None  # nothing this problem can land on: the visit stays clean, and untagged
         eligible = list(range(len(items)))
@@ -401,7 +328,7 @@ def _procedures(
         if problem != "no-goal":
             proc["basedOn"] = [{"reference": f"CarePlan/plan-{plan_number or number}"}]
         if index == broken:
-            _break(proc, problem, cursor, minutes)
+            break_procedure(proc, problem, cursor, minutes)
         resources.append(proc)
         if minutes_range and problem != "no-observation":
             resources.append(
@@ -409,27 +336,6 @@ def _procedures(
             )
         cursor += timedelta(minutes=minutes + rng.choice([0, 0, 2, 5]))
     return resources, cursor, problem, timed_total
-
-
-def _eligible(
-    problem: str | None,
-    items: list[tuple[str, str | None, str | None, tuple[int, int] | None]],
-    discipline: str,
-) -> list[int]:
-    """The procedures a problem can land on so that a checker must see it."""
-    timed = [i for i, item in enumerate(items) if item[3] is not None]
-    if problem == "overlap":
-        return [i for i in timed if i > 0]
-    if problem == "outside-encounter":
-        return [0] if items[0][3] is not None else []
-    if problem in TIMED_PROBLEMS:
-        return timed
-    if problem == "no-body-site":
-        needs = [i for i, item in enumerate(items) if item[0] in NEEDS_BODY_SITE]
-        return needs if discipline != "SLP" else []
-    if problem == "assistant-alone":
-        return timed if discipline != "SLP" else []
-    return list(range(len(items)))
 
 
 def _coding(
@@ -453,35 +359,6 @@ def _performer(practitioner: str, hide_role: bool) -> Json:
         code = practitioner.split("-")[1].upper()
         performer["function"] = {"coding": [{"system": NUCC, "code": code}]}
     return performer
-
-
-def _break(proc: Json, problem: str | None, start: datetime, minutes: int) -> None:
-    period = proc["performedPeriod"]
-    if problem == "no-time":
-        del proc["performedPeriod"]
-    elif problem == "datetime-only":
-        del proc["performedPeriod"]
-        proc["performedDateTime"] = start.isoformat()
-    elif problem == "end-before-start":
-        period["end"] = (start - timedelta(minutes=minutes)).isoformat()
-    elif problem == "no-end":
-        del period["end"]
-    elif problem == "not-done":
-        proc["status"] = "not-done"
-    elif problem == "no-note":
-        del proc["note"]
-    elif problem == "no-performer":
-        del proc["performer"]
-    elif problem == "aide":
-        system, code = AIDE_ROLE
-        proc["performer"] = [
-            {
-                "actor": {"reference": "Practitioner/aide-1"},
-                "function": {"coding": [{"system": system, "code": code}]},
-            }
-        ]
-    elif problem == "group-session":
-        proc["subject"] = {"reference": "Group/balance-class"}
 
 
 def _note(rng: random.Random, cpt: str, minutes: int) -> str:

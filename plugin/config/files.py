@@ -14,13 +14,13 @@ import orjson
 import yaml
 from marshmallow import Schema, ValidationError
 
-from plugin.environment import (
-    FhirConnection,
+from plugin.config.environment import (
     ServiceConfig,
     fhir_connection,
     service_config,
     url_setting,
 )
+from plugin.gateway.connection import FhirConnection
 from plugin.rules.code_mapping import CodeMap
 from plugin.rules.findings import FindingPolicy
 from plugin.rules.model import Catalog
@@ -48,10 +48,11 @@ MAPPINGS_DIR = "mappings"
 
 def default_config_dir() -> Path:
     """The shipped defaults: inside the installed package, or config/ of a source checkout."""
-    packaged = Path(__file__).resolve().parent / "_config"
+    package = Path(__file__).resolve().parent.parent  # plugin/
+    packaged = package / "_config"
     if packaged.is_dir():
         return packaged
-    return Path(__file__).resolve().parent.parent / "config"
+    return package.parent / "config"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,14 +126,19 @@ def file_version(path: Path) -> str:
     return "sha256-" + hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
-def with_payer_overrides(policy: FindingPolicy, payers: PayerTable, path: Path) -> FindingPolicy:
-    """Payers' severity overrides, checked against the finding kinds that exist."""
-    problems = [
+def unknown_finding_codes(payers: PayerTable, policy: FindingPolicy) -> list[str]:
+    """Payers' severity overrides naming a finding kind that does not exist, by field."""
+    return [
         f"payers[{index}].gap_severity.{code}: unknown finding code"
         for index, payer in enumerate(payers.payers)
         for code in payer.gap_severity
         if code not in policy.types
     ]
+
+
+def with_payer_overrides(policy: FindingPolicy, payers: PayerTable, path: Path) -> FindingPolicy:
+    """Payers' severity overrides, checked against the finding kinds that exist."""
+    problems = unknown_finding_codes(payers, policy)
     if problems:
         raise ConfigError(f"{path}: {'; '.join(problems)}")
     overrides = {p.id: dict(p.gap_severity) for p in payers.payers if p.gap_severity}

@@ -22,12 +22,14 @@ from datetime import datetime, timedelta
 from prometheus_client import Counter
 
 from fhir_mappings.assemble import InvalidResource
+from plugin.config.files import Settings
 from plugin.errors import VisitTooLarge
 from plugin.gateway.errors import FatalFhirError
 from plugin.gateway.gather import Gatherer
-from plugin.service import DaySource, WriteMode, failure_reason, run_day
-from plugin.settings import Settings
-from plugin.store import Claimed, Store, now
+from plugin.pipeline.billing_day import DaySource, WriteMode, run_day
+from plugin.pipeline.stages import failure_reason
+from plugin.store import Claimed, Store
+from plugin.store.clock import now
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
@@ -51,19 +53,19 @@ def retry_wait(attempts: int) -> timedelta:
 class NotificationWorker:
     def __init__(
         self,
-        settings: Settings,
+        settings: Callable[[], Settings],
         store: Store,
         gatherer: Callable[[], Gatherer | None],
         on_done: Callable[..., None] | None = None,
         idle_seconds: float = 0.5,
-        refresh: Callable[[], None] | None = None,
     ) -> None:
+        # The effective settings now (the app's, with mapping and payer changes another process
+        # saved): read before each notification, so the worker decides as the hook does.
         self.settings = settings
         self.store = store
         self.gatherer = gatherer
         self.on_done = on_done
         self.idle_seconds = idle_seconds
-        self.refresh = refresh  # picks up mapping/payer changes saved by another process
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.busy_since: float | None = None  # monotonic time the current notification began
@@ -72,7 +74,7 @@ class NotificationWorker:
     def stale_after(self) -> timedelta:
         """A claim older than this is taken again by any worker (its process must have
         stopped); THERACHARGE_NOTIFICATION_CLAIM_SECONDS."""
-        return timedelta(seconds=self.settings.service.notification_claim_seconds)
+        return timedelta(seconds=self.settings().service.notification_claim_seconds)
 
     def start(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -120,14 +122,13 @@ class NotificationWorker:
 
     def _process(self, claimed: Claimed) -> None:
         try:
-            if self.refresh is not None:
-                self.refresh()
+            settings = self.settings()
             gatherer = self.gatherer()
             if gatherer is None:
                 self._set_aside(claimed, "no EHR configured (THERACHARGE_FHIR_BASE_URL)")
                 return
             run = run_day(
-                self.settings,
+                settings,
                 claimed.encounter_id,
                 DaySource.named(gatherer, claimed.day),
                 WriteMode.WRITE,

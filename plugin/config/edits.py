@@ -6,7 +6,8 @@ from typing import Any
 
 from marshmallow import ValidationError
 
-from plugin.managed import (
+from plugin.config.files import Settings
+from plugin.config.managed import (
     MAPPING,
     PAYER_TABLE,
     PAYERS,
@@ -16,7 +17,6 @@ from plugin.managed import (
     validate_payers,
 )
 from plugin.rules.code_mapping import resolve_code
-from plugin.settings import Settings
 from plugin.store import Store
 
 

@@ -18,10 +18,16 @@ from marshmallow import ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from plugin.config.files import (
+    MAPPINGS_DIR,
+    Settings,
+    mapping_files,
+    unknown_finding_codes,
+    with_payer_overrides,
+)
 from plugin.rules.payers import PayerTable
 from plugin.schemas.conceptmap import load_concept_map, merge_concept_maps
 from plugin.schemas.site_tables import PayerTableSchema
-from plugin.settings import MAPPINGS_DIR, Settings, mapping_files, with_payer_overrides
 from plugin.store import Store
 
 MAPPING, PAYERS = "mapping", "payers"
@@ -42,7 +48,7 @@ def seed(store: Store, settings: Settings) -> None:
     store.config_save(PAYERS, PAYER_TABLE, payers, "system", SEED_REASON, [])
 
 
-def settings_from_store(settings: Settings, store: Store) -> Settings:
+def _overlay(settings: Settings, store: Store) -> Settings:
     """The settings with the mapping tables and payers the database holds now."""
     maps = {t.name: store.config_current(MAPPING, t.name) for t in store.config_tables(MAPPING)}
     contents = {name: v.content for name, v in maps.items() if v is not None and v.content}
@@ -66,25 +72,33 @@ def settings_from_store(settings: Settings, store: Store) -> Settings:
     )
 
 
-def effective_settings(settings: Settings) -> Settings:
-    """The settings the service decides with: the database's managed mapping tables and payer
-    rules over the files, once a service has stored them (THERACHARGE_DATABASE_URL); the files
-    alone when there is no such database yet. The command line's live runs use this, so an
-    admin's change reaches them as it reaches the hook."""
+def effective_settings(settings: Settings, store: Store | None = None) -> Settings:
+    """The settings every decision is made with: the database's managed mapping tables and
+    payer rules over the files (`settings`, from load_settings), once they are stored; the files
+    alone before. The app and its notification worker pass their store; the command line
+    passes none and the configured database (THERACHARGE_DATABASE_URL) is read if it exists, so
+    an admin's change reaches batch runs as it reaches the hook."""
+    if store is not None:
+        return _overlay(settings, store) if _managed(store) else settings
     url = settings.service.database_url
     database = make_url(url).database
     if url.startswith("sqlite") and (not database or not Path(database).exists()):
         return settings
     store = Store(url)
     try:
-        if not store.config_tables(MAPPING) and store.config_current(PAYERS, PAYER_TABLE) is None:
-            return settings
-        return settings_from_store(settings, store)
+        return _overlay(settings, store) if _managed(store) else settings
     except SQLAlchemyError as exc:
         log.warning("managed tables not read (%s); deciding with the files", type(exc).__name__)
         return settings
     finally:
         store.engine.dispose()
+
+
+def _managed(store: Store) -> bool:
+    """The database holds managed tables (a service has started on it)."""
+    return (
+        bool(store.config_tables(MAPPING)) or store.config_current(PAYERS, PAYER_TABLE) is not None
+    )
 
 
 def validate_mappings(contents: dict[str, Any], settings: Settings) -> Any:
@@ -102,12 +116,7 @@ def validate_payers(content: Any, settings: Settings) -> PayerTable:
     if not isinstance(content, dict):
         raise ValidationError("expected an object with default_method, default_source, payers")
     table: PayerTable = PayerTableSchema().load(content)
-    unknown = [
-        f"payers[{i}].gap_severity.{code}: unknown finding code"
-        for i, payer in enumerate(table.payers)
-        for code in payer.gap_severity
-        if code not in settings.findings.types
-    ]
+    unknown = unknown_finding_codes(table, settings.findings)
     if unknown:
         raise ValidationError("; ".join(unknown))
     return table

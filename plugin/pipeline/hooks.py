@@ -12,15 +12,15 @@ from datetime import datetime
 from typing import Any
 
 from fhir_mappings.delivery import WritePlan
-from plugin.cards import gap_cards, summary_card
+from plugin.config.files import Settings
 from plugin.gateway.auth import BearerAuth, NoAuth
 from plugin.gateway.client import FhirClient, iter_resources
 from plugin.gateway.errors import FhirError
 from plugin.gateway.factory import connect, connect_with
 from plugin.gateway.gather import Gatherer
+from plugin.pipeline.billing_day import DayRun, DaySource, WriteMode, run_day
+from plugin.render.cards import gap_cards, summary_card
 from plugin.rules.decision import Decision
-from plugin.service import DayRun, DaySource, WriteMode, run_day
-from plugin.settings import Settings
 
 log = logging.getLogger(__name__)
 Json = dict[str, Any]

@@ -19,14 +19,15 @@ from flask.json.provider import DefaultJSONProvider
 from flask_smorest import Api
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from plugin.config.files import Settings, load_settings
+from plugin.config.managed import effective_settings, seed
 from plugin.gateway.factory import connect
 from plugin.gateway.gather import Gatherer
-from plugin.managed import seed, settings_from_store
-from plugin.report import day_report
+from plugin.pipeline.billing_day import DayRun
+from plugin.pipeline.worker import NotificationWorker
+from plugin.render.report import day_report
 from plugin.rules.visit import Severity
 from plugin.schemas.errors import ConfigError
-from plugin.service import DayRun
-from plugin.settings import Settings, load_settings
 from plugin.store import Store
 from plugin.web import (
     admin,
@@ -39,7 +40,6 @@ from plugin.web import (
     pages,
 )
 from plugin.web.cds_auth import ClientVerifier
-from plugin.worker import NotificationWorker
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +83,13 @@ class AppState:
         self._checked = now
         revision = self.store.config_revision()
         if revision != self._revision and self.base_settings is not None:
-            self.settings = settings_from_store(self.base_settings, self.store)
+            self.settings = effective_settings(self.base_settings, self.store)
             self._revision = revision
-            if self.worker is not None:
-                self.worker.settings = self.settings
+
+    def current(self) -> Settings:
+        """The effective settings now: another process's saved change picked up first."""
+        self.refresh()
+        return self.settings
 
     def gatherer(self) -> Gatherer | None:
         """Our EHR (THERACHARGE_FHIR_BASE_URL), built once per process; None if not configured."""
@@ -225,15 +228,10 @@ def create_app(
     state = AppState(settings, store, verifier, base_settings=settings)
     state.refresh(force=True)
     state.worker = NotificationWorker(
-        state.settings,  # the managed tables as the database holds them, kept fresh by refresh
+        state.current,  # the managed tables as the database holds them now
         store,
         state.gatherer,
-        refresh=state.refresh,
-        on_done=lambda encounter, run: state.record(
-            encounter,
-            "notification",
-            run,
-        ),
+        on_done=lambda encounter, run: state.record(encounter, "notification", run),
     )
     app.extensions["theracharge"] = state
     api = Api(app)

@@ -30,12 +30,12 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from fhir_mappings.sample import SampleSpec, as_transaction, generate
+from fhir_mappings.subscription import subscription
+from plugin.config.files import load_settings
 from plugin.gateway.client import iter_resources
 from plugin.gateway.factory import connect
-from plugin.hooks import prefetch_from
-from plugin.settings import load_settings
-from plugin.subscriptions import subscription
+from plugin.pipeline.hooks import prefetch_from
+from plugin.sample import SampleSpec, as_transaction, generate
 
 CLIENT_ID = "theracharge"
 EHR_ISSUER = "http://127.0.0.1/demo-ehr"
@@ -405,6 +405,6 @@ def _wait(url: str, statuses: tuple[int, ...], timeout: float = 60) -> None:
 
 
 def _sha256(text: str) -> str:
-    from plugin.environment import token_hash
+    from plugin.config.environment import token_hash
 
     return token_hash(text)

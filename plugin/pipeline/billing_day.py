@@ -1,147 +1,28 @@
-"""Orchestration of the five stages: trigger → gather → translate → decide → render → deliver."""
+"""One orchestrator for every trigger against the EHR: read the billing day → decide → plan →
+write (docs/architecture.md "How each trigger flows", "The billing day")."""
 
 from __future__ import annotations
 
-import gc
 import logging
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from importlib.metadata import PackageNotFoundError, version
-from typing import IO, Any
+from typing import Any
 
-import orjson
-
-from fhir_mappings.assemble import InvalidResource, TranslateTables, VisitAssembler
-from fhir_mappings.bundle_io import InputError, JsonArrayWriter, read_resources
-from fhir_mappings.chargeitem import (
-    Definitions,
-    RenderContext,
-    policy_uris,
-    transaction_entries,
-)
+from fhir_mappings.assemble import VisitAssembler
 from fhir_mappings.delivery import WritePlan, our_charge_items, plan_writes
-from fhir_mappings.strict import validation_error
-from plugin.errors import VisitTooLarge
+from plugin.config.files import Settings
 from plugin.gateway.client import iter_resources
 from plugin.gateway.errors import FhirError, VersionConflict
 from plugin.gateway.gather import Gatherer, NotFound, encounter_patient_and_date
-from plugin.report import RunSummary, day_report, encounter_reports
-from plugin.rules.day import day_for, days_of
-from plugin.rules.decision import Decision, decide_day
-from plugin.rules.visit import Visit
-from plugin.settings import Settings
+from plugin.pipeline.stages import decide, render_context, translate_tables
+from plugin.render.report import day_report
+from plugin.rules.day import day_for
+from plugin.rules.decision import Decision
 
 Json = dict[str, Any]
 log = logging.getLogger(__name__)
-
-
-def agent_name() -> str:
-    try:
-        return f"TheraCharge {version('theracharge')}"
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        return "TheraCharge"
-
-
-def translate_tables(settings: Settings) -> TranslateTables:
-    return TranslateTables(
-        catalog=settings.catalog,
-        code_map=settings.code_map,
-        coding_tables=settings.coding_tables,
-        payers=settings.payers,
-        minutes_extension=settings.minutes_extension,
-        findings=settings.findings,
-        total_timed_extension=settings.total_timed_extension,
-    )
-
-
-def render_context(settings: Settings, entered: datetime, trigger: str = "") -> RenderContext:
-    """How this run renders: our URLs, when it decided, who, why (the trigger's kind: the part
-    before any `:caller`), and the configuration versions in force."""
-    kind = trigger.split(":", 1)[0]
-    versions = dict(settings.versions)
-    policy = policy_uris(settings.extension_base, versions)
-    return RenderContext(
-        Definitions(settings.extension_base), entered, agent_name(), kind, versions, policy
-    )
-
-
-@dataclass
-class OfflineOutputs:
-    """Where an offline run writes: each may be None (not wanted)."""
-
-    bundle: IO[bytes] | None = None
-    report: IO[bytes] | None = None
-    on_decision: Callable[[Decision], None] | None = None
-
-
-def process_file(
-    path: str, settings: Settings, outputs: OfflineOutputs, entered: datetime, strict: bool = False
-) -> RunSummary:
-    """Decide every visit of a Bundle or NDJSON file; stream the transaction and the report.
-
-    Raises fhir_mappings.bundle_io.InputError for input that is not JSON or not FHIR; the caller
-    discards partial outputs (bundle_io.atomic_output).
-    """
-    with _no_cyclic_gc():
-        return _process(path, settings, outputs, entered, strict)
-
-
-@contextmanager
-def _no_cyclic_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector during a batch.
-
-    A batch allocates millions of small acyclic objects while holding the run's fact records;
-    each full collection rescans all of them, which cost about half the run time here
-    (docs/performance.md, "The service"). Reference counting still frees them.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _process(
-    path: str, settings: Settings, outputs: OfflineOutputs, entered: datetime, strict: bool
-) -> RunSummary:
-    assembler = VisitAssembler(translate_tables(settings))
-    for resource, full_url in read_resources(path):
-        try:
-            assembler.add(resource, full_url, validation_error(resource) if strict else None)
-        except InvalidResource as exc:
-            raise InputError(f"{path}: {exc}") from exc
-    ctx = render_context(settings, entered, "file")
-    summary = RunSummary()
-    bundle = JsonArrayWriter(
-        outputs.bundle, b'{"resourceType":"Bundle","type":"transaction","entry":[\n', b"\n]}\n"
-    )
-    report = JsonArrayWriter(outputs.report, b'{"encounters":[\n', b"\n],\n")
-    for day in days_of(assembler.visits()):
-        try:
-            decision = decide(settings, day)
-        except Exception as exc:  # noqa: BLE001 -- one day never stops the file; reported
-            names = ", ".join(v.encounter for v in day)
-            summary.failures.append(f"{names}: {failure_reason(exc)}")
-            continue
-        for entry in transaction_entries(decision, ctx):
-            bundle.write(entry)
-        for entry in encounter_reports(decision):
-            report.write(entry)
-        summary.add(decision)
-        if outputs.on_decision:
-            outputs.on_decision(decision)
-    summary.problems = list(assembler.problems)
-    bundle.close()
-    report.close()
-    if outputs.report is not None:
-        outputs.report.write(b'"summary":' + orjson.dumps(summary.as_json()) + b"}\n")
-    return summary
 
 
 # --- one orchestrator for every trigger: gather the day → decide → plan → write -----------------
@@ -219,14 +100,17 @@ def run_day(
     """Decide the billing day of one encounter and bring the EHR's ChargeItems in line with it.
 
     Every trigger calls this (the hook, a notification, the CLI, a page, the charges API). A
-    version conflict (412: another run changed a ChargeItem since we read it) sends us back to
-    read the day from the EHR and decide again, a bounded number of times, so concurrent runs
-    converge on exactly one ChargeItem per line. Raises plugin.gateway.errors.FhirError when the
+    version conflict (412: another run changed a ChargeItem since we read it), or a create that
+    found a ChargeItem another run wrote since we read (its content may be that run's older
+    view of the day), sends us back to read the day from the EHR and decide again, a bounded
+    number of times, so concurrent runs converge on exactly one ChargeItem per line holding
+    the decision of everything the EHR has. Raises plugin.gateway.errors.FhirError when the
     EHR fails (with `report_write_errors`, a failed write is returned in `error` instead).
     """
     ctx = render_context(settings, entered, trigger)
     configuration = dict(settings.versions)
     prefetched = source.prefetched
+    sent: WritePlan | None = None  # a transaction of this run that the EHR took
     attempt = 0
     while True:
         attempt += 1
@@ -238,14 +122,21 @@ def run_day(
         existing = our_charge_items(resources, ctx.definitions.line_identifier)
         plan = plan_writes(decision, existing, ctx, base)
         run = DayRun(decision, plan, False, attempt, capped, alone, None, configuration)
-        if mode is WriteMode.PLAN or plan.bundle is None:
+        if mode is WriteMode.PLAN:
+            return run
+        if plan.bundle is None:
+            if sent is not None:  # what we sent before now stands: report that write
+                run.plan, run.written = sent, True
             return run
         try:
             if source.gatherer is None:
                 raise DayUnreadable("no FHIR server to write to")
             if unread is not None:
                 raise DayUnreadable(f"the patient's other visits of the day: {unread}")
-            source.gatherer.client.transaction(plan.bundle)
+            answer = source.gatherer.client.transaction(plan.bundle)
+            if _created_elsewhere(plan.bundle, answer):
+                sent = plan
+                raise VersionConflict("a line was created by another run since the day was read")
         except VersionConflict:
             if attempt > MAX_CONFLICT_RETRIES:
                 raise
@@ -258,6 +149,23 @@ def run_day(
             return run
         run.written = True
         return run
+
+
+def _created_elsewhere(bundle: Json, answer: object) -> bool:
+    """A conditional create of ours that matched an existing ChargeItem (200 rather than 201):
+    another run wrote that line after we read the day, so it holds that run's content, not
+    ours. The transaction-response lists its entries in the order of the request (FHIR R4
+    Bundle, transaction processing rules)."""
+    entries = answer.get("entry") if isinstance(answer, dict) else None
+    if not isinstance(entries, list):
+        return False
+    for request, response in zip(bundle["entry"], entries, strict=False):
+        if request["request"]["method"] != "POST" or not isinstance(response, dict):
+            continue
+        status = str((response.get("response") or {}).get("status", ""))
+        if status.startswith("200"):
+            return True
+    return False
 
 
 def _read_day(
@@ -317,29 +225,6 @@ def decide_gathered(settings: Settings, resources: list[Json], encounter_id: str
     if visits is None:
         raise NotFound(f"{wanted} is not in the data read", 404)
     return decide(settings, visits)
-
-
-def failure_reason(error: BaseException) -> str:
-    """What is recorded of a visit that could not be processed.
-
-    Our own errors say what went wrong in words safe to keep (never a body or a token); any
-    other is named by its type only (its text could quote the data), with the traceback in the
-    service log.
-    """
-    if isinstance(error, FhirError | VisitTooLarge | InvalidResource):  # NotFound is a FhirError
-        return str(error)
-    log.error("processing a visit failed", exc_info=error)
-    return f"internal error ({type(error).__name__}); see the service log"
-
-
-def decide(settings: Settings, visits: tuple[Visit, ...]) -> Decision:
-    """The decision of one billing day; a visit with more procedures than the limit is refused
-    whole."""
-    limit = settings.service.max_procedures
-    for visit in visits:
-        if len(visit.services) > limit:
-            raise VisitTooLarge(visit.encounter, len(visit.services), limit)
-    return decide_day(visits, settings.catalog, settings.unit_parameters, settings.findings)
 
 
 def run_report(run: DayRun) -> dict[str, Any]:

@@ -8,20 +8,14 @@ from datetime import datetime
 
 import orjson
 
+from plugin.config.files import Settings
 from plugin.errors import UsageError
 from plugin.gateway.errors import FhirError
 from plugin.gateway.factory import connect
 from plugin.gateway.gather import Gatherer, encounter_patient_and_date
-from plugin.report import RunSummary, summary_text
-from plugin.service import (
-    DaySource,
-    WriteMode,
-    days_between,
-    failure_reason,
-    run_day,
-    run_report,
-)
-from plugin.settings import Settings
+from plugin.pipeline.billing_day import DaySource, WriteMode, days_between, run_day, run_report
+from plugin.pipeline.stages import failure_reason
+from plugin.render.report import RunSummary, summary_text
 
 EXIT_FAILED = 1
 
@@ -32,8 +26,8 @@ def run_live(args: argparse.Namespace, settings: Settings) -> int:
     if args.until and not args.since:
         raise UsageError("--until goes with --since")
     # Imported here: the store brings prometheus_client, which must not be loaded before
-    # `serve` sets PROMETHEUS_MULTIPROC_DIR (plugin/cli.py).
-    from plugin.managed import effective_settings
+    # `serve` sets PROMETHEUS_MULTIPROC_DIR (plugin/commands/main.py).
+    from plugin.config.managed import effective_settings
 
     settings = effective_settings(settings)
     try:

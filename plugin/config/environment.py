@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from plugin.gateway.connection import FhirConnection
 from plugin.schemas.errors import ConfigError
 
 WRITE_MODES = ("direct", "system-actions", "preview")
@@ -16,26 +17,6 @@ DEFAULT_MAX_REQUEST_BYTES = 5 * 1024 * 1024
 # A therapy visit documents a handful of procedures; hundreds are an error or an attack.
 DEFAULT_MAX_PROCEDURES = 200
 ROLES = ("admin", "billing", "viewer")
-
-
-@dataclass(frozen=True, slots=True)
-class FhirConnection:
-    """How to reach the EHR's FHIR API (THERACHARGE_FHIR_* and THERACHARGE_SMART_*)."""
-
-    base_url: str | None = None
-    token: str | None = field(default=None, repr=False)
-    smart_client_id: str | None = None
-    smart_private_key: Path | None = None
-    smart_kid: str | None = None
-    smart_scopes: str = "system/*.read system/*.write"
-    connect_timeout: float = 5.0
-    read_timeout: float = 30.0
-    retry_seconds: float = 30.0
-    page_cap: int = 50
-
-    @property
-    def uses_smart(self) -> bool:
-        return self.smart_client_id is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,17 +15,17 @@ import orjson
 from marshmallow import ValidationError
 
 from fhir_mappings.bundle_io import InputError, atomic_output
-from fhir_mappings.sample import SampleSpec, as_transaction, generate
+from plugin.commands.process_ehr import run_live
+from plugin.config.files import Settings, load_settings
 from plugin.errors import UsageError
-from plugin.live import run_live
-from plugin.report import summary_text, visit_text
+from plugin.pipeline.files import OfflineOutputs, process_file
+from plugin.render.report import summary_text, visit_text
+from plugin.render.units_report import units_json, units_text
 from plugin.rules.decision import Decision
 from plugin.rules.units import decide_units
+from plugin.sample import SampleSpec, as_transaction, generate
 from plugin.schemas.errors import ConfigError, flatten_errors
 from plugin.schemas.units_request import parse_units_request
-from plugin.service import OfflineOutputs, process_file
-from plugin.settings import Settings, load_settings
-from plugin.units_report import units_json, units_text
 
 EXIT_FAILED = 1  # some visits could not be processed; the others were
 EXIT_BAD_INPUT = 2
@@ -125,9 +125,9 @@ def _metrics_folder(settings: Settings, host: str, port: int) -> None:
 
 
 def _run_subscribe(args: argparse.Namespace, settings: Settings) -> int:
+    from fhir_mappings.subscription import subscription
     from plugin.gateway.errors import FhirError
     from plugin.gateway.factory import connect
-    from plugin.subscriptions import subscription
 
     secret = settings.service.notification_secret
     if not secret:
@@ -146,7 +146,7 @@ def _run_subscribe(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run_token_hash(args: argparse.Namespace, settings: Settings) -> int:
-    from plugin.environment import token_hash
+    from plugin.config.environment import token_hash
 
     print("Type the token, then Enter:", file=sys.stderr)
     token = sys.stdin.readline().strip()
@@ -369,7 +369,7 @@ DEMO_VISITS = [
 
 
 def _run_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from plugin.demo import run
+    from plugin.commands.demo import run
 
     root = Path(args.dir).resolve()
     return run(

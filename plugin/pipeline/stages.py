@@ -1,0 +1,71 @@
+"""The stages every trigger shares: the tables translation reads, a day's decision, how a run
+renders, and what is recorded of a visit that could not be processed."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
+
+from fhir_mappings.assemble import InvalidResource, TranslateTables
+from fhir_mappings.chargeitem import Definitions, RenderContext, policy_uris
+from plugin.config.files import Settings
+from plugin.errors import VisitTooLarge
+from plugin.gateway.errors import FhirError
+from plugin.rules.decision import Decision, decide_day
+from plugin.rules.visit import Visit
+
+log = logging.getLogger(__name__)
+
+
+def agent_name() -> str:
+    try:
+        return f"TheraCharge {version('theracharge')}"
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "TheraCharge"
+
+
+def translate_tables(settings: Settings) -> TranslateTables:
+    return TranslateTables(
+        catalog=settings.catalog,
+        code_map=settings.code_map,
+        coding_tables=settings.coding_tables,
+        payers=settings.payers,
+        minutes_extension=settings.minutes_extension,
+        findings=settings.findings,
+        total_timed_extension=settings.total_timed_extension,
+    )
+
+
+def render_context(settings: Settings, entered: datetime, trigger: str = "") -> RenderContext:
+    """How this run renders: our URLs, when it decided, who, why (the trigger's kind: the part
+    before any `:caller`), and the configuration versions in force."""
+    kind = trigger.split(":", 1)[0]
+    versions = dict(settings.versions)
+    policy = policy_uris(settings.extension_base, versions)
+    return RenderContext(
+        Definitions(settings.extension_base), entered, agent_name(), kind, versions, policy
+    )
+
+
+def failure_reason(error: BaseException) -> str:
+    """What is recorded of a visit that could not be processed.
+
+    Our own errors say what went wrong in words safe to keep (never a body or a token); any
+    other is named by its type only (its text could quote the data), with the traceback in the
+    service log.
+    """
+    if isinstance(error, FhirError | VisitTooLarge | InvalidResource):  # NotFound is a FhirError
+        return str(error)
+    log.error("processing a visit failed", exc_info=error)
+    return f"internal error ({type(error).__name__}); see the service log"
+
+
+def decide(settings: Settings, visits: tuple[Visit, ...]) -> Decision:
+    """The decision of one billing day; a visit with more procedures than the limit is refused
+    whole."""
+    limit = settings.service.max_procedures
+    for visit in visits:
+        if len(visit.services) > limit:
+            raise VisitTooLarge(visit.encounter, len(visit.services), limit)
+    return decide_day(visits, settings.catalog, settings.unit_parameters, settings.findings)

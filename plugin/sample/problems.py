@@ -1,0 +1,60 @@
+"""Where a planted documentation problem lands in a visit, and how it breaks the record."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from plugin.sample.vocabulary import AIDE_ROLE, NEEDS_BODY_SITE, TIMED_PROBLEMS
+
+Json = dict[str, Any]
+
+
+def eligible_items(
+    problem: str | None,
+    items: list[tuple[str, str | None, str | None, tuple[int, int] | None]],
+    discipline: str,
+) -> list[int]:
+    """The procedures a problem can land on so that a checker must see it."""
+    timed = [i for i, item in enumerate(items) if item[3] is not None]
+    if problem == "overlap":
+        return [i for i in timed if i > 0]
+    if problem == "outside-encounter":
+        return [0] if items[0][3] is not None else []
+    if problem in TIMED_PROBLEMS:
+        return timed
+    if problem == "no-body-site":
+        needs = [i for i, item in enumerate(items) if item[0] in NEEDS_BODY_SITE]
+        return needs if discipline != "SLP" else []
+    if problem == "assistant-alone":
+        return timed if discipline != "SLP" else []
+    return list(range(len(items)))
+
+
+def break_procedure(proc: Json, problem: str | None, start: datetime, minutes: int) -> None:
+    period = proc["performedPeriod"]
+    if problem == "no-time":
+        del proc["performedPeriod"]
+    elif problem == "datetime-only":
+        del proc["performedPeriod"]
+        proc["performedDateTime"] = start.isoformat()
+    elif problem == "end-before-start":
+        period["end"] = (start - timedelta(minutes=minutes)).isoformat()
+    elif problem == "no-end":
+        del period["end"]
+    elif problem == "not-done":
+        proc["status"] = "not-done"
+    elif problem == "no-note":
+        del proc["note"]
+    elif problem == "no-performer":
+        del proc["performer"]
+    elif problem == "aide":
+        system, code = AIDE_ROLE
+        proc["performer"] = [
+            {
+                "actor": {"reference": "Practitioner/aide-1"},
+                "function": {"coding": [{"system": system, "code": code}]},
+            }
+        ]
+    elif problem == "group-session":
+        proc["subject"] = {"reference": "Group/balance-class"}
