@@ -17,6 +17,7 @@ from fhir_mappings.coverage import Coverages
 from fhir_mappings.fhirtime import FhirValueError, date_part, parse_instant
 from fhir_mappings.minutes import procedure_timing
 from fhir_mappings.strict import validation_error
+from plugin.errors import Invalid
 from plugin.rules.code_mapping import CodeMap, resolve_code
 from plugin.rules.findings import FindingPolicy
 from plugin.rules.model import Catalog, CodeKind, Discipline
@@ -49,12 +50,13 @@ class TranslateTables:
     total_timed_extension: str
 
 
-class InvalidResource(ValueError):
-    """A resource whose elements do not have their FHIR R4 shape, so its visit cannot be read;
-    the message names the resource and, where the R4B model can tell, the element."""
+class InvalidResource(Invalid, ValueError):
+    """A resource whose elements do not have their FHIR R4 shape, so its visit cannot be read
+    (422); the message names the resource and, where the R4B model can tell, the element."""
 
     def __init__(self, key: str, why: str) -> None:
-        super().__init__(f"{key} is not valid FHIR R4: {why}")
+        message = f"{key} is not valid FHIR R4: {why}"
+        super().__init__(message, [(key, message)])
         self.key = key
 
 

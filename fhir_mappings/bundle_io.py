@@ -13,10 +13,12 @@ from typing import IO, Any
 
 import orjson
 
+from plugin.errors import BadRequest
+
 Json = dict[str, Any]
 
 
-class InputError(Exception):
+class InputError(BadRequest):
     """Input that is not JSON or not FHIR; the message names the file and the position."""
 
 

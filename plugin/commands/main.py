@@ -17,14 +17,14 @@ from marshmallow import ValidationError
 from fhir_mappings.bundle_io import InputError, atomic_output
 from plugin.commands.process_ehr import run_live
 from plugin.config.files import Settings, load_settings
-from plugin.errors import UsageError
+from plugin.errors import BadRequest, UsageError, describe
 from plugin.pipeline.files import OfflineOutputs, process_file
 from plugin.render.report import summary_text, visit_text
 from plugin.render.units_report import units_json, units_text
 from plugin.rules.decision import Decision
 from plugin.rules.units import decide_units
 from plugin.sample import SampleSpec, as_transaction, generate
-from plugin.schemas.errors import ConfigError, flatten_errors
+from plugin.schemas.errors import ConfigError, field_errors
 from plugin.schemas.units_request import parse_units_request
 
 EXIT_FAILED = 1  # some visits could not be processed; the others were
@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.run(args, settings)
         sys.stdout.flush()  # here, where a reader that went away is caught
         return result
-    except (UsageError, ConfigError) as exc:
+    except (BadRequest, ConfigError) as exc:  # bad input, a bad table: named, status 2
         print(str(exc), file=sys.stderr)
         return EXIT_BAD_INPUT
     except BrokenPipeError:
@@ -320,7 +320,7 @@ def _run_units(args: argparse.Namespace, settings: Settings) -> int:
     try:
         rendered = units_for_request(raw, settings)
     except ValidationError as exc:
-        raise UsageError("; ".join(flatten_errors(exc.messages))) from exc
+        raise UsageError(describe(field_errors(exc.messages))) from exc
     except LookupError as exc:  # a date of service before any dated rule value
         raise UsageError(f"date_of_service: {exc}") from exc
     if args.format == "text":

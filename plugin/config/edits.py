@@ -16,27 +16,15 @@ from plugin.config.managed import (
     validate_mappings,
     validate_payers,
 )
+from plugin.errors import Invalid, describe
 from plugin.rules.code_mapping import resolve_code
+from plugin.schemas.errors import field_errors
 from plugin.store import Store
 
 
-class Invalid(Exception):
-    """A change that would not validate; `fields` names every offending field."""
-
-    def __init__(self, message: str, fields: dict[str, str]) -> None:
-        super().__init__(message)
-        self.fields = fields
-
-
 def _invalid(exc: ValidationError, prefix: str = "") -> Invalid:
-    from plugin.schemas.errors import flatten_errors
-
-    problems = flatten_errors(exc.messages, prefix)
-    fields: dict[str, str] = {}
-    for problem in problems:
-        where, _, message = problem.partition(": ")
-        fields[where if message else prefix or "body"] = message or problem
-    return Invalid("; ".join(problems), fields)
+    fields = [(path or "body", message) for path, message in field_errors(exc.messages, prefix)]
+    return Invalid(describe(fields), fields)
 
 
 def save_mapping(
@@ -50,7 +38,7 @@ def save_mapping(
 ) -> int:
     """A new version of one mapping table (None deletes it), valid with every other table."""
     if not reason.strip():
-        raise Invalid("reason: say why the table changes", {"reason": "required"})
+        raise Invalid("reason: say why the table changes", [("reason", "required")])
     tables = {t.name: store.config_current(MAPPING, t.name) for t in store.config_tables(MAPPING)}
     contents = {n: v.content for n, v in tables.items() if v is not None and v.content}
     old = contents.get(name)
@@ -84,7 +72,7 @@ def save_payers(
     expect_version: int | None,
 ) -> int:
     if not reason.strip():
-        raise Invalid("reason: say why the payer rules change", {"reason": "required"})
+        raise Invalid("reason: say why the payer rules change", [("reason", "required")])
     try:
         validate_payers(content, settings)
     except ValidationError as exc:
@@ -114,7 +102,7 @@ def rollback(
     if kind == MAPPING:
         return save_mapping(store, settings, name, earlier.content, author, why, None)
     if earlier.content is None:
-        raise Invalid("version: the payer rules cannot be deleted", {"version": str(version)})
+        raise Invalid("version: the payer rules cannot be deleted", [("version", str(version))])
     return save_payers(store, settings, earlier.content, author, why, None)
 
 

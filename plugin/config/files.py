@@ -20,6 +20,7 @@ from plugin.config.environment import (
     service_config,
     url_setting,
 )
+from plugin.errors import describe
 from plugin.gateway.connection import FhirConnection
 from plugin.rules.code_mapping import CodeMap
 from plugin.rules.findings import FindingPolicy
@@ -28,7 +29,7 @@ from plugin.rules.parameters import UnitParameters
 from plugin.rules.payers import CodingTables, PayerTable
 from plugin.schemas.catalog import CatalogSchema
 from plugin.schemas.conceptmap import load_concept_map, merge_concept_maps
-from plugin.schemas.errors import ConfigError, flatten_errors
+from plugin.schemas.errors import ConfigError, field_errors
 from plugin.schemas.findings import FindingRegistrySchema
 from plugin.schemas.site_tables import CodingTablesSchema, PayerTableSchema
 from plugin.schemas.unit_rules import UnitRulesSchema
@@ -158,11 +159,11 @@ def load_code_map(paths: list[Path], catalog: Catalog) -> CodeMap:
         try:
             maps.append((path.name, load_concept_map(raw, catalog)))
         except ValidationError as exc:
-            raise ConfigError(f"{path}: {'; '.join(flatten_errors(exc.messages))}") from exc
+            raise ConfigError(f"{path}: {describe(field_errors(exc.messages))}") from exc
     try:
         return merge_concept_maps(maps)
     except ValidationError as exc:
-        raise ConfigError(f"{MAPPINGS_DIR}: {'; '.join(flatten_errors(exc.messages))}") from exc
+        raise ConfigError(f"{MAPPINGS_DIR}: {describe(field_errors(exc.messages))}") from exc
 
 
 def mapping_files(site: Path | None) -> list[Path]:
@@ -187,8 +188,7 @@ def load_table(path: Path, schema: Schema) -> Any:
     try:
         return schema.load(raw)
     except ValidationError as exc:
-        problems = "; ".join(flatten_errors(exc.messages))
-        raise ConfigError(f"{path}: {problems}") from exc
+        raise ConfigError(f"{path}: {describe(field_errors(exc.messages))}") from exc
 
 
 def _site_dir(env: Mapping[str, str]) -> Path | None:

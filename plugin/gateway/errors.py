@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from plugin.errors import UpstreamError
 
-class FhirError(Exception):
-    """The EHR answered with an error, or could not be reached.
 
-    `status` is the HTTP status (None when no answer came); the message carries the server's
-    OperationOutcome text when it sent one, and never a resource body or a token.
+class FhirError(UpstreamError):
+    """The EHR answered with an error, or could not be reached (our answer: 502).
+
+    `status` is the EHR's HTTP status (None when no answer came); the message carries the
+    server's OperationOutcome text when it sent one, and never a resource body or a token.
     """
 
     def __init__(

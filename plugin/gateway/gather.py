@@ -40,7 +40,9 @@ WANTED: list[tuple[str, str, str | None]] = [
 
 
 class NotFound(FatalFhirError):
-    """The encounter asked for is not on the server."""
+    """The encounter asked for is not on the server (our answer: 404)."""
+
+    http_status, code = 404, "not-found"
 
 
 @dataclass

@@ -13,6 +13,7 @@ from typing import Any
 
 from fhir_mappings.delivery import WritePlan
 from plugin.config.files import Settings
+from plugin.errors import BadRequest, DataUnavailable
 from plugin.gateway.auth import BearerAuth, NoAuth
 from plugin.gateway.client import FhirClient, iter_resources
 from plugin.gateway.errors import FhirError
@@ -58,25 +59,26 @@ def prefetch_from(client: FhirClient, encounter_id: str) -> Json:
     return found
 
 
-class MalformedPrefetch(ValueError):
+class MalformedPrefetch(BadRequest):
     """A prefetched value that is not of its FHIR shape (CDS Hooks: a bad request, 400)."""
 
     def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
+        super().__init__(f"{field}: {problem}", [(field, problem)])
 
 
-class PrefetchMissing(Exception):
+class PrefetchMissing(DataUnavailable):
     """The visit's data was neither prefetched nor fetchable (CDS Hooks: 412)."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__("Cannot evaluate therapy charges: no visit data.", [("prefetch", why)])
 
 
 @dataclass(frozen=True)
 class HookRequest:
-    hook_instance: str
+    """What the hook needs of a CDS Hooks request: the encounter, where to read more, the
+    token to read it with, and the prefetch."""
+
     encounter_id: str
-    patient_id: str
-    user_id: str
     fhir_server: str | None
     access_token: str | None = field(repr=False)
     prefetch: dict[str, Any]

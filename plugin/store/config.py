@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from plugin.errors import Conflict
 from plugin.store.clock import now
 from plugin.store.models import ConfigTable, ConfigVersion
 
@@ -32,8 +33,8 @@ class VersionInfo:
     content: dict[str, Any] | None
 
 
-class StaleVersion(Exception):
-    """The table changed since the version the caller edited (another admin saved first)."""
+class StaleVersion(Conflict):
+    """The table changed since the version the caller edited (another admin saved first): 409."""
 
 
 class ConfigStoreMixin:

@@ -8,12 +8,12 @@ from typing import Any
 from flask import Response, current_app, jsonify, request
 from flask_smorest import Blueprint
 
-from plugin.config.edits import Invalid, rollback, save_mapping, save_payers, try_coding
+from plugin.config.edits import rollback, save_mapping, save_payers, try_coding
 from plugin.config.environment import ROLES
 from plugin.config.managed import MAPPING, PAYER_TABLE, PAYERS
-from plugin.store.config import StaleVersion, VersionInfo
-from plugin.web.charges import bearer_caller
-from plugin.web.errors import ApiError, BadRequest, NotFoundError, Unprocessable
+from plugin.errors import BadRequest, Conflict, Invalid, NotFoundError
+from plugin.store.config import VersionInfo
+from plugin.web.auth import bearer_caller
 
 blp = Blueprint(
     "admin",
@@ -21,10 +21,6 @@ blp = Blueprint(
     url_prefix="/admin/api/v1",
     description="Mapping tables, payer rules, audit log (IT admins)",
 )
-
-
-class Conflict(ApiError):
-    status, code = 409, "conflict"
 
 
 def _state() -> Any:
@@ -53,12 +49,8 @@ def _version_json(v: VersionInfo, content: bool = False) -> dict[str, Any]:
 
 
 def _saved(kind: str, name: str, action: Any) -> Response:
-    try:
-        version = action()
-    except Invalid as exc:
-        raise Unprocessable(str(exc), exc.fields) from exc
-    except StaleVersion as exc:
-        raise Conflict(str(exc)) from exc
+    """Run a save (Invalid is 422 naming each field, StaleVersion 409), then pick it up."""
+    version = action()
     _state().refresh(force=True)
     return jsonify({"kind": kind, "name": name, "version": version})
 
@@ -182,7 +174,7 @@ def _rollback(kind: str, name: str) -> Response:
     body = _body()
     version = body.get("version")
     if not isinstance(version, int) or isinstance(version, bool):
-        raise Unprocessable("version: a version number", {"version": "required integer"})
+        raise Invalid("version: a version number", [("version", "required integer")])
     state = _state()
     reason = str(body.get("reason", ""))
     try:
@@ -203,23 +195,21 @@ def try_mapping() -> Response:
     if "procedure" in body:
         procedure = body["procedure"]
         if not isinstance(procedure, dict):
-            raise Unprocessable("procedure: expected a Procedure object", {"procedure": "object"})
+            raise Invalid("procedure: expected a Procedure object", [("procedure", "object")])
         concept = procedure.get("code")
         codings = concept.get("coding") if isinstance(concept, dict) else None
     else:
         codings = [body.get("coding")]
     if codings is not None and not isinstance(codings, list):
-        raise Unprocessable(
-            "procedure.code.coding: expected a list", {"procedure.code.coding": "list"}
-        )
+        raise Invalid("procedure.code.coding: expected a list", [("procedure.code.coding", "list")])
     pairs = [
         (str(c.get("system")), str(c.get("code")))
         for c in codings or ()
         if isinstance(c, dict) and c.get("system") and c.get("code")
     ]
     if not pairs:
-        raise Unprocessable(
-            "coding: give {system, code} or a Procedure with code.coding", {"coding": "required"}
+        raise Invalid(
+            "coding: give {system, code} or a Procedure with code.coding", [("coding", "required")]
         )
     return jsonify(try_coding(_state().settings, pairs))
 
@@ -245,7 +235,7 @@ def put_payers() -> Response:
     body = _body()
     content = body.get("payers")
     if not isinstance(content, dict):
-        raise Unprocessable("payers: the payer rule set object", {"payers": "required object"})
+        raise Invalid("payers: the payer rule set object", [("payers", "required object")])
     state = _state()
     return _saved(
         PAYERS,
@@ -298,7 +288,7 @@ def notifications() -> Response:
     bearer_caller(*ROLES)
     status = request.args.get("status", "failed")
     if status not in NOTIFICATION_STATUSES:
-        raise BadRequest(f"status: one of {', '.join(NOTIFICATION_STATUSES)}", {"status": status})
+        raise BadRequest(f"status: one of {', '.join(NOTIFICATION_STATUSES)}", [("status", status)])
     rows = _state().store.notifications(status=status, limit=500)
     return jsonify([notification_json(n) for n in rows])
 
@@ -347,5 +337,5 @@ def _when(name: str) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError as exc:
-        raise BadRequest(f"{name}: expected an ISO date-time", {name: value}) from exc
+        raise BadRequest(f"{name}: expected an ISO date-time", [(name, value)]) from exc
     return parsed if parsed.tzinfo else parsed.astimezone()

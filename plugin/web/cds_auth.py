@@ -19,6 +19,7 @@ from typing import Any
 import jwt
 import orjson
 
+from plugin.errors import Unauthorized
 from plugin.gateway.jwks import fetch_jwks
 
 log = logging.getLogger(__name__)
@@ -30,10 +31,6 @@ LEEWAY = 60  # seconds of clock skew tolerated on exp / iat
 # five minutes); one that claims to live longer than an hour is refused, so the replay cache
 # never has to remember a `jti` for years (or past the calendar's end).
 MAX_LIFETIME = 3600
-
-
-class Unauthorized(Exception):
-    """The caller is not trusted; the message is for our log only."""
 
 
 class JwksSource:

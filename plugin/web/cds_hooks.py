@@ -9,17 +9,10 @@ from flask import Response, current_app, g, jsonify, request
 from flask_smorest import Blueprint
 from marshmallow import ValidationError
 
-from plugin.pipeline.hooks import (
-    SERVICE_ID,
-    HookRequest,
-    MalformedPrefetch,
-    PrefetchMissing,
-    discovery,
-    handle_discharge,
-)
+from plugin.errors import BadRequest, NotFoundError, describe
+from plugin.pipeline.hooks import SERVICE_ID, HookRequest, discovery, handle_discharge
 from plugin.schemas.cds import FeedbackSchema, HookRequestSchema
-from plugin.schemas.errors import flatten_errors
-from plugin.web.errors import BadRequest, NotFoundError, operation_outcome
+from plugin.schemas.errors import field_errors
 from plugin.web.observability import EHR_ERRORS, count_decision
 
 blp = Blueprint("cds", __name__, url_prefix="/cds-services", description="CDS Hooks 2.0")
@@ -41,9 +34,8 @@ def _body(schema: Any) -> dict[str, Any]:
     try:
         loaded: dict[str, Any] = schema.load(raw)
     except ValidationError as exc:
-        problems = flatten_errors(exc.messages)
-        named = dict(p.split(": ", 1) for p in problems)
-        raise BadRequest("; ".join(problems), named) from exc
+        fields = field_errors(exc.messages)
+        raise BadRequest(describe(fields), fields) from exc
     return loaded
 
 
@@ -67,27 +59,13 @@ def call(service_id: str) -> Response:
     g.hook_instance = data["hookInstance"]
     auth = data["fhirAuthorization"] or {}
     hook = HookRequest(
-        hook_instance=data["hookInstance"],
         encounter_id=data["context"]["encounterId"],
-        patient_id=data["context"]["patientId"],
-        user_id=data["context"]["userId"],
         fhir_server=data["fhirServer"],
         access_token=auth.get("access_token"),
         prefetch=data["prefetch"],
     )
     state = current_app.extensions["theracharge"]
-    try:
-        outcome = handle_discharge(
-            state.settings, hook, datetime.now().astimezone(), state.gatherer()
-        )
-    except MalformedPrefetch as exc:
-        raise BadRequest(str(exc), {exc.field: exc.problem}) from exc
-    except PrefetchMissing as exc:
-        response = jsonify(
-            operation_outcome("Cannot evaluate therapy charges: no visit data.", str(exc))
-        )
-        response.status_code = 412
-        return response
+    outcome = handle_discharge(state.settings, hook, datetime.now().astimezone(), state.gatherer())
     count_decision(list(outcome.decision.lines), list(outcome.decision.findings))
     if outcome.outcome == "failed":
         EHR_ERRORS.labels("write").inc()

@@ -2,40 +2,20 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 from datetime import datetime
 
 from flask import Response, current_app, jsonify, request
 from flask_smorest import Blueprint
 
-from plugin.config.environment import ROLES, token_hash
+from plugin.config.environment import ROLES
+from plugin.errors import BadRequest, ServiceUnavailable
 from plugin.pipeline.billing_day import DaySource, WriteMode, run_day, run_report
-from plugin.web.cds_auth import Unauthorized
-from plugin.web.errors import BadRequest, Forbidden, ServiceUnavailable
+from plugin.web.auth import bearer_caller
 from plugin.web.observability import count_decision
 
 log = logging.getLogger(__name__)
 blp = Blueprint("charges", __name__, url_prefix="/api/v1", description="Charges of an encounter")
-
-
-def bearer_caller(*roles: str) -> str:
-    """Who presented the API token, if its role is one of `roles` (401 unknown, 403 role).
-
-    Tokens are compared by their SHA-256 only; none is ever logged.
-    """
-    tokens = current_app.extensions["theracharge"].settings.service.api_tokens
-    header = request.headers.get("Authorization", "")
-    if not header.startswith("Bearer ") or not tokens:
-        raise Unauthorized("no API bearer token")
-    presented = token_hash(header.removeprefix("Bearer ").strip())
-    for digest, (name, role) in tokens.items():
-        if hmac.compare_digest(digest, presented):
-            if role not in roles:
-                log.warning("token %s (role %s) refused for %s", name, role, request.path)
-                raise Forbidden(f"the {role} role cannot do this")
-            return str(name)
-    raise Unauthorized("unknown API token")
 
 
 def _charges(encounter_id: str, dry_run: bool) -> Response:
@@ -67,7 +47,7 @@ def _charges(encounter_id: str, dry_run: bool) -> Response:
 def post_charges(encounter_id: str) -> Response:
     flag = request.args.get("dry_run", "false").lower()
     if flag not in ("true", "false"):
-        raise BadRequest("dry_run: expected true or false", {"dry_run": flag})
+        raise BadRequest("dry_run: expected true or false", [("dry_run", flag)])
     return _charges(encounter_id, flag == "true")
 
 

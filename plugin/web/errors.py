@@ -1,4 +1,6 @@
-"""Typed errors mapped to HTTP in one place; every error body is JSON that names what is wrong."""
+"""Errors mapped to HTTP in one place: our own (plugin/errors.py) by their status and code, the
+database away as 503, anything else as 500; every body is JSON that names what is wrong (a
+page's error is a page)."""
 
 from __future__ import annotations
 
@@ -10,46 +12,11 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
-from fhir_mappings.assemble import InvalidResource
-from plugin.errors import VisitTooLarge
+from plugin.errors import DataUnavailable, TheraChargeError, Unauthorized, describe
 from plugin.gateway.errors import FhirError, TemporaryFhirError
-from plugin.gateway.gather import NotFound
-from plugin.web.cds_auth import Unauthorized
 from plugin.web.observability import EHR_ERRORS
 
 log = logging.getLogger(__name__)
-
-
-class ApiError(Exception):
-    """An error answer: the HTTP status, a short code and a message naming what is wrong."""
-
-    status = 400
-    code = "bad-request"
-
-    def __init__(self, message: str, fields: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.fields = fields or {}
-
-
-class BadRequest(ApiError):
-    status, code = 400, "bad-request"
-
-
-class NotFoundError(ApiError):
-    status, code = 404, "not-found"
-
-
-class Forbidden(ApiError):
-    status, code = 403, "forbidden"
-
-
-class Unprocessable(ApiError):
-    status, code = 422, "invalid"
-
-
-class ServiceUnavailable(ApiError):
-    status, code = 503, "unavailable"
 
 
 def operation_outcome(message: str, diagnostics: str = "") -> dict[str, Any]:
@@ -78,17 +45,20 @@ def _answer(status: int, body: dict[str, Any]) -> Response:
 
 
 def register(app: Flask) -> None:
-    @app.errorhandler(ApiError)
-    def api_error(error: ApiError) -> Response:
-        body: dict[str, Any] = {"error": error.code, "message": error.message}
-        if error.fields:
-            body["fields"] = error.fields
-        return _answer(error.status, body)
-
-    @app.errorhandler(Unauthorized)
-    def unauthorized(error: Unauthorized) -> Response:
-        log.warning("refused an unauthenticated call: %s", error)  # the reason stays here
-        return _answer(401, {"error": "unauthorized"})
+    @app.errorhandler(TheraChargeError)
+    def ours(error: TheraChargeError) -> Response:
+        """Every error of ours, by its status and code (plugin/errors.py)."""
+        if isinstance(error, Unauthorized):
+            log.warning("refused an unauthenticated call: %s", error)  # the reason stays here
+            return _answer(401, {"error": error.code})
+        if isinstance(error, FhirError) and error.http_status == 502:  # the EHR failed
+            kind = "temporary" if isinstance(error, TemporaryFhirError) else "fatal"
+            EHR_ERRORS.labels(kind).inc()
+        if isinstance(error, DataUnavailable):  # CDS Hooks: an OperationOutcome, 412
+            response = jsonify(operation_outcome(error.message, describe(error.fields)))
+            response.status_code = error.http_status
+            return response
+        return _answer(error.http_status, error.body())
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(InterfaceError)
@@ -101,27 +71,6 @@ def register(app: Flask) -> None:
         )
         response.headers["Retry-After"] = "5"
         return response
-
-    @app.errorhandler(InvalidResource)
-    def invalid_resource(error: InvalidResource) -> Response:
-        return _answer(
-            422, {"error": "invalid", "message": str(error), "fields": {error.key: str(error)}}
-        )
-
-    @app.errorhandler(VisitTooLarge)
-    def too_large(error: VisitTooLarge) -> Response:
-        return _answer(422, {"error": "invalid", "message": f"{error.encounter}: {error}"})
-
-    @app.errorhandler(NotFound)
-    def not_found(error: NotFound) -> Response:
-        return _answer(404, {"error": "not-found", "message": str(error)})
-
-    @app.errorhandler(FhirError)
-    def upstream(error: FhirError) -> Response:
-        """The EHR failed: 502 with its OperationOutcome text (never a token or a body)."""
-        kind = "temporary" if isinstance(error, TemporaryFhirError) else "fatal"
-        EHR_ERRORS.labels(kind).inc()
-        return _answer(502, {"error": "ehr-error", "message": str(error)})
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 from typing import Any
@@ -10,9 +9,9 @@ from typing import Any
 from flask import Response, current_app, jsonify, request
 from flask_smorest import Blueprint
 
+from plugin.errors import BadRequest
 from plugin.gateway.gather import encounter_patient_and_date
-from plugin.web.cds_auth import Unauthorized
-from plugin.web.errors import BadRequest
+from plugin.web.auth import notification_sender
 
 log = logging.getLogger(__name__)
 blp = Blueprint(
@@ -22,14 +21,6 @@ blp = Blueprint(
     description="FHIR Subscription notifications (R4 rest-hook, R4 Backport)",
 )
 _ENCOUNTER_URL = re.compile(r"(?:^|/)Encounter/([A-Za-z0-9\-.]{1,64})(?:/_history/([^/]+))?$")
-
-
-def _authenticate() -> None:
-    settings = current_app.extensions["theracharge"].settings.service
-    expected = settings.notification_secret
-    given = request.headers.get(settings.notification_header, "")
-    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
-        raise Unauthorized("notification without the shared secret")
 
 
 def _enqueue(encounter_id: str, version: str | None, day: str | None = None) -> bool:
@@ -47,7 +38,7 @@ def _day(resource: dict[str, Any]) -> str | None:
 @blp.route("/Encounter/<encounter_id>", methods=["PUT"])
 @blp.doc(summary="R4 rest-hook with payload: the changed Encounter")
 def encounter_changed(encounter_id: str) -> Response:
-    _authenticate()
+    notification_sender()
     resource = request.get_json(silent=True)
     if not isinstance(resource, dict) or resource.get("resourceType") != "Encounter":
         raise BadRequest("expected the Encounter resource as the body")
@@ -62,7 +53,7 @@ def encounter_changed(encounter_id: str) -> Response:
 @blp.route("", methods=["POST"])
 @blp.doc(summary="An empty ping, or an R4 Backport notification Bundle (id-only or full-resource)")
 def bundle_notification() -> Response:
-    _authenticate()
+    notification_sender()
     if not request.data.strip():
         return jsonify({"queued": 0})  # a ping without payload: nothing names an encounter
     body = request.get_json(silent=True)
@@ -78,7 +69,7 @@ def _version(resource: dict[str, Any]) -> str | None:
     if meta is None:
         return None
     if not isinstance(meta, dict):
-        raise BadRequest("meta: expected an object", {"meta": "object"})
+        raise BadRequest("meta: expected an object", [("meta", "object")])
     version = meta.get("versionId")
     return str(version) if version else None
 
@@ -87,7 +78,7 @@ def _encounters(bundle: dict[str, Any]) -> list[tuple[str, str | None, str | Non
     """Encounters a Backport notification names: full resources, or fullUrls (id-only)."""
     entries = bundle.get("entry") or []
     if not isinstance(entries, list):
-        raise BadRequest("entry: expected a list of Bundle entries", {"entry": "list"})
+        raise BadRequest("entry: expected a list of Bundle entries", [("entry", "list")])
     found = []
     for entry in entries:
         if not isinstance(entry, dict):

@@ -26,10 +26,11 @@ from flask import (
     url_for,
 )
 
-from plugin.config.edits import Invalid, save_mapping
 from plugin.config.edits import rollback as rollback_table
+from plugin.config.edits import save_mapping
 from plugin.config.environment import token_hash
 from plugin.config.managed import MAPPING
+from plugin.errors import Invalid
 from plugin.gateway.errors import FhirError
 from plugin.pipeline.billing_day import DaySource, WriteMode, run_day
 from plugin.store.config import StaleVersion
@@ -274,7 +275,7 @@ def edit_entry(name: str) -> Any:
             state.store, state.settings, name, content, session["who"], form["reason"], expect
         )
     except Invalid as exc:
-        return _mapping_page(name, form, exc.fields, 422)
+        return _mapping_page(name, form, exc.field_map, 422)
     except StaleVersion as exc:
         return _mapping_page(name, form, {"version": str(exc)}, 409)
     state.refresh(force=True)

@@ -1,0 +1,43 @@
+"""Who is calling: API tokens (by their SHA-256, with a role) and the shared secret of FHIR
+Subscription notifications. CDS Hooks clients' JWTs are checked in cds_auth.py. Nothing here
+logs or answers a token."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from flask import current_app, request
+
+from plugin.config.environment import token_hash
+from plugin.errors import Forbidden, Unauthorized
+
+log = logging.getLogger(__name__)
+
+
+def bearer_caller(*roles: str) -> str:
+    """Who presented the API token, if its role is one of `roles` (401 unknown, 403 role).
+
+    Tokens are compared by their SHA-256 only; none is ever logged.
+    """
+    tokens = current_app.extensions["theracharge"].settings.service.api_tokens
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer ") or not tokens:
+        raise Unauthorized("no API bearer token")
+    presented = token_hash(header.removeprefix("Bearer ").strip())
+    for digest, (name, role) in tokens.items():
+        if hmac.compare_digest(digest, presented):
+            if role not in roles:
+                log.warning("token %s (role %s) refused for %s", name, role, request.path)
+                raise Forbidden(f"the {role} role cannot do this")
+            return str(name)
+    raise Unauthorized("unknown API token")
+
+
+def notification_sender() -> None:
+    """The notification carries our shared secret in its header (401 otherwise)."""
+    settings = current_app.extensions["theracharge"].settings.service
+    expected = settings.notification_secret
+    given = request.headers.get(settings.notification_header, "")
+    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise Unauthorized("notification without the shared secret")
