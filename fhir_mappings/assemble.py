@@ -202,7 +202,6 @@ class VisitAssembler:
             encounter=encounter.key,
             patient=patient,
             status=encounter.status,
-            class_code=encounter.class_code,
             date_of_service=day,
             start=start,
             end=end,

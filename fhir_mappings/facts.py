@@ -152,7 +152,6 @@ def _extension_value(resource: Json, url: str) -> object:
 class EncounterFacts:
     key: str
     status: str | None
-    class_code: str | None
     subject: str | None
     period_start: object
     period_end: object
@@ -165,7 +164,6 @@ class EncounterFacts:
 
 def encounter_facts(resource: Json, key: str, total_timed_url: str) -> EncounterFacts:
     period = _mapping(resource.get("period"))
-    klass = resource.get("class")
     diagnoses = []
     for index, diagnosis in enumerate(resource.get("diagnosis") or ()):
         if isinstance(diagnosis, dict):
@@ -179,7 +177,6 @@ def encounter_facts(resource: Json, key: str, total_timed_url: str) -> Encounter
     return EncounterFacts(
         key=key,
         status=resource.get("status"),
-        class_code=klass.get("code") if isinstance(klass, dict) else None,
         subject=reference(resource.get("subject")),
         period_start=period.get("start"),
         period_end=period.get("end"),

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from fhir_mappings.subscription import subscription
+from plugin.config.environment import token_hash
 from plugin.config.files import load_settings
 from plugin.gateway.client import iter_resources
 from plugin.gateway.factory import connect
@@ -61,7 +62,7 @@ class Demo:
         shutil.rmtree(self.root, ignore_errors=True)
         (self.root / "ehr").mkdir(parents=True)
         tc_key, tc_jwks = self._key("theracharge", "tc-demo-1")
-        self.ehr_key, ehr_jwks = self._key("ehr", "ehr-demo-1")
+        _, ehr_jwks = self._key("ehr", "ehr-demo-1")
         (self.root / "ehr-jwks.json").write_text(json.dumps(ehr_jwks))
         ehr_port, tc_port = _free_port(), _free_port()
         self.ehr_url = f"http://127.0.0.1:{ehr_port}/fhir"
@@ -77,7 +78,7 @@ class Demo:
             "THERACHARGE_CDS_JWKS": str(self.root / "ehr-jwks.json"),
             "THERACHARGE_WRITE_MODE": "direct",
             "THERACHARGE_NOTIFICATION_SECRET": SECRET,
-            "THERACHARGE_API_TOKENS": f"demo:admin=sha256:{_sha256(API_TOKEN)}",
+            "THERACHARGE_API_TOKENS": f"demo:admin=sha256:{token_hash(API_TOKEN)}",
             "THERACHARGE_INSTANCE_DIR": str(self.root / "instance"),
             "THERACHARGE_PUBLIC_URL": self.service_url,
         }
@@ -402,9 +403,3 @@ def _wait(url: str, statuses: tuple[int, ...], timeout: float = 60) -> None:
             pass
         time.sleep(0.25)
     raise TimeoutError(f"{url} did not come up")
-
-
-def _sha256(text: str) -> str:
-    from plugin.config.environment import token_hash
-
-    return token_hash(text)

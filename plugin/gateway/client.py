@@ -1,4 +1,6 @@
-"""One FHIR client per process: one session, one private send method, retries and paging."""
+"""A FHIR client: one session, one private send method, retries within a time budget, paging,
+never a request off the EHR's origin. The service keeps one for its EHR per process; a hook
+naming an allow-listed foreign fhirServer gets its own for that call."""
 
 from __future__ import annotations
 

@@ -26,7 +26,6 @@ class FindingPolicy:
     types: Mapping[str, FindingType]
     max_service_minutes: int = 180
     review_minutes_per_unit: int = 15
-    review_source: str = ""
     payer_overrides: Mapping[str, Mapping[str, Severity]] = field(default_factory=dict)
 
     def make(

@@ -54,7 +54,6 @@ class CodeDefinition:
     kind: CodeKind
     disciplines: tuple[Discipline, ...]
     source: str
-    evidence: str = "V"
     addon: str | None = None  # add-on code that takes the units past the first
     primary: str | None = None  # for an add-on: the code that takes the first unit
     first_minutes: int = 15  # length of the first unit's increment

@@ -115,7 +115,6 @@ class Visit:
     encounter: str  # "Encounter/123"
     patient: str | None
     status: str | None
-    class_code: str | None
     date_of_service: str | None
     start: datetime | None
     end: datetime | None

@@ -69,7 +69,6 @@ class CatalogSchema(Schema):
                 kind=c["kind"],
                 disciplines=tuple(c["disciplines"]),
                 source=c["source"],
-                evidence=c["evidence"],
                 addon=c["addon"],
                 primary=c["primary"],
                 first_minutes=c["first_minutes"],

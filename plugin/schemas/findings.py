@@ -21,7 +21,6 @@ class GapParametersSchema(Schema):
     review_minutes_per_unit = fields.Integer(
         required=True, strict=True, validate=validate.Range(min=1)
     )
-    review_source = fields.String(required=True, validate=validate.Length(min=1))
 
 
 class FindingRegistrySchema(Schema):
