@@ -19,9 +19,10 @@ from fhir_mappings.minutes import procedure_timing
 from fhir_mappings.strict import validation_error
 from plugin.errors import Invalid
 from plugin.rules.code_mapping import CodeMap, resolve_code
-from plugin.rules.findings import FindingPolicy
+from plugin.rules.findings import TIME_FINDINGS, FindingPolicy
 from plugin.rules.model import Catalog, CodeKind, Discipline
 from plugin.rules.payers import CodingTables, Payer, PayerTable
+from plugin.rules.systems import ICD10CM
 from plugin.rules.visit import (
     ROLE_DISCIPLINE,
     Coding,
@@ -32,9 +33,6 @@ from plugin.rules.visit import (
     Visit,
     VisitService,
 )
-
-ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
-_TIME_CODES = ("time-missing", "time-invalid", "time-incomplete", "time-unreadable")
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +261,7 @@ class VisitAssembler:
         timed = resolution.code is not None and (
             self.tables.catalog.codes[resolution.code].kind is not CodeKind.UNTIMED
         )
-        found.extend(f for f in timing.findings if timed or f.code not in _TIME_CODES)
+        found.extend(f for f in timing.findings if timed or f.code not in TIME_FINDINGS)
         performers = tuple(
             self._performer(p, t, procedure.key, found)
             for p, t in zip(procedure.performers, timing.performer_times, strict=True)

@@ -9,13 +9,12 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import orjson
 
 from plugin.errors import BadRequest
-
-Json = dict[str, Any]
+from plugin.jsontypes import Json
 
 
 class InputError(BadRequest):

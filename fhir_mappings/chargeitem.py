@@ -16,15 +16,12 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import quote
 
+from plugin.jsontypes import Json
 from plugin.rules.decision import ChargeLine, Decision
+from plugin.rules.systems import CPT, HCPCS, UCUM
 
-CPT = "http://www.ama-assn.org/go/cpt"
-HCPCS = "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
-UCUM = "http://unitsofmeasure.org"
 CPT_MODIFIERS = {"59"}  # modifier 59 is CPT; GP/GO/GN, KX, CQ/CO, X{EPSU} are HCPCS Level II
 _UUID_NAMESPACE = uuid.UUID("6f1d3f0e-2b1c-4e57-9a53-5c1f0b7e2a10")
-
-Json = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -309,12 +306,16 @@ def transaction_entries(decision: Decision, ctx: RenderContext) -> list[Json]:
             }
         )
     if entries:
-        prov = provenance(decision, [str(e["fullUrl"]) for e in entries], ctx)
-        entries.append(
-            {
-                "fullUrl": stable_urn(prov["id"]),
-                "resource": prov,
-                "request": {"method": "PUT", "url": f"Provenance/{prov['id']}"},
-            }
-        )
+        entries.append(provenance_entry(decision, [str(e["fullUrl"]) for e in entries], ctx))
     return entries
+
+
+def provenance_entry(decision: Decision, targets: list[str], ctx: RenderContext) -> Json:
+    """The transaction entry that writes the day's Provenance over `targets` (one per day,
+    replaced on each write; the server's history keeps the earlier ones)."""
+    prov = provenance(decision, targets, ctx)
+    return {
+        "fullUrl": stable_urn(prov["id"]),
+        "resource": prov,
+        "request": {"method": "PUT", "url": f"Provenance/{prov['id']}"},
+    }

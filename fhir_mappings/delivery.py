@@ -10,18 +10,16 @@ already `billed` is never modified — a correction is reported instead.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from fhir_mappings.chargeitem import (
     RenderContext,
     charge_item,
     full_url,
-    provenance,
-    stable_urn,
+    provenance_entry,
 )
+from plugin.jsontypes import Json
 from plugin.rules.decision import ChargeLine, Decision
 
-Json = dict[str, Any]
 # Elements that change on every run or are the server's: not part of a line's content.
 _VOLATILE = ("id", "meta", "text", "enteredDate")
 
@@ -144,12 +142,7 @@ def plan_writes(
         plan.voided.append(key)
         written.append(f"ChargeItem/{old.id}")
     if written:
-        prov = provenance(decision, written, ctx)
-        plan.entries.append(
-            _entry(
-                stable_urn(prov["id"]), prov, {"method": "PUT", "url": f"Provenance/{prov['id']}"}
-            )
-        )
+        plan.entries.append(provenance_entry(decision, written, ctx))
     return plan
 
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Any
+
+from plugin.jsontypes import Json
 
 # The R5 element Procedure.performer.period, carried in R4 as a cross-version extension.
 PERFORMER_PERIOD_URL = (
     "http://hl7.org/fhir/5.0/StructureDefinition/extension-Procedure.performer.period"
 )
 
-Json = dict[str, Any]
 CodingTuple = tuple[str, str, str]  # system, code, display
 
 

@@ -35,6 +35,7 @@ from plugin.config.environment import token_hash
 from plugin.config.files import load_settings
 from plugin.gateway.client import iter_resources
 from plugin.gateway.factory import connect
+from plugin.jsontypes import Json
 from plugin.pipeline.hooks import prefetch_from
 from plugin.sample import SampleSpec, as_transaction, generate
 
@@ -42,7 +43,6 @@ CLIENT_ID = "theracharge"
 EHR_ISSUER = "http://127.0.0.1/demo-ehr"
 SECRET = "demo-notification-secret"
 API_TOKEN = "demo-api-token"
-Json = dict[str, Any]
 
 
 @dataclass

@@ -22,7 +22,12 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from plugin.gateway.errors import FatalFhirError, TemporaryFhirError, outcome_text
+from plugin.gateway.errors import (
+    TEMPORARY_STATUSES,
+    FatalFhirError,
+    TemporaryFhirError,
+    outcome_text,
+)
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_LIFETIME = 300  # seconds: the SMART spec's maximum of five minutes
@@ -173,6 +178,7 @@ class SmartBackendAuth:
             message = f"{method} {url} → HTTP {response.status_code}" + (
                 f": {detail}" if detail else ""
             )
-            kind = TemporaryFhirError if response.status_code >= 500 else FatalFhirError
+            temporary = response.status_code in TEMPORARY_STATUSES or response.status_code >= 500
+            kind = TemporaryFhirError if temporary else FatalFhirError
             raise kind(message, response.status_code, url)
         return body

@@ -17,8 +17,7 @@ from urllib.parse import quote, urlencode
 
 from plugin.gateway.client import FhirClient, iter_resources
 from plugin.gateway.errors import FatalFhirError
-
-Json = dict[str, Any]
+from plugin.jsontypes import Json
 
 # (parameter, value, the per-type search to use when the server cannot include it)
 # The fallback is a format string over the encounter (comma-separated: the day's encounters)

@@ -16,12 +16,12 @@ from plugin.config.files import Settings
 from plugin.gateway.client import iter_resources
 from plugin.gateway.errors import FhirError, VersionConflict
 from plugin.gateway.gather import Gatherer, NotFound, encounter_patient_and_date
+from plugin.jsontypes import Json
 from plugin.pipeline.stages import decide, render_context, translate_tables
 from plugin.render.report import day_report
 from plugin.rules.day import day_for
 from plugin.rules.decision import Decision
 
-Json = dict[str, Any]
 log = logging.getLogger(__name__)
 
 

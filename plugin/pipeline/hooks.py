@@ -19,12 +19,18 @@ from plugin.gateway.client import FhirClient, iter_resources
 from plugin.gateway.errors import FhirError
 from plugin.gateway.factory import connect, connect_with
 from plugin.gateway.gather import Gatherer
+from plugin.jsontypes import Json
 from plugin.pipeline.billing_day import DayRun, DaySource, WriteMode, run_day
-from plugin.render.cards import gap_cards, summary_card
+from plugin.render.cards import (
+    decided_alone_card,
+    gap_cards,
+    summary_card,
+    write_failed_card,
+    written_card,
+)
 from plugin.rules.decision import Decision
 
 log = logging.getLogger(__name__)
-Json = dict[str, Any]
 
 SERVICE_ID = "therapy-charges"
 HOOK = "encounter-discharge"
@@ -160,58 +166,21 @@ def handle_discharge(
         raise PrefetchMissing(f"fetching the encounter failed: {exc}") from exc
     cards = [summary_card(run.decision), *gap_cards(run.decision, _override_system(settings))]
     if run.alone:
-        cards.append(_alone_card(run))
+        cards.append(decided_alone_card(run.decision))
     if run.error:
         return _failed(run, cards)
     if mode is WriteMode.PLAN and run.plan is not None:
         return HookOutcome(run, cards, _system_actions(run.plan))
     if mode is WriteMode.WRITE and run.plan is not None:
-        if run.written:
-            cards.append(_info(_written_summary(run.plan)))
-        else:
-            unchanged = len(run.plan.unchanged)
-            cards.append(_info(f"ChargeItems already up to date ({unchanged} unchanged)."))
+        cards.append(written_card(run.plan.summary(), run.written))
     return HookOutcome(run, cards, [])
-
-
-def _alone_card(run: DayRun) -> Json:
-    day = run.decision.visit.date_of_service or "this date"
-    return {
-        "summary": f"Decided from this visit alone: other visits of {day} not seen",
-        "indicator": "info",
-        "detail": "TheraCharge could not read the patient's other visits of the same day from "
-        "the EHR, so this visit's minutes were counted on their own. Medicare counts timed "
-        "minutes per patient, day and discipline: the units may change when the other visits "
-        "are seen.",
-        "source": {"label": "TheraCharge"},
-    }
 
 
 def _failed(run: DayRun, cards: list[Json]) -> HookOutcome:
     """A failure to write is a warning card, never a 200 with no cards (docs/architecture.md
     "Errors")."""
     log.warning("writing charges failed: %s", run.error)
-    card = {
-        "summary": "Charges were NOT written to the EHR; billing must re-run this encounter.",
-        "indicator": "warning",
-        "detail": f"The EHR refused or could not take the ChargeItems: {run.error}",
-        "source": {"label": "TheraCharge"},
-    }
-    return HookOutcome(run, [*cards, card], [])
-
-
-def _info(summary: str) -> Json:
-    return {"summary": summary[:139], "indicator": "info", "source": {"label": "TheraCharge"}}
-
-
-def _written_summary(plan: WritePlan) -> str:
-    parts = [
-        f"{len(plan.created)} created" if plan.created else "",
-        f"{len(plan.updated)} updated" if plan.updated else "",
-        f"{len(plan.voided)} entered-in-error" if plan.voided else "",
-        f"{len(plan.unchanged)} unchanged" if plan.unchanged else "",
-    ]
-    return "ChargeItems written: " + ", ".join(p for p in parts if p) + "."
+    return HookOutcome(run, [*cards, write_failed_card(str(run.error))], [])
 
 
 def _system_actions(plan: WritePlan) -> list[Json]:

@@ -6,6 +6,7 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
+from plugin.rules import sources
 from plugin.rules.decision import Decision, LineStatus
 from plugin.rules.sources import link_for
 from plugin.rules.visit import Finding, Severity
@@ -126,3 +127,46 @@ def _detail(items: tuple[Finding, ...] | list[Finding]) -> str:
         f"{f.message} *Fix:* {f.fix}"
         for f in items
     )
+
+
+def decided_alone_card(decision: Decision) -> Card:
+    """The hook could not read the patient's other visits of the day (no FHIR server to ask)."""
+    day = decision.visit.date_of_service or "this date"
+    return {
+        "uuid": _card_uuid(decision, "alone"),
+        "summary": _short(f"Decided from this visit alone: other visits of {day} not seen"),
+        "indicator": "info",
+        "detail": "TheraCharge could not read the patient's other visits of the same day from "
+        "the EHR, so this visit's minutes were counted on their own. Medicare counts timed "
+        "minutes per patient, day and discipline (CMS Pub 100-04 ch.5 §20.2 C): the units may "
+        "change when the other visits are seen.",
+        "source": _source(sources.BILLING_DAY.title),
+    }
+
+
+def written_card(written: dict[str, list[str]], sent: bool) -> Card:
+    """What the direct write did, by line: created, updated, entered-in-error, unchanged."""
+    if not sent:
+        return _plain(f"ChargeItems already up to date ({len(written['unchanged'])} unchanged).")
+    words = (
+        ("created", "created"),
+        ("updated", "updated"),
+        ("entered_in_error", "entered-in-error"),
+        ("unchanged", "unchanged"),
+    )
+    parts = [f"{len(written[key])} {word}" for key, word in words if written.get(key)]
+    return _plain("ChargeItems written: " + ", ".join(parts) + ".")
+
+
+def write_failed_card(error: str) -> Card:
+    """The EHR refused the ChargeItems or could not be reached: billing must re-run it."""
+    return {
+        "summary": "Charges were NOT written to the EHR; billing must re-run this encounter.",
+        "indicator": "warning",
+        "detail": f"The EHR refused or could not take the ChargeItems: {error}",
+        "source": {"label": "TheraCharge"},
+    }
+
+
+def _plain(summary: str) -> Card:
+    return {"summary": _short(summary), "indicator": "info", "source": {"label": "TheraCharge"}}

@@ -11,9 +11,11 @@ from typing import NamedTuple
 
 from plugin.rules import sources
 from plugin.rules.day import visit_order
-from plugin.rules.findings import FindingPolicy
+from plugin.rules.families import group_key
+from plugin.rules.findings import TIME_FINDINGS, FindingPolicy
 from plugin.rules.gaps import unit_gaps, with_day_overlaps, with_record_gaps
 from plugin.rules.model import (
+    POOLED_KINDS,
     Catalog,
     CodeKind,
     Discipline,
@@ -162,7 +164,7 @@ def decide_day(
     day_findings = not_in_force + tuple(from_units)
     if day_findings:
         checked[0] = first = dataclasses.replace(first, findings=first.findings + day_findings)
-    by_family = _services_by_family(billed, catalog)
+    by_family = _services_by_family(billed, services, catalog)
     holds_of = _visit_holds_by_group(checked, by_family)
     pool_holds = _pool_holds(by_family, catalog) if first.method is Method.CMS else {}
     owner = day_owner(tuple(checked))
@@ -173,7 +175,8 @@ def decide_day(
             group.key,
             line,
             by_family.get((group.key, _head(line, catalog)), ()),
-            holds_of(group.key) + (pool_holds.get(group.key, ()) if line.kind in _POOLED else ()),
+            holds_of(group.key)
+            + (pool_holds.get(group.key, ()) if line.kind in POOLED_KINDS else ()),
             catalog,
         )
         for group in units.groups
@@ -280,10 +283,6 @@ def _visit_holds_by_group(
     return holds
 
 
-_POOLED = (CodeKind.TIMED_15, CodeKind.ADDON)
-_TIME_FINDINGS = ("time-missing", "time-invalid", "time-incomplete", "time-unreadable")
-
-
 def _pool_holds(
     by_family: dict[tuple[GroupKey, str], tuple[_Billed, ...]], catalog: Catalog
 ) -> dict[GroupKey, tuple[Finding, ...]]:
@@ -298,7 +297,7 @@ def _pool_holds(
             continue
         for item in billed:
             holds.setdefault(key, []).extend(
-                f for f in item.service.findings if f.code in _TIME_FINDINGS
+                f for f in item.service.findings if f.code in TIME_FINDINGS
             )
     return {key: tuple(found) for key, found in holds.items() if found}
 
@@ -316,18 +315,14 @@ class _Billed(NamedTuple):
 
 
 def _services_by_family(
-    billed: list[tuple[Visit, VisitService, str]], catalog: Catalog
+    billed: list[tuple[Visit, VisitService, str]], services: list[Service], catalog: Catalog
 ) -> dict[tuple[GroupKey, str], tuple[_Billed, ...]]:
-    """Which procedures stand behind each line: the same group and the same code family.
-
-    The group key is built as families.gather builds it (CMS Pub 100-04 ch.5 §20.2 C, D;
-    Pub 100-02 ch.15 §220.1.2).
-    """
+    """Which procedures stand behind each line: the same group (families.group_key, as the
+    units were counted) and the same code family."""
     found: dict[tuple[GroupKey, str], list[_Billed]] = {}
-    for visit, service, code in billed:
+    for (visit, service, code), counted in zip(billed, services, strict=True):
         definition = catalog.codes[code]
-        discipline = service.discipline or definition.disciplines[0]
-        key = GroupKey(discipline, service.date, visit.patient, visit.service_provider)
+        key = group_key(counted, definition)
         found.setdefault((key, definition.primary or code), []).append(_Billed(visit, service))
     return {key: tuple(value) for key, value in found.items()}
 

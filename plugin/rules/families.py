@@ -35,6 +35,13 @@ class Family:
             self.blocks.append(minutes)
 
 
+def group_key(service: Service, definition: CodeDefinition) -> GroupKey:
+    """The group a service's minutes are totalled in: its discipline (else the code's first),
+    date of service, patient and billing provider (CMS Pub 100-04 ch.5 §20.2 C, D)."""
+    discipline = service.discipline or definition.disciplines[0]
+    return GroupKey(discipline, service.date, service.patient, service.provider)
+
+
 def gather(services: Iterable[Service], catalog: Catalog) -> dict[GroupKey, list[Family]]:
     """Group services by patient, date, discipline and provider, summing each code's minutes.
 
@@ -46,8 +53,7 @@ def gather(services: Iterable[Service], catalog: Catalog) -> dict[GroupKey, list
     groups: dict[GroupKey, dict[str, Family]] = {}
     for position, service in enumerate(services):
         definition = codes[service.code]
-        discipline = service.discipline or definition.disciplines[0]
-        key = GroupKey(discipline, service.date, service.patient, service.provider)
+        key = group_key(service, definition)
         families = groups.get(key)
         if families is None:
             families = groups[key] = {}

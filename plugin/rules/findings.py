@@ -19,6 +19,11 @@ class FindingType:
     source: str
 
 
+# The findings that mean a service's minutes are not known (CMS Pub 100-04 ch.5 §20.2 C: units
+# come from the minutes documented).
+TIME_FINDINGS = ("time-missing", "time-invalid", "time-incomplete", "time-unreadable")
+
+
 @dataclass(frozen=True, slots=True)
 class FindingPolicy:
     """The registry of finding kinds, payers' severity overrides and the gap parameters."""

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
 from plugin.rules.findings import FindingPolicy
-from plugin.rules.model import Catalog, CodeKind, Discipline, UnitsResult
+from plugin.rules.model import POOLED_KINDS, Catalog, CodeKind, Discipline, UnitsResult
 from plugin.rules.parameters import UnitTable
 from plugin.rules.visit import ROLE_DISCIPLINE, Finding, Role, Visit, VisitService
 
@@ -354,8 +354,7 @@ def _visit_gaps(
             )
         )
     documented = visit.documented_timed_minutes
-    pooled = (CodeKind.TIMED_15, CodeKind.ADDON)
-    total = sum(s.minutes or 0 for s in timed if catalog.codes[s.code or ""].kind in pooled)
+    total = sum(s.minutes or 0 for s in timed if catalog.codes[s.code or ""].kind in POOLED_KINDS)
     if documented is not None and timed and documented != total:
         found.append(
             policy.make(

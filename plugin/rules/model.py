@@ -25,6 +25,11 @@ class CodeKind(StrEnum):
     ADDON = "addon"  # "each additional" increment of a primary code
 
 
+# The kinds whose minutes are pooled under the 8-minute rule: 15-minute codes and the add-ons
+# of 15-minute primaries (CMS Pub 100-04 ch.5 §20.2 C).
+POOLED_KINDS = (CodeKind.TIMED_15, CodeKind.ADDON)
+
+
 class Method(StrEnum):
     """How a payer turns minutes into units."""
 

@@ -13,32 +13,26 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
 
+from plugin.jsontypes import Json
+from plugin.rules.systems import CPT, HCPCS, ICD10CM, NUCC, SNOMED
 from plugin.sample.problems import break_procedure, eligible_items
 from plugin.sample.vocabulary import (
     BODY_SITES,
     CLINIC_ZONE,
-    CPT,
     DIAGNOSES,
     DISCIPLINE_TYPES,
     EVALUATIONS,
-    HCPCS,
-    ICD10CM,
     LOCAL,
     MEASURES,
-    NUCC,
     PAYER_ID,
     PAYERS,
     PLANS,
     PROBLEM_TAG,
     PROBLEMS,
     ROLES,
-    SNOMED,
     TOTAL_TIMED_URL,
 )
-
-Json = dict[str, Any]
 
 
 @dataclass

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
+from plugin.jsontypes import Json
 from plugin.sample.vocabulary import AIDE_ROLE, NEEDS_BODY_SITE, TIMED_PROBLEMS
-
-Json = dict[str, Any]
 
 
 def eligible_items(

@@ -10,11 +10,6 @@ from __future__ import annotations
 
 from datetime import timedelta, timezone
 
-CPT = "http://www.ama-assn.org/go/cpt"
-HCPCS = "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
-SNOMED = "http://snomed.info/sct"
-ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
-NUCC = "http://nucc.org/provider-taxonomy"
 LOCAL = "https://ehr.example.org/fhir/CodeSystem/therapy-charge-codes"
 PAYER_ID = "https://ehr.example.org/fhir/payer-id"
 DISCIPLINE_TYPES = "https://theracharge.example/fhir/CodeSystem/therapy-discipline"

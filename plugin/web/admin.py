@@ -102,41 +102,26 @@ def get_mapping(name: str) -> Response:
 def put_mapping(name: str) -> Response:
     author = bearer_caller("admin")
     body = _body()
-    state = _state()
-    return _saved(
-        MAPPING,
-        name,
-        lambda: save_mapping(
-            state.store,
-            state.settings,
-            name,
-            body.get("conceptMap"),
-            author,
-            str(body.get("reason", "")),
-            _expect(),
-        ),
-    )
+    return _save_mapping(name, body.get("conceptMap"), author, str(body.get("reason", "")))
 
 
 @blp.route("/mappings/<name>", methods=["DELETE"])
 @blp.doc(summary="Delete a mapping table (a new version; history stays): ?reason=…")
 def delete_mapping(name: str) -> Response:
     author = bearer_caller("admin")
-    state = _state()
-    if state.store.config_current(MAPPING, name) is None:
+    if _state().store.config_current(MAPPING, name) is None:
         raise NotFoundError(f"no mapping table {name!r}")
+    return _save_mapping(name, None, author, request.args.get("reason", ""))
+
+
+def _save_mapping(name: str, content: Any, author: str, reason: str) -> Response:
+    """A new version of the table (None deletes it), guarded by If-Match, then picked up."""
+    state = _state()
+    expect = _expect()
     return _saved(
         MAPPING,
         name,
-        lambda: save_mapping(
-            state.store,
-            state.settings,
-            name,
-            None,
-            author,
-            request.args.get("reason", ""),
-            _expect(),
-        ),
+        lambda: save_mapping(state.store, state.settings, name, content, author, reason, expect),
     )
 
 

@@ -33,6 +33,7 @@ from plugin.config.managed import MAPPING
 from plugin.errors import Invalid
 from plugin.gateway.errors import FhirError
 from plugin.pipeline.billing_day import DaySource, WriteMode, run_day
+from plugin.rules.systems import CPT
 from plugin.store.config import StaleVersion
 
 bp = Blueprint("pages", __name__, template_folder="templates")
@@ -298,7 +299,7 @@ def with_entry(content: dict[str, Any], form: dict[str, str]) -> dict[str, Any]:
                 return table
     catalog = _state().settings.catalog
     definition = catalog.codes.get(form["target"])
-    system = definition.system if definition else "http://www.ama-assn.org/go/cpt"
+    system = definition.system if definition else CPT
     group = next(
         (
             g

@@ -1,0 +1,11 @@
+"""The code systems TheraCharge reads and writes, by their canonical URLs (docs/architecture.md
+"Code systems"). The catalog names each code's system too (config/catalog.yaml `systems`)."""
+
+from __future__ import annotations
+
+CPT = "http://www.ama-assn.org/go/cpt"  # CPT codes and modifier 59
+HCPCS = "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"  # G0283, GP/GO/GN, KX, CQ/CO, X
+SNOMED = "http://snomed.info/sct"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+NUCC = "http://nucc.org/provider-taxonomy"
+UCUM = "http://unitsofmeasure.org"
