@@ -9,7 +9,7 @@ import pytest
 import responses
 
 from plugin.commands import main as cli
-from plugin.config.environment import token_hash
+from plugin.config.tokens import token_hash
 
 BASE = "https://ehr.example.org/fhir"
 

@@ -19,7 +19,7 @@ from sqlalchemy import update
 
 from plugin.commands import main as cli
 from plugin.commands import process_ehr as live
-from plugin.config.environment import token_hash
+from plugin.config.tokens import token_hash
 from plugin.gateway.errors import FatalFhirError
 from plugin.pipeline import worker
 from plugin.pipeline.worker import MAX_ATTEMPTS, NotificationWorker, retry_wait

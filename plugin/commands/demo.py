@@ -31,8 +31,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from fhir_mappings.subscription import subscription
-from plugin.config.environment import token_hash
 from plugin.config.files import load_settings
+from plugin.config.tokens import token_hash
 from plugin.gateway.client import iter_resources
 from plugin.gateway.factory import connect
 from plugin.jsontypes import Json

@@ -146,7 +146,7 @@ def _run_subscribe(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run_token_hash(args: argparse.Namespace, settings: Settings) -> int:
-    from plugin.config.environment import token_hash
+    from plugin.config.tokens import token_hash
 
     print("Type the token, then Enter:", file=sys.stderr)
     token = sys.stdin.readline().strip()

@@ -27,7 +27,7 @@ def run_live(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--until goes with --since")
     # Imported here: the store brings prometheus_client, which must not be loaded before
     # `serve` sets PROMETHEUS_MULTIPROC_DIR (plugin/commands/main.py).
-    from plugin.config.managed import effective_settings
+    from plugin.config.effective import effective_settings
 
     settings = effective_settings(settings)
     try:

@@ -1,4 +1,4 @@
-"""Configuration: the shipped and site tables (`files`), THERACHARGE_* variables
-(`environment`), the database's managed tables over the files (`managed`, whose
-`effective_settings` is what the service, the worker and the command line decide with), and
-admins' edits to those tables (`edits`)."""
+"""Configuration: the shipped and site tables (`files`), THERACHARGE_* variables (`variables`),
+API tokens and roles (`tokens`), the settings every decision is made with — the database's
+managed tables over the files (`effective.effective_settings`, used by the service, its
+notification worker and the command line alike) — and admins' edits to those tables (`edits`)."""

@@ -6,8 +6,7 @@ from typing import Any
 
 from marshmallow import ValidationError
 
-from plugin.config.files import Settings
-from plugin.config.managed import (
+from plugin.config.effective import (
     MAPPING,
     PAYER_TABLE,
     PAYERS,
@@ -16,6 +15,7 @@ from plugin.config.managed import (
     validate_mappings,
     validate_payers,
 )
+from plugin.config.files import Settings
 from plugin.errors import Invalid, describe
 from plugin.rules.code_mapping import resolve_code
 from plugin.schemas.errors import field_errors

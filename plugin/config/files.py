@@ -14,7 +14,7 @@ import orjson
 import yaml
 from marshmallow import Schema, ValidationError
 
-from plugin.config.environment import (
+from plugin.config.variables import (
     ServiceConfig,
     fhir_connection,
     service_config,

@@ -1,5 +1,5 @@
 """How to reach the EHR's FHIR API: the gateway's own settings type, filled in by
-plugin.config.environment from THERACHARGE_FHIR_* and THERACHARGE_SMART_*."""
+plugin.config.variables from THERACHARGE_FHIR_* and THERACHARGE_SMART_*."""
 
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ from flask import Response, current_app, jsonify, request
 from flask_smorest import Blueprint
 
 from plugin.config.edits import rollback, save_mapping, save_payers, try_coding
-from plugin.config.environment import ROLES
-from plugin.config.managed import MAPPING, PAYER_TABLE, PAYERS
+from plugin.config.effective import MAPPING, PAYER_TABLE, PAYERS
+from plugin.config.tokens import ROLES
 from plugin.errors import BadRequest, Conflict, Invalid, NotFoundError
 from plugin.store.config import VersionInfo
 from plugin.web.auth import bearer_caller

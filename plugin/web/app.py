@@ -19,8 +19,8 @@ from flask.json.provider import DefaultJSONProvider
 from flask_smorest import Api
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from plugin.config.effective import effective_settings, seed
 from plugin.config.files import Settings, load_settings
-from plugin.config.managed import effective_settings, seed
 from plugin.gateway.factory import connect
 from plugin.gateway.gather import Gatherer
 from plugin.pipeline.billing_day import DayRun

@@ -9,7 +9,7 @@ import logging
 
 from flask import current_app, request
 
-from plugin.config.environment import token_hash
+from plugin.config.tokens import token_hash
 from plugin.errors import Forbidden, Unauthorized
 
 log = logging.getLogger(__name__)

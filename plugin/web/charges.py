@@ -8,7 +8,7 @@ from datetime import datetime
 from flask import Response, current_app, jsonify, request
 from flask_smorest import Blueprint
 
-from plugin.config.environment import ROLES
+from plugin.config.tokens import ROLES
 from plugin.errors import BadRequest, ServiceUnavailable
 from plugin.pipeline.billing_day import DaySource, WriteMode, run_day, run_report
 from plugin.web.auth import bearer_caller

@@ -28,8 +28,8 @@ from flask import (
 
 from plugin.config.edits import rollback as rollback_table
 from plugin.config.edits import save_mapping
-from plugin.config.environment import token_hash
-from plugin.config.managed import MAPPING
+from plugin.config.effective import MAPPING
+from plugin.config.tokens import token_hash
 from plugin.errors import Invalid
 from plugin.gateway.errors import FhirError
 from plugin.pipeline.billing_day import DaySource, WriteMode, run_day

@@ -18,7 +18,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from werkzeug.serving import make_server
 
-from plugin.config.environment import token_hash
+from plugin.config.tokens import token_hash
 from tests import builders
 from tests.ehr import free_port
 from tests.web.conftest import hook_body, prefetch_of

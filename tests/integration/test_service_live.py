@@ -13,8 +13,8 @@ import requests
 from flask import Flask
 from werkzeug.serving import make_server
 
-from plugin.config.environment import token_hash
 from plugin.config.files import load_settings
+from plugin.config.tokens import token_hash
 from plugin.gateway.client import FhirClient
 from plugin.pipeline.hooks import prefetch_from
 from plugin.store import Store

@@ -17,8 +17,8 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from plugin.config.environment import token_hash
 from plugin.config.files import Settings, load_settings
+from plugin.config.tokens import token_hash
 from plugin.gateway.client import FhirClient, iter_resources
 from plugin.gateway.factory import connect
 from plugin.pipeline.hooks import prefetch_from

@@ -17,8 +17,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from plugin.config.environment import token_hash
 from plugin.config.files import load_settings
+from plugin.config.tokens import token_hash
 from plugin.web.app import create_app
 from tests import builders
 from tests.web.conftest import hook_body, prefetch_of

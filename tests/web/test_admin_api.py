@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from plugin.config.environment import token_hash
+from plugin.config.tokens import token_hash
 from tests.web.conftest import hook_body
 
 TOKENS = ",".join(

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import responses
 
-from plugin.config.environment import token_hash
+from plugin.config.tokens import token_hash
 from plugin.schemas.errors import ConfigError
 from tests import builders
 from tests.web.conftest import hook_body, prefetch_of

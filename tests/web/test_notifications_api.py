@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from plugin.config.environment import token_hash
+from plugin.config.tokens import token_hash
 from tests import builders
 
 SECRET = "s3cret-hook"

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from plugin.config.tokens import ROLES
 from plugin.gateway.connection import FhirConnection
 from plugin.schemas.errors import ConfigError
 
@@ -16,7 +16,6 @@ WRITE_MODES = ("direct", "system-actions", "preview")
 DEFAULT_MAX_REQUEST_BYTES = 5 * 1024 * 1024
 # A therapy visit documents a handful of procedures; hundreds are an error or an attack.
 DEFAULT_MAX_PROCEDURES = 200
-ROLES = ("admin", "billing", "viewer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +41,6 @@ class ServiceConfig:
     notification_claim_seconds: float = 300.0  # a claim older than this is taken again
     ledger_retention_days: float = 90.0  # run ledger rows older than this are deleted
     ledger_keep_preview: bool = False  # preview-only hook calls leave no ledger row
-
-
-def token_hash(token: str) -> str:
-    """How an API token is stored and compared: its SHA-256, never the token itself."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def fhir_connection(env: Mapping[str, str]) -> FhirConnection:
