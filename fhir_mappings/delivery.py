@@ -80,6 +80,20 @@ def our_charge_items(resources: list[Json], system: str) -> dict[str, Existing]:
     return found
 
 
+def of_the_day(existing: dict[str, Existing], decision: Decision) -> dict[str, Existing]:
+    """Our ChargeItems that belong to the decided day: keyed on its owner and one of its
+    dates, or written per encounter (an earlier release) for one of its visits. The day's
+    search also brings ChargeItems of the days around it, which this run must not touch."""
+    dates = {v.date_of_service for v in decision.visits} | {ln.date for ln in decision.lines}
+    prefixes = tuple(f"{decision.owner}/{d or 'undated'}/" for d in dates)
+    encounters = {v.encounter_id for v in decision.visits}
+    return {
+        key: item
+        for key, item in existing.items()
+        if key.startswith(prefixes) or (key.count("/") == 3 and key.split("/")[0] in encounters)
+    }
+
+
 def content(resource: Json) -> Json:
     """A ChargeItem without what changes on every run: what a billing clerk would compare."""
     return {k: v for k, v in resource.items() if k not in _VOLATILE}

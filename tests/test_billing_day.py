@@ -253,3 +253,16 @@ def test_a_line_another_run_created_meanwhile_is_read_again_and_brought_up_to_da
     assert second["resource"]["quantity"] == {"value": 1}  # 5 + 4 minutes: the whole day
     assert run.written
     assert run.attempts == 2
+
+
+def test_a_late_evening_visit_counts_on_the_date_it_was_written_with(settings: Settings) -> None:
+    """21:00 at -05:00 is the next day in UTC; the date of service is the visit's own date."""
+    late = "2026-11-02T21:00:00-05:00"
+    resources = two_visits(
+        [pt("a1", "97112", "2026-11-02T08:10:00-05:00", 10, "e1")],
+        [pt("b1", "97112", "2026-11-02T21:10:00-05:00", 10, "e2")],
+    )
+    resources[-3]["period"] = {"start": late, "end": "2026-11-02T23:00:00-05:00"}
+    decision = decide_gathered(settings, resources, "e1")
+    assert [v.encounter for v in decision.visits] == ["Encounter/e1", "Encounter/e2"]
+    assert lines(decision) == {"97112": (1, 20, "billable")}

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from fhir_mappings.assemble import VisitAssembler
-from fhir_mappings.delivery import our_charge_items, plan_writes
+from fhir_mappings.delivery import of_the_day, our_charge_items, plan_writes
 from plugin.config.files import Settings
 from plugin.pipeline.stages import render_context, translate_tables
 from plugin.rules.decision import Decision, decide_visit
@@ -180,3 +180,19 @@ def test_a_billed_per_encounter_line_is_not_billed_again_under_the_day(
         f"{DAY}/97110: ChargeItem/ci0 billed per encounter with 2 unit(s); the day now comes to 3",
         f"{DAY}/97140: ChargeItem/ci1 billed per encounter with 1 unit(s); the day now comes to 0",
     ]
+
+
+def test_charge_items_of_the_days_around_are_left_alone(
+    settings: Settings, two_lines: Decision
+) -> None:
+    """The day's search spans the day before and after (a server may compare in UTC): their
+    ChargeItems come back with it, and must be neither updated nor set entered-in-error."""
+    system = f"{settings.extension_base}/NamingSystem/charge-line"
+    items = stored(two_lines, settings)
+    tomorrow = copy.deepcopy(items[0])
+    tomorrow["id"] = "ci-next"
+    tomorrow["identifier"][0]["value"] = "Patient/p1/2026-11-03/PT/Organization/clinic/97110"
+    existing = of_the_day(our_charge_items([*items, tomorrow], system), two_lines)
+    assert sorted(existing) == [f"{DAY}/97110", f"{DAY}/97140"]
+    plan = plan_writes(two_lines, existing, render_context(settings, WHEN), SERVER)
+    assert (plan.entries, plan.voided) == ([], [])

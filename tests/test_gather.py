@@ -107,8 +107,8 @@ def test_a_day_is_one_search_and_the_fallbacks_cover_every_encounter_of_it() -> 
     day = parse_qsl(urlsplit(urls[1]).query)
     assert day == [
         ("subject", "Patient/p1"),
-        ("date", "ge2026-11-02"),
-        ("date", "le2026-11-02"),
+        ("date", "ge2026-11-01"),
+        ("date", "le2026-11-03"),
     ]
     assert f"{BASE}/Procedure?encounter=Encounter%2Fe1,Encounter%2Fe2" in urls
     assert {r["id"] for r in gathered.resources} == {"e1", "e2", "pr1", "c1"}

@@ -11,6 +11,7 @@ date of service pick the day).
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -97,9 +98,16 @@ class Gatherer:
         return gathered
 
     def day(self, patient: str, date: str) -> Gathered:
-        """The patient's encounters of `date` (any that overlap it: the caller keeps those
-        whose date of service it is) with everything billing needs, in one search."""
-        return self._search([("subject", patient), ("date", f"ge{date}"), ("date", f"le{date}")])
+        """The patient's encounters of `date` with everything billing needs, in one search.
+
+        The date of service is the date an encounter's start is written with, in its own time
+        zone; a server may compare periods in UTC, where a visit at 21:00 at -05:00 falls on
+        the next day. So the search takes the day before and after as well (an offset is at
+        most 14 hours), and the caller keeps the encounters whose date of service it is.
+        """
+        day = dt.date.fromisoformat(date)
+        since, until = (day - dt.timedelta(days=1)).isoformat(), (day + dt.timedelta(days=1))
+        return self._search([("subject", patient), ("date", f"ge{since}"), ("date", f"le{until}")])
 
     def encounter_day(self, encounter_id: str) -> Gathered:
         """The day of an encounter named by id: one read of it, then its day. An encounter

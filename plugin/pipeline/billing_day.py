@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 from fhir_mappings.assemble import VisitAssembler
-from fhir_mappings.delivery import WritePlan, our_charge_items, plan_writes
+from fhir_mappings.delivery import WritePlan, of_the_day, our_charge_items, plan_writes
 from plugin.config.files import Settings
 from plugin.gateway.client import iter_resources
 from plugin.gateway.errors import FhirError, VersionConflict
@@ -119,7 +119,9 @@ def run_day(
         if mode is WriteMode.PREVIEW:
             return DayRun(decision, None, False, attempt, capped, alone, None, configuration)
         base = source.gatherer.client.base_url if source.gatherer else ""
-        existing = our_charge_items(resources, ctx.definitions.line_identifier)
+        existing = of_the_day(
+            our_charge_items(resources, ctx.definitions.line_identifier), decision
+        )
         plan = plan_writes(decision, existing, ctx, base)
         run = DayRun(decision, plan, False, attempt, capped, alone, None, configuration)
         if mode is WriteMode.PLAN:

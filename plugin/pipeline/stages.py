@@ -7,11 +7,10 @@ import logging
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 
-from fhir_mappings.assemble import InvalidResource, TranslateTables
+from fhir_mappings.assemble import TranslateTables
 from fhir_mappings.chargeitem import Definitions, RenderContext, policy_uris
 from plugin.config.files import Settings
-from plugin.errors import VisitTooLarge
-from plugin.gateway.errors import FhirError
+from plugin.errors import TheraChargeError, VisitTooLarge
 from plugin.rules.decision import Decision, decide_day
 from plugin.rules.visit import Visit
 
@@ -55,7 +54,7 @@ def failure_reason(error: BaseException) -> str:
     other is named by its type only (its text could quote the data), with the traceback in the
     service log.
     """
-    if isinstance(error, FhirError | VisitTooLarge | InvalidResource):  # NotFound is a FhirError
+    if isinstance(error, TheraChargeError):  # the EHR's errors, a visit too large or invalid …
         return str(error)
     log.error("processing a visit failed", exc_info=error)
     return f"internal error ({type(error).__name__}); see the service log"

@@ -21,9 +21,8 @@ from datetime import datetime, timedelta
 
 from prometheus_client import Counter
 
-from fhir_mappings.assemble import InvalidResource
 from plugin.config.files import Settings
-from plugin.errors import VisitTooLarge
+from plugin.errors import Invalid
 from plugin.gateway.errors import FatalFhirError
 from plugin.gateway.gather import Gatherer
 from plugin.pipeline.billing_day import DaySource, WriteMode, run_day
@@ -37,7 +36,9 @@ FIRST_RETRY = timedelta(seconds=30)  # then 1, 2, 4 minutes: about 7.5 minutes i
 # Errors that trying again cannot mend: the EHR refused the request or the encounter is gone
 # (gather.NotFound is a FatalFhirError), the visit is over the size limit, or one of its
 # resources is not valid FHIR.
-NOT_RETRYABLE = (FatalFhirError, VisitTooLarge, InvalidResource)
+# The EHR refused the request, the encounter is gone, the visit is over the limit or not valid
+# FHIR: trying again cannot help.
+NOT_RETRYABLE = (FatalFhirError, Invalid)
 NOTIFICATIONS = Counter(
     "theracharge_notifications_total",
     "Notifications processed: done, retry (failed, will be tried again), set-aside",

@@ -245,3 +245,25 @@ def test_the_hook_a_notification_and_the_cli_converge_on_the_same_charge_items(
     (prov,) = ours_
     assert prov["reason"][0]["coding"][0]["code"] == "cds-hook"
     assert any("/configuration/payers/v1" in p for p in prov["policy"])
+
+
+def test_a_late_evening_visit_joins_its_day_whatever_the_server_compares_in(
+    ehr: Ehr, live_settings: Settings, gatherer: Gatherer
+) -> None:
+    """21:10 at -05:00 is 02:10 the next day in UTC: the day search must still bring it."""
+    evening = builders.encounter("e2", "2026-11-02T21:00:00-05:00", 2)
+    late = pt("b1", "2026-11-02T21:10:00-05:00", 10, "e2")
+    put_all(
+        ehr,
+        [
+            *morning(pt("a1", "2026-11-02T08:10:00-05:00", 10, "e1")),
+            evening,
+            late,
+            builders.observation("obs-b1", "b1"),
+        ],
+    )
+    for trigger in ("e1", "e2"):
+        run = decide(live_settings, gatherer, trigger)
+        assert [v.encounter for v in run.decision.visits] == ["Encounter/e1", "Encounter/e2"]
+    (item,) = day_items(ehr, live_settings).values()
+    assert (item["quantity"]["value"], len(item["service"])) == (1, 2)

@@ -349,7 +349,7 @@ def test_direct_mode_reads_the_patients_day_and_writes_it(make_app, sign) -> Non
     assert answer.status_code == 200
     searches = [c.request.url for c in responses.calls if "/metadata" not in c.request.url]
     assert searches[0].startswith(f"{base}/Encounter?subject=Patient%2F")
-    assert "date=ge2026-11-02&date=le2026-11-02" in searches[0]
+    assert "date=ge2026-11-01&date=le2026-11-03" in searches[0]
     assert "_revinclude=ChargeItem:context" in searches[0]
     assert any(
         c["summary"].startswith("ChargeItems written: 3 created") for c in answer.json["cards"]
