@@ -15,7 +15,9 @@ from plugin.web.auth import bearer_caller
 from plugin.web.observability import count_decision
 
 log = logging.getLogger(__name__)
-blp = Blueprint("charges", __name__, url_prefix="/api/v1", description="Charges of an encounter")
+blp = Blueprint(
+    "charges", __name__, url_prefix="/api/v1", description="Charges of an encounter's billing day"
+)
 
 
 def _charges(encounter_id: str, dry_run: bool) -> Response:
@@ -43,7 +45,9 @@ def _charges(encounter_id: str, dry_run: bool) -> Response:
 
 
 @blp.route("/encounters/<encounter_id>/charges", methods=["POST"])
-@blp.doc(summary="Gather, decide and write the encounter's charges (dry_run=true: do not write)")
+@blp.doc(
+    summary="Decide and write the charges of the encounter's billing day (dry_run=true: plan only)"
+)
 def post_charges(encounter_id: str) -> Response:
     flag = request.args.get("dry_run", "false").lower()
     if flag not in ("true", "false"):
@@ -52,6 +56,6 @@ def post_charges(encounter_id: str) -> Response:
 
 
 @blp.route("/encounters/<encounter_id>/charges", methods=["GET"])
-@blp.doc(summary="The encounter's charges as they would be decided now, without writing")
+@blp.doc(summary="The charges of the encounter's billing day as decided now, without writing")
 def get_charges(encounter_id: str) -> Response:
     return _charges(encounter_id, True)
