@@ -215,6 +215,7 @@ class VisitAssembler:
             findings=tuple(found),
             documented_timed_minutes=self._documented_total(encounter, found),
             plan_of_care_modifiers=_modifier_policy(self.tables.payers.by_id(payer)),
+            **_ncci_policy(self.tables.payers.by_id(payer)),
         )
 
     def _documented_total(self, encounter: fx.EncounterFacts, found: list[Finding]) -> int | None:
@@ -380,6 +381,13 @@ class VisitAssembler:
             ordered = sorted(codes, key=lambda c: c[0] != ICD10CM)  # ICD-10-CM first
             diagnoses.append(Diagnosis(key, tuple(Coding(s, c, d) for s, c, d in ordered)))
         return tuple(diagnoses)
+
+
+def _ncci_policy(payer: Payer | None) -> dict[str, Any]:
+    """Unknown or default payers get the CMS NCCI edits with XU (NCCI Policy Manual ch.1 §E)."""
+    if payer is None:
+        return {"ncci_edits": True, "ptp_modifier": "XU"}
+    return {"ncci_edits": payer.ncci_edits, "ptp_modifier": payer.ptp_modifier}
 
 
 def _modifier_policy(payer: Payer | None) -> bool:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from plugin.gateway.connection import FhirConnection
 from plugin.rules.code_mapping import CodeMap
 from plugin.rules.findings import FindingPolicy
 from plugin.rules.model import Catalog
+from plugin.rules.ncci import Mue, NcciTables, PtpEdit
 from plugin.rules.parameters import UnitParameters
 from plugin.rules.payers import CodingTables, PayerTable
 from plugin.schemas.catalog import CatalogSchema
@@ -45,6 +48,8 @@ FINDINGS_FILE = "rules/findings.yaml"
 PAYERS_FILE = "payers.yaml"
 ROLES_FILE = "roles.yaml"
 MAPPINGS_DIR = "mappings"
+PTP_FILE = "ncci/ptp_practitioner.csv"
+MUE_FILE = "ncci/mue_practitioner.csv"
 
 
 def default_config_dir() -> Path:
@@ -67,6 +72,7 @@ class Settings:
     coding_tables: CodingTables
     code_map: CodeMap
     findings: FindingPolicy  # finding kinds, default severities, payers' overrides
+    ncci: NcciTables  # the CMS PTP pairs and MUEs (config/ncci/)
     extension_base: str  # base URL of our extensions, identifier and code systems
     minutes_extension: str  # the Procedure extension read first for billable minutes
     total_timed_extension: str  # the Encounter extension with the documented total timed minutes
@@ -90,6 +96,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "payers": _locate(PAYERS_FILE, site),
         "roles": _locate(ROLES_FILE, site),
         "findings": _locate(FINDINGS_FILE, site),
+        "ncci_ptp": _locate(PTP_FILE, site),
+        "ncci_mue": _locate(MUE_FILE, site),
     }
     catalog: Catalog = load_table(paths["catalog"], CatalogSchema())
     mapping_paths = mapping_files(site)
@@ -104,6 +112,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         config_dir=site,
         catalog=catalog,
         unit_parameters=load_table(paths["unit_rules"], UnitRulesSchema()),
+        ncci=load_ncci(paths["ncci_ptp"], paths["ncci_mue"]),
         payers=payers,
         findings=findings,
         coding_tables=load_table(paths["roles"], CodingTablesSchema()),
@@ -144,6 +153,78 @@ def with_payer_overrides(policy: FindingPolicy, payers: PayerTable, path: Path) 
         raise ConfigError(f"{path}: {'; '.join(problems)}")
     overrides = {p.id: dict(p.gap_severity) for p in payers.payers if p.gap_severity}
     return dataclasses.replace(policy, payer_overrides=overrides)
+
+
+def load_ncci(ptp_path: Path, mue_path: Path) -> NcciTables:
+    """The CMS PTP and MUE tables; an error names the file, the line and the column."""
+    ptp = [
+        PtpEdit(
+            _code(row, "column1"),
+            _code(row, "column2"),
+            _day(row, "effective"),
+            None if row["deletion"].strip() in ("", "*") else _day(row, "deletion"),
+            _number(row, "modifier_indicator", (0, 1, 9)),
+        )
+        for row in _csv_rows(
+            ptp_path, ("column1", "column2", "effective", "deletion", "modifier_indicator")
+        )
+    ]
+    mue = [
+        Mue(
+            _code(row, "code"),
+            _number(row, "mue"),
+            _number(row, "mai", (1, 2, 3)),
+            _day(row, "effective"),
+        )
+        for row in _csv_rows(mue_path, ("code", "mue", "mai", "effective"))
+    ]
+    return NcciTables.of(ptp, mue)
+
+
+class _Row(dict[str, str]):
+    where: str = ""
+
+
+def _csv_rows(path: Path, columns: tuple[str, ...]) -> list[_Row]:
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            reader = csv.DictReader(handle)
+            missing = [c for c in columns if c not in (reader.fieldnames or ())]
+            if missing:
+                raise ConfigError(f"{path}: missing column(s) {', '.join(missing)}")
+            rows = []
+            for number, raw in enumerate(reader, start=2):
+                row = _Row({k: (v or "") for k, v in raw.items() if k})
+                row.where = f"{path}: line {number}"
+                rows.append(row)
+            return rows
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
+
+
+def _code(row: _Row, column: str) -> str:
+    value = row[column].strip()
+    if not value.isalnum() or len(value) != 5:
+        raise ConfigError(f"{row.where}: {column}: {value!r} is not a CPT/HCPCS code")
+    return value
+
+
+def _day(row: _Row, column: str) -> date | None:
+    value = row[column].strip()
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise ConfigError(f"{row.where}: {column}: {value!r} is not a date") from exc
+
+
+def _number(row: _Row, column: str, allowed: tuple[int, ...] | None = None) -> int:
+    value = row[column].strip()
+    if not value.isdigit() or (allowed and int(value) not in allowed):
+        expected = f"one of {', '.join(map(str, allowed))}" if allowed else "a whole number"
+        raise ConfigError(f"{row.where}: {column}: {value!r} is not {expected}")
+    return int(value)
 
 
 def load_code_map(paths: list[Path], catalog: Catalog) -> CodeMap:

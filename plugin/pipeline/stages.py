@@ -67,4 +67,10 @@ def decide(settings: Settings, visits: tuple[Visit, ...]) -> Decision:
     for visit in visits:
         if len(visit.services) > limit:
             raise VisitTooLarge(visit.encounter, len(visit.services), limit)
-    return decide_day(visits, settings.catalog, settings.unit_parameters, settings.findings)
+    return decide_day(
+        visits,
+        settings.catalog,
+        settings.unit_parameters,
+        settings.findings,
+        edits=settings.ncci,
+    )

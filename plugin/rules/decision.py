@@ -26,6 +26,7 @@ from plugin.rules.model import (
     UnitLine,
     UnitsResult,
 )
+from plugin.rules.ncci import EditedLine, NcciTables, apply_edits
 from plugin.rules.parameters import UnitParameters
 from plugin.rules.units import decide_units
 from plugin.rules.visit import Finding, Severity, Visit, VisitService
@@ -124,9 +125,10 @@ def decide_visit(
     parameters: UnitParameters,
     policy: FindingPolicy,
     on: date | None = None,
+    edits: NcciTables | None = None,
 ) -> Decision:
     """One visit decided as a day of its own (a file of one visit, the tests)."""
-    return decide_day((visit,), catalog, parameters, policy, on)
+    return decide_day((visit,), catalog, parameters, policy, on, edits)
 
 
 def decide_day(
@@ -135,9 +137,11 @@ def decide_day(
     parameters: UnitParameters,
     policy: FindingPolicy,
     on: date | None = None,
+    edits: NcciTables | None = None,
 ) -> Decision:
     """Documentation gaps of each visit, then units for the day's completed, coded procedures
-    under its payer's method, as charge lines held, billable or not billable.
+    under its payer's method, as charge lines held, billable or not billable; then, for a payer
+    that applies them, the CMS NCCI edits (`edits`: PTP pairs and MUEs).
 
     Minutes are totalled per patient, date of service, discipline and billing provider across
     every visit of the day (CMS Pub 100-04 ch.5 §20.2 C "in a single day", §20.2 D).
@@ -182,13 +186,70 @@ def decide_day(
         for group in units.groups
         for line in group.lines
     )
+    edit_notes: tuple[Explanation, ...] = ()
+    edit_findings: tuple[Finding, ...] = ()
+    if edits is not None and first.ncci_edits:
+        lines, edit_findings, edit_notes = _with_edits(lines, edits, when, first, policy)
     findings = tuple(f for v in checked for f in (*v.findings, *_service_findings(v)))
+    findings += edit_findings
     explanation = (
         Explanation(first.method_reason, _method_source(first.method)),
         *_day_note(checked),
         *(e for g in units.groups for e in g.explanation),
+        *edit_notes,
     )
     return Decision(first, lines, findings, explanation, units, tuple(checked))
+
+
+def _with_edits(
+    lines: tuple[ChargeLine, ...],
+    tables: NcciTables,
+    on: date,
+    visit: Visit,
+    policy: FindingPolicy,
+) -> tuple[tuple[ChargeLine, ...], tuple[Finding, ...], tuple[Explanation, ...]]:
+    """The lines after the NCCI edits: a denied column-two line not billable, a distinct one
+    with the payer's modifier, an undistinguished one held, units over an MUE held apart.
+
+    Source: NCCI Policy Manual ch.1 §A, §E; ch.11 §P; CMS MUE program."""
+    edited = [
+        EditedLine(ln.code, (ln.provider, ln.date), ln.units, ln.services)
+        for ln in lines
+        if ln.status is not LineStatus.NOT_BILLABLE
+    ]
+    billed = [ln for ln in lines if ln.status is not LineStatus.NOT_BILLABLE]
+    result = apply_edits(edited, tables, on, visit.ptp_modifier, policy, visit.encounter)
+    done = {id(ln): ln for ln in lines}
+    extra: list[ChargeLine] = []
+    for index, (line, edit) in enumerate(zip(billed, edited, strict=True)):
+        changed = line
+        if edit.not_billable:
+            changed = dataclasses.replace(
+                line, status=LineStatus.NOT_BILLABLE, note=edit.not_billable
+            )
+        else:
+            holds = line.holds + tuple(edit.held)
+            kept = dataclasses.replace(line, units=edit.units, holds=holds)
+            status, note = _status(kept, holds, visit.method)
+            changed = dataclasses.replace(
+                kept, status=status, note=note, modifiers=(*line.modifiers, *edit.modifiers)
+            )
+        done[id(line)] = changed
+        if index in result.excess:
+            units, finding = result.excess[index]
+            status, note = _status(changed, (finding,), visit.method)
+            extra.append(
+                dataclasses.replace(
+                    changed,
+                    key=f"{line.key}/mue-excess",
+                    units=units,
+                    holds=(finding,),
+                    status=status,
+                    note=note,
+                )
+            )
+    edited_lines = tuple(done[id(ln)] for ln in lines) + tuple(extra)
+    return edited_lines, tuple(result.findings), tuple(result.explanation)
 
 
 def _service_findings(visit: Visit) -> tuple[Finding, ...]:
@@ -362,7 +423,9 @@ def _line(
     )
 
 
-def _status(line: UnitLine, holds: tuple[Finding, ...], method: Method) -> tuple[LineStatus, str]:
+def _status(
+    line: UnitLine | ChargeLine, holds: tuple[Finding, ...], method: Method
+) -> tuple[LineStatus, str]:
     """Held for documentation → planned; documented but 0 units → not-billable; else billable.
 
     Source: docs/architecture.md "Status"; CMS Pub 100-04 ch.5 §20.2 C (a timed service that

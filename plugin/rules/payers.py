@@ -22,6 +22,11 @@ class Payer:
     # Modifier policy: whether the payer wants the plan-of-care modifier (GP/GO/GN) on every
     # therapy line. Medicare requires it (Pub 100-04 ch.5 §20.1); other payers' contracts vary.
     plan_of_care_modifiers: bool = True
+    # NCCI policy: whether the payer applies the CMS PTP and MUE edits (Medicare does; many
+    # commercial payers adopt them), and which modifier bypasses a PTP edit for distinct time
+    # intervals: XU (preferred since 2015) or 59 (NCCI Policy Manual ch.1 §E).
+    ncci_edits: bool = True
+    ptp_modifier: str = "XU"
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,11 @@ class ModifierPolicySchema(Schema):
     plan_of_care = fields.Boolean(load_default=True)  # GP/GO/GN on every therapy line
 
 
+class NcciPolicySchema(Schema):
+    edits = fields.Boolean(load_default=True)  # the CMS PTP and MUE edits apply
+    ptp_modifier = fields.String(load_default="XU", validate=validate.OneOf(["XU", "59"]))
+
+
 class PayerSchema(Schema):
     id = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9][a-z0-9-]*$"))
     name = fields.String(required=True, validate=validate.Length(min=1))
@@ -29,6 +34,9 @@ class PayerSchema(Schema):
     )
     source = fields.String(required=True, validate=validate.Length(min=1))
     modifiers = fields.Nested(ModifierPolicySchema, load_default=lambda: {"plan_of_care": True})
+    ncci = fields.Nested(
+        NcciPolicySchema, load_default=lambda: {"edits": True, "ptp_modifier": "XU"}
+    )
     gap_severity = fields.Dict(
         keys=fields.String(), values=fields.Enum(Severity, by_value=True), load_default=dict
     )
@@ -71,6 +79,8 @@ class PayerTableSchema(Schema):
                     source=p["source"],
                     gap_severity=dict(p["gap_severity"]),
                     plan_of_care_modifiers=p["modifiers"]["plan_of_care"],
+                    ncci_edits=p["ncci"]["edits"],
+                    ptp_modifier=p["ncci"]["ptp_modifier"],
                 )
                 for p in data["payers"]
             ),
