@@ -92,12 +92,12 @@ def test_overlapping_or_missing_times_hold_the_column_two_code(settings: Setting
 
 @pytest.mark.parametrize(
     ("date", "modifiers"),
-    [("2019-12-30", ("GP", "XU")), ("2019-12-31", ("GP",)), ("2026-11-02", ("GP",))],
+    [("2019-12-31", ("GP", "XU")), ("2020-01-01", ("GP",)), ("2026-11-02", ("GP",))],
 )
 def test_a_pair_applies_only_while_it_is_in_force(
     settings: Settings, date: str, modifiers: tuple[str, ...]
 ) -> None:
-    """97140/97530 (indicator 1) was deleted from the practitioner table on 2019-12-31."""
+    """97140/97530 (indicator 1) was deleted from the practitioner table after 2019-12-31."""
     decision = day(
         settings,
         builders.procedure("p1", "97140", at("08:10", date), 15),

@@ -31,14 +31,16 @@ class PtpEdit:
     column1: str
     column2: str
     effective: date | None  # None: in force since before the table's history
-    deletion: date | None  # None: still in force; else in force until the day before
+    # None: still in force; else the last date of service it applies to (CMS deletes edits at
+    # the end of a quarter: 97140/97530, deleted 2019-12-31, applies through that day)
+    deletion: date | None
     indicator: int  # 0 no modifier bypasses, 1 a modifier may, 9 not applicable
 
     def in_force(self, on: date) -> bool:
         if self.indicator == 9:
             return False
         started = self.effective is None or self.effective <= on
-        return started and (self.deletion is None or on < self.deletion)
+        return started and (self.deletion is None or on <= self.deletion)
 
 
 @dataclass(frozen=True, slots=True)
