@@ -17,7 +17,7 @@ from marshmallow import ValidationError
 from fhir_mappings.bundle_io import InputError, atomic_output
 from plugin.commands.process_ehr import run_live
 from plugin.config.files import Settings, load_settings
-from plugin.errors import BadRequest, UsageError, describe
+from plugin.errors import BadRequest, Invalid, UsageError, describe
 from plugin.pipeline.files import OfflineOutputs, process_file
 from plugin.render.report import summary_text, visit_text
 from plugin.render.units_report import units_json, units_text
@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.run(args, settings)
         sys.stdout.flush()  # here, where a reader that went away is caught
         return result
-    except (BadRequest, ConfigError) as exc:  # bad input, a bad table: named, status 2
+    except (BadRequest, Invalid, ConfigError) as exc:  # bad input or table: named, status 2
         print(str(exc), file=sys.stderr)
         return EXIT_BAD_INPUT
     except BrokenPipeError:
@@ -97,6 +97,52 @@ def _service_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParse
     token = commands.add_parser("token-hash", help="the THERACHARGE_API_TOKENS entry of a token")
     token.add_argument("name", help="who uses the token, e.g. billing-batch")
     token.set_defaults(run=_run_token_hash)
+    imports = commands.add_parser(
+        "import",
+        help="load CMS's quarterly NCCI file as a new version of its table",
+        description="ncci-ptp: the practitioner PTP files (ccipra-v###r0-f1 … f4, tab-delimited; "
+        "all parts at once: the import replaces the table); ncci-mue: the practitioner MUE file "
+        "(MCR_MUE_PractitionerServices_Eff_MM-DD-YYYY.csv). Rows of the catalog's codes are "
+        "kept, stored in THERACHARGE_DATABASE_URL with who, when and why, and audited.",
+    )
+    imports.add_argument("table", choices=["ncci-ptp", "ncci-mue"])
+    imports.add_argument(
+        "files", nargs="+", metavar="FILE", help="the CMS file (ncci-ptp: every part, f1 … f4)"
+    )
+    imports.add_argument("--reason", required=True, help="why (kept with the version)")
+    imports.add_argument(
+        "--effective", type=_iso_date, help="the MUE file's effective date (default: its name)"
+    )
+    imports.set_defaults(run=_run_import)
+
+
+def _run_import(args: argparse.Namespace, settings: Settings) -> int:
+    """`theracharge import ncci-ptp|ncci-mue FILE --reason …`: a new version, audited."""
+    import getpass
+
+    from plugin.config.edits import import_ncci
+    from plugin.store import Store
+
+    paths = [Path(f) for f in args.files]
+    if args.table == "ncci-mue" and len(paths) > 1:
+        raise UsageError("import ncci-mue: one MUE file at a time (each has its own date)")
+    texts = []
+    for path in paths:
+        try:
+            texts.append(path.read_text(encoding="utf-8-sig", errors="replace"))
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot read ({exc.strerror})") from exc
+    text = "\n".join(texts)
+    name = " + ".join(p.name for p in paths)
+    store = Store(settings.service.database_url)
+    store.migrate()
+    table = args.table.removeprefix("ncci-")
+    author = f"cli:{getpass.getuser()}"
+    version, rows = import_ncci(
+        store, settings, table, text, name, author, args.reason, args.effective
+    )
+    print(f"ncci/{table} version {version}: {rows} rows of the catalog's codes from {name}")
+    return 0
 
 
 def _run_serve(args: argparse.Namespace, settings: Settings) -> int:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from marshmallow import ValidationError
 
 from plugin.config.effective import (
     MAPPING,
+    NCCI,
+    NCCI_TABLES,
     PAYER_TABLE,
     PAYERS,
     mapping_diff,
@@ -15,10 +18,18 @@ from plugin.config.effective import (
     validate_mappings,
     validate_payers,
 )
-from plugin.config.files import Settings
-from plugin.errors import Invalid, describe
+from plugin.config.files import (
+    MUE_COLUMNS,
+    PTP_COLUMNS,
+    Settings,
+    csv_rows,
+    ncci_from_rows,
+    stored_rows,
+)
+from plugin.config.ncci_import import NcciFileError, mue_rows, ptp_rows
+from plugin.errors import Invalid, NotFoundError, describe
 from plugin.rules.code_mapping import resolve_code
-from plugin.schemas.errors import field_errors
+from plugin.schemas.errors import ConfigError, field_errors
 from plugin.store import Store
 
 
@@ -131,3 +142,65 @@ def try_coding(settings: Settings, codings: list[tuple[str, str]]) -> dict[str, 
                 "comment": mapped.comment,
             }
     return body
+
+
+def _earlier_mues(store: Store, settings: Settings, rows: list[dict[str, str]]) -> list[Any]:
+    """The MUE rows in force before the imported file's effective date (the stored table's, or
+    the shipped file's): CMS publishes each quarter's values alone, and a visit of an earlier
+    date is decided with the values of its date."""
+    since = min((r["effective"] for r in rows), default="")
+    current = store.config_current(NCCI, "mue")
+    if current is not None:
+        earlier: list[Any] = list((current.content or {}).get("rows") or ())
+    else:
+        earlier = [dict(r) for r in csv_rows(settings.sources["ncci_mue"], MUE_COLUMNS)]
+    return [r for r in earlier if isinstance(r, dict) and str(r.get("effective", "")) < since]
+
+
+def import_ncci(
+    store: Store,
+    settings: Settings,
+    table: str,
+    text: str,
+    filename: str,
+    author: str,
+    reason: str,
+    effective: date | None = None,
+) -> tuple[int, int]:
+    """A CMS quarterly NCCI file as a new version of `table` (ptp or mue): the rows of the
+    catalog's codes, validated whole, stored with who, when and why, audited. Every later
+    decision applies them in place of the shipped file. Returns (version, rows kept)."""
+    if table not in NCCI_TABLES:
+        raise NotFoundError(f"no NCCI table {table!r}: one of {', '.join(NCCI_TABLES)}")
+    if not reason.strip():
+        raise Invalid("reason: say why the table changes", [("reason", "required")])
+    codes = set(settings.catalog.codes)
+    try:
+        if table == "ptp":
+            rows = ptp_rows(text, codes, filename)
+        else:
+            rows = mue_rows(text, codes, filename, effective)
+    except NcciFileError as exc:
+        raise Invalid(f"{filename}: {exc}", [("file", str(exc))]) from exc
+    columns = PTP_COLUMNS if table == "ptp" else MUE_COLUMNS
+    if table == "mue":  # a quarter's MUEs apply from its date: earlier quarters stay for before
+        rows = _earlier_mues(store, settings, rows) + rows
+    try:
+        checked = stored_rows(rows, columns, filename)
+        ncci_from_rows(checked, []) if table == "ptp" else ncci_from_rows([], checked)
+    except ConfigError as exc:
+        raise Invalid(str(exc), [("file", str(exc))]) from exc
+    current = store.config_current(NCCI, table)
+    before = len((current.content or {}).get("rows") or ()) if current else None
+    diff = [{"change": "replaced", "file": filename, "rows_before": before, "rows": len(rows)}]
+    version = store.config_save(
+        NCCI, table, {"source": filename, "rows": rows}, author, reason, diff
+    )
+    store.audit(
+        author,
+        "import",
+        "ncci",
+        table,
+        {"version": version, "reason": reason, "file": filename, "rows": len(rows)},
+    )
+    return version, len(rows)

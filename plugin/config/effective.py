@@ -20,18 +20,25 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from plugin.config.files import (
     MAPPINGS_DIR,
+    MUE_COLUMNS,
+    PTP_COLUMNS,
     Settings,
+    csv_rows,
     mapping_files,
+    ncci_from_rows,
+    stored_rows,
     unknown_finding_codes,
     with_payer_overrides,
 )
+from plugin.rules.ncci import NcciTables
 from plugin.rules.payers import PayerTable
 from plugin.schemas.conceptmap import load_concept_map, merge_concept_maps
 from plugin.schemas.site_tables import PayerTableSchema
 from plugin.store import Store
 
-MAPPING, PAYERS = "mapping", "payers"
+MAPPING, PAYERS, NCCI = "mapping", "payers", "ncci"
 PAYER_TABLE = "payers"
+NCCI_TABLES = ("ptp", "mue")  # an import of CMS's quarterly file replaces the shipped one
 SEED_REASON = "imported from the shipped configuration at first start"
 log = logging.getLogger(__name__)
 
@@ -62,14 +69,38 @@ def _overlay(settings: Settings, store: Store) -> Settings:
     )
     if current is not None:
         versions["payers"] = f"v{current.version}"
+    ncci = _stored_ncci(settings, store, versions)
     return dataclasses.replace(
         settings,
         code_map=code_map,
         payers=payers,
         findings=findings,
+        ncci=ncci,
         code_map_files=tuple(sorted(contents)),
         versions=versions,
     )
+
+
+def _stored_ncci(settings: Settings, store: Store, versions: dict[str, str]) -> NcciTables:
+    """The NCCI tables an admin imported (each replacing the shipped file), else the files."""
+    ptp, mue = (store.config_current(NCCI, name) for name in NCCI_TABLES)
+    if ptp is None and mue is None:
+        return settings.ncci
+    sources = settings.sources
+    ptp_rows = (
+        stored_rows((ptp.content or {}).get("rows"), PTP_COLUMNS, f"ncci/ptp v{ptp.version}")
+        if ptp is not None
+        else csv_rows(sources["ncci_ptp"], PTP_COLUMNS)
+    )
+    mue_rows = (
+        stored_rows((mue.content or {}).get("rows"), MUE_COLUMNS, f"ncci/mue v{mue.version}")
+        if mue is not None
+        else csv_rows(sources["ncci_mue"], MUE_COLUMNS)
+    )
+    for name, stored in (("ncci-ptp", ptp), ("ncci-mue", mue)):
+        if stored is not None:
+            versions[name] = f"v{stored.version}"
+    return ncci_from_rows(ptp_rows, mue_rows)
 
 
 def effective_settings(settings: Settings, store: Store | None = None) -> Settings:
@@ -95,10 +126,10 @@ def effective_settings(settings: Settings, store: Store | None = None) -> Settin
 
 
 def _managed(store: Store) -> bool:
-    """The database holds managed tables (a service has started on it)."""
-    return (
-        bool(store.config_tables(MAPPING)) or store.config_current(PAYERS, PAYER_TABLE) is not None
-    )
+    """The database holds managed tables (a service has started on it, or an admin imported)."""
+    if store.config_tables(MAPPING) or store.config_tables(NCCI):
+        return True
+    return store.config_current(PAYERS, PAYER_TABLE) is not None
 
 
 def validate_mappings(contents: dict[str, Any], settings: Settings) -> Any:

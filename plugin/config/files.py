@@ -155,8 +155,18 @@ def with_payer_overrides(policy: FindingPolicy, payers: PayerTable, path: Path) 
     return dataclasses.replace(policy, payer_overrides=overrides)
 
 
+PTP_COLUMNS = ("column1", "column2", "effective", "deletion", "modifier_indicator")
+MUE_COLUMNS = ("code", "mue", "mai", "effective")
+
+
 def load_ncci(ptp_path: Path, mue_path: Path) -> NcciTables:
-    """The CMS PTP and MUE tables; an error names the file, the line and the column."""
+    """The CMS PTP and MUE tables from files; an error names the file, the line and the
+    column."""
+    return ncci_from_rows(csv_rows(ptp_path, PTP_COLUMNS), csv_rows(mue_path, MUE_COLUMNS))
+
+
+def ncci_from_rows(ptp_rows: list[_Row], mue_rows: list[_Row]) -> NcciTables:
+    """The tables from rows of config/ncci/'s columns (a file's, or a stored import's)."""
     ptp = [
         PtpEdit(
             _code(row, "column1"),
@@ -165,9 +175,7 @@ def load_ncci(ptp_path: Path, mue_path: Path) -> NcciTables:
             None if row["deletion"].strip() in ("", "*") else _day(row, "deletion"),
             _number(row, "modifier_indicator", (0, 1, 9)),
         )
-        for row in _csv_rows(
-            ptp_path, ("column1", "column2", "effective", "deletion", "modifier_indicator")
-        )
+        for row in ptp_rows
     ]
     mue = [
         Mue(
@@ -176,16 +184,30 @@ def load_ncci(ptp_path: Path, mue_path: Path) -> NcciTables:
             _number(row, "mai", (1, 2, 3)),
             _day(row, "effective"),
         )
-        for row in _csv_rows(mue_path, ("code", "mue", "mai", "effective"))
+        for row in mue_rows
     ]
     return NcciTables.of(ptp, mue)
+
+
+def stored_rows(rows: object, columns: tuple[str, ...], where: str) -> list[_Row]:
+    """Rows kept in the database (a list of objects) as rows to validate; names each one."""
+    if not isinstance(rows, list):
+        raise ConfigError(f"{where}: expected a list of rows")
+    found = []
+    for index, raw in enumerate(rows):
+        if not isinstance(raw, dict) or any(not isinstance(raw.get(c), str) for c in columns):
+            raise ConfigError(f"{where}[{index}]: expected the columns {', '.join(columns)}")
+        row = _Row({k: v for k, v in raw.items() if isinstance(v, str)})
+        row.where = f"{where}[{index}]"
+        found.append(row)
+    return found
 
 
 class _Row(dict[str, str]):
     where: str = ""
 
 
-def _csv_rows(path: Path, columns: tuple[str, ...]) -> list[_Row]:
+def csv_rows(path: Path, columns: tuple[str, ...]) -> list[_Row]:
     try:
         with path.open(encoding="utf-8", newline="") as handle:
             reader = csv.DictReader(handle)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from flask import Response, current_app, jsonify, request
 from flask_smorest import Blueprint
 
-from plugin.config.edits import rollback, save_mapping, save_payers, try_coding
-from plugin.config.effective import MAPPING, PAYER_TABLE, PAYERS
+from plugin.config.edits import import_ncci, rollback, save_mapping, save_payers, try_coding
+from plugin.config.effective import MAPPING, NCCI, NCCI_TABLES, PAYER_TABLE, PAYERS
 from plugin.config.tokens import ROLES
 from plugin.errors import BadRequest, Conflict, Invalid, NotFoundError
 from plugin.store.config import VersionInfo
@@ -229,6 +229,44 @@ def put_payers() -> Response:
             state.store, state.settings, content, author, str(body.get("reason", "")), _expect()
         ),
     )
+
+
+@blp.route("/ncci/<table>", methods=["PUT"])
+@blp.doc(
+    summary="Import CMS's quarterly NCCI file (body: the file) as a new version of ptp or mue: "
+    "?reason=…&filename=…[&effective=YYYY-MM-DD]"
+)
+def put_ncci(table: str) -> Response:
+    author = bearer_caller("admin")
+    reason = request.args.get("reason", "")
+    filename = request.args.get("filename", "").strip() or f"ncci-{table}"
+    effective = _date_arg("effective")
+    text = request.get_data(as_text=True)
+    state = _state()
+    version, rows = import_ncci(
+        state.store, state.settings, table, text, filename, author, reason, effective
+    )
+    state.refresh(force=True)
+    return jsonify({"kind": NCCI, "name": table, "version": version, "rows": rows})
+
+
+@blp.route("/ncci/<table>/versions", methods=["GET"])
+@blp.doc(summary="Every imported version of an NCCI table (ptp or mue): who, when, why, rows")
+def ncci_versions(table: str) -> Response:
+    bearer_caller(*ROLES)
+    if table not in NCCI_TABLES:
+        raise NotFoundError(f"no NCCI table {table!r}: one of {', '.join(NCCI_TABLES)}")
+    return jsonify([_version_json(v) for v in _state().store.config_versions(NCCI, table)])
+
+
+def _date_arg(name: str) -> date | None:
+    value = request.args.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise BadRequest(f"{name}: expected YYYY-MM-DD", [(name, value)]) from exc
 
 
 @blp.route("/payers/versions", methods=["GET"])
