@@ -267,3 +267,45 @@ def test_a_late_evening_visit_joins_its_day_whatever_the_server_compares_in(
         assert [v.encounter for v in run.decision.visits] == ["Encounter/e1", "Encounter/e2"]
     (item,) = day_items(ehr, live_settings).values()
     assert (item["quantity"]["value"], len(item["service"])) == (1, 2)
+
+
+def _modifiers(item: dict[str, Any]) -> list[str]:
+    return [
+        e["valueCodeableConcept"]["coding"][0]["code"]
+        for e in item.get("extension", [])
+        if e["url"].endswith("/charge-modifier")
+    ]
+
+
+def test_the_ncci_edits_reach_the_ehrs_charge_items_and_a_rerun_writes_nothing(
+    ehr: Ehr, live_settings: Settings, gatherer: Gatherer
+) -> None:
+    """One day: 97124 with 97140 (PTP indicator 0), 97537 after 97530 (indicator 1, distinct
+    times: XU), 97112 for 75 minutes (MUE 4: one unit held apart)."""
+    long_morning = builders.encounter("e1", MORNING, 4)
+    put_all(
+        ehr,
+        builders.complete_record(
+            builders.procedure("a1", "97140", "2026-11-02T08:05:00-05:00", 10, encounter_id="e1"),
+            builders.procedure("a2", "97124", "2026-11-02T08:15:00-05:00", 10, encounter_id="e1"),
+            builders.procedure("a3", "97530", "2026-11-02T08:25:00-05:00", 15, encounter_id="e1"),
+            builders.procedure("a4", "97537", "2026-11-02T08:40:00-05:00", 15, encounter_id="e1"),
+            builders.procedure("a5", "97112", "2026-11-02T08:55:00-05:00", 75, encounter_id="e1"),
+            visit=long_morning,
+        ),
+    )
+    first = decide(live_settings, gatherer, "e1")
+    assert first.written
+    items = day_items(ehr, live_settings)
+    got = {
+        key.removeprefix(f"{DAY}/"): (i["status"], i["quantity"]["value"], _modifiers(i))
+        for key, i in items.items()
+    }
+    assert got["97124"][0] == "not-billable"
+    assert got["97537"] == ("billable", got["97537"][1], ["GP", "XU"])
+    assert got["97112"] == ("billable", 4, ["GP"])
+    assert got["97112/mue-excess"] == ("planned", 1, ["GP"])
+    again = decide(live_settings, gatherer, "e1")
+    assert not again.written
+    assert again.plan is not None
+    assert again.plan.entries == []
