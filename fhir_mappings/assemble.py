@@ -282,12 +282,25 @@ class VisitAssembler:
             discipline=discipline,
             body_sites=tuple(Coding(s, c, d) for s, c, d in procedure.body_sites),
             reasons=tuple(self.norm(r) or r for r in procedure.reasons),
+            diagnoses=self._own_diagnoses(procedure),
             notes=procedure.notes,
             observations=tuple(self._observations.get(procedure.key, ())),
             based_on=tuple(self.norm(r) or r for r in procedure.based_on),
             findings=tuple(found),
             group_subject=(procedure.subject or "").startswith("Group/"),
         )
+
+    def _own_diagnoses(self, procedure: fx.ProcedureFacts) -> tuple[Diagnosis, ...]:
+        """The diagnoses a procedure names itself: its reasonReference Conditions that were
+        read, then its reasonCode codings; ICD-10-CM first within each."""
+        found = []
+        for ref in procedure.reasons:
+            key = self.norm(ref)
+            codes = self._conditions.get(key or "")
+            if codes:
+                found.append(Diagnosis(key, _icd_first(codes)))
+        found += [Diagnosis(None, _icd_first(codes)) for codes in procedure.reason_codes]
+        return tuple(found)
 
     def _invalid_findings(self, key: str, kind: str) -> list[Finding]:
         message = self._invalid.get(key)
@@ -378,8 +391,7 @@ class VisitAssembler:
                     )
                 )
                 continue
-            ordered = sorted(codes, key=lambda c: c[0] != ICD10CM)  # ICD-10-CM first
-            diagnoses.append(Diagnosis(key, tuple(Coding(s, c, d) for s, c, d in ordered)))
+            diagnoses.append(Diagnosis(key, _icd_first(codes)))
         return tuple(diagnoses)
 
 
@@ -388,6 +400,11 @@ def _ncci_policy(payer: Payer | None) -> dict[str, Any]:
     if payer is None:
         return {"ncci_edits": True, "ptp_modifier": "XU"}
     return {"ncci_edits": payer.ncci_edits, "ptp_modifier": payer.ptp_modifier}
+
+
+def _icd_first(codes: tuple[fx.CodingTuple, ...]) -> tuple[Coding, ...]:
+    ordered = sorted(codes, key=lambda c: c[0] != ICD10CM)  # ICD-10-CM first
+    return tuple(Coding(s, c, d) for s, c, d in ordered)
 
 
 def _modifier_policy(payer: Payer | None) -> bool:

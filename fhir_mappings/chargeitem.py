@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any
 from urllib.parse import quote
 
 from plugin.jsontypes import Json
@@ -133,7 +132,10 @@ def charge_item(line: ChargeLine, decision: Decision, ctx: RenderContext) -> Jso
         "performer": _performers(line),
         "quantity": {"value": line.units},
         "bodysite": _body_sites(line),
-        "reason": _reasons(visits),
+        "reason": [
+            {"coding": [{"system": c.system, "code": c.code} for c in d.codings]}
+            for d in line.diagnoses
+        ],
         "service": [{"reference": s.reference} for s in line.services],
         "account": [{"reference": a} for a in dict.fromkeys(a for v in visits for a in v.accounts)],
         "supportingInformation": [{"reference": e} for e in line.encounters[1:]],
@@ -144,19 +146,6 @@ def charge_item(line: ChargeLine, decision: Decision, ctx: RenderContext) -> Jso
     if line.note:
         item["note"] = [{"text": line.note}]
     return {k: v for k, v in item.items() if v != []}
-
-
-def _reasons(visits: list[Any]) -> list[Json]:
-    """The diagnoses of the line's visits, each once, in the order the visits list them."""
-    seen: set[tuple[tuple[str, str], ...]] = set()
-    reasons = []
-    for visit in visits:
-        for diagnosis in visit.diagnoses:
-            codes = tuple((c.system, c.code) for c in diagnosis.codings)
-            if codes and codes not in seen:
-                seen.add(codes)
-                reasons.append({"coding": [{"system": s, "code": c} for s, c in codes]})
-    return reasons
 
 
 def _extensions(line: ChargeLine, decision: Decision, defs: Definitions) -> list[Json]:

@@ -95,6 +95,7 @@ class ProcedureFacts:
     reasons: tuple[str, ...]
     notes: tuple[str, ...]
     based_on: tuple[str, ...]
+    reason_codes: tuple[tuple[CodingTuple, ...], ...] = ()  # each reasonCode's codings
 
 
 def procedure_facts(resource: Json, key: str, minutes_url: str) -> ProcedureFacts:
@@ -120,6 +121,9 @@ def procedure_facts(resource: Json, key: str, minutes_url: str) -> ProcedureFact
             if isinstance(n, dict) and n.get("text")
         ),
         based_on=tuple(r for r in (reference(x) for x in resource.get("basedOn") or ()) if r),
+        reason_codes=tuple(
+            found for found in (codings(x) for x in resource.get("reasonCode") or ()) if found
+        ),
     )
 
 

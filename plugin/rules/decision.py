@@ -28,8 +28,9 @@ from plugin.rules.model import (
 )
 from plugin.rules.ncci import EditedLine, NcciTables, apply_edits
 from plugin.rules.parameters import UnitParameters
+from plugin.rules.systems import ICD10CM
 from plugin.rules.units import decide_units
-from plugin.rules.visit import Finding, Severity, Visit, VisitService
+from plugin.rules.visit import Diagnosis, Finding, Severity, Visit, VisitService
 
 # The plan-of-care modifier every therapy-list code carries. Source: Pub 100-04 ch.5 §20.1.
 PLAN_OF_CARE_MODIFIER = {Discipline.PT: "GP", Discipline.OT: "GO", Discipline.SLP: "GN"}
@@ -67,6 +68,7 @@ class ChargeLine:
     # ChargeItem's context (docs/architecture.md "The billing day").
     encounters: tuple[str, ...] = ()
     provider: str | None = None  # the billing provider (the encounters' serviceProvider)
+    diagnoses: tuple[Diagnosis, ...] = ()  # ICD-10-CM, the procedures' own first, at most four
 
     @property
     def context(self) -> str | None:
@@ -182,6 +184,7 @@ def decide_day(
             holds_of(group.key)
             + (pool_holds.get(group.key, ()) if line.kind in POOLED_KINDS else ()),
             catalog,
+            policy,
         )
         for group in units.groups
         for line in group.lines
@@ -191,6 +194,9 @@ def decide_day(
     if edits is not None and first.ncci_edits:
         lines, edit_findings, edit_notes = _with_edits(lines, edits, when, first, policy)
     findings = tuple(f for v in checked for f in (*v.findings, *_service_findings(v)))
+    findings += tuple(
+        dict.fromkeys(h for ln in lines for h in ln.holds if h.code == "diagnosis-not-icd10")
+    )
     findings += edit_findings
     explanation = (
         Explanation(first.method_reason, _method_source(first.method)),
@@ -396,11 +402,15 @@ def _line(
     billed: tuple[_Billed, ...],
     visit_holds: tuple[Finding, ...],
     catalog: Catalog,
+    policy: FindingPolicy,
 ) -> ChargeLine:
     definition = catalog.codes[line.code]
     services = tuple(b.service for b in billed)
     own = tuple(f for s in services for f in s.findings if f.severity is Severity.HOLD)
     holds = own + tuple(dict.fromkeys(f for f in visit_holds if f not in own))
+    diagnoses, uncoded = _line_diagnoses(billed)
+    if uncoded and not diagnoses and line.units:
+        holds += (_not_icd10(uncoded, services, visit, policy),)
     status, note = _status(line, holds, visit.method)
     return ChargeLine(
         key=line_key(owner, key, line.code),
@@ -420,6 +430,43 @@ def _line(
         derived_from=line.derived_from,
         encounters=tuple(dict.fromkeys(b.visit.encounter for b in billed)),
         provider=key.provider,
+        diagnoses=diagnoses,
+    )
+
+
+MAX_DIAGNOSES = 4  # diagnosis pointers a claim line carries (ASC X12 837P, SV107)
+
+
+def _line_diagnoses(billed: tuple[_Billed, ...]) -> tuple[tuple[Diagnosis, ...], int]:
+    """The line's ICD-10-CM diagnoses: those its procedures name first, then its encounters'
+    by rank; each once, at most four. Also how many it had with no ICD-10-CM coding."""
+    candidates = [d for b in billed for d in b.service.diagnoses]
+    for visit in {b.visit.encounter: b.visit for b in billed}.values():
+        candidates += visit.diagnoses
+    found: dict[tuple[str, str], Diagnosis] = {}
+    uncoded = 0
+    for diagnosis in candidates:
+        icd = next((c for c in diagnosis.codings if c.system == ICD10CM), None)
+        if icd is None:
+            uncoded += 1
+        elif (icd.system, icd.code) not in found:
+            found[(icd.system, icd.code)] = diagnosis
+    return tuple(found.values())[:MAX_DIAGNOSES], uncoded
+
+
+def _not_icd10(
+    uncoded: int, services: tuple[VisitService, ...], visit: Visit, policy: FindingPolicy
+) -> Finding:
+    """A line whose diagnoses are coded only in other systems (SNOMED CT …): a claim needs
+    ICD-10-CM. Source: HIPAA code sets, 45 CFR 162.1002 (ICD-10-CM for diagnoses)."""
+    return policy.for_payer(
+        policy.make(
+            "diagnosis-not-icd10",
+            f"{uncoded} diagnosis(es) of this line have no ICD-10-CM code.",
+            services[0].reference if services else visit.encounter,
+            "Condition.code",
+        ),
+        visit.payer,
     )
 
 

@@ -74,6 +74,12 @@ class Coding:
 
 
 @dataclass(frozen=True, slots=True)
+class Diagnosis:
+    reference: str | None
+    codings: tuple[Coding, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class VisitService:
     """One documented procedure of the visit."""
 
@@ -95,17 +101,13 @@ class VisitService:
     based_on: tuple[str, ...] = ()
     findings: tuple[Finding, ...] = ()
     group_subject: bool = False  # Procedure.subject is a Group: several patients at once
+    # The diagnoses the procedure itself names (reasonReference Conditions, reasonCode), coded
+    diagnoses: tuple[Diagnosis, ...] = ()
 
     @property
     def billable_status(self) -> bool:
         """Only completed procedures are billed; others are reported."""
         return self.status == "completed"
-
-
-@dataclass(frozen=True, slots=True)
-class Diagnosis:
-    reference: str | None
-    codings: tuple[Coding, ...]
 
 
 @dataclass(frozen=True, slots=True)

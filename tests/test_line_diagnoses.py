@@ -1,0 +1,58 @@
+"""Each charge line's diagnoses: the ones its procedures name first, then the encounter's by
+rank, ICD-10-CM only, at most four; a line with no ICD-10-CM diagnosis is held."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from fhir_mappings.chargeitem import charge_item
+from plugin.config.files import Settings
+from plugin.pipeline.billing_day import decide_gathered
+from plugin.pipeline.stages import render_context
+from plugin.rules.systems import ICD10CM, SNOMED
+from tests import builders
+
+WHEN = datetime(2026, 11, 2, 18, 0, tzinfo=timezone(timedelta(hours=-5)))
+
+
+def reasons(settings: Settings, resources: list[dict[str, Any]]) -> dict[str, list[str]]:
+    decision = decide_gathered(settings, resources, "e1")
+    ctx = render_context(settings, WHEN)
+    return {
+        ln.code: [r["coding"][0]["code"] for r in charge_item(ln, decision, ctx).get("reason", [])]
+        for ln in decision.lines
+    }
+
+
+def test_a_procedures_own_diagnosis_comes_first_and_at_most_four_are_listed(
+    settings: Settings,
+) -> None:
+    codes = ["M25.561", "M62.81", "R26.89", "M54.50", "Z96.651"]
+    encounter = builders.encounter(
+        "e1",
+        diagnosis=[{"condition": {"reference": f"Condition/c{i}"}, "rank": i} for i in range(1, 6)],
+    )
+    conditions = [builders.condition(f"c{i}", (ICD10CM, code)) for i, code in enumerate(codes, 1)]
+    own = builders.procedure(
+        "p1", "97110", minutes=20, reasonReference=[{"reference": "Condition/c4"}]
+    )
+    other = builders.procedure("p2", "97140", "2026-11-02T09:30:00-05:00", 15)
+    resources = [*builders.complete_record(own, other, visit=encounter), *conditions]
+    found = reasons(settings, resources)
+    assert found["97110"] == ["M54.50", "M25.561", "M62.81", "R26.89"]
+    assert found["97140"][:4] == ["M25.561", "M62.81", "R26.89", "M54.50"]
+    assert len(found["97140"]) == 4
+
+
+def test_a_line_whose_diagnoses_have_no_icd10_code_is_held(settings: Settings) -> None:
+    resources = builders.complete_record(builders.procedure("p1", "97110", minutes=20))
+    resources = [
+        builders.condition("c1", (SNOMED, "239873007")) if r["resourceType"] == "Condition" else r
+        for r in resources
+    ]
+    decision = decide_gathered(settings, resources, "e1")
+    (line,) = decision.lines
+    assert line.status.value == "planned"
+    assert [h.code for h in line.holds] == ["diagnosis-not-icd10"]
+    assert "diagnosis-not-icd10" in {f.code for f in decision.findings}
