@@ -22,7 +22,7 @@ from plugin.rules.code_mapping import CodeMap, resolve_code
 from plugin.rules.findings import TIME_FINDINGS, FindingPolicy
 from plugin.rules.model import Catalog, CodeKind, Discipline
 from plugin.rules.payers import CodingTables, Payer, PayerTable
-from plugin.rules.systems import ICD10CM
+from plugin.rules.systems import ICD10CM, PLACE_OF_SERVICE
 from plugin.rules.visit import (
     ROLE_DISCIPLINE,
     Coding,
@@ -73,6 +73,7 @@ class VisitAssembler:
         self._roles_by_practitioner: dict[str, tuple[fx.CodingTuple, ...]] = {}
         self._observations: dict[str, list[str]] = {}
         self._goals: dict[str, list[str]] = {}
+        self._places: dict[str, str] = {}  # Location → its CMS place-of-service code
         self._invalid: dict[str, str] = {}  # strict mode: key → what the R4B model rejected
 
     # --- collecting -------------------------------------------------------------------------
@@ -113,6 +114,11 @@ class VisitAssembler:
             self._add_practitioner_role(resource, key)
         elif kind == "Observation":
             self._add_observation(fx.observation_facts(resource, key))
+        elif kind == "Location":
+            for system, code, _ in (c for t in resource.get("type") or () for c in fx.codings(t)):
+                if system == PLACE_OF_SERVICE and len(code) == 2 and code.isdigit():
+                    self._places[key] = code
+                    break
         elif kind == "Goal":
             subject = fx.reference(resource.get("subject"))
             if resource.get("lifecycleStatus") in ("proposed", "planned", "accepted", "active"):
@@ -215,8 +221,21 @@ class VisitAssembler:
             findings=tuple(found),
             documented_timed_minutes=self._documented_total(encounter, found),
             plan_of_care_modifiers=_modifier_policy(self.tables.payers.by_id(payer)),
+            place_of_service=self._place_of_service(encounter),
             **_ncci_policy(self.tables.payers.by_id(payer)),
         )
+
+    def _place_of_service(self, encounter: fx.EncounterFacts) -> str:
+        """The CMS place of service: the first of the encounter's Locations whose type carries
+        one, else the billing provider's (config/roles.yaml place_of_service), else the
+        default (11, office)."""
+        for ref in encounter.locations:
+            code = self._places.get(self.norm(ref) or "")
+            if code:
+                return code
+        tables = self.tables.coding_tables
+        provider = self.norm(encounter.service_provider) or ""
+        return tables.places_of_service.get(provider, tables.default_place_of_service)
 
     def _documented_total(self, encounter: fx.EncounterFacts, found: list[Finding]) -> int | None:
         """The visit's documented total timed minutes (Pub 100-02 ch.15 §220.3 E), if sent."""

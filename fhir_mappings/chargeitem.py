@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from plugin.jsontypes import Json
 from plugin.rules.decision import ChargeLine, Decision
-from plugin.rules.systems import CPT, HCPCS, UCUM
+from plugin.rules.systems import CPT, HCPCS, PLACE_OF_SERVICE, UCUM
 
 CPT_MODIFIERS = {"59"}  # modifier 59 is CPT; GP/GO/GN, KX, CQ/CO, X{EPSU} are HCPCS Level II
 _UUID_NAMESPACE = uuid.UUID("6f1d3f0e-2b1c-4e57-9a53-5c1f0b7e2a10")
@@ -45,6 +45,10 @@ class Definitions:
     @property
     def timed_minutes(self) -> str:
         return f"{self.base}/StructureDefinition/timed-minutes"
+
+    @property
+    def place_of_service(self) -> str:
+        return f"{self.base}/StructureDefinition/place-of-service"
 
     @property
     def billing_method(self) -> str:
@@ -170,6 +174,12 @@ def _extensions(line: ChargeLine, decision: Decision, defs: Definitions) -> list
                 },
             }
         )
+    extensions.append(
+        {
+            "url": defs.place_of_service,
+            "valueCoding": {"system": PLACE_OF_SERVICE, "code": decision.visit.place_of_service},
+        }
+    )
     extensions.append(
         {
             "url": defs.billing_method,

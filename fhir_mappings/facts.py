@@ -164,6 +164,7 @@ class EncounterFacts:
     diagnoses: list[tuple[str | None, int]]  # (Condition reference, rank)
     service_types: tuple[CodingTuple, ...]
     total_timed_value: object = None  # the total-timed-minutes extension's value, as written
+    locations: tuple[str, ...] = ()  # Encounter.location.location references
 
 
 def encounter_facts(resource: Json, key: str, total_timed_url: str) -> EncounterFacts:
@@ -189,6 +190,15 @@ def encounter_facts(resource: Json, key: str, total_timed_url: str) -> Encounter
         diagnoses=diagnoses,
         service_types=codings(resource.get("serviceType")),
         total_timed_value=_extension_value(resource, total_timed_url),
+        locations=tuple(
+            r
+            for r in (
+                reference(x.get("location"))
+                for x in resource.get("location") or ()
+                if isinstance(x, dict)
+            )
+            if r
+        ),
     )
 
 

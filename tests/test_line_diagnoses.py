@@ -1,8 +1,9 @@
-"""Each charge line's diagnoses: the ones its procedures name first, then the encounter's by
-rank, ICD-10-CM only, at most four; a line with no ICD-10-CM diagnosis is held."""
+"""What a claim line needs: its diagnoses (the ones its procedures name first, then the
+encounter's by rank, ICD-10-CM only, at most four; none held) and its place of service."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -10,7 +11,7 @@ from fhir_mappings.chargeitem import charge_item
 from plugin.config.files import Settings
 from plugin.pipeline.billing_day import decide_gathered
 from plugin.pipeline.stages import render_context
-from plugin.rules.systems import ICD10CM, SNOMED
+from plugin.rules.systems import ICD10CM, PLACE_OF_SERVICE, SNOMED
 from tests import builders
 
 WHEN = datetime(2026, 11, 2, 18, 0, tzinfo=timezone(timedelta(hours=-5)))
@@ -56,3 +57,27 @@ def test_a_line_whose_diagnoses_have_no_icd10_code_is_held(settings: Settings) -
     assert line.status.value == "planned"
     assert [h.code for h in line.holds] == ["diagnosis-not-icd10"]
     assert "diagnosis-not-icd10" in {f.code for f in decision.findings}
+
+
+def _pos(settings: Settings, resources: list[dict[str, Any]]) -> str:
+    decision = decide_gathered(settings, resources, "e1")
+    item = charge_item(decision.lines[0], decision, render_context(settings, WHEN))
+    (ext,) = [e for e in item["extension"] if e["url"].endswith("/place-of-service")]
+    assert ext["valueCoding"]["system"] == PLACE_OF_SERVICE
+    return str(ext["valueCoding"]["code"])
+
+
+def test_place_of_service_from_the_location_else_the_facility_else_11(settings: Settings) -> None:
+    record = builders.complete_record(builders.procedure("p1", "97110", minutes=20))
+    assert _pos(settings, record) == "11"
+    tables = dataclasses.replace(
+        settings.coding_tables, places_of_service={"Organization/clinic": "22"}
+    )
+    assert _pos(dataclasses.replace(settings, coding_tables=tables), record) == "22"
+    location = {
+        "resourceType": "Location",
+        "id": "loc1",
+        "type": [{"coding": [{"system": PLACE_OF_SERVICE, "code": "19"}]}],
+    }
+    record[0]["location"] = [{"location": {"reference": "Location/loc1"}}]
+    assert _pos(dataclasses.replace(settings, coding_tables=tables), [*record, location]) == "19"

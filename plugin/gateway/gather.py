@@ -28,6 +28,7 @@ WANTED: list[tuple[str, str, str | None]] = [
     ("_revinclude", "ChargeItem:context", "ChargeItem?context={encounter}"),
     ("_include", "Encounter:subject", None),
     ("_include", "Encounter:diagnosis", None),
+    ("_include", "Encounter:location", None),
     ("_revinclude", "Condition:encounter", None),
     ("_revinclude:iterate", "Coverage:beneficiary", "Coverage?beneficiary={patient}"),
     ("_include:iterate", "Coverage:payor", None),

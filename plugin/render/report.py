@@ -55,6 +55,7 @@ def _visit_head(visit: Visit) -> dict[str, Any]:
         "method_reason": visit.method_reason,
         "payer": visit.payer,
         "coverage": visit.coverage,
+        "place_of_service": visit.place_of_service,
     }
 
 

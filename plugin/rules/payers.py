@@ -53,3 +53,6 @@ class CodingTables:
 
     roles: Mapping[tuple[str, str], Role]
     service_types: Mapping[tuple[str, str], Discipline]
+    # CMS place of service by billing provider (Encounter.serviceProvider), else the default
+    places_of_service: Mapping[str, str] = field(default_factory=dict)
+    default_place_of_service: str = "11"

@@ -9,3 +9,8 @@ SNOMED = "http://snomed.info/sct"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 NUCC = "http://nucc.org/provider-taxonomy"
 UCUM = "http://unitsofmeasure.org"
+# CMS place-of-service codes (11 office, 22 on-campus outpatient hospital …), as US Core and the
+# CARIN profiles name them on Location.type
+PLACE_OF_SERVICE = (
+    "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set"
+)

@@ -133,6 +133,7 @@ class Visit:
     documented_timed_minutes: int | None = None  # the visit's own total, when the EHR sends one
     plan_of_care_modifiers: bool = True  # the payer's modifier policy (config/payers.yaml)
     ncci_edits: bool = True  # the payer applies the CMS NCCI PTP and MUE edits (payers.yaml)
+    place_of_service: str = "11"  # CMS place-of-service code: Location.type, facility, default
     ptp_modifier: str = "XU"  # the modifier the payer wants on a distinct column-two service
 
     @property

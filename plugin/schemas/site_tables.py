@@ -118,9 +118,21 @@ def _duplicates(entries: list[dict[str, Any]], name: str) -> dict[str, Any]:
     return {name: errors} if errors else {}
 
 
+class PlaceOfServiceSchema(Schema):
+    default = fields.String(load_default="11", validate=validate.Regexp(r"^\d{2}$"))
+    by_service_provider = fields.Dict(
+        keys=fields.String(validate=validate.Length(min=1)),
+        values=fields.String(validate=validate.Regexp(r"^\d{2}$")),
+        load_default=dict,
+    )
+
+
 class CodingTablesSchema(Schema):
     roles = fields.List(fields.Nested(RoleEntrySchema), required=True)
     service_types = fields.List(fields.Nested(ServiceTypeEntrySchema), load_default=list)
+    place_of_service = fields.Nested(
+        PlaceOfServiceSchema, load_default=lambda: {"default": "11", "by_service_provider": {}}
+    )
 
     @validates_schema
     def _unique(self, data: dict[str, Any], **_: Any) -> None:
@@ -138,4 +150,6 @@ class CodingTablesSchema(Schema):
             service_types={
                 (e["system"], e["code"]): e["discipline"] for e in data["service_types"]
             },
+            places_of_service=dict(data["place_of_service"]["by_service_provider"]),
+            default_place_of_service=data["place_of_service"]["default"],
         )
