@@ -87,11 +87,22 @@ def of_the_day(existing: dict[str, Existing], decision: Decision) -> dict[str, E
     dates = {v.date_of_service for v in decision.visits} | {ln.date for ln in decision.lines}
     prefixes = tuple(f"{decision.owner}/{d or 'undated'}/" for d in dates)
     encounters = {v.encounter_id for v in decision.visits}
-    return {
-        key: item
-        for key, item in existing.items()
-        if key.startswith(prefixes) or (key.count("/") == 3 and key.split("/")[0] in encounters)
-    }
+
+    def of_this_day(key: str) -> bool:
+        legacy = _per_encounter(key)
+        return key.startswith(prefixes) or (legacy is not None and legacy[0] in encounters)
+
+    return {key: item for key, item in existing.items() if of_this_day(key)}
+
+
+def _per_encounter(key: str) -> tuple[str, str, str, str] | None:
+    """(encounter id, date, discipline, code) of a key an earlier release wrote per encounter;
+    None for a billing-day key."""
+    parts = key.split("/")
+    if len(parts) != 4:
+        return None
+    encounter, day, discipline, code = parts
+    return encounter, day, discipline, code
 
 
 def content(resource: Json) -> Json:
@@ -168,8 +179,8 @@ def _legacy_billed(existing: dict[str, Existing]) -> _Legacy:
     {discipline}/{code}`, by (encounter, date, discipline, code)."""
     found: _Legacy = {}
     for key, old in existing.items():
-        parts = key.split("/")
-        if len(parts) == 4 and old.status == "billed":
+        parts = _per_encounter(key)
+        if parts is not None and old.status == "billed":
             encounter, day, discipline, code = parts
             found[(f"Encounter/{encounter}", day, discipline, code)] = (key, old)
     return found

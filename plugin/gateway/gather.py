@@ -94,7 +94,7 @@ class Gatherer:
     def encounter(self, encounter_id: str) -> Gathered:
         """One encounter with everything billing needs (no other visit of its day)."""
         gathered = self._search([("_id", encounter_id)])
-        if not any(_is_encounter(r, encounter_id) for r in gathered.resources):
+        if not any(is_encounter(r, encounter_id) for r in gathered.resources):
             raise NotFound(f"Encounter/{encounter_id} is not on the EHR", 404)
         return gathered
 
@@ -123,7 +123,7 @@ class Gatherer:
         if patient is None or date is None:
             return self.encounter(encounter_id)
         gathered = self.day(patient, date)
-        if not any(_is_encounter(r, encounter_id) for r in gathered.resources):
+        if not any(is_encounter(r, encounter_id) for r in gathered.resources):
             # Not matched by the date search (a server's own reading of the period): read alone.
             extra = self.encounter(encounter_id)
             gathered.resources.extend(extra.resources)
@@ -173,7 +173,8 @@ class Gatherer:
             gathered.capped = gathered.capped or page.capped
 
 
-def _is_encounter(resource: Json, encounter_id: str) -> bool:
+def is_encounter(resource: Json, encounter_id: str) -> bool:
+    """The resource is the Encounter with this id."""
     return resource.get("resourceType") == "Encounter" and resource.get("id") == encounter_id
 
 

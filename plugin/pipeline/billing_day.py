@@ -15,7 +15,12 @@ from fhir_mappings.delivery import WritePlan, of_the_day, our_charge_items, plan
 from plugin.config.files import Settings
 from plugin.gateway.client import iter_resources
 from plugin.gateway.errors import FhirError, VersionConflict
-from plugin.gateway.gather import Gatherer, NotFound, encounter_patient_and_date
+from plugin.gateway.gather import (
+    Gatherer,
+    NotFound,
+    encounter_patient_and_date,
+    is_encounter,
+)
 from plugin.jsontypes import Json
 from plugin.pipeline.stages import decide, render_context, translate_tables
 from plugin.render.report import day_report
@@ -108,7 +113,7 @@ def run_day(
     EHR fails (with `report_write_errors`, a failed write is returned in `error` instead).
     """
     ctx = render_context(settings, entered, trigger)
-    configuration = dict(settings.versions)
+    configuration = dict(ctx.configuration)
     prefetched = source.prefetched
     sent: WritePlan | None = None  # a transaction of this run that the EHR took
     attempt = 0
@@ -180,10 +185,7 @@ def _read_day(
             raise DayUnreadable("no FHIR server to read the encounter from")
         if source.day is not None:
             gathered = gatherer.day(*source.day)
-            if any(
-                r.get("resourceType") == "Encounter" and r.get("id") == encounter_id
-                for r in gathered.resources
-            ):
+            if any(is_encounter(r, encounter_id) for r in gathered.resources):
                 return gathered.resources, gathered.capped, False, None
             # the encounter moved to another day (or another patient) since it was named
         gathered = gatherer.encounter_day(encounter_id)
@@ -200,14 +202,7 @@ def _read_day(
 
 
 def _patient_and_date(resources: list[Json], encounter_id: str) -> tuple[str | None, str | None]:
-    encounter = next(
-        (
-            r
-            for r in resources
-            if r.get("resourceType") == "Encounter" and r.get("id") == encounter_id
-        ),
-        None,
-    )
+    encounter = next((r for r in resources if is_encounter(r, encounter_id)), None)
     return encounter_patient_and_date(encounter)
 
 

@@ -339,15 +339,13 @@ def _visit_holds_by_group(
     for (key, _), billed in by_family.items():
         contributors.setdefault(key, set()).update(b.visit.encounter for b in billed)
     placed = set().union(*contributors.values()) if contributors else set()
-    everywhere = tuple(f for v in visits if v.encounter not in placed for f in _visit_holds(v))
     own = {v.encounter: _visit_holds(v) for v in visits}
-
-    def holds(key: GroupKey) -> tuple[Finding, ...]:
-        named = contributors.get(key, set())
-        found = tuple(f for v in visits if v.encounter in named for f in own[v.encounter])
-        return found + everywhere
-
-    return holds
+    everywhere = tuple(f for v in visits if v.encounter not in placed for f in own[v.encounter])
+    by_group = {
+        key: tuple(f for v in visits if v.encounter in named for f in own[v.encounter]) + everywhere
+        for key, named in contributors.items()
+    }
+    return lambda key: by_group.get(key, everywhere)
 
 
 def _pool_holds(
