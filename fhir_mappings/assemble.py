@@ -7,6 +7,7 @@ the other visits are unaffected.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,6 +47,11 @@ class TranslateTables:
     minutes_extension: str
     findings: FindingPolicy
     total_timed_extension: str
+
+
+# An assistant's discipline, and a therapist's (Pub 100-02 ch.15 §230.1, §230.2)
+_ASSISTANT_OF = {Role.PTA: Discipline.PT, Role.OTA: Discipline.OT}
+_THERAPIST_OF = {Role.PT: Discipline.PT, Role.OT: Discipline.OT}
 
 
 class InvalidResource(Invalid, ValueError):
@@ -187,7 +193,9 @@ class VisitAssembler:
         end = _instant(encounter.period_end, encounter.key, "Encounter.period.end", found, policy)
         day = _date(encounter.period_start, encounter.key, found, policy)
         service_type = self._service_type(encounter)
-        services = tuple(self._service(p, day, service_type) for p in procedures)
+        services = self._supervised(
+            encounter, tuple(self._service(p, day, service_type) for p in procedures)
+        )
         if day is None:
             day = min((s.date for s in services if s.date), default=None)
         if day is None:
@@ -221,9 +229,50 @@ class VisitAssembler:
             findings=tuple(found),
             documented_timed_minutes=self._documented_total(encounter, found),
             plan_of_care_modifiers=_modifier_policy(self.tables.payers.by_id(payer)),
+            assistant_modifiers=_assistant_policy(self.tables.payers.by_id(payer)),
             place_of_service=self._place_of_service(encounter),
             **_ncci_policy(self.tables.payers.by_id(payer)),
         )
+
+    def _supervised(
+        self, encounter: fx.EncounterFacts, services: tuple[VisitService, ...]
+    ) -> tuple[VisitService, ...]:
+        """Each assistant's service with the therapist who supervised it, the first found of:
+        a therapist of its discipline on the procedure (minutes together count as the
+        therapist's), among the encounter's participants, performing another service of the
+        visit; else the assistant's configured supervisor (config/roles.yaml supervisors).
+
+        Source: Pub 100-02 ch.15 §230.1 B, §230.2 B (PTA/OTA services under a therapist's
+        supervision); §220.3 E (the treatment note names who furnished or supervised)."""
+        if not any(p.role in _ASSISTANT_OF for s in services for p in s.performers):
+            return services
+        participants = [
+            (ref, self._role(types, ref)[0])
+            for ref, types in ((self.norm(r) or r, t) for r, t in encounter.participants)
+        ]
+        others = [(p.reference, p.role) for s in services for p in s.performers]
+        configured = self.tables.coding_tables.supervisors
+        out = []
+        for service in services:
+            assistants = [p for p in service.performers if p.role in _ASSISTANT_OF]
+            if not assistants:
+                out.append(service)
+                continue
+            wanted = _ASSISTANT_OF[assistants[0].role]  # type: ignore[index]
+            own = [(p.reference, p.role) for p in service.performers]
+            found = next(
+                (
+                    ref
+                    for ref, role in (*own, *participants, *others)
+                    if ref and role is not None and _THERAPIST_OF.get(role) is wanted
+                ),
+                None,
+            )
+            if found is None:
+                refs = (a.reference for a in assistants)
+                found = next((configured[r] for r in refs if r and r in configured), None)
+            out.append(dataclasses.replace(service, supervisor=found) if found else service)
+        return tuple(out)
 
     def _place_of_service(self, encounter: fx.EncounterFacts) -> str:
         """The CMS place of service: the first of the encounter's Locations whose type carries
@@ -429,6 +478,11 @@ def _icd_first(codes: tuple[fx.CodingTuple, ...]) -> tuple[Coding, ...]:
 def _modifier_policy(payer: Payer | None) -> bool:
     """Unknown or default payers get the plan-of-care modifier (Pub 100-04 ch.5 §20.1)."""
     return payer.plan_of_care_modifiers if payer else True
+
+
+def _assistant_policy(payer: Payer | None) -> bool:
+    """CQ/CO only for a payer whose entry asks for them (config/payers.yaml)."""
+    return payer.assistant_modifiers if payer else False
 
 
 def _instant(

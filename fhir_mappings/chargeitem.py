@@ -59,6 +59,10 @@ class Definitions:
         return f"{self.base}/StructureDefinition/hold-reason"
 
     @property
+    def performer_functions(self) -> str:
+        return f"{self.base}/CodeSystem/performer-function"
+
+    @property
     def finding_codes(self) -> str:
         return f"{self.base}/CodeSystem/finding"
 
@@ -133,7 +137,7 @@ def charge_item(line: ChargeLine, decision: Decision, ctx: RenderContext) -> Jso
         "subject": {"reference": visit.patient} if visit.patient else {"display": "unknown"},
         "context": {"reference": line.context or visit.encounter},
         **_occurrence(line),
-        "performer": _performers(line),
+        "performer": _performers(line, defs),
         "quantity": {"value": line.units},
         "bodysite": _body_sites(line),
         "reason": [
@@ -211,7 +215,12 @@ def _occurrence(line: ChargeLine) -> Json:
     return {}
 
 
-def _performers(line: ChargeLine) -> list[Json]:
+# ChargeItem.performer.function of the therapist who supervised an assistant's service: the
+# claim's supervising provider (ASC X12 837P loop 2310D; Pub 100-02 ch.15 §230.1 B, §230.2 B).
+SUPERVISING = "supervising"
+
+
+def _performers(line: ChargeLine, defs: Definitions) -> list[Json]:
     seen: set[tuple[str, str | None]] = set()
     performers = []
     for service in line.services:
@@ -227,6 +236,18 @@ def _performers(line: ChargeLine) -> list[Json]:
                 system, code = performer.role_coding
                 entry["function"] = {"coding": [{"system": system, "code": code}]}
             performers.append(entry)
+    for supervisor in dict.fromkeys(s.supervisor for s in line.services if s.supervisor):
+        if any(p["actor"]["reference"] == supervisor for p in performers):
+            continue  # a therapist who performed is named already
+        performers.append(
+            {
+                "function": {
+                    "coding": [{"system": defs.performer_functions, "code": SUPERVISING}],
+                    "text": "Supervising therapist",
+                },
+                "actor": {"reference": supervisor},
+            }
+        )
     return performers
 
 

@@ -165,6 +165,8 @@ class EncounterFacts:
     service_types: tuple[CodingTuple, ...]
     total_timed_value: object = None  # the total-timed-minutes extension's value, as written
     locations: tuple[str, ...] = ()  # Encounter.location.location references
+    # Encounter.participant: (individual reference, type codings), e.g. a supervising therapist
+    participants: tuple[tuple[str, tuple[CodingTuple, ...]], ...] = ()
 
 
 def encounter_facts(resource: Json, key: str, total_timed_url: str) -> EncounterFacts:
@@ -198,6 +200,11 @@ def encounter_facts(resource: Json, key: str, total_timed_url: str) -> Encounter
                 if isinstance(x, dict)
             )
             if r
+        ),
+        participants=tuple(
+            (ref, tuple(c for t in p.get("type") or () for c in codings(t)))
+            for p in resource.get("participant") or ()
+            if isinstance(p, dict) and (ref := reference(p.get("individual")))
         ),
     )
 

@@ -9,7 +9,7 @@ from datetime import date
 from enum import StrEnum
 from typing import NamedTuple
 
-from plugin.rules import sources
+from plugin.rules import assistants, sources
 from plugin.rules.day import visit_order
 from plugin.rules.families import group_key
 from plugin.rules.findings import TIME_FINDINGS, FindingPolicy
@@ -189,6 +189,9 @@ def decide_day(
         for group in units.groups
         for line in group.lines
     )
+    assistant_notes: tuple[Explanation, ...] = ()
+    if first.assistant_modifiers:
+        lines, assistant_notes = _with_assistant_modifiers(lines, when)
     edit_notes: tuple[Explanation, ...] = ()
     edit_findings: tuple[Finding, ...] = ()
     if edits is not None and first.ncci_edits:
@@ -202,9 +205,52 @@ def decide_day(
         Explanation(first.method_reason, _method_source(first.method)),
         *_day_note(checked),
         *(e for g in units.groups for e in g.explanation),
+        *assistant_notes,
         *edit_notes,
     )
     return Decision(first, lines, findings, explanation, units, tuple(checked))
+
+
+def _with_assistant_modifiers(
+    lines: tuple[ChargeLine, ...], on: date
+) -> tuple[tuple[ChargeLine, ...], tuple[Explanation, ...]]:
+    """PT and OT lines with CQ/CO on the units a PTA/OTA furnished in whole or in part
+    (plugin.rules.assistants). A line whose units divide keeps the therapist's units and
+    gains a line of its own, keyed `…/CQ` (`…/CO`), for the assistant's; each shows the minutes
+    of its provider, so the two add up to the documented minutes.
+
+    Source: CMS Pub 100-04 ch.5 §20.1; CY 2022 PFS final rule (86 FR 64996)."""
+    out: list[ChargeLine] = []
+    notes: list[Explanation] = []
+    for line in lines:
+        modifier = assistants.MODIFIER.get(line.discipline)
+        shares = assistants.line_shares(line.services) if modifier else None
+        if modifier is None or shares is None or line.status is LineStatus.NOT_BILLABLE:
+            out.append(line)  # unknown shares hold the line (gaps: assistant-minutes-unknown)
+            continue
+        split = assistants.split_units(line.code, line.kind, line.units, shares, on, modifier)
+        notes += (Explanation(n, split.source) for n in split.notes)
+        with_modifier = (*line.modifiers, modifier)
+        if split.modified == 0:
+            out.append(line)
+        elif split.modified == line.units:
+            out.append(dataclasses.replace(line, modifiers=with_modifier))
+        else:
+            out.append(
+                dataclasses.replace(
+                    line, units=line.units - split.modified, minutes=shares.therapist
+                )
+            )
+            out.append(
+                dataclasses.replace(
+                    line,
+                    key=f"{line.key}/{modifier}",
+                    units=split.modified,
+                    minutes=shares.assistant,
+                    modifiers=with_modifier,
+                )
+            )
+    return tuple(out), tuple(notes)
 
 
 def _with_edits(

@@ -14,13 +14,13 @@ import heapq
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
+from plugin.rules.assistants import service_shares
 from plugin.rules.findings import FindingPolicy
 from plugin.rules.model import POOLED_KINDS, Catalog, CodeKind, Discipline, UnitsResult
 from plugin.rules.parameters import UnitTable
 from plugin.rules.visit import ROLE_DISCIPLINE, Finding, Role, Visit, VisitService
 
 _ASSISTANTS = (Role.PTA, Role.OTA)
-_THERAPISTS = (Role.PT, Role.OT, Role.SLP)
 
 
 def with_record_gaps(visit: Visit, catalog: Catalog, policy: FindingPolicy) -> Visit:
@@ -28,11 +28,8 @@ def with_record_gaps(visit: Visit, catalog: Catalog, policy: FindingPolicy) -> V
 
     Overlapping time is looked for over the whole billing day (`with_day_overlaps`).
     """
-    roles = frozenset(p.role for s in visit.services for p in s.performers)
     services = tuple(
-        _add(s, _service_gaps(s, s.code, visit, roles, catalog, policy))
-        if s.code and _checked(s)
-        else s
+        _add(s, _service_gaps(s, s.code, visit, catalog, policy)) if s.code and _checked(s) else s
         for s in visit.services
     )
     return dataclasses.replace(
@@ -73,7 +70,6 @@ def _service_gaps(
     service: VisitService,
     code: str,
     visit: Visit,
-    encounter_roles: frozenset[Role | None],
     catalog: Catalog,
     policy: FindingPolicy,
 ) -> list[Finding]:
@@ -81,7 +77,18 @@ def _service_gaps(
     found = _time_gaps(service, visit, policy) if definition.is_timed else []
     found += _what_gaps(service, definition.is_timed, definition.body_site, policy)
     found += _necessity_gaps(service, visit, policy)
-    found += _who_gaps(service, definition.disciplines, encounter_roles, policy)
+    found += _who_gaps(service, definition.disciplines, policy)
+    if visit.assistant_modifiers and service_shares(service) is None:
+        found.append(
+            policy.make(
+                "assistant-minutes-unknown",
+                f"{service.code}: a therapist and an assistant are both performers, without "
+                "each one's own period, so the assistant's minutes apart from the therapist "
+                "(for CQ/CO) cannot be told.",
+                service.reference,
+                "Procedure.performer.extension(performer.period)",
+            )
+        )
     if service.group_subject and definition.kind is CodeKind.TIMED_15:
         found.append(
             policy.make(
@@ -204,7 +211,6 @@ def _necessity_gaps(service: VisitService, visit: Visit, policy: FindingPolicy) 
 def _who_gaps(
     service: VisitService,
     disciplines: tuple[Discipline, ...],
-    encounter_roles: frozenset[Role | None],
     policy: FindingPolicy,
 ) -> list[Finding]:
     """Who furnished the service: someone qualified, of the right discipline, supervised.
@@ -246,12 +252,13 @@ def _who_gaps(
                 )
             )
     roles = {p.role for p in service.performers}
-    if roles & set(_ASSISTANTS) and not (roles | encounter_roles) & set(_THERAPISTS):
+    if roles & set(_ASSISTANTS) and service.supervisor is None:
         found.append(
             policy.make(
                 "supervision-missing",
-                f"{service.code} was furnished by an "
-                "assistant and no supervising therapist is recorded.",
+                f"{service.code} was furnished by an assistant and no supervising therapist is "
+                "recorded (on the procedure, the encounter's participants or the assistant's "
+                "configured supervisor).",
                 ref,
                 "Procedure.performer",
             )

@@ -22,6 +22,9 @@ class Payer:
     # Modifier policy: whether the payer wants the plan-of-care modifier (GP/GO/GN) on every
     # therapy line. Medicare requires it (Pub 100-04 ch.5 §20.1); other payers' contracts vary.
     plan_of_care_modifiers: bool = True
+    # CQ/CO on units furnished in whole or in part by a PTA/OTA: Medicare's (Pub 100-04 ch.5
+    # §20.1), and payers that adopt it; off unless the payer's entry turns it on.
+    assistant_modifiers: bool = False
     # NCCI policy: whether the payer applies the CMS PTP and MUE edits (Medicare does; many
     # commercial payers adopt them), and which modifier bypasses a PTP edit for distinct time
     # intervals: XU (preferred since 2015) or 59 (NCCI Policy Manual ch.1 §E).
@@ -56,3 +59,6 @@ class CodingTables:
     # CMS place of service by billing provider (Encounter.serviceProvider), else the default
     places_of_service: Mapping[str, str] = field(default_factory=dict)
     default_place_of_service: str = "11"
+    # An assistant's supervising therapist when the record names none (config/roles.yaml
+    # supervisors): assistant reference → therapist reference. Pub 100-02 ch.15 §230.1, §230.2.
+    supervisors: Mapping[str, str] = field(default_factory=dict)

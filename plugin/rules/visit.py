@@ -103,6 +103,10 @@ class VisitService:
     group_subject: bool = False  # Procedure.subject is a Group: several patients at once
     # The diagnoses the procedure itself names (reasonReference Conditions, reasonCode), coded
     diagnoses: tuple[Diagnosis, ...] = ()
+    # For a service an assistant furnished: the therapist of its discipline who supervised it
+    # (on the procedure, among the encounter's participants or its other performers, or the
+    # assistant's configured supervisor); None when the record names none.
+    supervisor: str | None = None
 
     @property
     def billable_status(self) -> bool:
@@ -132,6 +136,7 @@ class Visit:
     findings: tuple[Finding, ...] = ()
     documented_timed_minutes: int | None = None  # the visit's own total, when the EHR sends one
     plan_of_care_modifiers: bool = True  # the payer's modifier policy (config/payers.yaml)
+    assistant_modifiers: bool = False  # the payer wants CQ/CO (config/payers.yaml)
     ncci_edits: bool = True  # the payer applies the CMS NCCI PTP and MUE edits (payers.yaml)
     place_of_service: str = "11"  # CMS place-of-service code: Location.type, facility, default
     ptp_modifier: str = "XU"  # the modifier the payer wants on a distinct column-two service

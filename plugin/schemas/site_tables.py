@@ -18,6 +18,7 @@ class IdentifierSchema(Schema):
 
 class ModifierPolicySchema(Schema):
     plan_of_care = fields.Boolean(load_default=True)  # GP/GO/GN on every therapy line
+    assistant = fields.Boolean(load_default=False)  # CQ/CO on units a PTA/OTA furnished
 
 
 class NcciPolicySchema(Schema):
@@ -33,7 +34,9 @@ class PayerSchema(Schema):
         fields.Nested(IdentifierSchema), required=True, validate=validate.Length(min=1)
     )
     source = fields.String(required=True, validate=validate.Length(min=1))
-    modifiers = fields.Nested(ModifierPolicySchema, load_default=lambda: {"plan_of_care": True})
+    modifiers = fields.Nested(
+        ModifierPolicySchema, load_default=lambda: {"plan_of_care": True, "assistant": False}
+    )
     ncci = fields.Nested(
         NcciPolicySchema, load_default=lambda: {"edits": True, "ptp_modifier": "XU"}
     )
@@ -79,6 +82,7 @@ class PayerTableSchema(Schema):
                     source=p["source"],
                     gap_severity=dict(p["gap_severity"]),
                     plan_of_care_modifiers=p["modifiers"]["plan_of_care"],
+                    assistant_modifiers=p["modifiers"]["assistant"],
                     ncci_edits=p["ncci"]["edits"],
                     ptp_modifier=p["ncci"]["ptp_modifier"],
                 )
@@ -127,12 +131,18 @@ class PlaceOfServiceSchema(Schema):
     )
 
 
+class SupervisorSchema(Schema):
+    assistant = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z]+/[^/\s]+$"))
+    therapist = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z]+/[^/\s]+$"))
+
+
 class CodingTablesSchema(Schema):
     roles = fields.List(fields.Nested(RoleEntrySchema), required=True)
     service_types = fields.List(fields.Nested(ServiceTypeEntrySchema), load_default=list)
     place_of_service = fields.Nested(
         PlaceOfServiceSchema, load_default=lambda: {"default": "11", "by_service_provider": {}}
     )
+    supervisors = fields.List(fields.Nested(SupervisorSchema), load_default=list)
 
     @validates_schema
     def _unique(self, data: dict[str, Any], **_: Any) -> None:
@@ -140,6 +150,14 @@ class CodingTablesSchema(Schema):
             **_duplicates(data["roles"], "roles"),
             **_duplicates(data["service_types"], "service_types"),
         }
+        assistants: dict[str, int] = {}
+        for index, entry in enumerate(data["supervisors"]):
+            if entry["assistant"] in assistants:
+                first = assistants[entry["assistant"]]
+                errors.setdefault("supervisors", {})[index] = {
+                    "assistant": [f"duplicate assistant (first at supervisors[{first}])"]
+                }
+            assistants.setdefault(entry["assistant"], index)
         if errors:
             raise ValidationError(errors)
 
@@ -152,4 +170,5 @@ class CodingTablesSchema(Schema):
             },
             places_of_service=dict(data["place_of_service"]["by_service_provider"]),
             default_place_of_service=data["place_of_service"]["default"],
+            supervisors={e["assistant"]: e["therapist"] for e in data["supervisors"]},
         )
