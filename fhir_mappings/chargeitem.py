@@ -151,6 +151,9 @@ def charge_item(line: ChargeLine, decision: Decision, ctx: RenderContext) -> Jso
     }
     if line.provider:
         item["performingOrganization"] = {"reference": line.provider}
+    if line.price is not None:
+        item["priceOverride"] = {"value": float(line.price), "currency": line.currency}
+        item["overrideReason"] = line.price_basis
     if line.note:
         item["note"] = [{"text": line.note}]
     return {k: v for k, v in item.items() if v != []}

@@ -126,7 +126,44 @@ def observation(oid: str, procedure_id: str, value: float = 95) -> Json:
     }
 
 
+CERTIFIED_URL = "https://theracharge.example/fhir/StructureDefinition/plan-of-care-certified"
+DISCIPLINE_CODES = "https://theracharge.example/fhir/CodeSystem/therapy-discipline"
+
+
+def care_plan(
+    cid: str = "poc1",
+    start: str = "2026-10-26",
+    end: str | None = None,
+    certified: str | None = "2026-10-28",
+    discipline: str | None = None,
+    status: str = "active",
+) -> Json:
+    """A therapy plan of care: its period starts on the first treatment; certified on a date."""
+    resource: Json = {
+        "resourceType": "CarePlan",
+        "id": cid,
+        "status": status,
+        "intent": "plan",
+        "subject": {"reference": "Patient/p1"},
+        "period": {"start": start, **({"end": end} if end else {})},
+    }
+    if certified:
+        resource["extension"] = [{"url": CERTIFIED_URL, "valueDate": certified}]
+    if discipline:
+        resource["category"] = [{"coding": [{"system": DISCIPLINE_CODES, "code": discipline}]}]
+    return resource
+
+
 def complete_record(*procedures: Json, visit: Json | None = None) -> list[Json]:
-    """A clean visit: the procedures with an encounter, diagnosis, coverage, goal and a measure."""
+    """A clean visit: the procedures with an encounter, diagnosis, coverage, goal, a certified
+    plan of care and a measure."""
     measures = [observation(f"obs-{p['id']}", p["id"]) for p in procedures]
-    return [visit or encounter(), condition(), coverage(), goal(), *procedures, *measures]
+    return [
+        visit or encounter(),
+        condition(),
+        coverage(),
+        goal(),
+        *procedures,
+        *measures,
+        care_plan(),
+    ]

@@ -42,8 +42,31 @@ class ProcedureSchema(Schema):
     performers = fields.List(fields.Nested(PerformerSchema), load_default=None)
 
 
+class PlanSchema(Schema):
+    start = fields.String(load_default=None)
+    # the certification date; "start": certified on the plan's first day; null: not certified
+    certified = fields.String(load_default="start", allow_none=True)
+    end = fields.String(load_default=None)
+    discipline = fields.String(load_default=None)
+
+
+class ChargeSchema(Schema):
+    date = fields.String(required=True)
+    code = fields.String(load_default="97110")
+    units = fields.Integer(load_default=1, strict=True)
+    amount = fields.Float(load_default=None)
+    modifier = fields.String(load_default="GP", validate=validate.OneOf(["GP", "GO", "GN"]))
+
+
+class HistorySchema(Schema):
+    visits = fields.List(fields.String(), load_default=list)  # earlier finished PT visits
+    reports = fields.List(fields.String(), load_default=list)  # progress reports' dates
+    charges = fields.List(fields.Nested(ChargeSchema), load_default=list)
+
+
 class LineSchema(Schema):
     code = fields.String(required=True)
+    price = fields.Float(load_default=None)
     units = fields.Integer(required=True, strict=True)
     modifiers = fields.List(fields.String(), required=True)
     status = fields.String(
@@ -64,6 +87,14 @@ class ClaimCaseSchema(Schema):
     )
     payer = fields.String(load_default="MEDICARE-B")
     participants = fields.List(fields.String(validate=ROLE), load_default=list)
+    goal = fields.Boolean(load_default=True)
+    # the plan of care: by default one starting and certified on the date of service; null: none
+    plan_of_care = fields.Nested(
+        PlanSchema,
+        allow_none=True,
+        load_default=lambda: {"start": None, "certified": "start", "end": None, "discipline": None},
+    )
+    history = fields.Nested(HistorySchema, load_default=dict)
     procedures = fields.List(fields.Nested(ProcedureSchema), required=True)
     expect = fields.Nested(ExpectSchema, required=True)
 
@@ -116,15 +147,70 @@ def decide_case(case: dict[str, Any], settings: Settings) -> Decision:
         encounter,
         builders.condition(),
         builders.coverage(payer_value=case["payer"]),
-        builders.goal(),
     ]
+    if case["goal"]:
+        resources.append(builders.goal())
+    plan = case["plan_of_care"]
+    if plan is not None:
+        start = plan["start"] or day
+        resources.append(
+            builders.care_plan(
+                start=start,
+                end=plan["end"],
+                certified=start if plan["certified"] == "start" else plan["certified"],
+                discipline=plan["discipline"],
+            )
+        )
     for index, spec in enumerate(case["procedures"], start=1):
         resources.append(_procedure(index, spec, day))
         resources.append(builders.observation(f"obs-p{index}", f"p{index}"))
     assembler = VisitAssembler(translate_tables(settings))
     for resource in resources:
         assembler.add(resource)
+    for resource in _history(case["history"]):
+        assembler.add_history(resource)
     return decide(settings, list(assembler.visits()))
+
+
+def _history(history: dict[str, Any]) -> list[dict[str, Any]]:
+    """Earlier visits, progress reports and charges of the patient, as the EHR would hold them."""
+    found: list[dict[str, Any]] = []
+    for index, day in enumerate(history.get("visits", ()), start=1):
+        found.append(builders.encounter(f"earlier{index}", start=_at(day, "08:00"), hours=1))
+    for index, day in enumerate(history.get("reports", ()), start=1):
+        found.append(
+            {
+                "resourceType": "Observation",
+                "id": f"report{index}",
+                "status": "final",
+                "subject": {"reference": "Patient/p1"},
+                "code": {"coding": [{"system": "http://loinc.org", "code": "11506-3"}]},
+                "effectiveDateTime": _at(day, "17:00"),
+                "valueString": "Progress toward goals as documented",
+            }
+        )
+    for index, charge in enumerate(history.get("charges", ()), start=1):
+        item: dict[str, Any] = {
+            "resourceType": "ChargeItem",
+            "id": f"earlier-charge{index}",
+            "status": "billed",
+            "code": {"coding": [{"system": builders.CPT, "code": charge["code"]}]},
+            "subject": {"reference": "Patient/p1"},
+            "occurrenceDateTime": charge["date"],
+            "quantity": {"value": charge["units"]},
+            "extension": [
+                {
+                    "url": "https://theracharge.example/fhir/StructureDefinition/charge-modifier",
+                    "valueCodeableConcept": {
+                        "coding": [{"system": HCPCS, "code": charge["modifier"]}]
+                    },
+                }
+            ],
+        }
+        if charge["amount"] is not None:
+            item["priceOverride"] = {"value": charge["amount"], "currency": "USD"}
+        found.append(item)
+    return found
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
@@ -138,6 +224,17 @@ def test_case(case: dict[str, Any], settings: Settings) -> None:
         (ln["code"], ln["units"], tuple(ln["modifiers"]), ln["status"]) for ln in expect["lines"]
     )
     assert got == wanted, case["name"]
+    for line in expect["lines"]:
+        if line["price"] is not None:
+            priced = [
+                float(ln.price)
+                for ln in decision.lines
+                if ln.code == line["code"]
+                and ln.units == line["units"]
+                and ln.price is not None
+                and tuple(ln.modifiers) == tuple(line["modifiers"])
+            ]
+            assert priced == [line["price"]], (case["name"], priced)
     gaps = sorted({f.code for f in decision.findings if f.severity is not Severity.INFO})
     assert gaps == sorted(expect["findings"]), case["name"]
     said = " ".join(e.text for e in decision.explanation)

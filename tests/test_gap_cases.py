@@ -105,6 +105,7 @@ def decide(case: dict[str, Any], settings: Settings) -> Decision:
         encounter,
         builders.condition(),
         builders.coverage(payer_value=case["payer"]),
+        builders.care_plan(),
     ]
     if case["goal"]:
         resources.append(builders.goal())

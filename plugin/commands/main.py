@@ -99,20 +99,24 @@ def _service_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParse
     token.set_defaults(run=_run_token_hash)
     imports = commands.add_parser(
         "import",
-        help="load CMS's quarterly NCCI file as a new version of its table",
+        help="load CMS's quarterly NCCI file, or a fee schedule, as a new version of its table",
         description="ncci-ptp: the practitioner PTP files (ccipra-v###r0-f1 … f4, tab-delimited; "
         "all parts at once: the import replaces the table); ncci-mue: the practitioner MUE file "
-        "(MCR_MUE_PractitionerServices_Eff_MM-DD-YYYY.csv). Rows of the catalog's codes are "
-        "kept, stored in THERACHARGE_DATABASE_URL with who, when and why, and audited.",
+        "(MCR_MUE_PractitionerServices_Eff_MM-DD-YYYY.csv); fee-schedule: a CSV of allowed "
+        "amounts (a code and an amount column) in force from --effective. Rows of the catalog's "
+        "codes are kept, stored in THERACHARGE_DATABASE_URL with who, when and why, and audited.",
     )
-    imports.add_argument("table", choices=["ncci-ptp", "ncci-mue"])
+    imports.add_argument("table", choices=["ncci-ptp", "ncci-mue", "fee-schedule"])
     imports.add_argument(
         "files", nargs="+", metavar="FILE", help="the CMS file (ncci-ptp: every part, f1 … f4)"
     )
     imports.add_argument("--reason", required=True, help="why (kept with the version)")
     imports.add_argument(
-        "--effective", type=_iso_date, help="the MUE file's effective date (default: its name)"
+        "--effective",
+        type=_iso_date,
+        help="the MUE file's effective date (default: its name); the fee schedule's (required)",
     )
+    imports.add_argument("--source", default="", help="fee-schedule: where the amounts come from")
     imports.set_defaults(run=_run_import)
 
 
@@ -124,6 +128,8 @@ def _run_import(args: argparse.Namespace, settings: Settings) -> int:
     from plugin.store import Store
 
     paths = [Path(f) for f in args.files]
+    if args.table == "fee-schedule" and (len(paths) > 1 or args.effective is None):
+        raise UsageError("import fee-schedule: one CSV file and --effective YYYY-MM-DD")
     if args.table == "ncci-mue" and len(paths) > 1:
         raise UsageError("import ncci-mue: one MUE file at a time (each has its own date)")
     texts = []
@@ -138,6 +144,14 @@ def _run_import(args: argparse.Namespace, settings: Settings) -> int:
     store.migrate()
     table = args.table.removeprefix("ncci-")
     author = f"cli:{getpass.getuser()}"
+    if table == "fee-schedule":
+        from plugin.config.edits import import_fee_schedule
+
+        version, codes = import_fee_schedule(
+            store, settings, text, name, args.effective, args.source, author, args.reason
+        )
+        print(f"fees version {version}: {codes} codes from {name}, in force from {args.effective}")
+        return 0
     version, rows = import_ncci(
         store, settings, table, text, name, author, args.reason, args.effective
     )

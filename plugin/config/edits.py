@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import date
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import yaml
 from marshmallow import ValidationError
 
 from plugin.config.effective import (
+    FEE_TABLE,
+    FEES,
     MAPPING,
     NCCI,
     NCCI_TABLES,
     PAYER_TABLE,
     PAYERS,
+    fees_diff,
     mapping_diff,
     payers_diff,
+    validate_fees,
     validate_mappings,
     validate_payers,
 )
@@ -112,9 +120,105 @@ def rollback(
     why = f"rollback to version {version}: {reason}"
     if kind == MAPPING:
         return save_mapping(store, settings, name, earlier.content, author, why, None)
+    if kind == FEES and earlier.content is not None:
+        return save_fees(store, earlier.content, author, why, None)
     if earlier.content is None:
         raise Invalid("version: the payer rules cannot be deleted", [("version", str(version))])
     return save_payers(store, settings, earlier.content, author, why, None)
+
+
+def save_fees(
+    store: Store,
+    content: dict[str, Any],
+    author: str,
+    reason: str,
+    expect_version: int | None,
+) -> int:
+    """A new version of the fee schedule (config/fees.yaml's shape), validated whole."""
+    if not reason.strip():
+        raise Invalid("reason: say why the fee schedule changes", [("reason", "required")])
+    try:
+        validate_fees(content)
+    except ValidationError as exc:
+        raise _invalid(exc, "fees") from exc
+    current = store.config_current(FEES, FEE_TABLE)
+    version = store.config_save(
+        FEES,
+        FEE_TABLE,
+        content,
+        author,
+        reason,
+        fees_diff(current.content if current else None, content),
+        expect_version,
+    )
+    store.audit(author, "save", "fees", FEE_TABLE, {"version": version, "reason": reason})
+    return version
+
+
+_CODE_COLUMNS = ("code", "hcpcs", "hcpcs code", "cpt", "procedure code", "proc code")
+_AMOUNT_COLUMNS = ("amount", "allowed", "allowed amount", "fee", "non-facility price", "par amount")
+_MODIFIER_COLUMNS = ("modifier", "mod")
+
+
+def import_fee_schedule(
+    store: Store,
+    settings: Settings,
+    text: str,
+    filename: str,
+    effective: date,
+    source: str,
+    author: str,
+    reason: str,
+) -> tuple[int, int]:
+    """A CSV of allowed amounts (a code column and an amount column, by the usual names of
+    MAC and PFS downloads; rows with a modifier are left out) as the schedule in force from
+    `effective`, added to the stored fee schedule (or the shipped one), replacing a schedule of
+    the same date. Rows of codes outside the catalog are left out. Returns (version, codes)."""
+    reader = csv.DictReader(io.StringIO(text))
+    columns = {(c or "").strip().lower(): c for c in reader.fieldnames or ()}
+    code_column = next((columns[c] for c in _CODE_COLUMNS if c in columns), None)
+    amount_column = next((columns[c] for c in _AMOUNT_COLUMNS if c in columns), None)
+    modifier_column = next((columns[c] for c in _MODIFIER_COLUMNS if c in columns), None)
+    if code_column is None or amount_column is None:
+        wanted = f"a code column ({', '.join(_CODE_COLUMNS)}) and an amount column " + (
+            f"({', '.join(_AMOUNT_COLUMNS)})"
+        )
+        raise Invalid(f"{filename}: needs {wanted}", [("file", "columns")])
+    amounts: dict[str, str] = {}
+    for number, row in enumerate(reader, start=2):
+        code = (row.get(code_column) or "").strip().upper()
+        if code not in settings.catalog.codes or (
+            modifier_column and (row.get(modifier_column) or "").strip()
+        ):
+            continue
+        raw = (row.get(amount_column) or "").strip().lstrip("$").replace(",", "")
+        try:
+            amounts[code] = str(Decimal(raw))
+        except InvalidOperation as exc:
+            message = f"line {number}: {amount_column} {raw!r} is not an amount"
+            raise Invalid(f"{filename}: {message}", [("file", message)]) from exc
+    if not amounts:
+        raise Invalid(f"{filename}: no amount for a code of the catalog", [("file", "empty")])
+    current = store.config_current(FEES, FEE_TABLE)
+    if current is not None and current.content:
+        content = dict(current.content)
+    else:
+        content = yaml.safe_load(settings.sources["fees"].read_text(encoding="utf-8"))
+    schedules = [
+        dict(s, effective=str(s["effective"]))
+        for s in content.get("schedules") or ()
+        if str(s.get("effective")) != effective.isoformat()
+    ]
+    schedules.append(
+        {
+            "effective": effective.isoformat(),
+            "source": source or filename,
+            "amounts": {k: float(v) for k, v in sorted(amounts.items())},
+        }
+    )
+    content = {"currency": content.get("currency", "USD"), "schedules": schedules}
+    version = save_fees(store, content, author, f"{reason} ({filename})", None)
+    return version, len(amounts)
 
 
 def try_coding(settings: Settings, codings: list[tuple[str, str]]) -> dict[str, Any]:

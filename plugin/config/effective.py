@@ -30,14 +30,17 @@ from plugin.config.files import (
     unknown_finding_codes,
     with_payer_overrides,
 )
+from plugin.rules.episode import FeeSchedule
 from plugin.rules.ncci import NcciTables
 from plugin.rules.payers import PayerTable
 from plugin.schemas.conceptmap import load_concept_map, merge_concept_maps
+from plugin.schemas.episode import FeeScheduleSchema
 from plugin.schemas.site_tables import PayerTableSchema
 from plugin.store import Store
 
-MAPPING, PAYERS, NCCI = "mapping", "payers", "ncci"
+MAPPING, PAYERS, NCCI, FEES = "mapping", "payers", "ncci", "fees"
 PAYER_TABLE = "payers"
+FEE_TABLE = "fee-schedule"
 NCCI_TABLES = ("ptp", "mue")  # an import of CMS's quarterly file replaces the shipped one
 SEED_REASON = "imported from the shipped configuration at first start"
 log = logging.getLogger(__name__)
@@ -70,12 +73,18 @@ def _overlay(settings: Settings, store: Store) -> Settings:
     if current is not None:
         versions["payers"] = f"v{current.version}"
     ncci = _stored_ncci(settings, store, versions)
+    fees = settings.fees
+    stored_fees = store.config_current(FEES, FEE_TABLE)
+    if stored_fees is not None and stored_fees.content:
+        fees = validate_fees(stored_fees.content)
+        versions["fees"] = f"v{stored_fees.version}"
     return dataclasses.replace(
         settings,
         code_map=code_map,
         payers=payers,
         findings=findings,
         ncci=ncci,
+        fees=fees,
         code_map_files=tuple(sorted(contents)),
         versions=versions,
     )
@@ -127,7 +136,7 @@ def effective_settings(settings: Settings, store: Store | None = None) -> Settin
 
 def _managed(store: Store) -> bool:
     """The database holds managed tables (a service has started on it, or an admin imported)."""
-    if store.config_tables(MAPPING) or store.config_tables(NCCI):
+    if store.config_tables(MAPPING) or store.config_tables(NCCI) or store.config_tables(FEES):
         return True
     return store.config_current(PAYERS, PAYER_TABLE) is not None
 
@@ -151,6 +160,36 @@ def validate_payers(content: Any, settings: Settings) -> PayerTable:
     if unknown:
         raise ValidationError("; ".join(unknown))
     return table
+
+
+def validate_fees(content: Any) -> FeeSchedule:
+    """A fee schedule as stored or sent: the schema of config/fees.yaml."""
+    if not isinstance(content, dict):
+        raise ValidationError("expected an object with currency and schedules")
+    fees: FeeSchedule = FeeScheduleSchema().load(content)
+    return fees
+
+
+def fees_diff(old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Schedule by schedule, code by code: which amounts were added, removed or changed."""
+
+    def amounts(content: dict[str, Any] | None) -> dict[tuple[str, str], str]:
+        return {
+            (str(s.get("effective")), str(code)): str(amount)
+            for s in (content or {}).get("schedules") or ()
+            for code, amount in (s.get("amounts") or {}).items()
+        }
+
+    before, after = amounts(old), amounts(new)
+    diff: list[dict[str, Any]] = []
+    for key in sorted(set(before) | set(after)):
+        was, now = before.get(key), after.get(key)
+        if was != now:
+            change = "added" if was is None else "removed" if now is None else "changed"
+            diff.append(
+                {"change": change, "effective": key[0], "code": key[1], "before": was, "after": now}
+            )
+    return diff
 
 
 def mapping_diff(old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[dict[str, Any]]:

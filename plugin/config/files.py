@@ -25,6 +25,7 @@ from plugin.config.variables import (
 from plugin.errors import describe
 from plugin.gateway.connection import FhirConnection
 from plugin.rules.code_mapping import CodeMap
+from plugin.rules.episode import EpisodeRules, FeeSchedule
 from plugin.rules.findings import FindingPolicy
 from plugin.rules.model import Catalog
 from plugin.rules.ncci import Mue, NcciTables, PtpEdit
@@ -32,6 +33,7 @@ from plugin.rules.parameters import UnitParameters
 from plugin.rules.payers import CodingTables, PayerTable
 from plugin.schemas.catalog import CatalogSchema
 from plugin.schemas.conceptmap import load_concept_map, merge_concept_maps
+from plugin.schemas.episode import EpisodeRulesSchema, FeeScheduleSchema
 from plugin.schemas.errors import ConfigError, field_errors
 from plugin.schemas.findings import FindingRegistrySchema
 from plugin.schemas.site_tables import CodingTablesSchema, PayerTableSchema
@@ -48,6 +50,8 @@ FINDINGS_FILE = "rules/findings.yaml"
 PAYERS_FILE = "payers.yaml"
 ROLES_FILE = "roles.yaml"
 MAPPINGS_DIR = "mappings"
+EPISODE_FILE = "rules/episode.yaml"
+FEES_FILE = "fees.yaml"
 PTP_FILE = "ncci/ptp_practitioner.csv"
 MUE_FILE = "ncci/mue_practitioner.csv"
 
@@ -73,6 +77,8 @@ class Settings:
     code_map: CodeMap
     findings: FindingPolicy  # finding kinds, default severities, payers' overrides
     ncci: NcciTables  # the CMS PTP pairs and MUEs (config/ncci/)
+    episode: EpisodeRules  # plan of care, progress reports, KX (config/rules/episode.yaml)
+    fees: FeeSchedule  # allowed amounts per code (config/fees.yaml, or the stored version)
     extension_base: str  # base URL of our extensions, identifier and code systems
     minutes_extension: str  # the Procedure extension read first for billable minutes
     total_timed_extension: str  # the Encounter extension with the documented total timed minutes
@@ -98,6 +104,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "findings": _locate(FINDINGS_FILE, site),
         "ncci_ptp": _locate(PTP_FILE, site),
         "ncci_mue": _locate(MUE_FILE, site),
+        "episode": _locate(EPISODE_FILE, site),
+        "fees": _locate(FEES_FILE, site),
     }
     catalog: Catalog = load_table(paths["catalog"], CatalogSchema())
     mapping_paths = mapping_files(site)
@@ -113,6 +121,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         catalog=catalog,
         unit_parameters=load_table(paths["unit_rules"], UnitRulesSchema()),
         ncci=load_ncci(paths["ncci_ptp"], paths["ncci_mue"]),
+        episode=load_table(paths["episode"], EpisodeRulesSchema()),
+        fees=load_table(paths["fees"], FeeScheduleSchema()),
         payers=payers,
         findings=findings,
         coding_tables=load_table(paths["roles"], CodingTablesSchema()),

@@ -12,6 +12,7 @@ date of service pick the day).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -60,6 +61,7 @@ class Gatherer:
     def __init__(self, client: FhirClient) -> None:
         self.client = client
         self._supported: tuple[set[str], set[str], set[str]] | None = None
+        self._batch = False  # the server takes batch Bundles (CapabilityStatement interaction)
 
     def supported(self) -> tuple[set[str], set[str], set[str]]:
         """(Encounter includes, revincludes anywhere, searchable types) from the server."""
@@ -69,6 +71,8 @@ class Gatherer:
             revincludes: set[str] = set()
             searchable: set[str] = set()
             for rest in (caps or {}).get("rest") or ():
+                interactions = {i.get("code") for i in rest.get("interaction") or ()}
+                self._batch = self._batch or "batch" in interactions
                 for resource in rest.get("resource") or ():
                     kind = resource.get("type")
                     includes.update(resource.get("searchInclude") or ())
@@ -128,6 +132,56 @@ class Gatherer:
             extra = self.encounter(encounter_id)
             gathered.resources.extend(extra.resources)
             gathered.capped = gathered.capped or extra.capped
+        return gathered
+
+    def history(
+        self, patient: str, date: str, lookback_days: int, report_codes: Iterable[tuple[str, str]]
+    ) -> Gathered:
+        """The patient's episode around a billing day, in one batch of searches: finished
+        encounters `lookback_days` back, care plans, progress reports (Procedure, Observation,
+        DocumentReference with a report code) and the year's charges before the date (for the
+        KX estimate). Searches of types the server does not list are left out."""
+        day = dt.date.fromisoformat(date)
+        since = (day - dt.timedelta(days=lookback_days)).isoformat()
+        subject = quote(patient, safe="/")
+        codes = quote(",".join(f"{s}|{c}" for s, c in sorted(report_codes)), safe="|,:/")
+        searches = [
+            f"Encounter?subject={subject}&status=finished&date=ge{since}&date=le{date}&_count=500",
+            f"CarePlan?subject={subject}&_count=100",
+            f"ChargeItem?subject={subject}&occurrence=ge{day.year}-01-01&occurrence=lt{date}"
+            "&_count=1000",
+        ]
+        if codes:
+            searches += [
+                f"Procedure?subject={subject}&code={codes}&date=ge{since}&_count=100",
+                f"Observation?subject={subject}&code={codes}&date=ge{since}&_count=100",
+                f"DocumentReference?subject={subject}&type={codes}&date=ge{since}&_count=100",
+            ]
+        _, _, searchable = self.supported()
+        searches = [q for q in searches if q.split("?", 1)[0] in searchable]
+        gathered = Gathered([])
+        if not self._batch:  # one search after another
+            for query in searches:
+                page = self.client.search(query)
+                gathered.resources.extend(iter_resources(page.entries))
+                gathered.capped = gathered.capped or page.capped
+            return gathered
+        if not searches:
+            return gathered
+        batch = {
+            "resourceType": "Bundle",
+            "type": "batch",
+            "entry": [{"request": {"method": "GET", "url": q}} for q in searches],
+        }
+        answer = self.client.transaction(batch)
+        for entry in (answer or {}).get("entry") or ():
+            response = entry.get("response") or {}
+            if not str(response.get("status", "")).startswith("2"):
+                raise FatalFhirError(f"a history search failed: {response.get('status')}", None)
+            bundle = entry.get("resource") or {}
+            gathered.resources.extend(iter_resources(bundle.get("entry") or []))
+            if any(link.get("relation") == "next" for link in bundle.get("link") or ()):
+                gathered.capped = True
         return gathered
 
     def _search(self, params: list[tuple[str, str]]) -> Gathered:

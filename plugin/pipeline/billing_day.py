@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -26,6 +27,7 @@ from plugin.pipeline.stages import decide, render_context, translate_tables
 from plugin.render.report import day_report
 from plugin.rules.day import day_for
 from plugin.rules.decision import Decision
+from plugin.rules.visit import Visit
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +122,10 @@ def run_day(
     while True:
         attempt += 1
         resources, capped, alone, unread = _read_day(source, prefetched, encounter_id)
-        decision = decide_gathered(settings, resources, encounter_id)
+        history = None if alone else _HistoryReader(settings, source.gatherer)
+        decision = decide_gathered(settings, resources, encounter_id, history)
+        if history is not None and history.error and unread is None:
+            unread = f"the patient's history: {history.error}"
         if mode is WriteMode.PREVIEW:
             return DayRun(decision, None, False, attempt, capped, alone, None, configuration)
         base = source.gatherer.client.base_url if source.gatherer else ""
@@ -212,16 +217,73 @@ def _merged(read: list[Json], prefetched: list[Json]) -> list[Json]:
     return read + [r for r in prefetched if (r.get("resourceType"), r.get("id")) not in have]
 
 
-def decide_gathered(settings: Settings, resources: list[Json], encounter_id: str) -> Decision:
-    """The decision of the encounter's billing day among the resources read."""
+HistoryReader = Callable[[str, str], "list[Json] | None"]
+
+
+class _HistoryReader:
+    """Reads a patient's episode around a date from the EHR; None (and `error`) when the EHR
+    fails: the day is then decided without it, and not written (run_day)."""
+
+    def __init__(self, settings: Settings, gatherer: Gatherer | None) -> None:
+        self.rules = settings.episode
+        self.gatherer = gatherer
+        self.error: str | None = None
+
+    def __call__(self, patient: str, date: str) -> list[Json] | None:
+        if self.gatherer is None:
+            return None
+        try:
+            return self.gatherer.history(
+                patient, date, self.rules.lookback_days, self.rules.report_codes
+            ).resources
+        except FhirError as exc:
+            log.warning("reading the patient's history failed; episode rules not checked: %s", exc)
+            self.error = str(exc)
+            return None
+
+
+def decide_gathered(
+    settings: Settings,
+    resources: list[Json],
+    encounter_id: str,
+    history: HistoryReader | None = None,
+) -> Decision:
+    """The decision of the encounter's billing day among the resources read. When the day's
+    payer applies the episode rules (plan of care, progress reports, KX), the patient's history
+    is read with `history` (one batch) and the day decided with it; without a reader the
+    episode rules say they were not checked."""
+    visits = _day_visits(settings, resources, encounter_id)
+    first = visits[0]
+    if first.plan_of_care_required or first.progress_reports_required or first.kx_threshold:
+        if history is None:
+            visits = _day_visits(settings, resources, encounter_id, read=False)
+        elif first.patient and first.date_of_service:
+            extra = history(first.patient, first.date_of_service)
+            read = extra is not None
+            visits = _day_visits(settings, resources, encounter_id, extra or (), read)
+    return decide(settings, visits)
+
+
+def _day_visits(
+    settings: Settings,
+    resources: list[Json],
+    encounter_id: str,
+    history: Sequence[Json] = (),
+    read: bool = True,
+) -> tuple[Visit, ...]:
+    """The day's visits among the resources, with the patient's history read from the EHR
+    (`read` False: it could not be read, and the visits carry none)."""
     assembler = VisitAssembler(translate_tables(settings))
+    assembler.history_read = read
     for resource in resources:
         assembler.add(resource)
+    for resource in history:
+        assembler.add_history(resource)
     wanted = f"Encounter/{encounter_id}"
     visits = day_for(assembler.visits(), wanted)
     if visits is None:
         raise NotFound(f"{wanted} is not in the data read", 404)
-    return decide(settings, visits)
+    return visits
 
 
 def run_report(run: DayRun) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from fhir_mappings.assemble import TranslateTables
 from fhir_mappings.chargeitem import Definitions, RenderContext, policy_uris
 from plugin.config.files import Settings
 from plugin.errors import TheraChargeError, VisitTooLarge
-from plugin.rules.decision import Decision, decide_day
+from plugin.rules.decision import ClaimTables, Decision, decide_day
 from plugin.rules.visit import Visit
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ def translate_tables(settings: Settings) -> TranslateTables:
         minutes_extension=settings.minutes_extension,
         findings=settings.findings,
         total_timed_extension=settings.total_timed_extension,
+        episode=settings.episode,
     )
 
 
@@ -72,5 +73,5 @@ def decide(settings: Settings, visits: tuple[Visit, ...]) -> Decision:
         settings.catalog,
         settings.unit_parameters,
         settings.findings,
-        edits=settings.ncci,
+        claims=ClaimTables(settings.ncci, settings.fees, settings.episode),
     )

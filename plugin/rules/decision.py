@@ -6,14 +6,17 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
 from enum import StrEnum
 from typing import NamedTuple
 
-from plugin.rules import assistants, sources
+from plugin.rules import assistants, episode, sources
 from plugin.rules.day import visit_order
+from plugin.rules.episode import EpisodeRules, FeeSchedule
 from plugin.rules.families import group_key
 from plugin.rules.findings import TIME_FINDINGS, FindingPolicy
 from plugin.rules.gaps import unit_gaps, with_day_overlaps, with_record_gaps
+from plugin.rules.history import History
 from plugin.rules.model import (
     POOLED_KINDS,
     Catalog,
@@ -69,6 +72,9 @@ class ChargeLine:
     encounters: tuple[str, ...] = ()
     provider: str | None = None  # the billing provider (the encounters' serviceProvider)
     diagnoses: tuple[Diagnosis, ...] = ()  # ICD-10-CM, the procedures' own first, at most four
+    price: Decimal | None = None  # units × the fee schedule's amount (priceOverride)
+    currency: str = "USD"
+    price_basis: str = ""  # how the price was reached, in words (ChargeItem.overrideReason)
 
     @property
     def context(self) -> str | None:
@@ -121,6 +127,16 @@ def line_key(owner: str, key: GroupKey, code: str) -> str:
     return f"{owner}/{key.date or 'undated'}/{key.discipline.value}/{provider}/{code}"
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimTables:
+    """The tables that make lines claim-ready: the CMS NCCI edits, the fee schedule, the
+    episode rules (plan of care, progress reports, KX)."""
+
+    edits: NcciTables | None = None
+    fees: FeeSchedule | None = None
+    episode: EpisodeRules | None = None
+
+
 def decide_visit(
     visit: Visit,
     catalog: Catalog,
@@ -128,9 +144,10 @@ def decide_visit(
     policy: FindingPolicy,
     on: date | None = None,
     edits: NcciTables | None = None,
+    claims: ClaimTables | None = None,
 ) -> Decision:
     """One visit decided as a day of its own (a file of one visit, the tests)."""
-    return decide_day((visit,), catalog, parameters, policy, on, edits)
+    return decide_day((visit,), catalog, parameters, policy, on, edits, claims)
 
 
 def decide_day(
@@ -140,6 +157,7 @@ def decide_day(
     policy: FindingPolicy,
     on: date | None = None,
     edits: NcciTables | None = None,
+    claims: ClaimTables | None = None,
 ) -> Decision:
     """Documentation gaps of each visit, then units for the day's completed, coded procedures
     under its payer's method, as charge lines held, billable or not billable; then, for a payer
@@ -194,19 +212,28 @@ def decide_day(
         lines, assistant_notes = _with_assistant_modifiers(lines, when)
     edit_notes: tuple[Explanation, ...] = ()
     edit_findings: tuple[Finding, ...] = ()
+    claims = claims or ClaimTables(edits=edits)
+    edits = edits or claims.edits
     if edits is not None and first.ncci_edits:
         lines, edit_findings, edit_notes = _with_edits(lines, edits, when, first, policy)
+    if claims.fees is not None:
+        lines = tuple(_priced(ln, claims.fees, when) for ln in lines)
+    episode_findings: tuple[Finding, ...] = ()
+    episode_notes: tuple[Explanation, ...] = ()
+    if claims.episode is not None:
+        lines, episode_findings, episode_notes = _with_episode(lines, claims, when, checked, policy)
     findings = tuple(f for v in checked for f in (*v.findings, *_service_findings(v)))
     findings += tuple(
         dict.fromkeys(h for ln in lines for h in ln.holds if h.code == "diagnosis-not-icd10")
     )
-    findings += edit_findings
+    findings += edit_findings + episode_findings
     explanation = (
         Explanation(first.method_reason, _method_source(first.method)),
         *_day_note(checked),
         *(e for g in units.groups for e in g.explanation),
         *assistant_notes,
         *edit_notes,
+        *episode_notes,
     )
     return Decision(first, lines, findings, explanation, units, tuple(checked))
 
@@ -251,6 +278,178 @@ def _with_assistant_modifiers(
                 )
             )
     return tuple(out), tuple(notes)
+
+
+# From 2022, a service furnished in whole or in part by an assistant is paid at 85 % of the fee
+# schedule amount (SSA §1834(v); 42 CFR 410.59(a)(4), 410.60(a)(4)).
+ASSISTANT_PAYMENT = Decimal("0.85")
+
+
+def _priced(line: ChargeLine, fees: FeeSchedule, on: date) -> ChargeLine:
+    """The line's allowed amount: units × the fee in force on the date of service (85 % for
+    CQ/CO units from 2022); none for a line the fee schedule does not price."""
+    fee = fees.amount(line.code, on)
+    if fee is None or line.status is LineStatus.NOT_BILLABLE or not line.units:
+        return line
+    price = fee * line.units
+    basis = f"{line.units} × {fee:.2f} {fees.currency} (fee schedule)"
+    if on >= assistants.PER_UNIT_FROM and set(line.modifiers) & set(assistants.MODIFIER.values()):
+        price *= ASSISTANT_PAYMENT
+        basis += " × 85 % (CQ/CO, 42 CFR 410.59(a)(4), 410.60(a)(4))"
+    return dataclasses.replace(
+        line, price=price.quantize(Decimal("0.01")), currency=fees.currency, price_basis=basis
+    )
+
+
+_NECESSITY = ("necessity-missing", "goal-missing")
+
+
+def _with_episode(
+    lines: tuple[ChargeLine, ...],
+    claims: ClaimTables,
+    on: date,
+    visits: list[Visit],
+    policy: FindingPolicy,
+) -> tuple[tuple[ChargeLine, ...], tuple[Finding, ...], tuple[Explanation, ...]]:
+    """Per discipline of the day's billed lines: the plan of care and progress reports its
+    payer requires, then the KX threshold per bucket (PT and SLP together, OT apart)."""
+    rules = claims.episode
+    first = visits[0]
+    history = first.history
+    assert rules is not None
+    billed = [ln for ln in lines if ln.status is not LineStatus.NOT_BILLABLE and ln.units]
+    disciplines = list(dict.fromkeys(ln.discipline for ln in billed))
+    wanted = first.plan_of_care_required or first.progress_reports_required or first.kx_threshold
+    if not disciplines or not wanted:
+        return lines, (), ()
+    if history is None:
+        unread = Explanation(
+            "The patient's earlier visits, plan of care and charges were not read: the plan of "
+            "care, progress reports and the KX threshold are not checked for this day.",
+            episode.PLAN_SOURCE,
+        )
+        return lines, (), (unread,)
+    findings: list[Finding] = []
+    notes: list[Explanation] = []
+    holds: dict[Discipline, list[Finding]] = {}
+    for discipline in disciplines:
+        found: list[Finding] = []
+        if first.plan_of_care_required:
+            found += episode.plan_of_care_findings(
+                discipline, on, history, rules, policy, first.encounter
+            )
+        if first.progress_reports_required:
+            found += episode.progress_findings(
+                discipline, on, history, rules, policy, first.encounter
+            )
+        found = [policy.for_payer(f, first.payer) for f in found]
+        findings += found
+        holds[discipline] = [f for f in found if f.severity is Severity.HOLD]
+    out = list(lines)
+    if first.kx_threshold:
+        kx_findings, kx_notes = _kx(out, claims, on, history, policy, first, holds)
+        findings += kx_findings
+        notes += kx_notes
+    for index, line in enumerate(out):
+        extra = tuple(f for f in holds.get(line.discipline, ()) if f not in line.holds)
+        if extra and line.status is not LineStatus.NOT_BILLABLE and line.units:
+            held = line.holds + extra
+            status, note = _status(line, held, first.method)
+            out[index] = dataclasses.replace(line, holds=held, status=status, note=note)
+    return tuple(out), tuple(findings), tuple(notes)
+
+
+def _kx(
+    lines: list[ChargeLine],
+    claims: ClaimTables,
+    on: date,
+    history: History,
+    policy: FindingPolicy,
+    visit: Visit,
+    holds: dict[Discipline, list[Finding]],
+) -> tuple[list[Finding], list[Explanation]]:
+    """KX on every line of a bucket whose estimated year-to-date allowed amounts pass the
+    threshold with this day, when the record supports medical necessity; else the lines are
+    held. A warning once the estimate nears it. Source: Pub 100-04 ch.5 §10.3."""
+    rules, fees = claims.episode, claims.fees or FeeSchedule()
+    assert rules is not None
+    findings: list[Finding] = []
+    notes: list[Explanation] = []
+    by_bucket: dict[str, list[int]] = {}
+    for index, line in enumerate(lines):
+        if line.status is not LineStatus.NOT_BILLABLE and line.units:
+            by_bucket.setdefault(episode.BUCKET[line.discipline], []).append(index)
+    for indexes in by_bucket.values():
+        today = sum(
+            (lines[i].price or Decimal(0) for i in indexes if not _excess(lines[i])), Decimal(0)
+        )
+        discipline = lines[indexes[0]].discipline
+        estimate = episode.kx_estimate(discipline, on, history, today, fees, rules)
+        if estimate is None:
+            continue
+        said = episode.describe_estimate(estimate, on)
+        source = f"{episode.KX_SOURCE}; {episode.kx_reference(on, rules).title}"
+        if estimate.total > estimate.threshold:
+            unsupported = [
+                f
+                for i in indexes
+                for s in lines[i].services
+                for f in s.findings
+                if f.code in _NECESSITY
+            ]
+            if unsupported:
+                finding = policy.for_payer(
+                    policy.make(
+                        "kx-necessity-unsupported",
+                        f"{said} Above it KX attests medical necessity, and the record lacks "
+                        f"it ({', '.join(sorted({f.code for f in unsupported}))}).",
+                        visit.encounter,
+                        "Procedure.reasonReference",
+                    ),
+                    visit.payer,
+                )
+                findings.append(finding)
+                if finding.severity is Severity.HOLD:
+                    holds.setdefault(discipline, []).append(finding)
+                    for other in (d for d, b in episode.BUCKET.items() if b == estimate.bucket):
+                        if other is not discipline:
+                            holds.setdefault(other, []).append(finding)
+                continue
+            for i in indexes:
+                if "KX" not in lines[i].modifiers:
+                    lines[i] = dataclasses.replace(lines[i], modifiers=(*lines[i].modifiers, "KX"))
+            findings.append(
+                policy.for_payer(
+                    policy.make(
+                        "kx-threshold-exceeded",
+                        f"{said} KX is added to the day's {estimate.bucket} lines.",
+                        visit.encounter,
+                        "ChargeItem",
+                    ),
+                    visit.payer,
+                )
+            )
+            notes.append(Explanation(f"{said} KX is added.", source))
+        elif estimate.total >= estimate.threshold * rules.kx_warn_at:
+            findings.append(
+                policy.for_payer(
+                    policy.make(
+                        "kx-threshold-near",
+                        f"{said} Past it, KX and documented medical necessity are required.",
+                        visit.encounter,
+                        "ChargeItem",
+                    ),
+                    visit.payer,
+                )
+            )
+            notes.append(Explanation(said, source))
+        else:
+            notes.append(Explanation(said, source))
+    return findings, notes
+
+
+def _excess(line: ChargeLine) -> bool:
+    return line.key.endswith("/mue-excess")
 
 
 def _with_edits(

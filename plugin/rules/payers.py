@@ -30,6 +30,11 @@ class Payer:
     # intervals: XU (preferred since 2015) or 59 (NCCI Policy Manual ch.1 §E).
     ncci_edits: bool = True
     ptp_modifier: str = "XU"
+    # Episode rules (Pub 100-02 ch.15 §220.1.3, §220.3 D; Pub 100-04 ch.5 §10.3): Medicare's,
+    # off unless the payer's entry turns them on.
+    plan_of_care_required: bool = False
+    progress_reports_required: bool = False
+    kx_threshold: bool = False
 
 
 @dataclass(frozen=True, slots=True)

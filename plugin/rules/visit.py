@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from plugin.rules.history import History
 from plugin.rules.model import Discipline, Method
 
 
@@ -140,6 +141,14 @@ class Visit:
     ncci_edits: bool = True  # the payer applies the CMS NCCI PTP and MUE edits (payers.yaml)
     place_of_service: str = "11"  # CMS place-of-service code: Location.type, facility, default
     ptp_modifier: str = "XU"  # the modifier the payer wants on a distinct column-two service
+    # The payer's episode rules (config/payers.yaml `episode`): a certified plan of care,
+    # progress reports every 10 treatment days, KX above the year's threshold
+    plan_of_care_required: bool = False
+    progress_reports_required: bool = False
+    kx_threshold: bool = False
+    # The patient's episode as read (earlier visits, care plans, reports, the year's charges);
+    # None when it could not be read (a hook decided without the EHR)
+    history: History | None = None
 
     @property
     def encounter_id(self) -> str:

@@ -19,6 +19,7 @@ from plugin.rules.systems import CPT, HCPCS, ICD10CM, NUCC, SNOMED
 from plugin.sample.problems import break_procedure, eligible_items
 from plugin.sample.vocabulary import (
     BODY_SITES,
+    CERTIFIED_URL,
     CLINIC_ZONE,
     DIAGNOSES,
     DISCIPLINE_TYPES,
@@ -157,7 +158,7 @@ def _visit(
     )
     if problem != "no-goal":
         clinic.resources.append(_goal(number, patient, condition, dx_text))
-        clinic.resources.append(_care_plan(number, patient))
+        clinic.resources.append(_care_plan(number, patient, day, discipline))
     start = datetime(day.year, day.month, day.day, 8, 0, tzinfo=CLINIC_ZONE) + timedelta(
         minutes=15 * rng.randint(0, 32)
     )
@@ -189,14 +190,19 @@ def _visit(
         clinic.resources.extend(procedures)
 
 
-def _care_plan(number: str, patient: str) -> Json:
-    """The plan of care the visit's procedures are based on, with its goal."""
+def _care_plan(number: str, patient: str, day: date, discipline: str) -> Json:
+    """The plan of care the visit's procedures are based on, with its goal: begun at the
+    evaluation two weeks before, certified two days after it (Pub 100-02 ch.15 §220.1.3)."""
+    first = day - timedelta(days=14)
     return {
         "resourceType": "CarePlan",
         "id": f"plan-{number}",
         "status": "active",
         "intent": "plan",
         "subject": {"reference": f"Patient/{patient}"},
+        "category": [{"coding": [{"system": DISCIPLINE_TYPES, "code": discipline}]}],
+        "period": {"start": first.isoformat()},
+        "extension": [{"url": CERTIFIED_URL, "valueDate": (first + timedelta(days=2)).isoformat()}],
         "goal": [{"reference": f"Goal/goal-{number}"}],
     }
 

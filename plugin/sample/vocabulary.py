@@ -93,6 +93,7 @@ TIMED_PROBLEMS = {
     "too-long", "overlap", "under-8", "group-session", "total-mismatch",
 }  # fmt: skip
 TOTAL_TIMED_URL = "https://theracharge.example/fhir/StructureDefinition/total-timed-minutes"
+CERTIFIED_URL = "https://theracharge.example/fhir/StructureDefinition/plan-of-care-certified"
 AIDE_ROLE = ("https://theracharge.example/fhir/CodeSystem/therapy-role", "aide")
 NEEDS_BODY_SITE = {
     "97110",

@@ -26,6 +26,12 @@ class NcciPolicySchema(Schema):
     ptp_modifier = fields.String(load_default="XU", validate=validate.OneOf(["XU", "59"]))
 
 
+class EpisodePolicySchema(Schema):
+    plan_of_care = fields.Boolean(load_default=False)  # a certified plan covers the date
+    progress_reports = fields.Boolean(load_default=False)  # a report every 10 treatment days
+    kx = fields.Boolean(load_default=False)  # KX above the year's threshold
+
+
 class PayerSchema(Schema):
     id = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9][a-z0-9-]*$"))
     name = fields.String(required=True, validate=validate.Length(min=1))
@@ -39,6 +45,10 @@ class PayerSchema(Schema):
     )
     ncci = fields.Nested(
         NcciPolicySchema, load_default=lambda: {"edits": True, "ptp_modifier": "XU"}
+    )
+    episode = fields.Nested(
+        EpisodePolicySchema,
+        load_default=lambda: {"plan_of_care": False, "progress_reports": False, "kx": False},
     )
     gap_severity = fields.Dict(
         keys=fields.String(), values=fields.Enum(Severity, by_value=True), load_default=dict
@@ -85,6 +95,9 @@ class PayerTableSchema(Schema):
                     assistant_modifiers=p["modifiers"]["assistant"],
                     ncci_edits=p["ncci"]["edits"],
                     ptp_modifier=p["ncci"]["ptp_modifier"],
+                    plan_of_care_required=p["episode"]["plan_of_care"],
+                    progress_reports_required=p["episode"]["progress_reports"],
+                    kx_threshold=p["episode"]["kx"],
                 )
                 for p in data["payers"]
             ),

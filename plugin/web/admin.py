@@ -8,8 +8,16 @@ from typing import Any
 from flask import Response, current_app, jsonify, request
 from flask_smorest import Blueprint
 
-from plugin.config.edits import import_ncci, rollback, save_mapping, save_payers, try_coding
-from plugin.config.effective import MAPPING, NCCI, NCCI_TABLES, PAYER_TABLE, PAYERS
+from plugin.config.edits import (
+    import_fee_schedule,
+    import_ncci,
+    rollback,
+    save_fees,
+    save_mapping,
+    save_payers,
+    try_coding,
+)
+from plugin.config.effective import FEE_TABLE, FEES, MAPPING, NCCI, NCCI_TABLES, PAYER_TABLE, PAYERS
 from plugin.config.tokens import ROLES
 from plugin.errors import BadRequest, Conflict, Invalid, NotFoundError
 from plugin.store.config import VersionInfo
@@ -280,6 +288,90 @@ def payer_versions() -> Response:
 @blp.doc(summary="Make an earlier version of the payer rules current again: {version, reason}")
 def rollback_payers() -> Response:
     return _rollback(PAYERS, PAYER_TABLE)
+
+
+# --- fee schedule ---------------------------------------------------------------------------
+
+
+@blp.route("/fees", methods=["GET"])
+@blp.doc(summary="The fee schedule: currency and dated schedules of allowed amounts per code")
+def get_fees() -> Response:
+    bearer_caller(*ROLES)
+    state = _state()
+    current = state.store.config_current(FEES, FEE_TABLE)
+    if current is not None and current.content:
+        response = jsonify(current.content)
+        response.headers["ETag"] = f'W/"{current.version}"'
+        return response
+    import yaml
+
+    shipped = yaml.safe_load(state.settings.sources["fees"].read_text(encoding="utf-8"))
+    return jsonify(
+        {
+            "currency": shipped.get("currency", "USD"),
+            "schedules": [
+                dict(s, effective=str(s["effective"])) for s in shipped.get("schedules") or ()
+            ],
+        }
+    )
+
+
+@blp.route("/fees", methods=["PUT"])
+@blp.doc(
+    summary="Replace the fee schedule: {reason, fees: {currency, schedules: [{effective, "
+    "source, amounts: {code: amount}}]}}"
+)
+def put_fees() -> Response:
+    author = bearer_caller("admin")
+    body = _body()
+    content = body.get("fees")
+    if not isinstance(content, dict):
+        raise Invalid("fees: the fee schedule object", [("fees", "required object")])
+    state = _state()
+    return _saved(
+        FEES,
+        FEE_TABLE,
+        lambda: save_fees(state.store, content, author, str(body.get("reason", "")), _expect()),
+    )
+
+
+@blp.route("/fees/import", methods=["PUT"])
+@blp.doc(
+    summary="Add a CSV of allowed amounts (body: the file; code and amount columns) as the "
+    "schedule in force from ?effective=YYYY-MM-DD&reason=…[&source=…&filename=…]"
+)
+def import_fees() -> Response:
+    author = bearer_caller("admin")
+    effective = _date_arg("effective")
+    if effective is None:
+        raise BadRequest("effective: the date the amounts apply from", [("effective", "required")])
+    state = _state()
+    filename = request.args.get("filename", "").strip() or "fee-schedule.csv"
+    version, codes = import_fee_schedule(
+        state.store,
+        state.settings,
+        request.get_data(as_text=True),
+        filename,
+        effective,
+        request.args.get("source", ""),
+        author,
+        request.args.get("reason", ""),
+    )
+    state.refresh(force=True)
+    return jsonify({"kind": FEES, "name": FEE_TABLE, "version": version, "codes": codes})
+
+
+@blp.route("/fees/versions", methods=["GET"])
+@blp.doc(summary="Every version of the fee schedule: who, when, why, what changed")
+def fee_versions() -> Response:
+    bearer_caller(*ROLES)
+    return jsonify([_version_json(v) for v in _state().store.config_versions(FEES, FEE_TABLE)])
+
+
+@blp.route("/fees/rollback", methods=["POST"])
+@blp.doc(summary="Make an earlier version of the fee schedule current again: {version, reason}")
+def rollback_fees() -> Response:
+    return _rollback(FEES, FEE_TABLE)
 
 
 # --- audit log ------------------------------------------------------------------------------

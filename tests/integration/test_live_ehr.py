@@ -178,14 +178,16 @@ def test_one_read_and_at_most_one_write_per_triggered_day(
     sent = client.requests_sent
     first = run_day(live_settings, "enc-0005", named, WriteMode.WRITE, ENTERED, "notification")
     assert first.written
-    assert client.requests_sent - sent == 2  # one search of the day, one transaction
+    # a Medicare day: its episode rules read the patient's history too, in one batch
+    assert first.decision.visit.payer == "medicare-part-b"
+    assert client.requests_sent - sent == 3  # the day's search, the history batch, a transaction
     sent = client.requests_sent
     again = run_day(live_settings, "enc-0005", named, WriteMode.WRITE, ENTERED, "notification")
     assert not again.written
-    assert client.requests_sent - sent == 1  # one search, nothing to write
+    assert client.requests_sent - sent == 2  # the two reads, nothing to write
     sent = client.requests_sent
     run(live_settings, gatherer, "enc-0005")  # named by id only: its day is read first
-    assert client.requests_sent - sent == 2  # the encounter, then its day
+    assert client.requests_sent - sent == 3  # the encounter, its day, the history
 
 
 def test_the_server_stopping_mid_run_is_a_clear_error_with_no_partial_writes(

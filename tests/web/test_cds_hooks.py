@@ -377,7 +377,9 @@ def test_hook_calls_share_the_processs_ehr_connection(make_app, sign) -> None:
         assert call(app, body, sign()).status_code == 200
     urls = [c.request.url for c in responses.calls]
     assert sum(u.endswith("/metadata") for u in urls) == 1  # capabilities learned once
-    assert sum("/Encounter?" in u for u in urls) == 3  # one day search per call
+    assert sum("/Encounter?" in u and "_revinclude" in u for u in urls) == 3  # a day search each
+    # Medicare applies the episode rules: each call also reads the patient's earlier visits
+    assert sum("/Encounter?" in u and "status=finished" in u for u in urls) == 3
 
 
 @responses.activate

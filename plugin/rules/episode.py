@@ -1,0 +1,269 @@
+"""The episode of care around a billing day: the plan of care and its certification, progress
+reports every 10 treatment days, and the KX threshold on the year's allowed amounts.
+
+Each reads the patient's history (earlier encounters, care plans, progress reports, charges
+of the year), as plain data a caller gathered: from the EHR in one batch of searches, or from
+the input file. Sources: Pub 100-02 ch.15 §220.1.2–220.1.3 (plan of care, certification),
+§220.3 D (progress reports); Pub 100-04 ch.5 §10.2–10.3 (the KX modifier threshold), SSA
+§1833(g) as amended by the Bipartisan Budget Act of 2018 §50202.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import NamedTuple
+
+from plugin.rules.findings import FindingPolicy
+from plugin.rules.history import CarePlanFacts, History
+from plugin.rules.model import Discipline
+from plugin.rules.parameters import DatedParameter, Reference
+from plugin.rules.visit import Finding
+
+PLAN_SOURCE = "Pub 100-02 ch.15 §220.1.2, §220.1.3 (plan of care; certification)"
+PROGRESS_SOURCE = "Pub 100-02 ch.15 §220.3 D (progress report at least every 10 treatment days)"
+KX_SOURCE = "Pub 100-04 ch.5 §10.2, §10.3 (KX modifier threshold); SSA §1833(g)"
+
+# The KX threshold applies to PT and SLP combined, and to OT apart (Pub 100-04 ch.5 §10.2).
+BUCKET = {Discipline.PT: "PT and SLP", Discipline.SLP: "PT and SLP", Discipline.OT: "OT"}
+# The plan-of-care modifiers name a prior charge's discipline (Pub 100-04 ch.5 §20.1)
+MODIFIER_DISCIPLINE = {"GP": Discipline.PT, "GO": Discipline.OT, "GN": Discipline.SLP}
+
+
+class KxThreshold(NamedTuple):
+    pt_slp: Decimal
+    ot: Decimal
+
+    def of(self, discipline: Discipline) -> Decimal:
+        return self.ot if discipline is Discipline.OT else self.pt_slp
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeRules:
+    """The episode rules' parameters (config/rules/episode.yaml)."""
+
+    kx_thresholds: DatedParameter[KxThreshold]
+    kx_warn_at: Decimal = Decimal("0.9")  # warn once the estimate passes this share
+    progress_warn_from: int = 8  # treatment day from which a due report is warned
+    progress_hold_after: int = 10  # treatment days a period may last
+    report_codes: frozenset[tuple[str, str]] = frozenset()
+    lookback_days: int = 120  # how far back a day's history is read
+    certify_within_days: int = 30
+    plan_max_days: int = 90
+    certification_extension: str = ""
+    categories: Mapping[tuple[str, str], Discipline] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class FeeSchedule:
+    """The allowed amount per code, dated (config/fees.yaml, or the admin's stored version)."""
+
+    amounts: Mapping[str, DatedParameter[Decimal]] = field(default_factory=dict)
+    currency: str = "USD"
+    source: str = ""
+
+    def amount(self, code: str, on: date) -> Decimal | None:
+        dated = self.amounts.get(code)
+        if dated is None or not dated.in_force(on):
+            return None
+        return dated.at(on).value
+
+
+# --- plan of care -------------------------------------------------------------------------------
+
+
+def plan_of_care_findings(
+    discipline: Discipline,
+    on: date,
+    history: History,
+    rules: EpisodeRules,
+    policy: FindingPolicy,
+    where: str,
+) -> list[Finding]:
+    """Nothing when a plan of the discipline covers `on`, was certified within 30 days of its
+    first treatment and is within 90 days of it; else the one problem of the nearest plan."""
+    plans = [p for p in history.care_plans if not p.disciplines or discipline in p.disciplines]
+    covering = [
+        p for p in plans if p.start is not None and p.start <= on and (p.end is None or on <= p.end)
+    ]
+    if not covering:
+        return [
+            policy.make(
+                "plan-of-care-missing",
+                f"No {discipline.value} plan of care covers {on.isoformat()} "
+                f"({len(plans)} plan(s) of the patient read).",
+                where,
+                "CarePlan",
+            )
+        ]
+    problems: list[Finding] = []
+    for plan in sorted(covering, key=lambda p: p.start or on, reverse=True):
+        found = _plan_problem(plan, on, rules, policy)
+        if found is None:
+            return []
+        problems.append(found)
+    return problems[:1]
+
+
+def _plan_problem(
+    plan: CarePlanFacts, on: date, rules: EpisodeRules, policy: FindingPolicy
+) -> Finding | None:
+    start = plan.start or on
+    due = start + timedelta(days=rules.certify_within_days)
+    if (on - start).days >= rules.plan_max_days:
+        last = start + timedelta(days=rules.plan_max_days - 1)
+        return policy.make(
+            "plan-of-care-expired",
+            f"{plan.reference} began on {start.isoformat()}; a certification covers at most "
+            f"{rules.plan_max_days} calendar days (through {last.isoformat()}), and "
+            f"{on.isoformat()} is past it: a recertification is needed.",
+            plan.reference,
+            "CarePlan.period",
+        )
+    if plan.certified is None:
+        return policy.make(
+            "plan-of-care-not-certified",
+            f"{plan.reference} is not certified; certification is due within "
+            f"{rules.certify_within_days} days of the first treatment ({start.isoformat()}), "
+            f"by {due.isoformat()}.",
+            plan.reference,
+            "CarePlan.extension(certified)",
+        )
+    late = (plan.certified - start).days
+    if late > rules.certify_within_days:
+        return policy.make(
+            "plan-of-care-certified-late",
+            f"{plan.reference} was certified on {plan.certified.isoformat()}, {late} days after "
+            f"the first treatment ({start.isoformat()}); a certification more than "
+            f"{rules.certify_within_days} days later is delayed and needs its reason recorded.",
+            plan.reference,
+            "CarePlan.extension(certified)",
+        )
+    return None
+
+
+# --- progress reports ---------------------------------------------------------------------------
+
+
+def treatment_day(
+    discipline: Discipline, on: date, history: History, plan_start: date | None
+) -> tuple[int, date | None]:
+    """Which treatment day of its reporting period `on` is, and the period's last report.
+    A treatment day is a date with a finished visit (of the discipline, or naming none); the
+    period begins the day after the last progress report, else on the episode's first day."""
+    last = max((d for d, _ in history.reports if d <= on), default=None)
+    days = {d for d, of in history.treatment_days if (of is None or of is discipline) and d <= on}
+    days.add(on)
+    if last is not None:
+        days = {d for d in days if d > last}
+    elif plan_start is not None:
+        days = {d for d in days if d >= plan_start}
+    return len(days), last
+
+
+def progress_findings(
+    discipline: Discipline,
+    on: date,
+    history: History,
+    rules: EpisodeRules,
+    policy: FindingPolicy,
+    where: str,
+) -> list[Finding]:
+    plan_start = max(
+        (
+            p.start
+            for p in history.care_plans
+            if p.start and p.start <= on and (not p.disciplines or discipline in p.disciplines)
+        ),
+        default=None,
+    )
+    number, last = treatment_day(discipline, on, history, plan_start)
+    since = f"since the progress report of {last.isoformat()}" if last else "of the episode"
+    if number > rules.progress_hold_after:
+        return [
+            policy.make(
+                "progress-report-overdue",
+                f"{on.isoformat()} is treatment day {number} {since}: a progress report was "
+                f"due by the {rules.progress_hold_after}th.",
+                where,
+                "Encounter",
+            )
+        ]
+    if number >= rules.progress_warn_from:
+        return [
+            policy.make(
+                "progress-report-due",
+                f"{on.isoformat()} is treatment day {number} {since}: a progress report is "
+                f"due by the {rules.progress_hold_after}th treatment day.",
+                where,
+                "Encounter",
+            )
+        ]
+    return []
+
+
+# --- the KX threshold ---------------------------------------------------------------------------
+
+
+class KxEstimate(NamedTuple):
+    """The year's allowed amounts for one threshold bucket, as far as the EHR shows them."""
+
+    bucket: str
+    threshold: Decimal
+    before: Decimal  # earlier dates of service this year
+    today: Decimal  # this billing day's lines
+    charges: int  # earlier charges counted
+    unpriced: int  # earlier charges with no amount and no fee for their code
+
+    @property
+    def total(self) -> Decimal:
+        return self.before + self.today
+
+
+def kx_estimate(
+    discipline: Discipline,
+    on: date,
+    history: History,
+    today: Decimal,
+    fees: FeeSchedule,
+    rules: EpisodeRules,
+) -> KxEstimate | None:
+    """None when no threshold is in force on `on`."""
+    if not rules.kx_thresholds.in_force(on):
+        return None
+    bucket = BUCKET[discipline]
+    threshold = rules.kx_thresholds.at(on).value.of(discipline)
+    before = Decimal(0)
+    counted = unpriced = 0
+    for charge in history.charges:
+        if BUCKET[charge.discipline] != bucket or charge.date.year != on.year or charge.date >= on:
+            continue
+        amount = charge.amount
+        if amount is None:
+            fee = fees.amount(charge.code, charge.date)
+            amount = fee * charge.units if fee is not None else None
+        if amount is None:
+            unpriced += 1
+            continue
+        before += amount
+        counted += 1
+    return KxEstimate(bucket, threshold, before, today, counted, unpriced)
+
+
+def kx_reference(on: date, rules: EpisodeRules) -> Reference:
+    return rules.kx_thresholds.at(on).reference
+
+
+def describe_estimate(estimate: KxEstimate, on: date) -> str:
+    unpriced = (
+        f", {estimate.unpriced} without a price or fee not counted" if estimate.unpriced else ""
+    )
+    return (
+        f"Estimated {on.year} {estimate.bucket} allowed amounts: ${estimate.before:,.2f} on "
+        f"{estimate.charges} earlier charge(s) in the EHR{unpriced}, + ${estimate.today:,.2f} "
+        f"today = ${estimate.total:,.2f}, against the KX threshold of "
+        f"${estimate.threshold:,.2f}. An estimate: charges billed by other providers are not "
+        "seen."
+    )

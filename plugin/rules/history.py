@@ -1,0 +1,38 @@
+"""What was read of a patient's episode of care around a billing day (plugin.rules.episode)."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import NamedTuple
+
+from plugin.rules.model import Discipline
+
+
+class PriorCharge(NamedTuple):
+    """A charge of the patient on an earlier date of service, as the EHR holds it."""
+
+    reference: str
+    date: date
+    discipline: Discipline
+    code: str
+    units: int
+    amount: Decimal | None  # its priceOverride, when it carries one
+
+
+class CarePlanFacts(NamedTuple):
+    reference: str
+    start: date | None  # the first treatment under the plan (CarePlan.period.start)
+    end: date | None  # the plan's own duration (CarePlan.period.end)
+    certified: date | None  # the physician's/NPP's certification (the configured extension)
+    disciplines: tuple[Discipline, ...]  # from CarePlan.category; () = any discipline
+
+
+class History(NamedTuple):
+    """What was read of the patient's episode: None of this is a gap until a rule asks."""
+
+    charges: tuple[PriorCharge, ...] = ()
+    care_plans: tuple[CarePlanFacts, ...] = ()
+    # (date of service, discipline or None when the encounter names none) of finished visits
+    treatment_days: tuple[tuple[date, Discipline | None], ...] = ()
+    reports: tuple[tuple[date, str], ...] = ()  # (date, reference) of progress reports
