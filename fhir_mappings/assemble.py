@@ -11,20 +11,19 @@ import dataclasses
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date
-from decimal import Decimal
 from typing import Any
 
 from fhir_mappings import facts as fx
 from fhir_mappings.coverage import Coverages
 from fhir_mappings.fhirtime import FhirValueError, date_part, parse_instant
+from fhir_mappings.history import EpisodeFacts, first_day
 from fhir_mappings.minutes import procedure_timing
 from fhir_mappings.strict import validation_error
 from plugin.errors import Invalid
 from plugin.rules.code_mapping import CodeMap, resolve_code
-from plugin.rules.episode import MODIFIER_DISCIPLINE, EpisodeRules
+from plugin.rules.episode import EpisodeRules
 from plugin.rules.findings import TIME_FINDINGS, FindingPolicy
-from plugin.rules.history import CarePlanFacts, History, PriorCharge
+from plugin.rules.history import History
 from plugin.rules.model import Catalog, CodeKind, Discipline
 from plugin.rules.payers import CodingTables, Payer, PayerTable
 from plugin.rules.systems import ICD10CM, PLACE_OF_SERVICE
@@ -90,9 +89,7 @@ class VisitAssembler:
         # False: the caller could not read it (visits then carry history None)
         self.history_read = True
         self._history_encounters: list[fx.EncounterFacts] = []
-        self._charges: dict[str, list[PriorCharge]] = {}
-        self._care_plans: dict[str, list[CarePlanFacts]] = {}
-        self._reports: dict[str, list[tuple[date, str]]] = {}
+        self._episode = EpisodeFacts(tables.episode, tables.coding_tables.service_types, self.norm)
 
     # --- collecting -------------------------------------------------------------------------
 
@@ -125,21 +122,21 @@ class VisitAssembler:
                     fx.encounter_facts(resource, key, self.tables.total_timed_extension)
                 )
             elif kind == "Procedure":
-                self._is_report(resource, key)  # recorded when it is one; never a service
+                self._episode.is_report(resource, key)  # recorded when it is one; never a service
             elif kind in ("ChargeItem", "CarePlan", "Observation", "DocumentReference"):
                 self._take(kind, resource, key)
         except (TypeError, AttributeError, ValueError, KeyError) as exc:
             raise InvalidResource(key, validation_error(resource) or type(exc).__name__) from exc
 
     def _take(self, kind: object, resource: dict[str, Any], key: str) -> None:
-        if kind == "Procedure" and self._is_report(resource, key):
+        if kind == "Procedure" and self._episode.is_report(resource, key):
             return
         if kind == "ChargeItem":
-            self._add_charge(resource, key)
+            self._episode.add_charge(resource, key)
         elif kind == "CarePlan":
-            self._add_care_plan(resource, key)
+            self._episode.add_care_plan(resource, key)
         elif kind == "DocumentReference":
-            self._is_report(resource, key)
+            self._episode.is_report(resource, key)
         if kind == "Procedure":
             self._procedures.append(
                 fx.procedure_facts(resource, key, self.tables.minutes_extension)
@@ -156,7 +153,7 @@ class VisitAssembler:
             self._coverages.add_organization(key, fx.identifier_pairs(resource.get("identifier")))
         elif kind == "PractitionerRole":
             self._add_practitioner_role(resource, key)
-        elif kind == "Observation" and not self._is_report(resource, key):
+        elif kind == "Observation" and not self._episode.is_report(resource, key):
             self._add_observation(fx.observation_facts(resource, key))
         elif kind == "Location":
             for system, code, _ in (c for t in resource.get("type") or () for c in fx.codings(t)):
@@ -181,114 +178,18 @@ class VisitAssembler:
         if practitioner:
             self._roles_by_practitioner.setdefault(practitioner, found)
 
-    def _is_report(self, resource: dict[str, Any], key: str) -> bool:
-        """A progress report (config/rules/episode.yaml codes): recorded with its date; a
-        Procedure that is one is not a billed service."""
-        rules = self.tables.episode
-        if rules is None or not rules.report_codes:
-            return False
-        concepts = (
-            resource.get("type")
-            if resource.get("resourceType") == "DocumentReference"
-            else resource.get("code")
-        )
-        if not any((s, c) in rules.report_codes for s, c, _ in fx.codings(concepts)):
-            return False
-        when = _first_day(
-            resource.get("performedDateTime"),
-            (resource.get("performedPeriod") or {}).get("start"),
-            resource.get("effectiveDateTime"),
-            (resource.get("effectivePeriod") or {}).get("start"),
-            resource.get("issued"),
-            resource.get("date"),
-        )
-        subject = self.norm(fx.reference(resource.get("subject")))
-        if when is not None and subject:
-            self._reports.setdefault(subject, []).append((when, key))
-        return True
-
-    def _add_charge(self, resource: dict[str, Any], key: str) -> None:
-        """A charge of the patient, for the year's KX estimate: billable or billed, with a date
-        and a plan-of-care modifier (GP/GO/GN) or our identifier naming its discipline."""
-        if resource.get("status") not in ("billable", "billed"):
-            return
-        subject = self.norm(fx.reference(resource.get("subject")))
-        period = resource.get("occurrencePeriod")
-        when = _first_day(
-            resource.get("occurrenceDateTime"),
-            period.get("start") if isinstance(period, dict) else None,
-        )
-        codes = fx.codings(resource.get("code"))
-        if not subject or when is None or not codes:
-            return
-        discipline = None
-        for ext in resource.get("extension") or ():
-            if isinstance(ext, dict):
-                for _, code, _ in fx.codings(ext.get("valueCodeableConcept")):
-                    discipline = discipline or MODIFIER_DISCIPLINE.get(code)
-        if discipline is None:
-            return
-        quantity = (resource.get("quantity") or {}).get("value")
-        price = (resource.get("priceOverride") or {}).get("value")
-        self._charges.setdefault(subject, []).append(
-            PriorCharge(
-                key,
-                when,
-                discipline,
-                codes[0][1],
-                int(quantity) if isinstance(quantity, int | float) else 1,
-                Decimal(str(price)) if isinstance(price, int | float) else None,
-            )
-        )
-
-    def _add_care_plan(self, resource: dict[str, Any], key: str) -> None:
-        if resource.get("status") not in ("active", "completed"):
-            return
-        subject = self.norm(fx.reference(resource.get("subject")))
-        period = resource.get("period")
-        period = period if isinstance(period, dict) else {}
-        certified = None
-        rules = self.tables.episode
-        for ext in resource.get("extension") or ():
-            if isinstance(ext, dict) and rules and ext.get("url") == rules.certification_extension:
-                certified = _first_day(ext.get("valueDate"), ext.get("valueDateTime"))
-        disciplines = tuple(
-            dict.fromkeys(
-                d
-                for concept in resource.get("category") or ()
-                for s, c, _ in fx.codings(concept)
-                if (d := self.tables.coding_tables.service_types.get((s, c))) is not None
-            )
-        )
-        if subject:
-            self._care_plans.setdefault(subject, []).append(
-                CarePlanFacts(
-                    key,
-                    _first_day(period.get("start")),
-                    _first_day(period.get("end")),
-                    certified,
-                    disciplines,
-                )
-            )
-
     def history_of(self, patient: str | None) -> History | None:
         """What was read of the patient's episode (None: it could not be read)."""
         if not self.history_read:
             return None
-        key = patient or ""
         days = []
         for encounter in (*self._encounters.values(), *self._history_encounters):
             if self.norm(encounter.subject) != patient or encounter.status != "finished":
                 continue
-            when = _first_day(encounter.period_start)
+            when = first_day(encounter.period_start)
             if when is not None:
                 days.append((when, self._service_type(encounter)))
-        return History(
-            tuple(self._charges.get(key, ())),
-            tuple(self._care_plans.get(key, ())),
-            tuple(dict.fromkeys(days)),
-            tuple(self._reports.get(key, ())),
-        )
+        return self._episode.history(patient, days)
 
     def _add_observation(self, observation: fx.ObservationFacts) -> None:
         if observation.has_value:
@@ -630,17 +531,6 @@ def _icd_first(codes: tuple[fx.CodingTuple, ...]) -> tuple[Coding, ...]:
 def _modifier_policy(payer: Payer | None) -> bool:
     """Unknown or default payers get the plan-of-care modifier (Pub 100-04 ch.5 §20.1)."""
     return payer.plan_of_care_modifiers if payer else True
-
-
-def _first_day(*values: object) -> date | None:
-    """The date of the first value that is a FHIR date, dateTime or instant."""
-    for value in values:
-        if isinstance(value, str) and len(value) >= 10:
-            try:
-                return date.fromisoformat(value[:10])
-            except ValueError:
-                continue
-    return None
 
 
 def _assistant_policy(payer: Payer | None) -> bool:

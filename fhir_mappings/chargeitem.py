@@ -16,7 +16,8 @@ from functools import cached_property
 from urllib.parse import quote
 
 from plugin.jsontypes import Json
-from plugin.rules.decision import ChargeLine, Decision
+from plugin.rules.decision import Decision
+from plugin.rules.lines import ChargeLine
 from plugin.rules.systems import CPT, HCPCS, PLACE_OF_SERVICE, UCUM
 
 CPT_MODIFIERS = {"59"}  # modifier 59 is CPT; GP/GO/GN, KX, CQ/CO, X{EPSU} are HCPCS Level II

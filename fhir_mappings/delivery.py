@@ -18,7 +18,8 @@ from fhir_mappings.chargeitem import (
     provenance_entry,
 )
 from plugin.jsontypes import Json
-from plugin.rules.decision import ChargeLine, Decision
+from plugin.rules.decision import Decision
+from plugin.rules.lines import ChargeLine
 
 # Elements that change on every run or are the server's: not part of a line's content.
 _VOLATILE = ("id", "meta", "text", "enteredDate")

@@ -17,7 +17,8 @@ from plugin.gateway.client import FhirClient
 from plugin.gateway.gather import Gatherer
 from plugin.pipeline.billing_day import DaySource, WriteMode, decide_gathered, run_day
 from plugin.pipeline.stages import render_context
-from plugin.rules.decision import Decision, LineStatus
+from plugin.rules.decision import Decision
+from plugin.rules.lines import LineStatus
 from tests import builders
 
 MORNING = "2026-11-02T08:00:00-05:00"

@@ -16,7 +16,8 @@ from fhir_mappings.assemble import VisitAssembler
 from fhir_mappings.chargeitem import CPT, HCPCS, charge_item, transaction_entries
 from plugin.config.files import Settings
 from plugin.pipeline.stages import render_context, translate_tables
-from plugin.rules.decision import Decision, LineStatus, decide_visit
+from plugin.rules.decision import Decision, decide_visit
+from plugin.rules.lines import LineStatus
 from tests.builders import complete_record, procedure
 
 SHARED = Path(__file__).resolve().parent / "fixtures" / "spec"

@@ -11,7 +11,8 @@ from fhir_mappings.assemble import TranslateTables
 from fhir_mappings.chargeitem import Definitions, RenderContext, policy_uris
 from plugin.config.files import Settings
 from plugin.errors import TheraChargeError, VisitTooLarge
-from plugin.rules.decision import ClaimTables, Decision, decide_day
+from plugin.rules.claim_edits import ClaimTables
+from plugin.rules.decision import Decision, decide_day
 from plugin.rules.visit import Visit
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,8 @@ from collections import defaultdict
 from typing import Any
 
 from plugin.rules import sources
-from plugin.rules.decision import Decision, LineStatus
+from plugin.rules.decision import Decision
+from plugin.rules.lines import LineStatus
 from plugin.rules.sources import link_for
 from plugin.rules.visit import Finding, Severity
 

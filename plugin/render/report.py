@@ -6,7 +6,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from plugin.rules.decision import ChargeLine, Decision
+from plugin.rules.decision import Decision
+from plugin.rules.lines import ChargeLine
 from plugin.rules.visit import SEVERITY_ORDER, Finding, Visit
 
 

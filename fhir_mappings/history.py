@@ -1,0 +1,144 @@
+"""The patient's episode of care as read: progress reports, charges of the year and care plans
+(plugin.rules.episode reads them as a `History`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from fhir_mappings import facts as fx
+from plugin.rules.episode import MODIFIER_DISCIPLINE, EpisodeRules
+from plugin.rules.history import CarePlanFacts, History, PriorCharge
+from plugin.rules.model import Discipline
+
+
+def first_day(*values: object) -> date | None:
+    """The date of the first value that is a FHIR date, dateTime or instant."""
+    for value in values:
+        if isinstance(value, str) and len(value) >= 10:
+            try:
+                return date.fromisoformat(value[:10])
+            except ValueError:
+                continue
+    return None
+
+
+class EpisodeFacts:
+    """Collects, per patient, what the episode rules read."""
+
+    def __init__(
+        self,
+        rules: EpisodeRules | None,
+        service_types: Mapping[tuple[str, str], Discipline],
+        norm: Callable[[str | None], str | None],
+    ) -> None:
+        self.rules = rules
+        self.service_types = service_types
+        self.norm = norm
+        self.charges: dict[str, list[PriorCharge]] = {}
+        self.care_plans: dict[str, list[CarePlanFacts]] = {}
+        self.reports: dict[str, list[tuple[date, str]]] = {}
+
+    def is_report(self, resource: dict[str, Any], key: str) -> bool:
+        """A progress report (config/rules/episode.yaml codes): recorded with its date; a
+        Procedure that is one is not a billed service."""
+        rules = self.rules
+        if rules is None or not rules.report_codes:
+            return False
+        concepts = (
+            resource.get("type")
+            if resource.get("resourceType") == "DocumentReference"
+            else resource.get("code")
+        )
+        if not any((s, c) in rules.report_codes for s, c, _ in fx.codings(concepts)):
+            return False
+        when = first_day(
+            resource.get("performedDateTime"),
+            (resource.get("performedPeriod") or {}).get("start"),
+            resource.get("effectiveDateTime"),
+            (resource.get("effectivePeriod") or {}).get("start"),
+            resource.get("issued"),
+            resource.get("date"),
+        )
+        subject = self.norm(fx.reference(resource.get("subject")))
+        if when is not None and subject:
+            self.reports.setdefault(subject, []).append((when, key))
+        return True
+
+    def add_charge(self, resource: dict[str, Any], key: str) -> None:
+        """A charge of the patient, for the year's KX estimate: billable or billed, with a date
+        and a plan-of-care modifier (GP/GO/GN) naming its discipline."""
+        if resource.get("status") not in ("billable", "billed"):
+            return
+        subject = self.norm(fx.reference(resource.get("subject")))
+        period = resource.get("occurrencePeriod")
+        when = first_day(
+            resource.get("occurrenceDateTime"),
+            period.get("start") if isinstance(period, dict) else None,
+        )
+        codes = fx.codings(resource.get("code"))
+        if not subject or when is None or not codes:
+            return
+        discipline = None
+        for ext in resource.get("extension") or ():
+            if isinstance(ext, dict):
+                for _, code, _ in fx.codings(ext.get("valueCodeableConcept")):
+                    discipline = discipline or MODIFIER_DISCIPLINE.get(code)
+        if discipline is None:
+            return
+        quantity = (resource.get("quantity") or {}).get("value")
+        price = (resource.get("priceOverride") or {}).get("value")
+        self.charges.setdefault(subject, []).append(
+            PriorCharge(
+                key,
+                when,
+                discipline,
+                codes[0][1],
+                int(quantity) if isinstance(quantity, int | float) else 1,
+                Decimal(str(price)) if isinstance(price, int | float) else None,
+            )
+        )
+
+    def add_care_plan(self, resource: dict[str, Any], key: str) -> None:
+        if resource.get("status") not in ("active", "completed"):
+            return
+        subject = self.norm(fx.reference(resource.get("subject")))
+        period = resource.get("period")
+        period = period if isinstance(period, dict) else {}
+        certified = None
+        rules = self.rules
+        for ext in resource.get("extension") or ():
+            if isinstance(ext, dict) and rules and ext.get("url") == rules.certification_extension:
+                certified = first_day(ext.get("valueDate"), ext.get("valueDateTime"))
+        disciplines = tuple(
+            dict.fromkeys(
+                d
+                for concept in resource.get("category") or ()
+                for s, c, _ in fx.codings(concept)
+                if (d := self.service_types.get((s, c))) is not None
+            )
+        )
+        if subject:
+            self.care_plans.setdefault(subject, []).append(
+                CarePlanFacts(
+                    key,
+                    first_day(period.get("start")),
+                    first_day(period.get("end")),
+                    certified,
+                    disciplines,
+                )
+            )
+
+    def history(
+        self, patient: str | None, days: Iterable[tuple[date, Discipline | None]]
+    ) -> History:
+        """The patient's history, with the dates of their finished visits (`days`)."""
+        key = patient or ""
+        return History(
+            tuple(self.charges.get(key, ())),
+            tuple(self.care_plans.get(key, ())),
+            tuple(dict.fromkeys(days)),
+            tuple(self.reports.get(key, ())),
+        )

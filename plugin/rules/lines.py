@@ -1,0 +1,72 @@
+"""A charge line of a billing day and its status (docs/architecture.md "Status")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+
+from plugin.rules.model import CodeKind, Discipline, Method, UnitLine
+from plugin.rules.visit import Diagnosis, Finding, VisitService
+
+
+class LineStatus(StrEnum):
+    """ChargeItem status of a line (docs/architecture.md "Status")."""
+
+    BILLABLE = "billable"
+    PLANNED = "planned"  # held for documentation
+    NOT_BILLABLE = "not-billable"  # documented, earns 0 units
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeLine:
+    """One charge of a billing day: a code, its units and modifiers for one patient, date of
+    service, discipline and billing provider, whichever of the day's visits documented it."""
+
+    key: str  # stable per patient + date of service + discipline + billing provider + code
+    code: str
+    system: str
+    label: str
+    kind: CodeKind
+    units: int
+    minutes: int
+    discipline: Discipline
+    date: str | None
+    modifiers: tuple[str, ...]
+    status: LineStatus
+    holds: tuple[Finding, ...]
+    note: str
+    services: tuple[VisitService, ...]
+    derived_from: str | None = None
+    # The encounters whose procedures the line counts, in day order; the first is the
+    # ChargeItem's context (docs/architecture.md "The billing day").
+    encounters: tuple[str, ...] = ()
+    provider: str | None = None  # the billing provider (the encounters' serviceProvider)
+    diagnoses: tuple[Diagnosis, ...] = ()  # ICD-10-CM, the procedures' own first, at most four
+    price: Decimal | None = None  # units × the fee schedule's amount (priceOverride)
+    currency: str = "USD"
+    price_basis: str = ""  # how the price was reached, in words (ChargeItem.overrideReason)
+
+    @property
+    def context(self) -> str | None:
+        return self.encounters[0] if self.encounters else None
+
+
+def line_status(
+    line: UnitLine | ChargeLine, holds: tuple[Finding, ...], method: Method
+) -> tuple[LineStatus, str]:
+    """Held for documentation → planned; documented but 0 units → not-billable; else billable.
+
+    Source: docs/architecture.md "Status"; CMS Pub 100-04 ch.5 §20.2 C (a timed service that
+    earns no unit is still documented, Example 4).
+    """
+    if holds:
+        reasons = "; ".join(f"{h.code} ({h.resource}): {h.message}" for h in holds)
+        return LineStatus.PLANNED, f"Held for documentation: {reasons}"
+    if line.units == 0:
+        rule = "8-minute rule on total timed minutes" if method is Method.CMS else "per-code rule"
+        return (
+            LineStatus.NOT_BILLABLE,
+            f"{line.minutes} documented minutes of {line.code} earn no unit under the {rule}.",
+        )
+    return LineStatus.BILLABLE, ""
