@@ -419,9 +419,25 @@ class VisitAssembler:
             key = self.norm(ref)
             codes = self._conditions.get(key or "")
             if codes:
-                found.append(Diagnosis(key, _icd_first(codes)))
-        found += [Diagnosis(None, _icd_first(codes)) for codes in procedure.reason_codes]
+                found.append(self._diagnosis(key, codes))
+        found += [self._diagnosis(None, codes) for codes in procedure.reason_codes]
         return tuple(found)
+
+    def _diagnosis(self, reference: str | None, codes: tuple[fx.CodingTuple, ...]) -> Diagnosis:
+        """A diagnosis with its ICD-10-CM coding first; one coded only in another system
+        (SNOMED CT) gains the ICD-10-CM code an admin mapping table gives it (a ConceptMap
+        group whose target is ICD-10-CM), said on the decision's explanation."""
+        if any(system == ICD10CM for system, _, _ in codes):
+            return Diagnosis(reference, _icd_first(codes))
+        mappings = self.tables.code_map.diagnoses
+        for system, code, _ in codes:
+            mapped = mappings.get((system, code))
+            if mapped is not None:
+                translated = Coding(ICD10CM, mapped.target, "")
+                return Diagnosis(
+                    reference, (translated, *_icd_first(codes)), translated_by=mapped.table
+                )
+        return Diagnosis(reference, _icd_first(codes))
 
     def _invalid_findings(self, key: str, kind: str) -> list[Finding]:
         message = self._invalid.get(key)
@@ -512,7 +528,7 @@ class VisitAssembler:
                     )
                 )
                 continue
-            diagnoses.append(Diagnosis(key, _icd_first(codes)))
+            diagnoses.append(self._diagnosis(key, codes))
         return tuple(diagnoses)
 
 

@@ -48,8 +48,8 @@ def test_a_procedures_own_diagnosis_comes_first_and_at_most_four_are_listed(
 
 def test_a_line_whose_diagnoses_have_no_icd10_code_is_held(settings: Settings) -> None:
     resources = builders.complete_record(builders.procedure("p1", "97110", minutes=20))
-    resources = [
-        builders.condition("c1", (SNOMED, "239873007")) if r["resourceType"] == "Condition" else r
+    resources = [  # SNOMED CT 128139000 (inflammatory disorder): no mapping table names it
+        builders.condition("c1", (SNOMED, "128139000")) if r["resourceType"] == "Condition" else r
         for r in resources
     ]
     decision = decide_gathered(settings, resources, "e1")
@@ -57,6 +57,45 @@ def test_a_line_whose_diagnoses_have_no_icd10_code_is_held(settings: Settings) -
     assert line.status.value == "planned"
     assert [h.code for h in line.holds] == ["diagnosis-not-icd10"]
     assert "diagnosis-not-icd10" in {f.code for f in decision.findings}
+
+
+def test_a_snomed_diagnosis_is_billed_under_the_icd10_code_a_mapping_table_gives_it(
+    settings: Settings,
+) -> None:
+    resources = builders.complete_record(builders.procedure("p1", "97110", minutes=20))
+    resources = [
+        builders.condition("c1", (SNOMED, "239873007")) if r["resourceType"] == "Condition" else r
+        for r in resources
+    ]
+    decision = decide_gathered(settings, resources, "e1")
+    (line,) = decision.lines
+    assert line.status.value == "billable"
+    item = charge_item(line, decision, render_context(settings, WHEN))
+    (reason,) = item["reason"]
+    assert [(c["system"], c["code"]) for c in reason["coding"]] == [
+        (ICD10CM, "M17.9"),
+        (SNOMED, "239873007"),
+    ]
+    said = " ".join(e.text for e in decision.explanation)
+    assert "billed as ICD-10-CM M17.9" in said
+    assert "ConceptMap/snomed-icd10cm-diagnoses" in said
+
+
+def test_a_diagnosis_table_refuses_a_target_that_is_not_an_icd10_code(settings: Settings) -> None:
+    import json
+    from pathlib import Path
+
+    import pytest
+    from marshmallow import ValidationError
+
+    from plugin.schemas.conceptmap import load_concept_map
+
+    path = Path(__file__).parents[1] / "config" / "mappings" / "snomed-icd10cm-diagnoses.json"
+    table = json.loads(path.read_text())
+    table["group"][0]["element"][0]["target"][0]["code"] = "97110"
+    with pytest.raises(ValidationError) as caught:
+        load_concept_map(table, settings.catalog)
+    assert "97110 is not an ICD-10-CM code" in str(caught.value.messages)
 
 
 def _pos(settings: Settings, resources: list[dict[str, Any]]) -> str:

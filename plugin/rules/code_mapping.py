@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from plugin.rules.model import Catalog
 
@@ -20,9 +20,12 @@ class MappedCode:
 
 @dataclass(frozen=True, slots=True)
 class CodeMap:
-    """All admin mapping tables merged: (source system, code) → target."""
+    """All admin mapping tables merged: (source system, code) → target. Procedures map to the
+    catalog's CPT/HCPCS codes (`entries`); diagnoses in another system (SNOMED CT) to
+    ICD-10-CM (`diagnoses`: the groups whose target is ICD-10-CM)."""
 
     entries: Mapping[tuple[str, str], MappedCode]
+    diagnoses: Mapping[tuple[str, str], MappedCode] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

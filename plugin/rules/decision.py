@@ -183,11 +183,29 @@ def decide_day(
         Explanation(first.method_reason, _method_source(first.method)),
         *_day_note(checked),
         *(e for g in units.groups for e in g.explanation),
+        *_translated_diagnoses(lines),
         *assistant_notes,
         *edit_notes,
         *episode_notes,
     )
     return Decision(first, lines, findings, explanation, units, tuple(checked))
+
+
+def _translated_diagnoses(lines: tuple[ChargeLine, ...]) -> tuple[Explanation, ...]:
+    """Each diagnosis a line bills under an ICD-10-CM code an admin mapping table gave it."""
+    notes = []
+    for diagnosis in dict.fromkeys(d for ln in lines for d in ln.diagnoses if d.translated_by):
+        icd, *others = diagnosis.codings
+        source = ", ".join(f"{c.system}|{c.code}" for c in others)
+        notes.append(
+            Explanation(
+                f"{diagnosis.reference or 'A reason code'} ({source}) is billed as ICD-10-CM "
+                f"{icd.code}, translated through the mapping table {diagnosis.translated_by}.",
+                "HIPAA code sets, 45 CFR 162.1002 (ICD-10-CM for diagnoses); the site's mapping "
+                "table",
+            )
+        )
+    return tuple(notes)
 
 
 def _service_findings(visit: Visit) -> tuple[Finding, ...]:

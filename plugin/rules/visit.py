@@ -78,6 +78,8 @@ class Coding:
 class Diagnosis:
     reference: str | None
     codings: tuple[Coding, ...]
+    # the mapping table (ConceptMap url) an ICD-10-CM coding was translated through, if any
+    translated_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

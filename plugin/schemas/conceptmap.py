@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
@@ -9,6 +10,10 @@ from marshmallow.experimental.context import Context
 
 from plugin.rules.code_mapping import CodeMap, MappedCode
 from plugin.rules.model import Catalog
+from plugin.rules.systems import ICD10CM
+
+# An ICD-10-CM code as written: a letter, two characters, then up to four after the dot
+ICD10CM_CODE = re.compile(r"[A-Z][0-9][0-9A-Z](\.[0-9A-Z]{1,4})?")
 
 # ConceptMap.group.element.target.equivalence values that name a usable billing mapping.
 USABLE_EQUIVALENCE = [
@@ -49,10 +54,17 @@ class GroupSchema(Schema):
 
     @validates_schema
     def _targets_in_catalog(self, data: dict[str, Any], **_: Any) -> None:
+        """A procedure group's targets are catalog codes of its target system; a diagnosis
+        group's (target ICD-10-CM) are ICD-10-CM codes in their written form."""
         catalog: Catalog = Context[Catalog].get()
         errors: dict[int, Any] = {}
         for index, element in enumerate(data["element"]):
             code = element["target"][0]["code"]
+            if data["target"] == ICD10CM:
+                if not ICD10CM_CODE.fullmatch(code):
+                    message = f"{code} is not an ICD-10-CM code (e.g. M17.11)"
+                    errors[index] = {"target": {0: {"code": [message]}}}
+                continue
             definition = catalog.codes.get(code)
             if definition is None:
                 errors[index] = {"target": {0: {"code": [f"{code} is not in the code catalog"]}}}
@@ -113,6 +125,7 @@ def load_concept_map(raw: object, catalog: Catalog) -> dict[str, Any]:
 def merge_concept_maps(maps: list[tuple[str, dict[str, Any]]]) -> CodeMap:
     """Merge validated tables; the same source code in two tables is an error naming both."""
     entries: dict[tuple[str, str], MappedCode] = {}
+    diagnoses: dict[tuple[str, str], MappedCode] = {}
     where: dict[tuple[str, str], str] = {}
     problems: list[str] = []
     for name, concept_map in maps:
@@ -124,10 +137,11 @@ def merge_concept_maps(maps: list[tuple[str, dict[str, Any]]]) -> CodeMap:
                     problems.append(f"{place}: {key[0]}|{key[1]} is already mapped in {where[key]}")
                     continue
                 target = element["target"][0]
-                entries[key] = MappedCode(
+                mapped = MappedCode(
                     target["code"], concept_map["url"], target["equivalence"], target["comment"]
                 )
+                (diagnoses if group["target"] == ICD10CM else entries)[key] = mapped
                 where[key] = place
     if problems:
         raise ValidationError("; ".join(problems))
-    return CodeMap(entries)
+    return CodeMap(entries, diagnoses)

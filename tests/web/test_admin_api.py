@@ -45,11 +45,13 @@ def test_the_first_start_imports_config_as_version_1(app, make_app) -> None:
     tables = client.get("/admin/api/v1/mappings", headers=VIEWER).json
     assert [(t["name"], t["version"], t["author"]) for t in tables] == [
         ("local-example-ehr.json", 1, "system"),
+        ("snomed-icd10cm-diagnoses.json", 1, "system"),
         ("snomed-therapy.json", 1, "system"),
     ]
     assert client.get("/admin/api/v1/payers", headers=VIEWER).headers["ETag"] == 'W/"1"'
     again = make_app(THERACHARGE_API_TOKENS=TOKENS).test_client()  # a restart: no second import
     assert [t["version"] for t in again.get("/admin/api/v1/mappings", headers=VIEWER).json] == [
+        1,
         1,
         1,
     ]
@@ -182,7 +184,8 @@ def test_a_deleted_table_stops_mapping_and_keeps_its_history(app) -> None:
         == 200
     )
     assert [t["name"] for t in client.get("/admin/api/v1/mappings", headers=VIEWER).json] == [
-        "snomed-therapy.json"
+        "snomed-icd10cm-diagnoses.json",
+        "snomed-therapy.json",
     ]
     assert client.get(f"/admin/api/v1/mappings/{LOCAL}", headers=VIEWER).status_code == 404
     assert (
