@@ -88,6 +88,7 @@ class VisitAssembler:
         # The patients' episode of care (plugin.rules.episode), by patient; `history_read`
         # False: the caller could not read it (visits then carry history None)
         self.history_read = True
+        self.history_unread: tuple[str, ...] = ()  # types the EHR would not let us search
         self._history_encounters: list[fx.EncounterFacts] = []
         self._episode = EpisodeFacts(tables.episode, tables.coding_tables.service_types, self.norm)
 
@@ -189,7 +190,7 @@ class VisitAssembler:
             when = first_day(encounter.period_start)
             if when is not None:
                 days.append((when, self._service_type(encounter)))
-        return self._episode.history(patient, days)
+        return self._episode.history(patient, days, self.history_unread)
 
     def _add_observation(self, observation: fx.ObservationFacts) -> None:
         if observation.has_value:

@@ -132,13 +132,18 @@ class EpisodeFacts:
             )
 
     def history(
-        self, patient: str | None, days: Iterable[tuple[date, Discipline | None]]
+        self,
+        patient: str | None,
+        days: Iterable[tuple[date, Discipline | None]],
+        unread: tuple[str, ...] = (),
     ) -> History:
-        """The patient's history, with the dates of their finished visits (`days`)."""
+        """The patient's history, with the dates of their finished visits (`days`) and the
+        resource types the EHR would not let us search (`unread`)."""
         key = patient or ""
         return History(
             tuple(self.charges.get(key, ())),
             tuple(self.care_plans.get(key, ())),
             tuple(dict.fromkeys(days)),
             tuple(self.reports.get(key, ())),
+            unread,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -241,6 +242,8 @@ def test_a_line_another_run_created_meanwhile_is_read_again_and_brought_up_to_da
             f"{base}/Encounter",
             json={"resourceType": "Bundle", "entry": [{"resource": r} for r in resources]},
         )
+    history = re.compile(f"{base}/(CarePlan|ChargeItem|Procedure|Observation|DocumentReference)")
+    responses.get(history, json={"resourceType": "Bundle", "type": "searchset"})  # none earlier
     ok = {"resourceType": "Bundle", "type": "transaction-response"}
     responses.post(base, json={**ok, "entry": [{"response": {"status": "200 OK"}}] * 2})
     responses.post(base, json={**ok, "entry": [{"response": {"status": "200 OK"}}] * 2})

@@ -96,17 +96,27 @@ def save_payers(
         validate_payers(content, settings)
     except ValidationError as exc:
         raise _invalid(exc, "payers") from exc
-    current = store.config_current(PAYERS, PAYER_TABLE)
-    version = store.config_save(
-        PAYERS,
-        PAYER_TABLE,
-        content,
-        author,
-        reason,
-        payers_diff(current.content if current else None, content),
-        expect_version,
-    )
-    store.audit(author, "save", "payers", PAYER_TABLE, {"version": version, "reason": reason})
+    return _save_whole(store, PAYERS, PAYER_TABLE, content, author, reason, expect_version)
+
+
+_DIFFS = {PAYERS: payers_diff, FEES: fees_diff}
+
+
+def _save_whole(
+    store: Store,
+    kind: str,
+    name: str,
+    content: dict[str, Any],
+    author: str,
+    reason: str,
+    expect_version: int | None,
+) -> int:
+    """A validated table that is replaced whole (payers, fees): a new version with its diff
+    against the current one, audited."""
+    current = store.config_current(kind, name)
+    diff = _DIFFS[kind](current.content if current else None, content)
+    version = store.config_save(kind, name, content, author, reason, diff, expect_version)
+    store.audit(author, "save", kind, name, {"version": version, "reason": reason})
     return version
 
 
@@ -141,18 +151,7 @@ def save_fees(
         validate_fees(content)
     except ValidationError as exc:
         raise _invalid(exc, "fees") from exc
-    current = store.config_current(FEES, FEE_TABLE)
-    version = store.config_save(
-        FEES,
-        FEE_TABLE,
-        content,
-        author,
-        reason,
-        fees_diff(current.content if current else None, content),
-        expect_version,
-    )
-    store.audit(author, "save", "fees", FEE_TABLE, {"version": version, "reason": reason})
-    return version
+    return _save_whole(store, FEES, FEE_TABLE, content, author, reason, expect_version)
 
 
 _CODE_COLUMNS = ("code", "hcpcs", "hcpcs code", "cpt", "procedure code", "proc code")

@@ -53,6 +53,7 @@ class Gathered:
 
     resources: list[Json]
     capped: bool = False  # a search stopped at the page cap: the visit may be incomplete
+    unread: tuple[str, ...] = ()  # resource types the server does not let us search
 
 
 class Gatherer:
@@ -158,8 +159,14 @@ class Gatherer:
                 f"DocumentReference?subject={subject}&type={codes}&date=ge{since}&_count=100",
             ]
         _, _, searchable = self.supported()
-        searches = [q for q in searches if q.split("?", 1)[0] in searchable]
-        gathered = Gathered([])
+        if searchable:  # a server that lists none is not taken at its word: ask anyway
+            unread = tuple(
+                q.split("?", 1)[0] for q in searches if q.split("?", 1)[0] not in searchable
+            )
+            searches = [q for q in searches if q.split("?", 1)[0] in searchable]
+        else:
+            unread = ()
+        gathered = Gathered([], unread=unread)
         if not self._batch:  # one search after another
             for query in searches:
                 page = self.client.search(query)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -17,6 +17,7 @@ from plugin.config.files import Settings
 from plugin.gateway.client import iter_resources
 from plugin.gateway.errors import FhirError, VersionConflict
 from plugin.gateway.gather import (
+    Gathered,
     Gatherer,
     NotFound,
     encounter_patient_and_date,
@@ -217,7 +218,7 @@ def _merged(read: list[Json], prefetched: list[Json]) -> list[Json]:
     return read + [r for r in prefetched if (r.get("resourceType"), r.get("id")) not in have]
 
 
-HistoryReader = Callable[[str, str], "list[Json] | None"]
+HistoryReader = Callable[[str, str], "Gathered | None"]
 
 
 class _HistoryReader:
@@ -229,13 +230,13 @@ class _HistoryReader:
         self.gatherer = gatherer
         self.error: str | None = None
 
-    def __call__(self, patient: str, date: str) -> list[Json] | None:
+    def __call__(self, patient: str, date: str) -> Gathered | None:
         if self.gatherer is None:
             return None
         try:
             return self.gatherer.history(
                 patient, date, self.rules.lookback_days, self.rules.report_codes
-            ).resources
+            )
         except FhirError as exc:
             log.warning("reading the patient's history failed; episode rules not checked: %s", exc)
             self.error = str(exc)
@@ -259,8 +260,7 @@ def decide_gathered(
             visits = _day_visits(settings, resources, encounter_id, read=False)
         elif first.patient and first.date_of_service:
             extra = history(first.patient, first.date_of_service)
-            read = extra is not None
-            visits = _day_visits(settings, resources, encounter_id, extra or (), read)
+            visits = _day_visits(settings, resources, encounter_id, extra, extra is not None)
     return decide(settings, visits)
 
 
@@ -268,7 +268,7 @@ def _day_visits(
     settings: Settings,
     resources: list[Json],
     encounter_id: str,
-    history: Sequence[Json] = (),
+    history: Gathered | None = None,
     read: bool = True,
 ) -> tuple[Visit, ...]:
     """The day's visits among the resources, with the patient's history read from the EHR
@@ -277,8 +277,10 @@ def _day_visits(
     assembler.history_read = read
     for resource in resources:
         assembler.add(resource)
-    for resource in history:
-        assembler.add_history(resource)
+    if history is not None:
+        assembler.history_unread = history.unread
+        for resource in history.resources:
+            assembler.add_history(resource)
     wanted = f"Encounter/{encounter_id}"
     visits = day_for(assembler.visits(), wanted)
     if visits is None:

@@ -38,6 +38,15 @@ def line_json(line: ChargeLine) -> dict[str, Any]:
         "units": line.units,
         "modifiers": list(line.modifiers),
         "status": line.status.value,
+        **(
+            {
+                "price": f"{line.price:.2f}",
+                "currency": line.currency,
+                "price_basis": line.price_basis,
+            }
+            if line.price is not None
+            else {}
+        ),
         "holds": sorted({h.code for h in line.holds}),
         "note": line.note,
         "procedures": [s.reference for s in line.services],
@@ -142,9 +151,9 @@ def visit_text(decision: Decision) -> str:
     for line in decision.lines:
         mods = "-".join(line.modifiers)
         status = line.status.value
-        out.append(
-            f"  {line.code}-{mods:<6} {line.units:>2} unit(s) {line.minutes:>4} min  {status}"
-        )
+        price = f"  {line.price:>8.2f} {line.currency}" if line.price is not None else ""
+        head = f"  {line.code}-{mods:<9} {line.units:>2} unit(s) {line.minutes:>4} min"
+        out.append(f"{head}  {status}{price}")
     for item in ordered_findings(decision.findings):
         where = f" [{item.resource}]" if item.resource else ""
         out.append(f"  {item.severity.value:<4} {item.code}: {item.message}{where}")

@@ -94,6 +94,7 @@ def priced(line: ChargeLine, fees: FeeSchedule, on: date) -> ChargeLine:
 
 
 _NECESSITY = ("necessity-missing", "goal-missing")
+_REPORT_TYPES = {"Procedure", "Observation", "DocumentReference"}  # where reports are found
 
 
 def with_episode(
@@ -124,13 +125,34 @@ def with_episode(
     findings: list[Finding] = []
     notes: list[Explanation] = []
     holds: dict[Discipline, list[Finding]] = {}
+    missing = set(history.unread)
+    # (the payer wants it, the EHR let us read what it needs, what it is)
+    checks = (
+        (first.plan_of_care_required, "CarePlan" not in missing, "the plan of care", "CarePlan"),
+        (
+            first.progress_reports_required,
+            "Encounter" not in missing and not missing.issuperset(_REPORT_TYPES),
+            "progress reports",
+            "Encounter or progress report",
+        ),
+        (first.kx_threshold, "ChargeItem" not in missing, "the KX threshold", "ChargeItem"),
+    )
+    for wanted_by, readable, rule, kind in checks:
+        if wanted_by and not readable:
+            notes.append(
+                Explanation(
+                    f"The EHR does not offer {kind} searches: {rule} is not checked.",
+                    episode.PLAN_SOURCE,
+                )
+            )
+    plan_of_care, progress, kx = (wanted and readable for wanted, readable, _, _ in checks)
     for discipline in disciplines:
         found: list[Finding] = []
-        if first.plan_of_care_required:
+        if plan_of_care:
             found += episode.plan_of_care_findings(
                 discipline, on, history, rules, policy, first.encounter
             )
-        if first.progress_reports_required:
+        if progress:
             found += episode.progress_findings(
                 discipline, on, history, rules, policy, first.encounter
             )
@@ -138,7 +160,7 @@ def with_episode(
         findings += found
         holds[discipline] = [f for f in found if f.severity is Severity.HOLD]
     out = list(lines)
-    if first.kx_threshold:
+    if kx:
         kx_findings, kx_notes = _kx(out, claims, on, history, policy, first, holds)
         findings += kx_findings
         notes += kx_notes

@@ -36,3 +36,5 @@ class History(NamedTuple):
     # (date of service, discipline or None when the encounter names none) of finished visits
     treatment_days: tuple[tuple[date, Discipline | None], ...] = ()
     reports: tuple[tuple[date, str], ...] = ()  # (date, reference) of progress reports
+    # resource types the EHR would not let us search: the rules that need them are not checked
+    unread: tuple[str, ...] = ()

@@ -120,6 +120,7 @@ class AppState:
             {
                 "key": ln.key,
                 "code": ln.code,
+                "modifiers": list(ln.modifiers),
                 "units": ln.units,
                 "status": ln.status.value,
                 "discipline": ln.discipline.value,

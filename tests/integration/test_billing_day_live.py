@@ -309,3 +309,120 @@ def test_the_ncci_edits_reach_the_ehrs_charge_items_and_a_rerun_writes_nothing(
     assert not again.written
     assert again.plan is not None
     assert again.plan.entries == []
+
+
+def test_the_assistant_and_episode_edits_reach_the_ehrs_charge_items_and_a_rerun_writes_nothing(
+    ehr: Ehr, live_settings: Settings, gatherer: Gatherer
+) -> None:
+    """Medicare, one day each, the history read from the EHR in one batch: a PTA's and a PT's
+    minutes of 97110 (one unit with CQ, one without, the PTA's supervisor named); a patient
+    past the KX threshold by an earlier charge of the year (KX on the day's lines); a patient
+    on the 11th treatment day without a progress report (held); one with no plan of care
+    (held)."""
+    # p1: 23 PTA + 13 PT minutes of 97110, the PT a participant of the encounter
+    visit = builders.encounter(
+        "e1",
+        MORNING,
+        participant=[
+            {
+                "type": [{"coding": [{"system": builders.NUCC, "code": "225100000X"}]}],
+                "individual": {"reference": "Practitioner/pt1"},
+            }
+        ],
+    )
+    pta = builders.procedure("a1", "97110", "2026-11-02T08:10:00-05:00", 23, role="225200000X")
+    pta["performer"][0]["actor"]["reference"] = "Practitioner/pta1"
+    put_all(
+        ehr,
+        [
+            {"resourceType": "Patient", "id": "p1"},  # the Coverage is found through its patient
+            *builders.complete_record(
+                pta,
+                builders.procedure("a2", "97110", "2026-11-02T08:33:00-05:00", 13),
+                visit=visit,
+            ),
+        ],
+    )
+    run = decide(live_settings, gatherer, "e1")
+    assert run.decision.visit.payer == "medicare-part-b"
+    assert run.written
+    items = day_items(ehr, live_settings)
+    assert {k.removeprefix(f"{DAY}/"): (i["status"], i["quantity"]["value"], _modifiers(i))
+            for k, i in items.items()} == {
+        "97110": ("billable", 1, ["GP"]),
+        "97110/CQ": ("billable", 1, ["GP", "CQ"]),
+    }  # fmt: skip
+    assert items[f"{DAY}/97110/CQ"]["priceOverride"] == {"value": 24.65, "currency": "USD"}
+    actors = {p["actor"]["reference"] for p in items[f"{DAY}/97110/CQ"]["performer"]}
+    assert actors == {"Practitioner/pta1", "Practitioner/pt1"}
+    assert not decide(live_settings, gatherer, "e1").written
+
+    def patient(pid: str, *extra: dict[str, Any]) -> list[dict[str, Any]]:
+        # the goal reaches the procedure through its plan of care (sekmet cannot search Goal)
+        record = builders.complete_record(
+            builders.procedure(f"{pid}-p", "97110", "2026-11-02T08:10:00-05:00", 30,
+                               encounter_id=f"{pid}-e",
+                               basedOn=[{"reference": f"CarePlan/{pid}-poc"}]),
+            visit=builders.encounter(f"{pid}-e", MORNING),
+        )  # fmt: skip
+        text = json.dumps(record).replace('"Patient/p1"', f'"Patient/{pid}"')
+        for name, kind in (("c1", "Condition"), ("g1", "Goal"), ("cov1", "Coverage")):
+            text = text.replace(f'"{kind}/{name}"', f'"{kind}/{pid}-{name}"')
+            text = text.replace(f'"id": "{name}"', f'"id": "{pid}-{name}"')
+        found = [r for r in json.loads(text) if r["resourceType"] != "CarePlan"]
+        return [{"resourceType": "Patient", "id": pid}, *found, *extra]
+
+    def plan(pid: str, start: str) -> dict[str, Any]:
+        return dict(builders.care_plan(f"{pid}-poc", start=start, certified=start),
+                    subject={"reference": f"Patient/{pid}"})  # fmt: skip
+
+    earlier_charge = {
+        "resourceType": "ChargeItem",
+        "id": "kx-earlier",
+        "status": "billed",
+        "code": {"coding": [{"system": builders.CPT, "code": "97110"}]},
+        "subject": {"reference": "Patient/kx"},
+        "occurrenceDateTime": "2026-10-01",
+        "quantity": {"value": 1},
+        "priceOverride": {"value": 2450.0, "currency": "USD"},
+        "extension": [
+            {
+                "url": "https://theracharge.example/fhir/StructureDefinition/charge-modifier",
+                "valueCodeableConcept": {
+                    "coding": [
+                        {"system": "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets",
+                         "code": "GP"}
+                    ]
+                },
+            }
+        ],
+    }  # fmt: skip
+    earlier_days = [
+        dict(
+            builders.encounter(f"prog-d{n}", f"2026-10-{day:02d}T08:00:00-05:00", 1),
+            subject={"reference": "Patient/prog"},
+        )
+        for n, day in enumerate((16, 19, 20, 21, 22, 23, 26, 27, 28, 29), start=1)
+    ]
+    put_all(ehr, patient("kx", plan("kx", "2026-10-26"), earlier_charge))
+    put_all(ehr, patient("prog", plan("prog", "2026-10-16"), *earlier_days))
+    put_all(ehr, patient("nopoc"))
+    for pid in ("kx", "prog", "nopoc"):
+        done = decide(live_settings, gatherer, f"{pid}-e")
+        assert done.written, pid
+    found = {
+        key: (i["status"], _modifiers(i), [
+            e["valueCoding"]["code"] for e in i.get("extension", [])
+            if e["url"].endswith("/hold-reason")
+        ])
+        for key, i in ours(ehr, live_settings).items()
+        if key.split("/")[1] in ("kx", "prog", "nopoc")
+    }  # fmt: skip
+    clinic = "2026-11-02/PT/Organization/clinic/97110"
+    assert found == {
+        f"Patient/kx/{clinic}": ("billable", ["GP", "KX"], []),
+        f"Patient/prog/{clinic}": ("planned", ["GP"], ["progress-report-overdue"]),
+        f"Patient/nopoc/{clinic}": ("planned", ["GP"], ["plan-of-care-missing"]),
+    }
+    for pid in ("kx", "prog", "nopoc"):
+        assert not decide(live_settings, gatherer, f"{pid}-e").written, pid

@@ -1,0 +1,114 @@
+"""The patient's history read from the EHR for the episode rules: one batch of searches; a
+failed read means the day is decided but not written; a type the EHR does not offer is said
+not checked (never taken as an empty history)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import responses
+
+from plugin.config.files import Settings
+from plugin.gateway.client import FhirClient
+from plugin.gateway.gather import Gatherer
+from plugin.pipeline.billing_day import DaySource, WriteMode, run_day
+from tests import builders
+
+BASE = "https://ehr.example.org/fhir"
+WHEN = datetime(2026, 11, 2, 18, 0, tzinfo=timezone(timedelta(hours=-5)))
+
+
+def _serve(types: list[str], batch: bool, resources: list[dict[str, Any]]) -> None:
+    from plugin.gateway.gather import WANTED
+
+    every = {  # every include the day's search asks for: that search is one request
+        "searchInclude": [v for n, v, _ in WANTED if n.startswith("_include")],
+        "searchRevInclude": [v for n, v, _ in WANTED if n.startswith("_revinclude")],
+    }
+    rest: dict[str, Any] = {
+        "resource": [
+            {"type": t, "searchParam": [{"name": "_id"}], **(every if t == "Encounter" else {})}
+            for t in types
+        ]
+    }
+    if batch:
+        rest["interaction"] = [{"code": "transaction"}, {"code": "batch"}]
+    responses.get(f"{BASE}/metadata", json={"resourceType": "CapabilityStatement", "rest": [rest]})
+    responses.get(f"{BASE}/Encounter/e1", json=resources[0])
+    responses.get(
+        f"{BASE}/Encounter",
+        json={"resourceType": "Bundle", "entry": [{"resource": r} for r in resources]},
+    )
+
+
+def _record() -> list[dict[str, Any]]:
+    record = builders.complete_record(builders.procedure("p1", "97110", minutes=30))
+    return [r for r in record if r["resourceType"] != "CarePlan"]  # the plan is in the history
+
+
+@responses.activate
+def test_the_history_is_read_in_one_batch_and_decides_the_day(settings: Settings) -> None:
+    everything = ["Encounter", "CarePlan", "ChargeItem", "Procedure", "Observation"]
+    _serve([*everything, "DocumentReference"], True, _record())
+    plan = builders.care_plan()
+    searchset = {"resourceType": "Bundle", "type": "searchset"}
+    answers = [{**searchset, "entry": []} for _ in range(6)]
+    answers[1]["entry"] = [{"resource": plan}]  # CarePlan?subject=…
+    responses.post(
+        BASE,
+        json={
+            "resourceType": "Bundle",
+            "type": "batch-response",
+            "entry": [{"resource": a, "response": {"status": "200 OK"}} for a in answers],
+        },
+    )
+    run = run_day(settings, "e1", DaySource(Gatherer(FhirClient(BASE))), WriteMode.PLAN, WHEN, "t")
+    (post,) = [json.loads(c.request.body) for c in responses.calls if c.request.method == "POST"]
+    assert post["type"] == "batch"
+    urls = [e["request"]["url"] for e in post["entry"]]
+    assert [u.split("?")[0] for u in urls] == [
+        "Encounter", "CarePlan", "ChargeItem", "Procedure", "Observation", "DocumentReference"
+    ]  # fmt: skip
+    assert "occurrence=ge2026-01-01&occurrence=lt2026-11-02" in urls[2]
+    (line,) = run.decision.lines
+    assert line.status.value == "billable"  # the plan of care came with the history
+
+
+@responses.activate
+def test_a_failed_history_read_decides_the_day_and_writes_nothing(settings: Settings) -> None:
+    _serve(["Encounter", "CarePlan", "ChargeItem"], True, _record())
+    responses.post(BASE, status=400, json={"resourceType": "OperationOutcome", "issue": []})
+    run = run_day(
+        settings,
+        "e1",
+        DaySource(Gatherer(FhirClient(BASE))),
+        WriteMode.WRITE,
+        WHEN,
+        "t",
+        report_write_errors=True,
+    )
+    assert not run.written
+    assert run.error is not None
+    assert "history" in run.error
+    said = " ".join(e.text for e in run.decision.explanation)
+    assert "not checked" in said
+    posts = [c for c in responses.calls if c.request.method == "POST"]
+    assert len(posts) == 1  # the history batch; no transaction
+
+
+@responses.activate
+def test_a_type_the_ehr_does_not_offer_is_not_checked_rather_than_taken_as_empty(
+    settings: Settings,
+) -> None:
+    _serve(["Encounter", "ChargeItem"], False, _record())  # no CarePlan search, no batch
+    responses.get(f"{BASE}/ChargeItem", json={"resourceType": "Bundle", "type": "searchset"})
+    run = run_day(settings, "e1", DaySource(Gatherer(FhirClient(BASE))), WriteMode.PLAN, WHEN, "t")
+    (line,) = run.decision.lines
+    assert line.status.value == "billable"
+    said = " ".join(e.text for e in run.decision.explanation)
+    assert "does not offer CarePlan searches: the plan of care is not checked" in said
+    gets = [c.request.url for c in responses.calls if c.request.method == "GET"]
+    assert any("/ChargeItem?subject=" in u for u in gets)  # searches one by one: no batch
+    assert not any("/CarePlan?" in u for u in gets)
