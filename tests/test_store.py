@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import MetaData, inspect
+from sqlalchemy import MetaData, event, inspect
 
 from plugin.store import Store
 from tests.pg import running_postgres
@@ -109,6 +109,59 @@ def test_a_jwt_id_is_accepted_once(store: Store) -> None:
     assert store.first_use("https://ehr.example.org", "jti-1", expires)
     assert not store.first_use("https://ehr.example.org", "jti-1", expires)
     assert store.first_use("https://other.example.org", "jti-1", expires)
+
+
+def test_a_jwt_id_is_refused_by_another_worker_and_no_commit_waits_for_the_disk(
+    store: Store,
+) -> None:
+    """A token accepted by one worker (process) is refused by another on the same database,
+    either way round; the cache's writes do not wait for the disk: SQLite's connection runs
+    with synchronous=OFF, PostgreSQL's transaction with synchronous_commit off."""
+    import subprocess
+    import sys
+
+    expires = datetime.now(UTC) + timedelta(minutes=5)
+    script = (
+        "import sys; from datetime import datetime; from plugin.store import Store; "
+        "s = Store(sys.argv[1]); "
+        "print(s.first_use('iss', sys.argv[2], datetime.fromisoformat(sys.argv[3])))"
+    )
+
+    def other_worker(jti: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", script, store.url, jti, expires.isoformat()],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout.strip()
+
+    assert store.first_use("iss", "jti-a", expires)
+    assert other_worker("jti-a") == "False"
+    assert other_worker("jti-b") == "True"
+    assert not store.first_use("iss", "jti-b", expires)
+    statements: list[str] = []
+    if store.engine.dialect.name == "postgresql":
+        event.listen(
+            store.engine,
+            "before_cursor_execute",
+            lambda _c, _r, statement, *_: statements.append(statement),
+        )
+        assert store.first_use("iss", "jti-c", expires)
+        assert "SET LOCAL synchronous_commit TO OFF" in statements
+    else:
+        assert store.first_use("iss", "jti-c", expires)
+        connection = store.replay._connection()
+        assert connection.execute("PRAGMA synchronous").fetchone()[0] == 0  # OFF
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_expired_jwt_ids_are_forgotten_at_most_once_a_minute(store: Store) -> None:
+    long_ago = datetime.now(UTC) - timedelta(minutes=10)
+    assert store.first_use("iss", "old", long_ago)
+    store.replay._purged = 0.0  # a minute has passed: the next call purges
+    assert store.first_use("iss", "new", datetime.now(UTC) + timedelta(minutes=5))
+    assert store.first_use("iss", "old", long_ago + timedelta(minutes=20))  # its row was purged
 
 
 def test_the_newest_decision_wins_even_when_it_reached_the_table_first(store: Store) -> None:

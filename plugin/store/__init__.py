@@ -3,7 +3,6 @@ via THERACHARGE_DATABASE_URL when several instances share state."""
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,7 +34,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from plugin.store.clock import now
 from plugin.store.config import ConfigStoreMixin
 from plugin.store.ledger import LedgerWriter
-from plugin.store.models import AuditEntry, Notification, RunEntry, SeenToken
+from plugin.store.models import AuditEntry, Notification, RunEntry
+from plugin.store.replay import ReplayCache
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Built once and executed with parameters: SQLAlchemy caches its compiled form, where
@@ -73,6 +73,7 @@ class Store(ConfigStoreMixin):
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.replay = ReplayCache(url, self.engine)
         self._ledger: LedgerWriter | None = None
         self.retention: timedelta | None = None  # ledger rows older than this are deleted
         self._pruned = 0.0  # monotonic time of the last pruning in this process
@@ -237,15 +238,9 @@ class Store(ConfigStoreMixin):
     # --- JWT replay cache -------------------------------------------------------------------
 
     def first_use(self, issuer: str, jti: str, expires: datetime) -> bool:
-        """True the first time a token id is seen; False for a replay (any worker)."""
-        key = hashlib.sha256(f"{issuer}|{jti}".encode()).hexdigest()
-        try:
-            with self.session() as session:
-                session.execute(delete(SeenToken).where(SeenToken.expires < now()))
-                session.add(SeenToken(jti=key, expires=expires))
-        except IntegrityError:
-            return False
-        return True
+        """True the first time a token id is seen; False for a replay (any worker, any
+        instance on the same database; plugin.store.replay)."""
+        return self.replay.first_use(issuer, jti, expires)
 
     # --- notifications: a durable queue ---------------------------------------------------
 
