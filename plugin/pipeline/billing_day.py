@@ -253,14 +253,14 @@ def decide_gathered(
     payer applies the episode rules (plan of care, progress reports, KX), the patient's history
     is read with `history` (one batch) and the day decided with it; without a reader the
     episode rules say they were not checked."""
-    visits = _day_visits(settings, resources, encounter_id)
+    # The history is read and assembled only for a payer whose episode rules need it.
+    visits = _day_visits(settings, resources, encounter_id, read=False)
     first = visits[0]
-    if first.plan_of_care_required or first.progress_reports_required or first.kx_threshold:
-        if history is None:
-            visits = _day_visits(settings, resources, encounter_id, read=False)
-        elif first.patient and first.date_of_service:
-            extra = history(first.patient, first.date_of_service)
-            visits = _day_visits(settings, resources, encounter_id, extra, extra is not None)
+    wanted = first.plan_of_care_required or first.progress_reports_required or first.kx_threshold
+    if wanted and history is not None and first.patient and first.date_of_service:
+        extra = history(first.patient, first.date_of_service)
+        if extra is not None:
+            visits = _day_visits(settings, resources, encounter_id, extra)
     return decide(settings, visits)
 
 

@@ -3,6 +3,7 @@ renders, and what is recorded of a visit that could not be processed."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -18,7 +19,10 @@ from plugin.rules.visit import Visit
 log = logging.getLogger(__name__)
 
 
+@functools.cache
 def agent_name() -> str:
+    """The Provenance agent's name with our version, read from the package metadata once (the
+    read costs about a millisecond: too much for every hook call)."""
     try:
         return f"TheraCharge {version('theracharge')}"
     except PackageNotFoundError:  # running from a source tree that was never installed
