@@ -73,12 +73,25 @@ def test_smart_settings_build_a_smart_client(tmp_path: Path) -> None:
             "THERACHARGE_FHIR_READ_TIMEOUT: 'soon' is not a number",
         ),
         ({"THERACHARGE_FHIR_PAGE_CAP": "0"}, "THERACHARGE_FHIR_PAGE_CAP: must be more than 0"),
+        (
+            {"THERACHARGE_FHIR_CONCURRENCY": "0"},
+            "THERACHARGE_FHIR_CONCURRENCY: '0' is not a whole number from 1 to 64",
+        ),
+        (
+            {"THERACHARGE_FHIR_CONCURRENCY": "2.5"},
+            "THERACHARGE_FHIR_CONCURRENCY: '2.5' is not a whole number from 1 to 64",
+        ),
     ],
 )
 def test_bad_connection_settings_are_named(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as error:
         load_settings(env)
     assert message in str(error.value)
+
+
+def test_concurrency_defaults_to_four_and_is_read() -> None:
+    assert load_settings({}).fhir.concurrency == 4
+    assert load_settings({"THERACHARGE_FHIR_CONCURRENCY": "12"}).fhir.concurrency == 12
 
 
 def test_a_token_and_smart_together_are_refused(tmp_path: Path) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from typing import Any
 
 import orjson
 
@@ -16,6 +19,7 @@ from plugin.gateway.gather import Gatherer, encounter_patient_and_date
 from plugin.pipeline.billing_day import DaySource, WriteMode, days_between, run_day, run_report
 from plugin.pipeline.stages import failure_reason
 from plugin.render.report import RunSummary, summary_text
+from plugin.rules.decision import Decision
 
 EXIT_FAILED = 1
 
@@ -38,7 +42,7 @@ def run_live(args: argparse.Namespace, settings: Settings) -> int:
     if args.encounter:
         return _one(settings, gatherer, args.encounter, entered, args.dry_run)
     since, until = args.since.isoformat(), args.until.isoformat() if args.until else None
-    return _range(settings, gatherer, since, until, entered, args.dry_run)
+    return _range(settings, gatherer, since, until, entered, args.dry_run, args.fhir_base)
 
 
 def _one(
@@ -63,6 +67,7 @@ def _range(
     until: str | None,
     entered: datetime,
     dry: bool,
+    fhir_base: str | None = None,
 ) -> int:
     try:
         days = days_between(gatherer, since, until)
@@ -72,16 +77,32 @@ def _range(
     summary = RunSummary()
     progress = _Progress(len(days))
     print(f"configuration: {_versions(settings)}", file=sys.stderr)
-    for listed in days:
-        # The listed encounter names its day: one search reads the whole day.
+    workers = min(settings.fhir.concurrency, max(1, len(days)))
+    local = threading.local()
+
+    def decide_day(listed: dict[str, Any]) -> Decision:
+        # The listed encounter names its day: one search reads the whole day. Each thread has
+        # its own connection to the EHR (its own session and token).
+        if workers == 1:
+            own = gatherer
+        else:
+            own = getattr(local, "gatherer", None) or Gatherer(connect(settings.fhir, fhir_base))
+            local.gatherer = own
         encounter = str(listed["id"])
         patient, day = encounter_patient_and_date(listed)
-        source = DaySource(gatherer, None, (patient, day) if patient and day else None)
-        try:
-            summary.add(run_day(settings, encounter, source, _mode(dry), entered, "cli").decision)
-        except Exception as exc:  # noqa: BLE001 -- one day never stops the others
-            summary.failures.append(f"Encounter/{encounter}: {failure_reason(exc)}")
-        progress.step()
+        source = DaySource(own, None, (patient, day) if patient and day else None)
+        return run_day(settings, encounter, source, _mode(dry), entered, "cli").decision
+
+    # Days are decided `workers` at a time (THERACHARGE_FHIR_CONCURRENCY) and reported in the
+    # order listed; one failing day never stops the others.
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(decide_day, listed) for listed in days]
+        for listed, future in zip(days, futures, strict=True):
+            try:
+                summary.add(future.result())
+            except Exception as exc:  # noqa: BLE001 -- one day never stops the others
+                summary.failures.append(f"Encounter/{listed['id']}: {failure_reason(exc)}")
+            progress.step()
     progress.done()
     print(summary_text(summary), file=sys.stderr)
     for failure in summary.failures:

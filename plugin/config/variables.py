@@ -74,7 +74,17 @@ def fhir_connection(env: Mapping[str, str]) -> FhirConnection:
         read_timeout=_number(env, "THERACHARGE_FHIR_READ_TIMEOUT", 30.0),
         retry_seconds=_number(env, "THERACHARGE_FHIR_RETRY_SECONDS", 30.0),
         page_cap=int(_number(env, "THERACHARGE_FHIR_PAGE_CAP", 50)),
+        concurrency=_whole(env, "THERACHARGE_FHIR_CONCURRENCY", 4, 64),
     )
+
+
+def _whole(env: Mapping[str, str], name: str, default: int, most: int) -> int:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or not 1 <= int(text) <= most:
+        raise ConfigError(f"{name}: {text!r} is not a whole number from 1 to {most}")
+    return int(text)
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:

@@ -21,6 +21,9 @@ class FhirConnection:
     read_timeout: float = 30.0
     retry_seconds: float = 30.0
     page_cap: int = 50
+    # Billing days a batch run (`process --since`) decides at once, each on its own connection:
+    # enough to keep a production EHR busy, few enough not to crowd out its clinical users
+    concurrency: int = 4
 
     @property
     def uses_smart(self) -> bool:

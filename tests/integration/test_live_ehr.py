@@ -293,3 +293,51 @@ def test_a_dry_run_prints_the_transaction_and_writes_nothing(
     kinds = Counter(e["resource"]["resourceType"] for e in body["would_write"]["entry"])
     assert kinds == {"ChargeItem": len(body["lines"]), "Provenance": 1}
     assert ours(ehr, live_settings) == {}
+
+
+def test_a_range_run_decides_days_concurrently_like_one_at_a_time(
+    tmp_path: Path, ehr: Ehr, live_settings: Settings
+) -> None:
+    """`process --since` with THERACHARGE_FHIR_CONCURRENCY=4 writes what a run one day at a
+    time writes (the sample's 8 days, on a second EHR loaded alike), and a rerun writes nothing."""
+
+    def process(base_url: str, concurrency: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                str(Path(sys.executable).with_name("theracharge")),
+                "process",
+                "--since",
+                "2026-11-01",
+            ],
+            env={
+                **os.environ,
+                "THERACHARGE_FHIR_BASE_URL": base_url,
+                "THERACHARGE_FHIR_CONCURRENCY": concurrency,
+                "THERACHARGE_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+            },
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    def contents(server: Ehr, settings: Settings) -> dict[str, Any]:
+        return {
+            key: (item["status"], item["quantity"], item.get("priceOverride"))
+            for key, item in ours(server, settings).items()
+        }
+
+    done = process(ehr.base_url, "4")
+    assert done.returncode == 0, done.stderr
+    concurrent = contents(ehr, live_settings)
+    assert len(concurrent) > 8
+    versions = {k: v["meta"]["versionId"] for k, v in ours(ehr, live_settings).items()}
+    again = process(ehr.base_url, "4")
+    assert again.returncode == 0, again.stderr
+    assert {k: v["meta"]["versionId"] for k, v in ours(ehr, live_settings).items()} == versions
+    with running_ehr(tmp_path / "second") as other:
+        load_sample(other, visits=8, seed=21, problem_rate=0.0)  # as the `ehr` fixture loads
+        settings = load_settings({"THERACHARGE_FHIR_BASE_URL": other.base_url})
+        one = process(other.base_url, "1")
+        assert one.returncode == 0, one.stderr
+        assert contents(other, settings) == concurrent
