@@ -354,3 +354,37 @@ def test_keys_that_cannot_sign_are_refused(tmp_path: Path) -> None:
     (tmp_path / "junk.pem").write_text("not a key")
     with pytest.raises(ValueError, match="not a readable"):
         SmartBackendAuth(BASE, "c", tmp_path / "junk.pem", "k", "s", requests.Session(), (1, 1))
+
+
+def test_the_session_reads_proxies_and_ca_bundle_from_the_environment_once_per_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from plugin.gateway.client import EhrSession
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.hospital.example:3128")
+    monkeypatch.setenv("NO_PROXY", "internal.example")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/hospital-ca.pem")
+    calls: list[str] = []
+    original = requests.utils.get_environ_proxies
+
+    def counting(url: str, no_proxy: object = None) -> object:
+        calls.append(url)
+        return original(url, no_proxy)
+
+    monkeypatch.setattr(requests.sessions, "get_environ_proxies", counting)
+    session = EhrSession()
+    for _ in range(3):
+        found = session.merge_environment_settings(
+            "https://ehr.example.org/fhir/Encounter?x=1", {}, None, None, None
+        )
+        assert found["proxies"]["https"] == "http://proxy.hospital.example:3128"
+        assert found["verify"] == "/etc/ssl/hospital-ca.pem"
+    inside = session.merge_environment_settings(
+        "https://internal.example/fhir/metadata", {}, None, None, None
+    )
+    assert "https" not in inside["proxies"]  # NO_PROXY honoured, as requests does
+    explicit = session.merge_environment_settings(
+        "https://ehr.example.org/fhir/metadata", {}, None, False, None
+    )
+    assert explicit["verify"] is False
+    assert len(calls) == 2  # once per server, not once per request

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
@@ -96,18 +97,30 @@ def _range(
     # Days are decided `workers` at a time (THERACHARGE_FHIR_CONCURRENCY) and reported in the
     # order listed; one failing day never stops the others.
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(decide_day, listed) for listed in days]
-        for listed, future in zip(days, futures, strict=True):
-            try:
-                summary.add(future.result())
-            except Exception as exc:  # noqa: BLE001 -- one day never stops the others
-                summary.failures.append(f"Encounter/{listed['id']}: {failure_reason(exc)}")
+        if workers == 1:  # one at a time: in this thread, no hand-off per day
+            results: Iterable[Any] = (_outcome(decide_day, listed) for listed in days)
+        else:
+            futures = [pool.submit(_outcome, decide_day, listed) for listed in days]
+            results = (future.result() for future in futures)
+        for listed, result in zip(days, results, strict=True):
+            if isinstance(result, Exception):
+                summary.failures.append(f"Encounter/{listed['id']}: {failure_reason(result)}")
+            else:
+                summary.add(result)
             progress.step()
     progress.done()
     print(summary_text(summary), file=sys.stderr)
     for failure in summary.failures:
         print(f"  failed {failure}", file=sys.stderr)
     return EXIT_FAILED if summary.failures else 0
+
+
+def _outcome(decide: Callable[[Any], Decision], listed: Any) -> Decision | Exception:
+    """A day's decision, or what stopped it (one day never stops the others)."""
+    try:
+        return decide(listed)
+    except Exception as exc:  # noqa: BLE001 -- reported with the day, by the caller
+        return exc
 
 
 def _versions(settings: Settings) -> str:

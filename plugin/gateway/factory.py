@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import requests
-
 from plugin.gateway.auth import Auth, BearerAuth, NoAuth, SmartBackendAuth
-from plugin.gateway.client import ClientOptions, FhirClient
+from plugin.gateway.client import ClientOptions, EhrSession, FhirClient
 from plugin.gateway.connection import FhirConnection
 
 
@@ -14,7 +12,7 @@ def connect(connection: FhirConnection, base_url: str | None = None) -> FhirClie
     base = (base_url or connection.base_url or "").rstrip("/")
     if not base:
         raise ValueError("no FHIR server: set THERACHARGE_FHIR_BASE_URL or pass --fhir-base")
-    session = requests.Session()
+    session = EhrSession()
     options = ClientOptions(
         connect_timeout=connection.connect_timeout,
         read_timeout=connection.read_timeout,
