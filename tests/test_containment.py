@@ -192,15 +192,16 @@ def test_process_since_goes_past_a_visit_that_fails_and_exits_1(monkeypatch, cap
         if encounter == "bad":
             raise LookupError("no value in force")
         decided.append(encounter)
-        return SimpleNamespace(decision=SimpleNamespace(lines=(), findings=()))
+        return SimpleNamespace(decision=SimpleNamespace(visits=(1,), lines=(), findings=()))
 
     monkeypatch.setattr(live, "run_day", process)
     monkeypatch.setenv("THERACHARGE_FHIR_BASE_URL", "https://ehr.example.org/fhir")
     code = cli.main(["process", "--since", "2026-11-01"])
     err = capsys.readouterr().err
     assert code == 1
-    assert decided == ["a", "c"]
+    assert sorted(decided) == ["a", "c"]  # decided concurrently (THERACHARGE_FHIR_CONCURRENCY)
     assert "Encounter/bad: internal error (LookupError)" in err
+    assert "visits: 2 in 2 billing day(s)" in err  # the two that were decided are counted
 
 
 def test_a_file_with_a_visit_over_the_procedure_limit_writes_the_others_and_exits_1(
