@@ -11,6 +11,7 @@ import dataclasses
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from fhir_mappings import facts as fx
@@ -89,6 +90,7 @@ class VisitAssembler:
         # False: the caller could not read it (visits then carry history None)
         self.history_read = True
         self.history_unread: tuple[str, ...] = ()  # types the EHR would not let us search
+        self._days_by_patient: dict[str | None, list[tuple[date, Discipline | None]]] | None = None
         self._history_encounters: list[fx.EncounterFacts] = []
         self._episode = EpisodeFacts(tables.episode, tables.coding_tables.service_types, self.norm)
 
@@ -180,17 +182,25 @@ class VisitAssembler:
             self._roles_by_practitioner.setdefault(practitioner, found)
 
     def history_of(self, patient: str | None) -> History | None:
-        """What was read of the patient's episode (None: it could not be read)."""
+        """What was read of the patient's episode (None: it could not be read). The dates of
+        every patient's finished visits are gathered in one pass, on the first call (after the
+        input is read): a file of many visits costs one pass, not one per visit."""
         if not self.history_read:
             return None
-        days = []
-        for encounter in (*self._encounters.values(), *self._history_encounters):
-            if self.norm(encounter.subject) != patient or encounter.status != "finished":
-                continue
-            when = first_day(encounter.period_start)
-            if when is not None:
-                days.append((when, self._service_type(encounter)))
-        return self._episode.history(patient, days, self.history_unread)
+        if self._days_by_patient is None:
+            found: dict[str | None, list[tuple[date, Discipline | None]]] = {}
+            for encounter in (*self._encounters.values(), *self._history_encounters):
+                if encounter.status != "finished":
+                    continue
+                when = first_day(encounter.period_start)
+                if when is not None:
+                    found.setdefault(self.norm(encounter.subject), []).append(
+                        (when, self._service_type(encounter))
+                    )
+            self._days_by_patient = found
+        return self._episode.history(
+            patient, self._days_by_patient.get(patient, ()), self.history_unread
+        )
 
     def _add_observation(self, observation: fx.ObservationFacts) -> None:
         if observation.has_value:
