@@ -292,6 +292,8 @@ def with_ncci_edits(
             changed = dataclasses.replace(
                 line, status=LineStatus.NOT_BILLABLE, note=edit.not_billable
             )
+        elif edit.units == line.units and not edit.held and not edit.modifiers:
+            pass  # no edit touched the line (most lines of most days): kept as it is
         else:
             holds = line.holds + tuple(edit.held)
             kept = dataclasses.replace(line, units=edit.units, holds=holds)
