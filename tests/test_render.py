@@ -158,3 +158,27 @@ def test_the_official_r4_chargeitem_example_parses_with_our_models() -> None:
     model = ChargeItem.model_validate(example)
     assert model.status == "billable"
     assert model.occurrencePeriod is not None
+
+
+def test_the_run_summary_speaks_billing_staffs_words(settings: Settings) -> None:
+    """Held rather than planned; no code with nothing to bill; 1 unit; holds apart from
+    warnings (issue 17's summary)."""
+    from plugin.pipeline.billing_day import decide_gathered
+    from plugin.render.report import RunSummary, summary_text
+    from tests import builders
+
+    summary = RunSummary()
+    clean = builders.complete_record(
+        builders.procedure("p1", "97110", minutes=30),
+        builders.procedure("p2", "97530", "2026-11-02T09:30:00-05:00", 5),  # earns no unit
+    )
+    summary.add(decide_gathered(settings, clean, "e1"))
+    held = builders.complete_record(builders.procedure("p1", "97140", minutes=None))
+    summary.add(decide_gathered(settings, held, "e1"))
+    text = summary_text(summary)
+    assert "charge lines: 1 billable, 1 held, 1 not billable" in text
+    assert "units to bill by code: 97110 2 units" in text
+    assert "97530" not in text.split("units to bill by code:")[1].split("\n")[0]
+    assert "most common holds: time-missing (1)" in text
+    assert "most common warnings: " in text
+    assert "planned" not in text

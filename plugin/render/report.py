@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from plugin.rules.decision import Decision
-from plugin.rules.lines import ChargeLine
-from plugin.rules.visit import SEVERITY_ORDER, Finding, Visit
+from plugin.rules.lines import ChargeLine, LineStatus
+from plugin.rules.visit import SEVERITY_ORDER, Finding, Severity, Visit
 
 
 def finding_json(item: Finding) -> dict[str, Any]:
@@ -117,8 +117,11 @@ class RunSummary:
     visits: int = 0
     days: int = 0
     lines_by_status: Counter[str] = field(default_factory=Counter)
-    units_by_code: Counter[str] = field(default_factory=Counter)
+    units_by_code: Counter[str] = field(default_factory=Counter)  # billable and held lines' units
+    held_units_by_code: Counter[str] = field(default_factory=Counter)
     findings_by_code: Counter[str] = field(default_factory=Counter)
+    holds_by_code: Counter[str] = field(default_factory=Counter)
+    warnings_by_code: Counter[str] = field(default_factory=Counter)
     problems: list[Finding] = field(default_factory=list)  # findings that belong to no visit
     failures: list[str] = field(default_factory=list)
 
@@ -127,9 +130,16 @@ class RunSummary:
         self.days += 1
         for line in decision.lines:
             self.lines_by_status[line.status.value] += 1
-            self.units_by_code[line.code] += line.units
+            if line.units and line.status is not LineStatus.NOT_BILLABLE:
+                self.units_by_code[line.code] += line.units
+                if line.status is LineStatus.PLANNED:
+                    self.held_units_by_code[line.code] += line.units
         for item in decision.findings:
             self.findings_by_code[item.code] += 1
+            if item.severity is Severity.HOLD:
+                self.holds_by_code[item.code] += 1
+            elif item.severity is Severity.WARN:
+                self.warnings_by_code[item.code] += 1
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -137,7 +147,10 @@ class RunSummary:
             "billing_days": self.days,
             "lines_by_status": dict(self.lines_by_status),
             "units_by_code": dict(sorted(self.units_by_code.items())),
+            "held_units_by_code": dict(sorted(self.held_units_by_code.items())),
             "findings_by_code": dict(self.findings_by_code.most_common()),
+            "holds_by_code": dict(self.holds_by_code.most_common()),
+            "warnings_by_code": dict(self.warnings_by_code.most_common()),
             "problems": [finding_json(f) for f in self.problems],
             "failures": self.failures,
         }
@@ -160,15 +173,42 @@ def visit_text(decision: Decision) -> str:
     return "\n".join(out)
 
 
+# What people read for each ChargeItem status (FHIR's `planned` is a line held for its record)
+STATUS_WORDS = {"billable": "billable", "planned": "held", "not-billable": "not billable"}
+
+
+def _units(count: int) -> str:
+    return f"{count} unit" if count == 1 else f"{count} units"
+
+
 def summary_text(summary: RunSummary) -> str:
-    statuses = ", ".join(f"{n} {s}" for s, n in sorted(summary.lines_by_status.items())) or "none"
-    units = ", ".join(f"{c} ×{n}" for c, n in sorted(summary.units_by_code.items())) or "none"
-    top = ", ".join(f"{c} ({n})" for c, n in summary.findings_by_code.most_common(5)) or "none"
+    """The closing summary of a run, in billing staff's words: lines by status (held, not
+    FHIR's planned), units to bill by code (held ones said apart; codes with none left out),
+    holds apart from warnings."""
+    statuses = (
+        ", ".join(
+            f"{summary.lines_by_status[status]} {words}"
+            for status, words in STATUS_WORDS.items()
+            if summary.lines_by_status[status]
+        )
+        or "none"
+    )
+    units = (
+        ", ".join(
+            f"{code} {_units(n)}"
+            + (f" ({held} held)" if (held := summary.held_units_by_code[code]) else "")
+            for code, n in sorted(summary.units_by_code.items())
+        )
+        or "none"
+    )
+    holds = ", ".join(f"{c} ({n})" for c, n in summary.holds_by_code.most_common(5)) or "none"
+    warnings = ", ".join(f"{c} ({n})" for c, n in summary.warnings_by_code.most_common(5)) or "none"
     lines = [
         f"visits: {summary.visits} in {summary.days} billing day(s)",
         f"charge lines: {statuses}",
-        f"units by code: {units}",
-        f"top findings: {top}",
+        f"units to bill by code: {units}",
+        f"most common holds: {holds}",
+        f"most common warnings: {warnings}",
     ]
     if summary.problems:
         lines.append(f"problems outside any visit: {len(summary.problems)}")
