@@ -55,3 +55,43 @@ def test_serve_refuses_to_start_without_its_public_url(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "THERACHARGE_PUBLIC_URL" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_serve_says_at_start_what_is_not_configured(tmp_path: Path) -> None:
+    from plugin.config.files import load_settings
+    from plugin.config.tokens import token_hash
+    from plugin.web.server import unconfigured
+
+    bare = unconfigured(load_settings({}))
+    for name in (
+        "THERACHARGE_API_TOKENS",
+        "THERACHARGE_CDS_ISSUERS",
+        "THERACHARGE_NOTIFICATION_SECRET",
+        "THERACHARGE_PUBLIC_URL",
+        "THERACHARGE_FHIR_BASE_URL",
+    ):
+        assert sum(w.startswith(name) for w in bare) == 1, (name, bare)
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text('{"keys": []}')
+    ready = load_settings(
+        {
+            "THERACHARGE_API_TOKENS": f"ann:admin=sha256:{token_hash('t')}",
+            "THERACHARGE_CDS_ISSUERS": "https://ehr.example.org",
+            "THERACHARGE_CDS_JWKS": str(jwks),
+            "THERACHARGE_NOTIFICATION_SECRET": "s3cret",
+            "THERACHARGE_PUBLIC_URL": "https://tc.example.org",
+            "THERACHARGE_FHIR_BASE_URL": "https://ehr.example.org/fhir",
+        }
+    )
+    assert unconfigured(ready) == []
+
+
+def test_serve_help_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    from plugin.commands import main as cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--help"])
+    out = capsys.readouterr().out
+    assert "(default: 8000)" in out
+    assert "(default: 2)" in out
+    assert "(default: 127.0.0.1)" in out

@@ -79,10 +79,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _service_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    serve = commands.add_parser("serve", help="run the HTTP service (gunicorn; --dev: Flask)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=_positive, default=8000)
-    serve.add_argument("--workers", type=_positive, default=2)
+    serve = commands.add_parser(
+        "serve",
+        help="run the HTTP service (gunicorn; --dev: Flask)",
+        description="Run the HTTP service under gunicorn (sync workers). At start it says what "
+        "is not configured yet (API tokens, CDS issuers, notification secret, public URL, EHR).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=_positive, default=8000, help="port to listen on")
+    serve.add_argument("--workers", type=_positive, default=2, help="gunicorn worker processes")
     serve.add_argument("--dev", action="store_true", help="Flask's development server")
     serve.set_defaults(run=_run_serve)
     subscribe = commands.add_parser("subscribe", help="create the EHR Subscription to notify us")

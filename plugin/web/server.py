@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import os
 from typing import Any
 
@@ -12,6 +13,8 @@ from prometheus_client import multiprocess
 
 from plugin.config.files import Settings
 from plugin.web.app import check_audience, create_app
+
+log = logging.getLogger(__name__)
 
 
 class GunicornServer(BaseApplication):  # type: ignore[misc]
@@ -66,8 +69,42 @@ def _worker_exit(server: Any, worker: Any) -> None:
     state.store.close()
 
 
+def unconfigured(settings: Settings) -> list[str]:
+    """What an IT admin has not set up yet, each with what it means, said at start."""
+    service = settings.service
+    found = []
+    if not service.api_tokens:
+        found.append(
+            "THERACHARGE_API_TOKENS is empty: the charges API, the admin API and the pages accept "
+            "no one (theracharge token-hash NAME makes an entry)"
+        )
+    if service.cds_auth and not service.cds_issuers:
+        found.append(
+            "THERACHARGE_CDS_ISSUERS is empty: every CDS Hooks call is refused (401) until the "
+            "EHR's issuer and its JWKS (THERACHARGE_CDS_JWKS) are named"
+        )
+    if not service.notification_secret:
+        found.append(
+            "THERACHARGE_NOTIFICATION_SECRET is unset: every Subscription notification is "
+            "refused (401)"
+        )
+    if not service.public_url:
+        found.append(
+            "THERACHARGE_PUBLIC_URL is unset: links in cards and the JWT audience cannot name "
+            "the URL the EHR calls"
+        )
+    if not settings.fhir.base_url:
+        found.append(
+            "THERACHARGE_FHIR_BASE_URL is unset: hooks decide a visit from its prefetch alone "
+            "and write nothing; notifications cannot be processed"
+        )
+    return found
+
+
 def serve(settings: Settings, host: str, port: int, workers: int, dev: bool) -> None:
     check_audience(settings, dev)  # a ConfigError before anything starts: exit 2 naming it
+    for warning in unconfigured(settings):
+        log.warning("not configured: %s", warning)
     if dev:
         app = create_app(settings, dev=True)
         try:
