@@ -70,3 +70,38 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path, comman
     assert "Traceback" not in err
     assert "BrokenPipeError" not in err
     assert done.returncode == 141
+
+
+def test_the_demo_names_addresses_only_while_its_servers_run(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from plugin.commands.demo import print_report
+
+    urls = {
+        "worklist": "http://127.0.0.1:5001/worklist",
+        "decision_page": "http://127.0.0.1:5001/decisions/enc-0001",
+        "admin_page": "http://127.0.0.1:5001/admin/mappings",
+        "service": "http://127.0.0.1:5001",
+        "openapi": "http://127.0.0.1:5001/openapi.json",
+        "a_decision": "http://127.0.0.1:5001/api/v1/charges/enc-0001",
+        "ehr": "http://127.0.0.1:5002/fhir",
+    }
+    body = {
+        "visits_processed": 2,
+        "by_hook": 1,
+        "by_notification": 1,
+        "days_with_two_visits": 0,
+        "charge_items_by_status": {"billable": 2},
+        "units_by_code_and_method": {"97110 (cms)": 2},
+        "top_gaps": [],
+        "urls": urls,
+        "api_token": "demo-token",
+    }
+    print_report(body, running=True)
+    shown = capsys.readouterr().out
+    assert "hold worklist: http://127.0.0.1:5001/worklist" in shown
+    assert "ports are chosen afresh" in shown
+    print_report(body, running=False)
+    stopped = capsys.readouterr().out
+    assert "http://127.0.0.1:5001" not in stopped
+    assert "--once" in stopped

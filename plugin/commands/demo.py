@@ -326,7 +326,8 @@ def _encounters_of(report: object) -> list[object]:
     return listed if isinstance(listed, list) else []
 
 
-def print_report(body: Json) -> None:
+def print_report(body: Json, running: bool = True) -> None:
+    """What the day came to; the addresses to look further only while the servers run."""
     print("\nTheraCharge demo: a clinic day through a real FHIR server")
     print(
         f"  visits processed: {body['visits_processed']} "
@@ -345,6 +346,10 @@ def print_report(body: Json) -> None:
     for gap in body["top_gaps"]:
         print(f"    {gap['code']} ×{gap['count']}: {gap['fix']}")
     urls = body["urls"]
+    if not running:  # --once: the servers stop with the report; no address to visit
+        print("  (--once: the EHR and TheraCharge stop now; report.json and the EHR's")
+        print("   ChargeItems (ehr-chargeitems.json) are kept in .demo/)")
+        return
     print(f"  sign in with the token {body['api_token']!r}, then:")
     print(f"    hold worklist: {urls['worklist']}")
     if urls["decision_page"]:
@@ -355,6 +360,7 @@ def print_report(body: Json) -> None:
         auth = f"Authorization: Bearer {body['api_token']}"
         print(f"  the same as JSON: curl -H '{auth}' {urls['a_decision']}")
     print(f"  the EHR: {urls['ehr']}")
+    print("  (the ports are chosen afresh on each run)")
 
 
 def run(root: Path, keys: Path, sekmet: str, once: bool, visits: int) -> int:
@@ -375,7 +381,7 @@ def run(root: Path, keys: Path, sekmet: str, once: bool, visits: int) -> int:
         body = report(demo, hooks, items)
         (root / "report.json").write_text(json.dumps(body, indent=2))
         (root / "ehr-chargeitems.json").write_text(json.dumps(items))
-        print_report(body)
+        print_report(body, running=not once)
         if not once:
             print("\nEverything is running; Ctrl-C stops it.", file=sys.stderr)
             stop = {signal.SIGINT, signal.SIGTERM}
