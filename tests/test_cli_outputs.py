@@ -105,3 +105,15 @@ def test_the_demo_names_addresses_only_while_its_servers_run(
     stopped = capsys.readouterr().out
     assert "http://127.0.0.1:5001" not in stopped
     assert "--once" in stopped
+
+
+def test_a_range_runs_progress_says_count_rate_and_time_left() -> None:
+    from plugin.commands.process_ehr import _Progress
+
+    now = [100.0]
+    progress = _Progress(200, clock=lambda: now[0])
+    for _ in range(50):
+        progress.step()
+    now[0] = 110.0  # 50 days in 10 s: 5 a second, 150 left: 30 s
+    assert progress.line().endswith("50/200 days, 5.0/s, 0:30 left")
+    assert progress.enabled is False  # under pytest stderr is not a terminal: nothing printed

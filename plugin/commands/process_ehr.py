@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -132,18 +133,31 @@ def _mode(dry: bool) -> WriteMode:
 
 
 class _Progress:
-    """A one-line progress bar on a terminal; nothing when stderr is a file or a pipe."""
+    """A one-line progress bar on a terminal — count, rate, time left; nothing when stderr is
+    a file or a pipe (a log stays free of carriage returns)."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.total, self.count = total, 0
+        self.clock = clock
+        self.started = clock()
         self.enabled = sys.stderr.isatty()
+
+    def line(self) -> str:
+        """The bar as it reads now."""
+        filled = int(30 * self.count / max(1, self.total))
+        bar = "#" * filled + "-" * (30 - filled)
+        elapsed = max(self.clock() - self.started, 1e-9)
+        rate = self.count / elapsed
+        left = (self.total - self.count) / rate if rate else 0.0
+        minutes, seconds = divmod(int(left + 0.5), 60)
+        return (
+            f"[{bar}] {self.count}/{self.total} days, {rate:,.1f}/s, {minutes}:{seconds:02d} left"
+        )
 
     def step(self) -> None:
         self.count += 1
         if self.enabled:
-            filled = int(30 * self.count / max(1, self.total))
-            bar = "#" * filled + "-" * (30 - filled)
-            print(f"\r[{bar}] {self.count}/{self.total}", end="", file=sys.stderr, flush=True)
+            print(f"\r{self.line()}", end="", file=sys.stderr, flush=True)
 
     def done(self) -> None:
         if self.enabled:
