@@ -37,6 +37,25 @@ from plugin.rules.systems import CPT
 from plugin.store.config import StaleVersion
 
 bp = Blueprint("pages", __name__, template_folder="templates")
+
+# The words people read for what FHIR and our ledger call things (issue 17: "held", not the
+# ChargeItem status `planned`; no snake_case on a page).
+WORDS = {
+    "billable": "billable",
+    "planned": "held",
+    "not-billable": "not billable",
+    "created": "created",
+    "updated": "updated",
+    "unchanged": "unchanged",
+    "entered_in_error": "set entered-in-error (no longer billed)",
+    "corrections_needed": "corrections needed (already billed: a corrected claim)",
+}
+
+
+@bp.app_template_filter("words")
+def words(value: object) -> str:
+    """What a status or a ledger key reads as on a page."""
+    return WORDS.get(str(value), str(value).replace("_", " "))
 CHANGERS = ("admin",)
 WORKERS = ("admin", "billing")
 

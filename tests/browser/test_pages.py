@@ -94,6 +94,7 @@ def test_worklist_filter_and_decision_page(browser: Browser, site: str) -> None:
     page.get_by_role("button", name="Filter").click()
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text("e2")
+    expect(rows.first).to_contain_text("-GP")  # the line's code with its modifiers
     expect(page.locator(".counts")).to_contain_text("body-site-missing: 1")
     shot(page, "worklist-filtered")
     page.get_by_role("link", name="e2").click()
@@ -101,6 +102,8 @@ def test_worklist_filter_and_decision_page(browser: Browser, site: str) -> None:
     expect(page.get_by_role("heading", name="How the units were counted")).to_be_visible()
     expect(page.locator("body")).to_contain_text("CMS Pub 100-04 ch.5 §20.2 C")
     expect(page.locator("body")).to_contain_text("Record the body part treated.")
+    expect(page.locator("td.planned").first).to_have_text("held")  # FHIR's planned, in words
+    expect(page.locator("tbody").first).to_contain_text("USD")  # each line's price
     shot(page, "decision")
 
 
