@@ -56,6 +56,8 @@ WORDS = {
 def words(value: object) -> str:
     """What a status or a ledger key reads as on a page."""
     return WORDS.get(str(value), str(value).replace("_", " "))
+
+
 CHANGERS = ("admin",)
 WORKERS = ("admin", "billing")
 
