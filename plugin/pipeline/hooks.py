@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from fhir_mappings.delivery import WritePlan
 from plugin.config.files import Settings
@@ -167,6 +168,7 @@ def handle_discharge(
     cards = [summary_card(run.decision), *gap_cards(run.decision, _override_system(settings))]
     if run.alone:
         cards.append(decided_alone_card(run.decision))
+    _link_to_the_decision(cards, settings, request.encounter_id)
     if run.error:
         return _failed(run, cards)
     if mode is WriteMode.PLAN and run.plan is not None:
@@ -174,6 +176,19 @@ def handle_discharge(
     if mode is WriteMode.WRITE and run.plan is not None:
         cards.append(written_card(run.plan.summary(), run.written))
     return HookOutcome(run, cards, [])
+
+
+def _link_to_the_decision(cards: list[Json], settings: Settings, encounter_id: str) -> None:
+    """Each card links to the visit's decision page (charges, holds and how to fix them), so a
+    therapist goes from the card to the fix; only where the service's public URL is known
+    (CDS Hooks 2.0 Card.links, type absolute)."""
+    public = settings.service.public_url
+    if not public:
+        return
+    url = f"{public.rstrip('/')}/decisions/{quote(encounter_id, safe='')}"
+    link = {"label": "Open this visit's charges and holds in TheraCharge", "url": url}
+    for card in cards:
+        card.setdefault("links", []).append({**link, "type": "absolute"})
 
 
 def _failed(run: DayRun, cards: list[Json]) -> HookOutcome:

@@ -409,3 +409,18 @@ def test_after_a_version_conflict_the_cards_and_the_ledger_show_the_run_that_was
     (run,) = app.extensions["theracharge"].store.runs("e1")
     assert "97530" in {line["code"] for line in run.lines}
     assert any(key.endswith("/97530") for key in run.written["created"])
+
+
+def test_every_card_links_to_the_visits_decision_page(make_app, sign) -> None:
+    answer = call(make_app(), hook_body(), sign())
+    assert answer.status_code == 200
+    cards = answer.json["cards"]
+    assert cards
+    for card in cards:
+        assert card["links"] == [
+            {
+                "label": "Open this visit's charges and holds in TheraCharge",
+                "url": "http://localhost/decisions/e1",
+                "type": "absolute",
+            }
+        ]
