@@ -156,6 +156,14 @@ def worklist() -> str:
     ]
     rows = [row for row in held if _matches(row, filters)]
     counts = Counter(code for row in rows for code in row.get("holds", []))
+    table = _state().settings.payers
+    # the payer's name, as billing staff know it (the filter keeps its id)
+    payer_names = {
+        str(r.get("payer")): (
+            p.name if (p := table.by_id(str(r.get("payer")))) else "no known payer"
+        )
+        for r in held
+    }
     return render_template(
         "worklist.html",
         set_aside=_state().store.notifications(status="failed", limit=200),
@@ -163,7 +171,8 @@ def worklist() -> str:
         rows=rows,
         filters=filters,
         counts=counts.most_common(),
-        payers=sorted({str(r.get("payer")) for r in held}),
+        payers=sorted(payer_names.items(), key=lambda item: item[1]),
+        payer_names=payer_names,
         gaps=sorted({c for r in held for c in r.get("holds", [])}),
     )
 

@@ -95,6 +95,7 @@ def test_worklist_filter_and_decision_page(browser: Browser, site: str) -> None:
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text("e2")
     expect(rows.first).to_contain_text("-GP")  # the line's code with its modifiers
+    expect(rows.first).to_contain_text("Medicare Part B")  # the payer's name, not its id
     expect(page.locator(".counts")).to_contain_text("body-site-missing: 1")
     shot(page, "worklist-filtered")
     page.get_by_role("link", name="e2").click()
