@@ -95,3 +95,18 @@ def test_serve_help_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> No
     assert "(default: 8000)" in out
     assert "(default: 2)" in out
     assert "(default: 127.0.0.1)" in out
+
+
+def test_every_log_line_of_the_service_is_json_gunicorns_own_too(tmp_path: Path) -> None:
+    import json
+
+    from tests.service import running_service
+
+    with running_service(tmp_path, {}) as service:
+        assert requests.get(f"{service.url}/healthz", timeout=10).status_code == 200
+    lines = [ln for ln in service.log.read_text().splitlines() if ln.strip()]
+    assert lines
+    entries = [json.loads(line) for line in lines]  # fails on any line that is not JSON
+    loggers = {e["logger"] for e in entries}
+    assert "gunicorn.error" in loggers  # "Booting worker …", "Listening at …"
+    assert any(e["message"].startswith("not configured:") for e in entries)

@@ -69,6 +69,28 @@ def _worker_exit(server: Any, worker: Any) -> None:
     state.store.close()
 
 
+# gunicorn's own log lines (booting workers, a worker timing out …) as JSON, like ours, one
+# per line on stderr (plugin.web.observability.JsonFormatter); gunicorn merges this over its
+# defaults.
+GUNICORN_LOGGING: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "plugin.web.observability.JsonFormatter"}},
+    "handlers": {
+        "json": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "stream": "ext://sys.stderr",
+        }
+    },
+    "loggers": {
+        "gunicorn.error": {"handlers": ["json"], "level": "INFO", "propagate": False},
+        "gunicorn.access": {"handlers": ["json"], "level": "INFO", "propagate": False},
+    },
+    "root": {"handlers": ["json"], "level": "INFO"},
+}
+
+
 def unconfigured(settings: Settings) -> list[str]:
     """What an IT admin has not set up yet, each with what it means, said at start."""
     service = settings.service
@@ -119,5 +141,6 @@ def serve(settings: Settings, host: str, port: int, workers: int, dev: bool) -> 
         "preload_app": True,
         "accesslog": None,
         "timeout": 60,
+        "logconfig_dict": GUNICORN_LOGGING,
     }
     GunicornServer(settings, options).run()
