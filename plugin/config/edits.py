@@ -154,6 +154,17 @@ def save_fees(
     return _save_whole(store, FEES, FEE_TABLE, content, author, reason, expect_version)
 
 
+def fees_content(store: Store, settings: Settings) -> tuple[dict[str, Any], int | None]:
+    """The fee schedule in force as JSON content, and its stored version: the admin's stored
+    table, else the shipped config/fees.yaml (its dates as ISO strings, as the API sends them)."""
+    current = store.config_current(FEES, FEE_TABLE)
+    if current is not None and current.content:
+        return dict(current.content), current.version
+    shipped = yaml.safe_load(settings.sources["fees"].read_text(encoding="utf-8"))
+    schedules = [dict(s, effective=str(s["effective"])) for s in shipped.get("schedules") or ()]
+    return {"currency": shipped.get("currency", "USD"), "schedules": schedules}, None
+
+
 _CODE_COLUMNS = ("code", "hcpcs", "hcpcs code", "cpt", "procedure code", "proc code")
 _AMOUNT_COLUMNS = ("amount", "allowed", "allowed amount", "fee", "non-facility price", "par amount")
 _MODIFIER_COLUMNS = ("modifier", "mod")
@@ -198,15 +209,9 @@ def import_fee_schedule(
             raise Invalid(f"{filename}: {message}", [("file", message)]) from exc
     if not amounts:
         raise Invalid(f"{filename}: no amount for a code of the catalog", [("file", "empty")])
-    current = store.config_current(FEES, FEE_TABLE)
-    if current is not None and current.content:
-        content = dict(current.content)
-    else:
-        content = yaml.safe_load(settings.sources["fees"].read_text(encoding="utf-8"))
+    content, _ = fees_content(store, settings)
     schedules = [
-        dict(s, effective=str(s["effective"]))
-        for s in content.get("schedules") or ()
-        if str(s.get("effective")) != effective.isoformat()
+        s for s in content.get("schedules") or () if s.get("effective") != effective.isoformat()
     ]
     schedules.append(
         {

@@ -53,7 +53,6 @@ class EpisodeRules:
     certify_within_days: int = 30
     plan_max_days: int = 90
     certification_extension: str = ""
-    categories: Mapping[tuple[str, str], Discipline] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +83,7 @@ def plan_of_care_findings(
 ) -> list[Finding]:
     """Nothing when a plan of the discipline covers `on`, was certified within 30 days of its
     first treatment and is within 90 days of it; else the one problem of the nearest plan."""
-    plans = [p for p in history.care_plans if not p.disciplines or discipline in p.disciplines]
+    plans = _plans_of(history, discipline)
     covering = [
         p for p in plans if p.start is not None and p.start <= on and (p.end is None or on <= p.end)
     ]
@@ -105,6 +104,11 @@ def plan_of_care_findings(
             return []
         problems.append(found)
     return problems[:1]
+
+
+def _plans_of(history: History, discipline: Discipline) -> list[CarePlanFacts]:
+    """The patient's plans of care for the discipline (a plan naming none is everyone's)."""
+    return [p for p in history.care_plans if not p.disciplines or discipline in p.disciplines]
 
 
 def _plan_problem(
@@ -172,11 +176,7 @@ def progress_findings(
     where: str,
 ) -> list[Finding]:
     plan_start = max(
-        (
-            p.start
-            for p in history.care_plans
-            if p.start and p.start <= on and (not p.disciplines or discipline in p.disciplines)
-        ),
+        (p.start for p in _plans_of(history, discipline) if p.start and p.start <= on),
         default=None,
     )
     number, last = treatment_day(discipline, on, history, plan_start)

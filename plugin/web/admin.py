@@ -9,6 +9,7 @@ from flask import Response, current_app, jsonify, request
 from flask_smorest import Blueprint
 
 from plugin.config.edits import (
+    fees_content,
     import_fee_schedule,
     import_ncci,
     rollback,
@@ -298,22 +299,11 @@ def rollback_payers() -> Response:
 def get_fees() -> Response:
     bearer_caller(*ROLES)
     state = _state()
-    current = state.store.config_current(FEES, FEE_TABLE)
-    if current is not None and current.content:
-        response = jsonify(current.content)
-        response.headers["ETag"] = f'W/"{current.version}"'
-        return response
-    import yaml
-
-    shipped = yaml.safe_load(state.settings.sources["fees"].read_text(encoding="utf-8"))
-    return jsonify(
-        {
-            "currency": shipped.get("currency", "USD"),
-            "schedules": [
-                dict(s, effective=str(s["effective"])) for s in shipped.get("schedules") or ()
-            ],
-        }
-    )
+    content, version = fees_content(state.store, state.settings)
+    response = jsonify(content)
+    if version is not None:
+        response.headers["ETag"] = f'W/"{version}"'
+    return response
 
 
 @blp.route("/fees", methods=["PUT"])

@@ -33,6 +33,7 @@ from plugin.config.tokens import token_hash
 from plugin.errors import Invalid
 from plugin.gateway.errors import FhirError
 from plugin.pipeline.billing_day import DaySource, WriteMode, run_day
+from plugin.render.report import STATUS_WORDS
 from plugin.rules.systems import CPT
 from plugin.store.config import StaleVersion
 
@@ -41,9 +42,7 @@ bp = Blueprint("pages", __name__, template_folder="templates")
 # The words people read for what FHIR and our ledger call things (issue 17: "held", not the
 # ChargeItem status `planned`; no snake_case on a page).
 WORDS = {
-    "billable": "billable",
-    "planned": "held",
-    "not-billable": "not billable",
+    **STATUS_WORDS,
     "created": "created",
     "updated": "updated",
     "unchanged": "unchanged",
