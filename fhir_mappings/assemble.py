@@ -33,6 +33,7 @@ from plugin.rules.visit import (
     Coding,
     Diagnosis,
     Finding,
+    Measure,
     Performer,
     Role,
     Visit,
@@ -82,7 +83,7 @@ class VisitAssembler:
         self._coverages = Coverages()
         self._roles_by_key: dict[str, tuple[fx.CodingTuple, ...]] = {}
         self._roles_by_practitioner: dict[str, tuple[fx.CodingTuple, ...]] = {}
-        self._observations: dict[str, list[str]] = {}
+        self._observations: dict[str, list[Measure]] = {}
         self._goals: dict[str, list[str]] = {}
         self._places: dict[str, str] = {}  # Location → its CMS place-of-service code
         self._invalid: dict[str, str] = {}  # strict mode: key → what the R4B model rejected
@@ -204,8 +205,11 @@ class VisitAssembler:
 
     def _add_observation(self, observation: fx.ObservationFacts) -> None:
         if observation.has_value:
+            measure = Measure(
+                observation.key, observation.name, observation.value_kind, observation.value_text
+            )
             for target in observation.part_of:
-                self._observations.setdefault(target, []).append(observation.key)
+                self._observations.setdefault(self.norm(target) or target, []).append(measure)
 
     def norm(self, ref: str | None) -> str | None:
         """A reference as `Type/id`: bundle fullUrls, absolute URLs and _history stripped."""
@@ -416,7 +420,8 @@ class VisitAssembler:
             reasons=tuple(self.norm(r) or r for r in procedure.reasons),
             diagnoses=self._own_diagnoses(procedure),
             notes=procedure.notes,
-            observations=tuple(self._observations.get(procedure.key, ())),
+            measures=tuple(self._observations.get(procedure.key, ())),
+            code_text=procedure.code_text,
             based_on=tuple(self.norm(r) or r for r in procedure.based_on),
             findings=tuple(found),
             group_subject=(procedure.subject or "").startswith("Group/"),

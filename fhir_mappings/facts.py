@@ -96,6 +96,7 @@ class ProcedureFacts:
     notes: tuple[str, ...]
     based_on: tuple[str, ...]
     reason_codes: tuple[tuple[CodingTuple, ...], ...] = ()  # each reasonCode's codings
+    code_text: str = ""  # Procedure.code.text, as written
 
 
 def procedure_facts(resource: Json, key: str, minutes_url: str) -> ProcedureFacts:
@@ -124,6 +125,7 @@ def procedure_facts(resource: Json, key: str, minutes_url: str) -> ProcedureFact
         reason_codes=tuple(
             found for found in (codings(x) for x in resource.get("reasonCode") or ()) if found
         ),
+        code_text=str((resource.get("code") or {}).get("text") or ""),
     )
 
 
@@ -244,28 +246,48 @@ class ObservationFacts:
     part_of: tuple[str, ...]
     encounter: str | None
     has_value: bool
+    name: str = ""  # code.text, else the first coding's display or code
+    value_kind: str = ""  # "quantity", "boolean", "string", "code" … ("" without a value)
+    value_text: str = ""  # a valueString as written (numbers with units in it may measure)
 
 
 _VALUE_KEYS = (
-    "valueQuantity",
-    "valueCodeableConcept",
-    "valueString",
-    "valueBoolean",
-    "valueInteger",
-    "valueRange",
-    "valueRatio",
+    ("valueQuantity", "quantity"),
+    ("valueCodeableConcept", "code"),
+    ("valueString", "string"),
+    ("valueBoolean", "boolean"),
+    ("valueInteger", "quantity"),
+    ("valueRange", "quantity"),
+    ("valueRatio", "quantity"),
 )
 
 
+def _value(element: Json) -> tuple[str, str]:
+    for key, kind in _VALUE_KEYS:
+        if key in element:
+            value = element[key]
+            return kind, value if isinstance(value, str) else ""
+    return "", ""
+
+
 def observation_facts(resource: Json, key: str) -> ObservationFacts:
-    has_value = any(k in resource for k in _VALUE_KEYS) or any(
-        isinstance(c, dict) and any(k in c for k in _VALUE_KEYS)
-        for c in resource.get("component") or ()
-    )
+    """An Observation as measure of the procedures it is part of. Its value's kind decides
+    whether it measures (a boolean "tolerated" does not: Pub 100-02 ch.15 §220.3)."""
+    kind, text = _value(resource)
+    for component in resource.get("component") or ():
+        if kind and kind != "boolean":
+            break
+        if isinstance(component, dict):
+            found, found_text = _value(component)
+            if found and (not kind or kind == "boolean"):
+                kind, text = found, found_text
     status = resource.get("status")
     return ObservationFacts(
         key=key,
         part_of=tuple(r for r in (reference(p) for p in resource.get("partOf") or ()) if r),
         encounter=reference(resource.get("encounter")),
-        has_value=has_value and status not in ("entered-in-error", "cancelled"),
+        has_value=bool(kind) and status not in ("entered-in-error", "cancelled"),
+        name=concept_text(resource.get("code")),
+        value_kind=kind,
+        value_text=text,
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from plugin.sample.notes import clean_note
+
 CPT = "http://www.ama-assn.org/go/cpt"
 SNOMED = "http://snomed.info/sct"
 NUCC = "http://nucc.org/provider-taxonomy"
@@ -54,7 +56,7 @@ def procedure(
         "performer": [performer("Practitioner/pt1", role)],
         "bodySite": [{"coding": [{"system": SNOMED, "code": "72696002", "display": "Knee"}]}],
         "reasonReference": [{"reference": "Condition/c1"}],
-        "note": [{"text": f"{code}: activity and dosage as documented"}],
+        "note": [{"text": clean_note(code)}],
     }
     if start is not None and minutes is not None:
         resource["performedPeriod"] = {"start": start, "end": _plus(start, minutes)}

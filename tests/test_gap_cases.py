@@ -40,6 +40,13 @@ class GapProcedureSchema(Schema):
     status = fields.String(load_default="completed")
     group = fields.Boolean(load_default=False)
     measure = fields.Boolean(load_default=True)
+    # the note as written (default: a full note for the code, plugin.sample.notes)
+    note = fields.String(load_default=None)
+    # the linked Observation's value: a quantity (degrees) or a yes/no ("tolerated")
+    measure_value = fields.String(
+        load_default="quantity", validate=validate.OneOf(["quantity", "boolean"])
+    )
+    measure_name = fields.String(load_default=None)
 
 
 class GapExpectSchema(Schema):
@@ -51,6 +58,8 @@ class GapExpectSchema(Schema):
         required=True,
     )
     severity = fields.Dict(keys=fields.String(), values=fields.String())
+    # finding code → the code it suggests (code-choice-review)
+    suggested = fields.Dict(keys=fields.String(), values=fields.String())
 
 
 class GapCaseSchema(Schema):
@@ -87,6 +96,19 @@ def _procedure(spec: dict[str, Any]) -> dict[str, Any]:
         del resource[name]
     if spec["group"]:
         resource["subject"] = {"reference": "Group/tuesday-class"}
+    if spec["note"] is not None:
+        resource["note"] = [{"text": spec["note"]}]
+    return resource
+
+
+def _measure(spec: dict[str, Any]) -> dict[str, Any]:
+    resource = builders.observation(f"obs-{spec['id']}", spec["id"])
+    if spec["measure_value"] == "boolean":
+        del resource["valueQuantity"]
+        resource["code"] = {"text": "Tolerated treatment"}
+        resource["valueBoolean"] = True
+    if spec["measure_name"]:
+        resource["code"] = {"text": spec["measure_name"]}
     return resource
 
 
@@ -112,12 +134,18 @@ def decide(case: dict[str, Any], settings: Settings) -> Decision:
     for spec in case["procedures"]:
         resources.append(_procedure(spec))
         if spec["measure"]:
-            resources.append(builders.observation(f"obs-{spec['id']}", spec["id"]))
+            resources.append(_measure(spec))
     assembler = VisitAssembler(translate_tables(settings))
     for resource in resources:
         assembler.add(resource)
     (visit,) = list(assembler.visits())
-    return decide_visit(visit, settings.catalog, settings.unit_parameters, settings.findings)
+    return decide_visit(
+        visit,
+        settings.catalog,
+        settings.unit_parameters,
+        settings.findings,
+        vocabulary=settings.vocabulary,
+    )
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
@@ -143,6 +171,8 @@ def test_case(case: dict[str, Any], settings: Settings) -> None:
     by_code = {f.code: f for f in decision.findings}
     for code, severity in expect.get("severity", {}).items():
         assert by_code[code].severity.value == severity, case["name"]
+    for code, suggested in expect.get("suggested", {}).items():
+        assert by_code[code].suggested_code == suggested, case["name"]
     for item in decision.findings:  # every gap says where it is, how to fix it, and why
         assert item.resource, item
         assert item.fix, item

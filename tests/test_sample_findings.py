@@ -37,6 +37,9 @@ EXPECTED = {
     "no-coverage": "coverage-missing",
     "unknown-payer": "payer-unknown",
     "no-performer-role": "performer-role-unknown",
+    "vague-note": "description-vague",
+    "no-skill": "skill-not-shown",
+    "wrong-code": "code-choice-review",
 }
 
 
@@ -57,7 +60,11 @@ def test_each_planted_problem_is_found_and_clean_visits_have_no_findings(
     seen: dict[str, int] = defaultdict(int)
     for visit in assembler.visits():
         decision = decide_visit(
-            visit, settings.catalog, settings.unit_parameters, settings.findings
+            visit,
+            settings.catalog,
+            settings.unit_parameters,
+            settings.findings,
+            vocabulary=settings.vocabulary,
         )
         found = {f.code for f in decision.findings}
         gaps = {f.code for f in decision.findings if f.severity is not Severity.INFO}

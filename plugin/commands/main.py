@@ -74,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_run_demo)
     _process_parser(commands)
     _sample_parser(commands)
+    _vocabulary_parser(commands)
     _service_parsers(commands)
     return parser
 
@@ -274,6 +275,35 @@ def _sample_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         help="*.ndjson writes NDJSON, anything else a transaction Bundle; - = stdout (Bundle)",
     )
     sample.set_defaults(run=_run_sample)
+
+
+def _vocabulary_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    vocabulary = commands.add_parser(
+        "vocabulary",
+        help="check the documentation vocabulary (config/rules/activities.yaml) on labelled notes",
+        description="evaluate: review each note of a labelled corpus as a decision reviews a "
+        "service's note, and print recall (wrongly coded notes flagged with the right "
+        "suggestion), precision and the false-alarm rate. The vocabulary in force is used: the "
+        "admin's stored version (THERACHARGE_DATABASE_URL), else the file.",
+    )
+    vocabulary.add_argument("action", choices=["evaluate"])
+    vocabulary.add_argument("corpus", metavar="FILE", help="e.g. tests/corpus/notes.yaml")
+    vocabulary.add_argument("--format", choices=["text", "json"], default="text")
+    vocabulary.set_defaults(run=_run_vocabulary)
+
+
+def _run_vocabulary(args: argparse.Namespace, settings: Settings) -> int:
+    from plugin.commands.vocabulary import evaluate_sets, evaluation_text, load_corpus
+    from plugin.config.effective import effective_settings
+
+    notes = load_corpus(Path(args.corpus))
+    results = evaluate_sets(notes, effective_settings(settings).vocabulary)
+    if args.format == "json":
+        body = {name: result.as_json() for name, result in results.items()}
+        sys.stdout.write(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write(evaluation_text(results, args.corpus))
+    return 0
 
 
 def _non_negative(text: str) -> int:

@@ -24,6 +24,7 @@ from plugin.config.variables import (
 )
 from plugin.errors import describe
 from plugin.gateway.connection import FhirConnection
+from plugin.rules.activity import Vocabulary
 from plugin.rules.code_mapping import CodeMap
 from plugin.rules.episode import EpisodeRules, FeeSchedule
 from plugin.rules.findings import FindingPolicy
@@ -38,6 +39,7 @@ from plugin.schemas.errors import ConfigError, field_errors
 from plugin.schemas.findings import FindingRegistrySchema
 from plugin.schemas.site_tables import CodingTablesSchema, PayerTableSchema
 from plugin.schemas.unit_rules import UnitRulesSchema
+from plugin.schemas.vocabulary import VocabularySchema
 
 ENV_CONFIG_DIR = "THERACHARGE_CONFIG_DIR"
 ENV_EXTENSION_BASE = "THERACHARGE_EXTENSION_BASE_URL"
@@ -52,6 +54,7 @@ ROLES_FILE = "roles.yaml"
 MAPPINGS_DIR = "mappings"
 EPISODE_FILE = "rules/episode.yaml"
 FEES_FILE = "fees.yaml"
+VOCABULARY_FILE = "rules/activities.yaml"
 PTP_FILE = "ncci/ptp_practitioner.csv"
 MUE_FILE = "ncci/mue_practitioner.csv"
 
@@ -79,6 +82,8 @@ class Settings:
     ncci: NcciTables  # the CMS PTP pairs and MUEs (config/ncci/)
     episode: EpisodeRules  # plan of care, progress reports, KX (config/rules/episode.yaml)
     fees: FeeSchedule  # allowed amounts per code (config/fees.yaml, or the stored version)
+    # what notes say was done: activities by code, negation, skill, measures (activities.yaml)
+    vocabulary: Vocabulary
     extension_base: str  # base URL of our extensions, identifier and code systems
     minutes_extension: str  # the Procedure extension read first for billable minutes
     total_timed_extension: str  # the Encounter extension with the documented total timed minutes
@@ -106,6 +111,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "ncci_mue": _locate(MUE_FILE, site),
         "episode": _locate(EPISODE_FILE, site),
         "fees": _locate(FEES_FILE, site),
+        "vocabulary": _locate(VOCABULARY_FILE, site),
     }
     catalog: Catalog = load_table(paths["catalog"], CatalogSchema())
     mapping_paths = mapping_files(site)
@@ -123,6 +129,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ncci=load_ncci(paths["ncci_ptp"], paths["ncci_mue"]),
         episode=load_table(paths["episode"], EpisodeRulesSchema()),
         fees=load_table(paths["fees"], FeeScheduleSchema()),
+        vocabulary=load_table(paths["vocabulary"], VocabularySchema()),
         payers=payers,
         findings=findings,
         coding_tables=load_table(paths["roles"], CodingTablesSchema()),

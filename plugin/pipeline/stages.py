@@ -79,4 +79,5 @@ def decide(settings: Settings, visits: tuple[Visit, ...]) -> Decision:
         settings.unit_parameters,
         settings.findings,
         claims=ClaimTables(settings.ncci, settings.fees, settings.episode),
+        vocabulary=settings.vocabulary,
     )

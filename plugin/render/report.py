@@ -12,7 +12,7 @@ from plugin.rules.visit import SEVERITY_ORDER, Finding, Severity, Visit
 
 
 def finding_json(item: Finding) -> dict[str, Any]:
-    return {
+    body = {
         "code": item.code,
         "severity": item.severity.value,
         "message": item.message,
@@ -21,6 +21,9 @@ def finding_json(item: Finding) -> dict[str, Any]:
         "fix": item.fix,
         "source": item.source,
     }
+    if item.suggested_code:
+        body["suggested_code"] = item.suggested_code
+    return body
 
 
 def ordered_findings(findings: tuple[Finding, ...] | list[Finding]) -> list[Finding]:

@@ -9,6 +9,7 @@ from datetime import date
 from typing import NamedTuple
 
 from plugin.rules import sources
+from plugin.rules.activity import Vocabulary
 from plugin.rules.claim_edits import (
     ClaimTables,
     priced,
@@ -97,9 +98,10 @@ def decide_visit(
     on: date | None = None,
     edits: NcciTables | None = None,
     claims: ClaimTables | None = None,
+    vocabulary: Vocabulary | None = None,
 ) -> Decision:
     """One visit decided as a day of its own (a file of one visit, the tests)."""
-    return decide_day((visit,), catalog, parameters, policy, on, edits, claims)
+    return decide_day((visit,), catalog, parameters, policy, on, edits, claims, vocabulary)
 
 
 def decide_day(
@@ -110,8 +112,10 @@ def decide_day(
     on: date | None = None,
     edits: NcciTables | None = None,
     claims: ClaimTables | None = None,
+    vocabulary: Vocabulary | None = None,
 ) -> Decision:
-    """Documentation gaps of each visit, then units for the day's completed, coded procedures
+    """Documentation gaps of each visit (with `vocabulary`: what each note says was done),
+    then units for the day's completed, coded procedures
     under its payer's method, as charge lines held, billable or not billable; then, for a payer
     that applies them, the CMS NCCI edits (`edits`: PTP pairs and MUEs).
 
@@ -119,7 +123,7 @@ def decide_day(
     every visit of the day (CMS Pub 100-04 ch.5 §20.2 C "in a single day", §20.2 D).
     """
     ordered = sorted(visits, key=visit_order)
-    checked = [with_record_gaps(v, catalog, policy) for v in ordered]
+    checked = [with_record_gaps(v, catalog, policy, vocabulary) for v in ordered]
     checked = [_at_payer_severity(v, policy) for v in with_day_overlaps(checked, catalog, policy)]
     first = checked[0]
     billed = [

@@ -14,7 +14,9 @@ import heapq
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
+from plugin.rules.activity import Vocabulary
 from plugin.rules.assistants import service_shares
+from plugin.rules.documentation import documentation_gaps
 from plugin.rules.findings import FindingPolicy
 from plugin.rules.model import POOLED_KINDS, Catalog, CodeKind, Discipline, UnitsResult
 from plugin.rules.parameters import UnitTable
@@ -23,13 +25,18 @@ from plugin.rules.visit import ROLE_DISCIPLINE, Finding, Role, Visit, VisitServi
 _ASSISTANTS = (Role.PTA, Role.OTA)
 
 
-def with_record_gaps(visit: Visit, catalog: Catalog, policy: FindingPolicy) -> Visit:
-    """The visit with every documentation gap of its own record added to its findings.
+def with_record_gaps(
+    visit: Visit, catalog: Catalog, policy: FindingPolicy, vocabulary: Vocabulary | None = None
+) -> Visit:
+    """The visit with every documentation gap of its own record added to its findings; with a
+    vocabulary, what each timed service's note says is read as well (plugin.rules.documentation).
 
     Overlapping time is looked for over the whole billing day (`with_day_overlaps`).
     """
     services = tuple(
-        _add(s, _service_gaps(s, s.code, visit, catalog, policy)) if s.code and _checked(s) else s
+        _add(s, _service_gaps(s, s.code, visit, catalog, policy, vocabulary))
+        if s.code and _checked(s)
+        else s
         for s in visit.services
     )
     return dataclasses.replace(
@@ -72,10 +79,13 @@ def _service_gaps(
     visit: Visit,
     catalog: Catalog,
     policy: FindingPolicy,
+    vocabulary: Vocabulary | None,
 ) -> list[Finding]:
     definition = catalog.codes[code]
     found = _time_gaps(service, visit, policy) if definition.is_timed else []
     found += _what_gaps(service, definition.is_timed, definition.body_site, policy)
+    if definition.is_timed:
+        found += documentation_gaps(service, code, policy, vocabulary)
     found += _necessity_gaps(service, visit, policy)
     found += _who_gaps(service, definition.disciplines, policy)
     if visit.assistant_modifiers and service_shares(service) is None:
@@ -338,7 +348,7 @@ def _overlap_findings(
 def _visit_gaps(
     visit: Visit, services: Iterable[VisitService], catalog: Catalog, policy: FindingPolicy
 ) -> list[Finding]:
-    """Gaps of the visit as a whole: diagnosis, objective measures, documented totals."""
+    """Gaps of the visit as a whole: diagnosis, documented totals."""
     found = []
     billed = [s for s in services if _checked(s)]
     if billed and not visit.diagnoses:
@@ -351,15 +361,6 @@ def _visit_gaps(
             )
         )
     timed = [s for s in billed if catalog.codes[s.code or ""].is_timed]
-    if timed and not any(s.observations for s in timed):
-        found.append(
-            policy.make(
-                "measures-missing",
-                "No objective measure is linked to the visit's timed services.",
-                visit.encounter,
-                "Observation.partOf",
-            )
-        )
     documented = visit.documented_timed_minutes
     total = sum(s.minutes or 0 for s in timed if catalog.codes[s.code or ""].kind in POOLED_KINDS)
     if documented is not None and timed and documented != total:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 from plugin.rules.history import History
 from plugin.rules.model import Discipline, Method
@@ -53,6 +54,9 @@ class Finding:
     element: str | None = None  # "Procedure.performedPeriod.end"
     fix: str = ""
     source: str = ""
+    # A code-choice review's suggestion: the code the documented activity fits better (or the
+    # second code of a block that describes two activities); never applied by itself
+    suggested_code: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +86,23 @@ class Diagnosis:
     translated_by: str | None = None
 
 
+class Measure(NamedTuple):
+    """An Observation linked to a procedure (Observation.partOf): what it measured and how."""
+
+    reference: str
+    name: str  # code.text or the first coding's display
+    value_kind: str  # "quantity", "code", "string", "boolean"
+    value_text: str = ""  # a valueString as written
+
+    @property
+    def measures(self) -> bool:
+        """A value that measures: not a boolean ("tolerated"), not a string without a number
+        (a string's units are read with the vocabulary's patterns by the gap check)."""
+        return self.value_kind in ("quantity", "code") or (
+            self.value_kind == "string" and any(c.isdigit() for c in self.value_text)
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class VisitService:
     """One documented procedure of the visit."""
@@ -100,7 +121,7 @@ class VisitService:
     body_sites: tuple[Coding, ...] = ()
     reasons: tuple[str, ...] = ()  # Condition references or reason codes
     notes: tuple[str, ...] = ()
-    observations: tuple[str, ...] = ()  # Observation references linked to this procedure
+    measures: tuple[Measure, ...] = ()  # Observations linked to this procedure, with a value
     based_on: tuple[str, ...] = ()
     findings: tuple[Finding, ...] = ()
     group_subject: bool = False  # Procedure.subject is a Group: several patients at once
@@ -110,6 +131,7 @@ class VisitService:
     # (on the procedure, among the encounter's participants or its other performers, or the
     # assistant's configured supervisor); None when the record names none.
     supervisor: str | None = None
+    code_text: str = ""  # Procedure.code.text: read with the note by the code-choice review
 
     @property
     def billable_status(self) -> bool:

@@ -16,6 +16,7 @@ from datetime import date, datetime, timedelta
 
 from plugin.jsontypes import Json
 from plugin.rules.systems import CPT, HCPCS, ICD10CM, NUCC, SNOMED
+from plugin.sample.notes import NOTES, clean_note
 from plugin.sample.problems import break_procedure, eligible_items
 from plugin.sample.vocabulary import (
     BODY_SITES,
@@ -318,7 +319,7 @@ def _procedures(
                 _performer(performer_id, problem == "no-performer-role" and index == broken)
             ],
             "reasonReference": [{"reference": f"Condition/{condition}"}],
-            "note": [{"text": _note(rng, cpt, minutes)}],
+            "note": [{"text": _note(cpt, minutes, int(number.split("-")[0]) + index)}],
         }
         if discipline != "SLP" and not (problem == "no-body-site" and index == broken):
             site, text = rng.choice(BODY_SITES)
@@ -328,7 +329,7 @@ def _procedures(
         if problem != "no-goal":
             proc["basedOn"] = [{"reference": f"CarePlan/plan-{plan_number or number}"}]
         if index == broken:
-            break_procedure(proc, problem, cursor, minutes)
+            break_procedure(proc, problem, cursor, minutes, cpt)
         resources.append(proc)
         if minutes_range and problem != "no-observation":
             resources.append(
@@ -361,20 +362,9 @@ def _performer(practitioner: str, hide_role: bool) -> Json:
     return performer
 
 
-def _note(rng: random.Random, cpt: str, minutes: int) -> str:
-    activity = {
-        "97110": "Therapeutic exercise: resisted knee extension 3x10, hamstring stretch 3x30 s",
-        "97112": "Neuromuscular re-education: single-leg stance on foam, tandem walking",
-        "97140": "Manual therapy: grade III joint mobilisation",
-        "97530": "Therapeutic activities: sit-to-stand transfers, floor-to-waist lifting",
-        "97116": "Gait training: level surfaces and stairs with a single-point cane",
-        "97035": "Ultrasound 1 MHz, 1.0 W/cm2, continuous",
-        "97535": "Self-care training: upper-body dressing with adaptive equipment",
-        "92507": "Language treatment: naming and sentence formulation tasks",
-        "92526": "Swallowing treatment: effortful swallow and chin-tuck exercises",
-        "97129": "Cognitive intervention: attention and working-memory tasks",
-    }.get(cpt, "Evaluation with standardised measures and plan of care")
-    return f"{activity}; {minutes} minutes one-on-one. Progressing toward goal."
+def _note(cpt: str, minutes: int, pick: int) -> str:
+    label = "Evaluation with standardised measures and plan of care" if cpt not in NOTES else ""
+    return f"{clean_note(cpt, label, pick)} {minutes} minutes one-on-one."
 
 
 def _observation(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from plugin.jsontypes import Json
+from plugin.sample.notes import MISCODED, UNSKILLED, without_measures
 from plugin.sample.vocabulary import AIDE_ROLE, NEEDS_BODY_SITE, TIMED_PROBLEMS
 
 
@@ -26,11 +27,26 @@ def eligible_items(
         return needs if discipline != "SLP" else []
     if problem == "assistant-alone":
         return timed if discipline != "SLP" else []
+    if problem == "no-skill":
+        return [i for i, item in enumerate(items) if item[0] in UNSKILLED]
+    if problem == "wrong-code":
+        return [i for i, item in enumerate(items) if item[0] in MISCODED]
     return list(range(len(items)))
 
 
-def break_procedure(proc: Json, problem: str | None, start: datetime, minutes: int) -> None:
+def break_procedure(
+    proc: Json, problem: str | None, start: datetime, minutes: int, code: str
+) -> None:
     period = proc["performedPeriod"]
+    note = proc["note"][0]
+    if problem == "no-observation":
+        note["text"] = without_measures(note["text"])
+    elif problem == "vague-note":
+        note["text"] = "See flowsheet."
+    elif problem == "no-skill":
+        note["text"] = f"{UNSKILLED[code]} {minutes} minutes one-on-one."
+    elif problem == "wrong-code":
+        note["text"] = f"{MISCODED[code][1]} {minutes} minutes one-on-one."
     if problem == "no-time":
         del proc["performedPeriod"]
     elif problem == "datetime-only":

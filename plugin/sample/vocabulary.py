@@ -85,12 +85,12 @@ PROBLEMS = [
     "overlap", "under-8", "total-mismatch", "unmapped-code", "not-done", "no-coverage",
     "unknown-payer", "no-performer-role", "no-performer", "aide", "assistant-alone",
     "group-session", "no-body-site", "no-note", "no-observation", "no-diagnosis", "no-reason",
-    "no-goal",
+    "no-goal", "vague-note", "no-skill", "wrong-code",
 ]  # fmt: skip
 # Problems that need a timed procedure to land on.
 TIMED_PROBLEMS = {
     "no-time", "datetime-only", "end-before-start", "no-end", "no-observation", "no-note",
-    "too-long", "overlap", "under-8", "group-session", "total-mismatch",
+    "too-long", "overlap", "under-8", "group-session", "total-mismatch", "vague-note",
 }  # fmt: skip
 TOTAL_TIMED_URL = "https://theracharge.example/fhir/StructureDefinition/total-timed-minutes"
 CERTIFIED_URL = "https://theracharge.example/fhir/StructureDefinition/plan-of-care-certified"
