@@ -24,7 +24,7 @@ from plugin.errors import Invalid
 from plugin.rules.code_mapping import CodeMap, resolve_code
 from plugin.rules.episode import EpisodeRules
 from plugin.rules.findings import TIME_FINDINGS, FindingPolicy
-from plugin.rules.history import History
+from plugin.rules.history import GoalFacts, History
 from plugin.rules.model import Catalog, CodeKind, Discipline
 from plugin.rules.payers import CodingTables, Payer, PayerTable
 from plugin.rules.systems import ICD10CM, PLACE_OF_SERVICE
@@ -84,7 +84,7 @@ class VisitAssembler:
         self._roles_by_key: dict[str, tuple[fx.CodingTuple, ...]] = {}
         self._roles_by_practitioner: dict[str, tuple[fx.CodingTuple, ...]] = {}
         self._observations: dict[str, list[Measure]] = {}
-        self._goals: dict[str, list[str]] = {}
+        self._goals: dict[str, list[GoalFacts]] = {}
         self._places: dict[str, str] = {}  # Location → its CMS place-of-service code
         self._invalid: dict[str, str] = {}  # strict mode: key → what the R4B model rejected
         # The patients' episode of care (plugin.rules.episode), by patient; `history_read`
@@ -165,9 +165,12 @@ class VisitAssembler:
                     self._places[key] = code
                     break
         elif kind == "Goal":
-            subject = fx.reference(resource.get("subject"))
+            subject = self.norm(fx.reference(resource.get("subject")))
             if resource.get("lifecycleStatus") in ("proposed", "planned", "accepted", "active"):
-                self._goals.setdefault(subject or "", []).append(key)
+                addresses = tuple(
+                    r for r in (fx.reference(a) for a in resource.get("addresses") or ()) if r
+                )
+                self._goals.setdefault(subject or "", []).append(GoalFacts(key, addresses))
 
     def _key(self, resource: dict[str, Any], full_url: str | None) -> str:
         kind, rid = resource.get("resourceType"), resource.get("id")
@@ -289,7 +292,11 @@ class VisitAssembler:
             method_reason=reason,
             payer=payer,
             coverage=coverage,
-            goals=tuple(self._goals.get(patient or "", ())),
+            goals=tuple(
+                GoalFacts(g.reference, tuple(self.norm(a) or a for a in g.addresses))
+                for g in self._goals.get(patient or "", ())
+            ),
+            care_plans=self._episode.plans_of(patient),
             findings=tuple(found),
             documented_timed_minutes=self._documented_total(encounter, found),
             plan_of_care_modifiers=_modifier_policy(self.tables.payers.by_id(payer)),

@@ -25,6 +25,13 @@ def first_day(*values: object) -> date | None:
     return None
 
 
+def _references(values: object, norm: Callable[[str | None], str | None]) -> tuple[str, ...]:
+    """The references of a list of Reference elements, normalised."""
+    if not isinstance(values, list):
+        return ()
+    return tuple(r for r in (norm(fx.reference(v)) for v in values) if r)
+
+
 class EpisodeFacts:
     """Collects, per patient, what the episode rules read."""
 
@@ -128,8 +135,15 @@ class EpisodeFacts:
                     first_day(period.get("end")),
                     certified,
                     disciplines,
+                    _references(resource.get("addresses"), self.norm),
+                    _references(resource.get("goal"), self.norm),
+                    resource.get("status") == "active",
                 )
             )
+
+    def plans_of(self, patient: str | None) -> tuple[CarePlanFacts, ...]:
+        """The patient's plans of care read (active or completed)."""
+        return tuple(self.care_plans.get(patient or "", ()))
 
     def history(
         self,

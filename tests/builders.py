@@ -113,6 +113,7 @@ def goal(gid: str = "g1") -> Json:
         "lifecycleStatus": "active",
         "subject": {"reference": "Patient/p1"},
         "description": {"text": "Climb stairs without a rail"},
+        "addresses": [{"reference": "Condition/c1"}],
     }
 
 
@@ -148,6 +149,7 @@ def care_plan(
         "intent": "plan",
         "subject": {"reference": "Patient/p1"},
         "period": {"start": start, **({"end": end} if end else {})},
+        "goal": [{"reference": "Goal/g1"}],
     }
     if certified:
         resource["extension"] = [{"url": CERTIFIED_URL, "valueDate": certified}]

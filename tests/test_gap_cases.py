@@ -47,6 +47,7 @@ class GapProcedureSchema(Schema):
         load_default="quantity", validate=validate.OneOf(["quantity", "boolean"])
     )
     measure_name = fields.String(load_default=None)
+    based_on = fields.List(fields.String(), load_default=list)  # Procedure.basedOn references
 
 
 class GapExpectSchema(Schema):
@@ -67,6 +68,8 @@ class GapCaseSchema(Schema):
     procedures = fields.List(fields.Nested(GapProcedureSchema), required=True)
     diagnosis = fields.Boolean(load_default=True)
     goal = fields.Boolean(load_default=True)
+    goal_addresses = fields.String(load_default="Condition/c1")  # what the goal addresses
+    care_plan = fields.Boolean(load_default=True)  # the active plan of care, with the goal
     payer = fields.String(load_default="MEDICARE-B")
     total_timed = fields.Integer(load_default=None, strict=True)
     hours = fields.Integer(load_default=4, strict=True)
@@ -98,6 +101,8 @@ def _procedure(spec: dict[str, Any]) -> dict[str, Any]:
         resource["subject"] = {"reference": "Group/tuesday-class"}
     if spec["note"] is not None:
         resource["note"] = [{"text": spec["note"]}]
+    if spec["based_on"]:
+        resource["basedOn"] = [{"reference": r} for r in spec["based_on"]]
     return resource
 
 
@@ -127,10 +132,13 @@ def decide(case: dict[str, Any], settings: Settings) -> Decision:
         encounter,
         builders.condition(),
         builders.coverage(payer_value=case["payer"]),
-        builders.care_plan(),
     ]
+    if case["care_plan"]:
+        resources.append(builders.care_plan())
     if case["goal"]:
-        resources.append(builders.goal())
+        goal = builders.goal()
+        goal["addresses"] = [{"reference": case["goal_addresses"]}]
+        resources.append(goal)
     for spec in case["procedures"]:
         resources.append(_procedure(spec))
         if spec["measure"]:

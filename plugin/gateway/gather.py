@@ -38,6 +38,8 @@ WANTED: list[tuple[str, str, str | None]] = [
     ("_include:iterate", "Procedure:based-on", None),
     ("_revinclude:iterate", "Observation:part-of", "Observation?encounter={encounter}"),
     ("_revinclude:iterate", "Goal:subject", "Goal?subject={patient}"),
+    # the patient's plans of care: an unlinked service is goal-directed under the active one
+    ("_revinclude:iterate", "CarePlan:subject", "CarePlan?subject={patient}"),
 ]
 
 

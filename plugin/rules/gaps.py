@@ -12,7 +12,7 @@ import bisect
 import dataclasses
 import heapq
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from plugin.rules.activity import Vocabulary
 from plugin.rules.assistants import service_shares
@@ -206,16 +206,61 @@ def _necessity_gaps(service: VisitService, visit: Visit, policy: FindingPolicy) 
                 "Procedure.reasonReference",
             )
         )
-    if not service.based_on and not visit.goals:
+    unmet = _goal_not_directed(service, visit)
+    if unmet:
         found.append(
             policy.make(
-                "goal-missing",
-                f"{service.code}: no goal or plan of care linked.",
-                service.reference,
-                "Procedure.basedOn",
+                "goal-missing", f"{service.code}: {unmet}", service.reference, "Procedure.basedOn"
             )
         )
     return found
+
+
+def _goal_not_directed(service: VisitService, visit: Visit) -> str | None:
+    """Why the service is not shown goal-directed, or None when it is: it is linked to a plan
+    of care, or to a goal that addresses one of the visit's diagnoses (a linked goal that was
+    not read is taken at its word), or the patient's active plan of care on the date of service
+    addresses a diagnosis (itself or through its goals). A goal linked to nothing does not count.
+
+    Source: Pub 100-02 ch.15 §220.1.2 (the plan of care: diagnoses, long-term goals), §220.2."""
+    diagnoses = {d.reference for d in visit.diagnoses if d.reference}
+    diagnoses |= {r for r in service.reasons if r.startswith("Condition/")}
+    if not diagnoses and (service.based_on or visit.goals):
+        return None  # what the goal should address is missing: necessity-missing says so
+    goals = {g.reference: g for g in visit.goals}
+    linked_goals = [r for r in service.based_on if r.startswith("Goal/")]
+    if any(r.startswith("CarePlan/") for r in service.based_on):
+        return None
+    if any(r not in goals or diagnoses & set(goals[r].addresses) for r in linked_goals):
+        return None
+    when = service.date or visit.date_of_service
+    for plan in visit.care_plans:
+        if not plan.active or not _covers(plan.start, plan.end, when):
+            continue
+        addressed = set(plan.addresses).union(
+            *(goals[g].addresses for g in plan.goals if g in goals)
+        )
+        if diagnoses & addressed:
+            return None
+    if linked_goals:
+        return (
+            f"its goal ({', '.join(linked_goals)}) addresses none of the visit's diagnoses, "
+            "and no active plan of care of the date does."
+        )
+    if visit.goals:
+        names = ", ".join(g.reference for g in visit.goals[:3])
+        return (
+            f"linked to no goal or plan of care; the patient's goals ({names}) are linked to "
+            "neither the service nor an active plan of care addressing the diagnosis."
+        )
+    return "no goal or plan of care linked."
+
+
+def _covers(start: date | None, end: date | None, when: str | None) -> bool:
+    if when is None:
+        return True
+    day = date.fromisoformat(when[:10])
+    return (start is None or start <= day) and (end is None or day <= end)
 
 
 def _who_gaps(

@@ -26,6 +26,16 @@ class CarePlanFacts(NamedTuple):
     end: date | None  # the plan's own duration (CarePlan.period.end)
     certified: date | None  # the physician's/NPP's certification (the configured extension)
     disciplines: tuple[Discipline, ...]  # from CarePlan.category; () = any discipline
+    addresses: tuple[str, ...] = ()  # the Conditions the plan addresses (CarePlan.addresses)
+    goals: tuple[str, ...] = ()  # its Goals (CarePlan.goal)
+    active: bool = True  # status active (a completed plan informs the episode only)
+
+
+class GoalFacts(NamedTuple):
+    """A goal of the patient and the conditions it addresses (Goal.addresses)."""
+
+    reference: str
+    addresses: tuple[str, ...] = ()
 
 
 class History(NamedTuple):

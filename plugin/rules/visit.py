@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import NamedTuple
 
-from plugin.rules.history import History
+from plugin.rules.history import CarePlanFacts, GoalFacts, History
 from plugin.rules.model import Discipline, Method
 
 
@@ -157,7 +157,8 @@ class Visit:
     method_reason: str
     payer: str | None = None
     coverage: str | None = None
-    goals: tuple[str, ...] = ()
+    goals: tuple[GoalFacts, ...] = ()  # the patient's active goals, with what they address
+    care_plans: tuple[CarePlanFacts, ...] = ()  # the patient's plans of care read with the day
     findings: tuple[Finding, ...] = ()
     documented_timed_minutes: int | None = None  # the visit's own total, when the EHR sends one
     plan_of_care_modifiers: bool = True  # the payer's modifier policy (config/payers.yaml)

@@ -159,7 +159,7 @@ def _visit(
     )
     if problem != "no-goal":
         clinic.resources.append(_goal(number, patient, condition, dx_text))
-        clinic.resources.append(_care_plan(number, patient, day, discipline))
+        clinic.resources.append(_care_plan(number, patient, day, discipline, condition))
     start = datetime(day.year, day.month, day.day, 8, 0, tzinfo=CLINIC_ZONE) + timedelta(
         minutes=15 * rng.randint(0, 32)
     )
@@ -191,7 +191,7 @@ def _visit(
         clinic.resources.extend(procedures)
 
 
-def _care_plan(number: str, patient: str, day: date, discipline: str) -> Json:
+def _care_plan(number: str, patient: str, day: date, discipline: str, condition: str) -> Json:
     """The plan of care the visit's procedures are based on, with its goal: begun at the
     evaluation two weeks before, certified two days after it (Pub 100-02 ch.15 §220.1.3)."""
     first = day - timedelta(days=14)
@@ -205,6 +205,7 @@ def _care_plan(number: str, patient: str, day: date, discipline: str) -> Json:
         "period": {"start": first.isoformat()},
         "extension": [{"url": CERTIFIED_URL, "valueDate": (first + timedelta(days=2)).isoformat()}],
         "goal": [{"reference": f"Goal/goal-{number}"}],
+        "addresses": [{"reference": f"Condition/{condition}"}],
     }
 
 
