@@ -11,7 +11,7 @@ import dataclasses
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from fhir_mappings import facts as fx
@@ -21,10 +21,11 @@ from fhir_mappings.history import EpisodeFacts, first_day
 from fhir_mappings.minutes import procedure_timing
 from fhir_mappings.strict import validation_error
 from plugin.errors import Invalid
-from plugin.rules.code_mapping import CodeMap, resolve_code
+from plugin.rules.code_mapping import CodeMap, Resolution, resolve_code
+from plugin.rules.concurrency import one_on_one
 from plugin.rules.episode import EpisodeRules
 from plugin.rules.findings import TIME_FINDINGS, FindingPolicy
-from plugin.rules.history import GoalFacts, History
+from plugin.rules.history import GoalFacts, History, OtherService
 from plugin.rules.model import Catalog, CodeKind, Discipline
 from plugin.rules.payers import CodingTables, Payer, PayerTable
 from plugin.rules.systems import ICD10CM, PLACE_OF_SERVICE
@@ -93,6 +94,13 @@ class VisitAssembler:
         self.history_unread: tuple[str, ...] = ()  # types the EHR would not let us search
         self._days_by_patient: dict[str | None, list[tuple[date, Discipline | None]]] | None = None
         self._history_encounters: list[fx.EncounterFacts] = []
+        # Other patients' procedures by the same performers (one-on-one across patients): in a
+        # file, every procedure of the file; from the EHR, one search by performer and date
+        # (`add_colleague`). `colleagues_read` False: not read, the check is not made.
+        self.colleagues_read = True
+        self._elsewhere: list[fx.ProcedureFacts] = []
+        self._by_performer: dict[str, list[OtherService]] | None = None
+        self._codes: dict[str, Resolution] = {}  # procedure → its billing code, resolved once
         self._episode = EpisodeFacts(tables.episode, tables.coding_tables.service_types, self.norm)
 
     # --- collecting -------------------------------------------------------------------------
@@ -129,6 +137,17 @@ class VisitAssembler:
                 self._episode.is_report(resource, key)  # recorded when it is one; never a service
             elif kind in ("ChargeItem", "CarePlan", "Observation", "DocumentReference"):
                 self._take(kind, resource, key)
+        except (TypeError, AttributeError, ValueError, KeyError) as exc:
+            raise InvalidResource(key, validation_error(resource) or type(exc).__name__) from exc
+
+    def add_colleague(self, resource: dict[str, Any]) -> None:
+        """Take a procedure of another patient by a performer of the day (read from the EHR):
+        it informs the one-on-one check, never becomes a service of a visit."""
+        if resource.get("resourceType") != "Procedure":
+            return
+        key = self._key(resource, None)
+        try:
+            self._elsewhere.append(fx.procedure_facts(resource, key, self.tables.minutes_extension))
         except (TypeError, AttributeError, ValueError, KeyError) as exc:
             raise InvalidResource(key, validation_error(resource) or type(exc).__name__) from exc
 
@@ -306,6 +325,8 @@ class VisitAssembler:
             progress_reports_required=bool(payer_rules and payer_rules.progress_reports_required),
             kx_threshold=bool(payer_rules and payer_rules.kx_threshold),
             history=self.history_of(patient),
+            colleagues=self._colleagues(patient, services),
+            group_code=payer_rules.group_code if payer_rules else "97150",
             **_ncci_policy(self.tables.payers.by_id(payer)),
         )
 
@@ -379,12 +400,73 @@ class VisitAssembler:
             return None
         return int(amount)
 
+    def _colleagues(
+        self, patient: str | None, services: tuple[VisitService, ...]
+    ) -> tuple[OtherService, ...] | None:
+        """The other patients' one-on-one services by this visit's performers that overlap its
+        services (None when they were not read). The index by performer is built once."""
+        if not self.colleagues_read:
+            return None
+        if self._by_performer is None:
+            self._by_performer = self._performer_index()
+        found: dict[str, OtherService] = {}
+        own = {s.reference for s in services}
+        for service in services:
+            if service.start is None or service.end is None:
+                continue
+            for performer in service.performers:
+                for other in self._by_performer.get(performer.reference or "", ()):
+                    if (
+                        other.patient != patient
+                        and other.reference not in own
+                        and other.start < service.end
+                        and other.end > service.start
+                    ):
+                        found.setdefault(f"{other.reference}|{other.performer}", other)
+        return tuple(found.values())
+
+    def _performer_index(self) -> dict[str, list[OtherService]]:
+        """Every completed one-on-one timed procedure read, by performer."""
+        index: dict[str, list[OtherService]] = {}
+        seen: set[str] = set()
+        for procedure in (*self._procedures, *self._elsewhere):
+            if procedure.key in seen or procedure.status != "completed" or not procedure.performers:
+                continue
+            seen.add(procedure.key)
+            code = self._code_of(procedure)
+            if not one_on_one(code, self.tables.catalog):
+                continue
+            start, end = _period(procedure)
+            if start is None or end is None or end <= start:
+                continue
+            # the visit's patient (a group procedure's subject is the Group)
+            encounter = self._encounters.get(self.norm(procedure.encounter) or "")
+            patient = self.norm(encounter.subject if encounter else procedure.subject)
+            for performer in procedure.performers:
+                ref = self.norm(performer.actor)
+                if ref:
+                    index.setdefault(ref, []).append(
+                        OtherService(procedure.key, patient, ref, code or "", start, end)
+                    )
+        return index
+
+    def _code_of(self, procedure: fx.ProcedureFacts) -> str | None:
+        return self._resolution(procedure).code
+
+    def _resolution(self, procedure: fx.ProcedureFacts) -> Resolution:
+        """The procedure's billing code and how it was found, resolved once per procedure."""
+        found = self._codes.get(procedure.key)
+        if found is None:
+            pairs = [(s, c) for s, c, _ in procedure.codings]
+            found = resolve_code(pairs, self.tables.catalog, self.tables.code_map)
+            self._codes[procedure.key] = found
+        return found
+
     def _service(
         self, procedure: fx.ProcedureFacts, day: str | None, service_type: Discipline | None
     ) -> VisitService:
         found: list[Finding] = self._invalid_findings(procedure.key, "Procedure")
-        pairs = [(s, c) for s, c, _ in procedure.codings]
-        resolution = resolve_code(pairs, self.tables.catalog, self.tables.code_map)
+        resolution = self._resolution(procedure)
         if procedure.status != "completed":
             found.append(
                 self.tables.findings.make(
@@ -575,6 +657,16 @@ def _modifier_policy(payer: Payer | None) -> bool:
 def _assistant_policy(payer: Payer | None) -> bool:
     """CQ/CO only for a payer whose entry asks for them (config/payers.yaml)."""
     return payer.assistant_modifiers if payer else False
+
+
+def _period(procedure: fx.ProcedureFacts) -> tuple[datetime | None, datetime | None]:
+    """The procedure's performedPeriod as instants (None where missing or unreadable)."""
+    try:
+        start = parse_instant(procedure.performed_start) if procedure.performed_start else None
+        end = parse_instant(procedure.performed_end) if procedure.performed_end else None
+    except FhirValueError:
+        return None, None
+    return start, end
 
 
 def _instant(

@@ -41,6 +41,8 @@ def _serve(types: list[str], batch: bool, resources: list[dict[str, Any]]) -> No
         f"{BASE}/Encounter",
         json={"resourceType": "Bundle", "entry": [{"resource": r} for r in resources]},
     )
+    # the performers' services for other patients (one-on-one check): none
+    responses.get(f"{BASE}/Procedure", json={"resourceType": "Bundle", "entry": []})
 
 
 def _record() -> list[dict[str, Any]]:

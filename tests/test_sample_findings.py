@@ -40,6 +40,7 @@ EXPECTED = {
     "vague-note": "description-vague",
     "no-skill": "skill-not-shown",
     "wrong-code": "code-choice-review",
+    "concurrent": "concurrent-patients",
 }
 
 

@@ -193,6 +193,29 @@ class Gatherer:
                 gathered.capped = True
         return gathered
 
+    def colleagues(self, performers: Iterable[str], date: str) -> Gathered:
+        """The procedures of the performers around a date of service, in one search (the day
+        before and after as well: a server may compare in UTC), for the one-on-one check across
+        patients. Nothing when the server does not search Procedure."""
+        _, _, searchable = self.supported()
+        wanted = sorted(set(performers))
+        if not wanted or (searchable and "Procedure" not in searchable):
+            return Gathered([], unread=("Procedure",) if wanted else ())
+        day = dt.date.fromisoformat(date)
+        since, until = (day - dt.timedelta(days=1)).isoformat(), (day + dt.timedelta(days=1))
+        query = "Procedure?" + urlencode(
+            [
+                ("performer", ",".join(wanted)),
+                ("date", f"ge{since}"),
+                ("date", f"le{until}"),
+                ("status", "completed"),
+                ("_count", "500"),
+            ],
+            safe="/,",
+        )
+        page = self.client.search(query)
+        return Gathered(list(iter_resources(page.entries)), capped=page.capped)
+
     def _search(self, params: list[tuple[str, str]]) -> Gathered:
         path, fallbacks = self.query(*params)
         page = self.client.search(path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -26,6 +25,7 @@ from plugin.gateway.gather import (
 from plugin.jsontypes import Json
 from plugin.pipeline.stages import decide, render_context, translate_tables
 from plugin.render.report import day_report
+from plugin.rules.concurrency import one_on_one
 from plugin.rules.day import day_for
 from plugin.rules.decision import Decision
 from plugin.rules.visit import Visit
@@ -123,10 +123,12 @@ def run_day(
     while True:
         attempt += 1
         resources, capped, alone, unread = _read_day(source, prefetched, encounter_id)
-        history = None if alone else _HistoryReader(settings, source.gatherer)
-        decision = decide_gathered(settings, resources, encounter_id, history)
-        if history is not None and history.error and unread is None:
-            unread = f"the patient's history: {history.error}"
+        if unread is not None:
+            unread = f"the patient's other visits of the day: {unread}"
+        reader = None if alone else EhrReader(settings, source.gatherer)
+        decision = decide_gathered(settings, resources, encounter_id, reader)
+        if reader is not None and reader.error and unread is None:
+            unread = f"the patient's history or the performers' other services: {reader.error}"
         if mode is WriteMode.PREVIEW:
             return DayRun(decision, None, False, attempt, capped, alone, None, configuration)
         base = source.gatherer.client.base_url if source.gatherer else ""
@@ -145,7 +147,7 @@ def run_day(
             if source.gatherer is None:
                 raise DayUnreadable("no FHIR server to write to")
             if unread is not None:
-                raise DayUnreadable(f"the patient's other visits of the day: {unread}")
+                raise DayUnreadable(unread)
             answer = source.gatherer.client.transaction(plan.bundle)
             if _created_elsewhere(plan.bundle, answer):
                 sent = plan
@@ -218,19 +220,18 @@ def _merged(read: list[Json], prefetched: list[Json]) -> list[Json]:
     return read + [r for r in prefetched if (r.get("resourceType"), r.get("id")) not in have]
 
 
-HistoryReader = Callable[[str, str], "Gathered | None"]
-
-
-class _HistoryReader:
-    """Reads a patient's episode around a date from the EHR; None (and `error`) when the EHR
-    fails: the day is then decided without it, and not written (run_day)."""
+class EhrReader:
+    """Reads what a billing day needs beyond its own resources: the patient's episode (history)
+    and the performers' services for other patients (one-on-one). On a failure the reader
+    records `error` and returns None: the day is decided without it, and not written
+    (run_day)."""
 
     def __init__(self, settings: Settings, gatherer: Gatherer | None) -> None:
         self.rules = settings.episode
         self.gatherer = gatherer
         self.error: str | None = None
 
-    def __call__(self, patient: str, date: str) -> Gathered | None:
+    def history(self, patient: str, date: str) -> Gathered | None:
         if self.gatherer is None:
             return None
         try:
@@ -242,26 +243,55 @@ class _HistoryReader:
             self.error = str(exc)
             return None
 
+    def colleagues(self, performers: list[str], date: str) -> Gathered | None:
+        if self.gatherer is None:
+            return None
+        try:
+            return self.gatherer.colleagues(performers, date)
+        except FhirError as exc:
+            log.warning("reading the performers' other services failed: %s", exc)
+            self.error = str(exc)
+            return None
+
 
 def decide_gathered(
     settings: Settings,
     resources: list[Json],
     encounter_id: str,
-    history: HistoryReader | None = None,
+    reader: EhrReader | None = None,
 ) -> Decision:
-    """The decision of the encounter's billing day among the resources read. When the day's
-    payer applies the episode rules (plan of care, progress reports, KX), the patient's history
-    is read with `history` (one batch) and the day decided with it; without a reader the
-    episode rules say they were not checked."""
-    # The history is read and assembled only for a payer whose episode rules need it.
-    visits = _day_visits(settings, resources, encounter_id, read=False)
+    """The decision of the encounter's billing day among the resources read. With a reader,
+    the performers' services for other patients are read (one search) for the one-on-one
+    check, and, when the day's payer applies the episode rules (plan of care, progress reports,
+    KX), the patient's history (one batch); without one, those checks say they were not made."""
+    visits = _day_visits(settings, resources, encounter_id)
+    if reader is None:
+        return decide(settings, visits)
     first = visits[0]
     wanted = first.plan_of_care_required or first.progress_reports_required or first.kx_threshold
-    if wanted and history is not None and first.patient and first.date_of_service:
-        extra = history(first.patient, first.date_of_service)
-        if extra is not None:
-            visits = _day_visits(settings, resources, encounter_id, extra)
+    history = colleagues = None
+    if wanted and first.patient and first.date_of_service:
+        history = reader.history(first.patient, first.date_of_service)
+    performers = _one_on_one_performers(visits, settings)
+    if performers and first.date_of_service:
+        colleagues = reader.colleagues(performers, first.date_of_service)
+    if history is not None or colleagues is not None:
+        visits = _day_visits(settings, resources, encounter_id, history, colleagues)
     return decide(settings, visits)
+
+
+def _one_on_one_performers(visits: tuple[Visit, ...], settings: Settings) -> list[str]:
+    """The performers of the day's one-on-one timed services (whose other patients matter)."""
+    return sorted(
+        {
+            p.reference
+            for v in visits
+            for s in v.services
+            if one_on_one(s.code, settings.catalog)
+            for p in s.performers
+            if p.reference and p.reference.startswith("Practitioner")
+        }
+    )
 
 
 def _day_visits(
@@ -269,18 +299,22 @@ def _day_visits(
     resources: list[Json],
     encounter_id: str,
     history: Gathered | None = None,
-    read: bool = True,
+    colleagues: Gathered | None = None,
 ) -> tuple[Visit, ...]:
-    """The day's visits among the resources, with the patient's history read from the EHR
-    (`read` False: it could not be read, and the visits carry none)."""
+    """The day's visits among the resources, with the patient's history and the performers'
+    other services read from the EHR (each None: not read, and the visits carry none)."""
     assembler = VisitAssembler(translate_tables(settings))
-    assembler.history_read = read
+    assembler.history_read = history is not None
+    assembler.colleagues_read = colleagues is not None
     for resource in resources:
         assembler.add(resource)
     if history is not None:
         assembler.history_unread = history.unread
         for resource in history.resources:
             assembler.add_history(resource)
+    if colleagues is not None:
+        for resource in colleagues.resources:
+            assembler.add_colleague(resource)
     wanted = f"Encounter/{encounter_id}"
     visits = day_for(assembler.visits(), wanted)
     if visits is None:

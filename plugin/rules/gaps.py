@@ -16,6 +16,7 @@ from datetime import date, datetime, timedelta
 
 from plugin.rules.activity import Vocabulary
 from plugin.rules.assistants import service_shares
+from plugin.rules.concurrency import concurrent_gaps
 from plugin.rules.documentation import documentation_gaps
 from plugin.rules.findings import FindingPolicy
 from plugin.rules.model import POOLED_KINDS, Catalog, CodeKind, Discipline, UnitsResult
@@ -86,6 +87,7 @@ def _service_gaps(
     found += _what_gaps(service, definition.is_timed, definition.body_site, policy)
     if definition.is_timed:
         found += documentation_gaps(service, code, policy, vocabulary)
+    found += concurrent_gaps(service, visit, catalog, policy)
     found += _necessity_gaps(service, visit, policy)
     found += _who_gaps(service, definition.disciplines, policy)
     if visit.assistant_modifiers and service_shares(service) is None:

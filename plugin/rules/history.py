@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import NamedTuple
 
@@ -48,3 +48,15 @@ class History(NamedTuple):
     reports: tuple[tuple[date, str], ...] = ()  # (date, reference) of progress reports
     # resource types the EHR would not let us search: the rules that need them are not checked
     unread: tuple[str, ...] = ()
+
+
+class OtherService(NamedTuple):
+    """A service of another patient by a performer of this visit (read from the file, or from
+    the EHR with one search by performer and date)."""
+
+    reference: str
+    patient: str | None
+    performer: str
+    code: str
+    start: datetime
+    end: datetime

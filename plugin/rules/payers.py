@@ -35,6 +35,9 @@ class Payer:
     plan_of_care_required: bool = False
     progress_reports_required: bool = False
     kx_threshold: bool = False
+    # The code for services given to two or more patients at once (concurrent-patients
+    # suggests it): 97150 for Medicare (Pub 100-02 ch.15 §230.1 A, §230.2 A)
+    group_code: str = "97150"
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import NamedTuple
 
-from plugin.rules.history import CarePlanFacts, GoalFacts, History
+from plugin.rules.history import CarePlanFacts, GoalFacts, History, OtherService
 from plugin.rules.model import Discipline, Method
 
 
@@ -174,6 +174,10 @@ class Visit:
     # The patient's episode as read (earlier visits, care plans, reports, the year's charges);
     # None when it could not be read (a hook decided without the EHR)
     history: History | None = None
+    # Other patients' services by this visit's performers around its date (from the file, or
+    # one search of the EHR); None when they could not be read (one-on-one not checked)
+    colleagues: tuple[OtherService, ...] | None = None
+    group_code: str = "97150"  # the payer's code for two or more patients at once
 
     @property
     def encounter_id(self) -> str:

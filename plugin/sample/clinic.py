@@ -12,7 +12,8 @@ import random
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
+from typing import Any
 
 from plugin.jsontypes import Json
 from plugin.rules.systems import CPT, HCPCS, ICD10CM, NUCC, SNOMED
@@ -53,7 +54,13 @@ class SampleSpec:
 class _Clinic:
     rng: random.Random
     resources: list[Json] = field(default_factory=list)
-    staff: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # role code → ids
+    hired: dict[str, int] = field(default_factory=dict)  # discipline → therapists employed
+    # (day, discipline) → [when free, therapist number] of each therapist: one patient at a
+    # time, so a clean sample never bills one-on-one time for two patients at once
+    free: dict[tuple[date, str], list[list[Any]]] = field(default_factory=dict)
+
+
+DAY_STARTS, LAST_START = time(8, 0), time(17, 0)  # the clinic's day; later bookings hire
 
 
 def generate(spec: SampleSpec) -> Iterator[Json]:
@@ -68,7 +75,9 @@ def generate(spec: SampleSpec) -> Iterator[Json]:
     _staff(clinic)
     yield from clinic.resources
     width = max(4, len(str(spec.visits)))
-    for number in range(1, spec.visits + 1):
+    number = 0
+    while number < spec.visits:
+        number += 1
         clinic.resources = []
         problem = None
         if clinic.rng.random() < spec.problem_rate:
@@ -76,8 +85,60 @@ def generate(spec: SampleSpec) -> Iterator[Json]:
         day = spec.start + timedelta(days=(number - 1) % max(1, spec.days))
         # Drawn only when asked for, so samples without second visits stay as they were.
         second = bool(spec.second_visits) and clinic.rng.random() < spec.second_visits
-        _visit(clinic, f"{number:0{width}d}", day, problem, second)
+        name = f"{number:0{width}d}"
+        discipline, slot, booked, landed = _visit(clinic, name, day, problem, second)
+        if landed == "concurrent":  # another patient, the same therapist, the same minutes
+            alongside: list[Json] = []
+            if number < spec.visits:
+                number += 1  # the other patient's visit is one of the sample's visits
+                other = f"{number:0{width}d}"
+                _, _, alongside, _ = _visit(clinic, other, day, landed, False, (discipline, slot))
+            if not _one_on_one_overlap(booked, alongside):
+                _untag(clinic.resources)  # no other visit, or no one-on-one minute shared
         yield from clinic.resources
+
+
+# The sample's codes billed one-on-one (timed, not a supervised modality), as it writes them
+_ONE_ON_ONE = {
+    code
+    for plan in PLANS.values()
+    for cpt, snomed, local, minutes in plan
+    if minutes is not None
+    for code in (cpt, snomed, local)
+    if code
+}
+
+
+def _one_on_one_overlap(first: list[Json], second: list[Json]) -> bool:
+    """Two visits' procedures by one performer share at least one whole minute of one-on-one
+    timed service."""
+
+    def blocks(procedures: list[Json]) -> list[tuple[str, datetime, datetime]]:
+        return [
+            (
+                performer["actor"]["reference"],
+                datetime.fromisoformat(p["performedPeriod"]["start"]),
+                datetime.fromisoformat(p["performedPeriod"]["end"]),
+            )
+            for p in procedures
+            if p.get("resourceType") == "Procedure"
+            and p["code"]["coding"][0]["code"] in _ONE_ON_ONE
+            and "end" in p.get("performedPeriod", {})
+            for performer in p.get("performer", ())
+        ]
+
+    minute = timedelta(minutes=1)
+    return any(
+        a_who == b_who and min(a_end, b_end) - max(a_start, b_start) >= minute
+        for a_who, a_start, a_end in blocks(first)
+        for b_who, b_start, b_end in blocks(second)
+    )
+
+
+def _untag(resources: list[Json]) -> None:
+    for resource in resources:
+        if resource.get("resourceType") == "Encounter":
+            resource.pop("meta", None)
 
 
 def _organisations(clinic: _Clinic) -> None:
@@ -96,36 +157,75 @@ def _organisations(clinic: _Clinic) -> None:
 
 
 def _staff(clinic: _Clinic) -> None:
-    for discipline, (lead, assistant) in ROLES.items():
-        for code in (lead, assistant):
-            if code is None:
-                continue
-            for n in (1, 2):
-                pid = f"{discipline.lower()}-{code.lower()}-{n}"
-                clinic.resources.append(
-                    {
-                        "resourceType": "Practitioner",
-                        "id": pid,
-                        "name": [{"family": f"Staff{n}", "given": [f"{discipline}{code[:4]}"]}],
-                    }
-                )
-                clinic.resources.append(
-                    {
-                        "resourceType": "PractitionerRole",
-                        "id": f"role-{pid}",
-                        "practitioner": {"reference": f"Practitioner/{pid}"},
-                        "organization": {"reference": "Organization/clinic"},
-                        "code": [{"coding": [{"system": NUCC, "code": code}]}],
-                    }
-                )
-                clinic.staff.setdefault(code, []).append((pid, code))
+    for discipline in ROLES:
+        for _ in (1, 2):
+            _hire(clinic, discipline)
+
+
+def _staff_id(discipline: str, code: str, number: int) -> str:
+    return f"{discipline.lower()}-{code.lower()}-{number}"
+
+
+def _hire(clinic: _Clinic, discipline: str) -> int:
+    """A therapist of the discipline and, where it has them, the assistant who works with
+    them: their Practitioner and PractitionerRole resources join the current output."""
+    number = clinic.hired.get(discipline, 0) + 1
+    clinic.hired[discipline] = number
+    for code in ROLES[discipline]:
+        if code is None:
+            continue
+        pid = _staff_id(discipline, code, number)
+        clinic.resources.append(
+            {
+                "resourceType": "Practitioner",
+                "id": pid,
+                "name": [{"family": f"Staff{number}", "given": [f"{discipline}{code[:4]}"]}],
+            }
+        )
+        clinic.resources.append(
+            {
+                "resourceType": "PractitionerRole",
+                "id": f"role-{pid}",
+                "practitioner": {"reference": f"Practitioner/{pid}"},
+                "organization": {"reference": "Organization/clinic"},
+                "code": [{"coding": [{"system": NUCC, "code": code}]}],
+            }
+        )
+    return number
+
+
+def _book(clinic: _Clinic, discipline: str, day: date, not_before: datetime) -> list[Any]:
+    """The therapist free first from `not_before` on: [start, number]; one is hired when every
+    therapist's day is full. The caller moves the slot's time on past the visit."""
+    opens = datetime.combine(day, DAY_STARTS, tzinfo=CLINIC_ZONE)
+    slots = clinic.free.setdefault(
+        (day, discipline), [[opens, n] for n in range(1, clinic.hired[discipline] + 1)]
+    )
+    slot = min(slots, key=lambda s: (max(s[0], not_before), s[1]))
+    start = max(slot[0], not_before)
+    if start.time() > LAST_START or start.date() != day:
+        slot = [opens, _hire(clinic, discipline)]
+        slots.append(slot)
+        start = max(opens, not_before)
+    slot[0] = start
+    return slot
 
 
 def _visit(
-    clinic: _Clinic, number: str, day: date, problem: str | None, second: bool = False
-) -> None:
+    clinic: _Clinic,
+    number: str,
+    day: date,
+    problem: str | None,
+    second: bool = False,
+    alongside: tuple[str, list[Any]] | None = None,
+) -> tuple[str, list[Any], list[Json], str | None]:
+    """One patient's visit; `alongside` (discipline, booked slot) puts it in the same minutes
+    as another patient's with the same therapist (the planted `concurrent` problem). Returns
+    the discipline, the slot, the procedures and the problem that landed (None: none)."""
     rng = clinic.rng
     discipline = rng.choices(["PT", "OT", "SLP"], weights=[6, 3, 2])[0]
+    if alongside is not None:
+        discipline = alongside[0]
     patient, encounter = f"pat-{number}", f"enc-{number}"
     clinic.resources.append(
         {
@@ -160,12 +260,19 @@ def _visit(
     if problem != "no-goal":
         clinic.resources.append(_goal(number, patient, condition, dx_text))
         clinic.resources.append(_care_plan(number, patient, day, discipline, condition))
-    start = datetime(day.year, day.month, day.day, 8, 0, tzinfo=CLINIC_ZONE) + timedelta(
-        minutes=15 * rng.randint(0, 32)
-    )
+    opens = datetime.combine(day, DAY_STARTS, tzinfo=CLINIC_ZONE)
+    if alongside is not None:
+        slot = alongside[1]
+        start = slot[2]
+    else:
+        slot = _book(clinic, discipline, day, opens + timedelta(minutes=rng.choice([0, 15, 30])))
+        start = slot[0]
+    staff = _care_team(clinic, discipline, slot[1], problem)
     procedures, end, problem, timed_total = _procedures(  # problem: None if it found no place
-        clinic, number, discipline, patient, encounter, condition, start, problem, payer
+        clinic, number, discipline, patient, encounter, condition, start, problem, payer, staff
     )
+    slot[0] = max(slot[0], end + timedelta(minutes=5))
+    slot[2:] = [start]  # where a visit alongside this one starts
     enc = _encounter(encounter, discipline, patient, start, end)
     if problem == "outside-encounter":
         enc["period"]["start"] = (start + timedelta(minutes=3)).isoformat()
@@ -179,16 +286,42 @@ def _visit(
         enc["meta"] = {"tag": [{"system": PROBLEM_TAG, "code": problem}]}
     clinic.resources.append(enc)
     clinic.resources.extend(procedures)
+    booked = procedures
     if second and problem is None:  # a clean morning, then an afternoon session
-        later = end + timedelta(hours=4)
+        pm_slot = _book(clinic, discipline, day, end + timedelta(hours=4))
+        later = pm_slot[0]
         pm = f"{encounter}-pm"
         procedures, pm_end, _, _ = _procedures(
-            clinic, f"{number}-pm", discipline, patient, pm, condition, later, None, payer, number
+            clinic,
+            f"{number}-pm",
+            discipline,
+            patient,
+            pm,
+            condition,
+            later,
+            None,
+            payer,
+            _care_team(clinic, discipline, pm_slot[1], None),
+            number,
         )
+        pm_slot[0] = pm_end + timedelta(minutes=5)
         visit = _encounter(pm, discipline, patient, later, pm_end)
         visit["diagnosis"] = [{"condition": {"reference": f"Condition/{condition}"}, "rank": 1}]
         clinic.resources.append(visit)
         clinic.resources.extend(procedures)
+    return discipline, slot, booked, problem
+
+
+def _care_team(
+    clinic: _Clinic, discipline: str, number: int, problem: str | None
+) -> tuple[str, str | None]:
+    """The booked therapist, and their assistant when one takes part (30 % of visits; every
+    timed service in `assistant-alone`)."""
+    lead, assistant = ROLES[discipline]
+    helper = None
+    if assistant and (clinic.rng.random() < 0.3 or problem == "assistant-alone"):
+        helper = _staff_id(discipline, assistant, number)
+    return _staff_id(discipline, lead, number), helper
 
 
 def _care_plan(number: str, patient: str, day: date, discipline: str, condition: str) -> Json:
@@ -257,6 +390,7 @@ def _procedures(
     start: datetime,
     problem: str | None,
     payer: str,
+    staff: tuple[str, str | None],
     plan_number: str | None = None,
 ) -> tuple[list[Json], datetime, str | None, int]:
     rng = clinic.rng
@@ -274,9 +408,7 @@ def _procedures(
                 None,
             )
         )
-    lead, assistant = ROLES[discipline]
-    clinician = rng.choice(clinic.staff[lead])[0]
-    helper = rng.choice(clinic.staff[assistant])[0] if assistant and rng.random() < 0.3 else None
+    clinician, helper = staff
     # The procedure a procedure-level problem lands on: a timed one for problems of time and of
     # objective measures, so that every problem the sample announces is one a checker must see.
     eligible = eligible_items(problem, items, discipline)
@@ -284,8 +416,6 @@ def _procedures(
         problem = None  # nothing this problem can land on: the visit stays clean, and untagged
         eligible = list(range(len(items)))
     broken = rng.choice(eligible)
-    if problem == "assistant-alone":
-        helper = rng.choice(clinic.staff[assistant or lead])[0]
     timed_total = 0
     resources: list[Json] = []
     cursor = start

@@ -53,6 +53,10 @@ class PayerSchema(Schema):
     gap_severity = fields.Dict(
         keys=fields.String(), values=fields.Enum(Severity, by_value=True), load_default=dict
     )
+    # the code for two or more patients treated at once (concurrent-patients suggests it)
+    group_code = fields.String(
+        load_default="97150", validate=validate.Regexp(r"^[A-Z0-9]{5}$", error="a CPT code")
+    )
 
 
 class PayerTableSchema(Schema):
@@ -98,6 +102,7 @@ class PayerTableSchema(Schema):
                     plan_of_care_required=p["episode"]["plan_of_care"],
                     progress_reports_required=p["episode"]["progress_reports"],
                     kx_threshold=p["episode"]["kx"],
+                    group_code=p["group_code"],
                 )
                 for p in data["payers"]
             ),

@@ -159,7 +159,8 @@ def test_per_encounter_charge_items_are_taken_over_in_one_transaction(
     gatherer.supported()
     sent = gatherer.client.requests_sent
     done = decide(live_settings, gatherer, "e1")
-    assert gatherer.client.requests_sent - sent == 3  # the encounter, its day, one transaction
+    # the encounter, its day, the performers' other services (one search), one transaction
+    assert gatherer.client.requests_sent - sent == 4
     assert done.plan is not None
     assert (done.plan.voided, done.plan.created) == (["e1/2026-11-02/PT/97110"], [f"{DAY}/97110"])
     items = day_items(ehr, live_settings) | {
@@ -211,7 +212,8 @@ def test_the_hook_a_notification_and_the_cli_converge_on_the_same_charge_items(
     assert state.worker is not None
     state.worker.gatherer().client.requests_sent = 0  # type: ignore[union-attr]
     assert state.worker.run_once()
-    assert state.worker.gatherer().client.requests_sent == 1  # type: ignore[union-attr]
+    # the day's search and the performers' other services (one search); nothing to write
+    assert state.worker.gatherer().client.requests_sent == 2  # type: ignore[union-attr]
     assert state.store.runs("e2")[0].outcome == "unchanged"
 
     payers = state.store.config_current("payers", "payers")
@@ -366,6 +368,8 @@ def test_the_assistant_and_episode_edits_reach_the_ehrs_charge_items_and_a_rerun
             visit=builders.encounter(f"{pid}-e", MORNING),
         )  # fmt: skip
         text = json.dumps(record).replace('"Patient/p1"', f'"Patient/{pid}"')
+        # each patient's own therapist: one therapist at 08:10 for all would be concurrent
+        text = text.replace('"Practitioner/pt1"', f'"Practitioner/pt-{pid}"')
         for name, kind in (("c1", "Condition"), ("g1", "Goal"), ("cov1", "Coverage")):
             text = text.replace(f'"{kind}/{name}"', f'"{kind}/{pid}-{name}"')
             text = text.replace(f'"id": "{name}"', f'"id": "{pid}-{name}"')

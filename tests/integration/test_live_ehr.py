@@ -170,24 +170,30 @@ def test_eight_parallel_runs_of_one_encounter_leave_one_charge_item_per_line(
 
 
 def test_one_read_and_at_most_one_write_per_triggered_day(
-    live_settings: Settings, gatherer: Gatherer
+    ehr: Ehr, live_settings: Settings, gatherer: Gatherer
 ) -> None:
+    coverage = ehr.search("Coverage?_id=cov-0005")[0]  # a Medicare day, whatever the sample drew
+    coverage["payor"] = [{"reference": "Organization/payer-medicare-b"}]
+    ehr.post({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": coverage, "request": {"method": "PUT", "url": "Coverage/cov-0005"}}
+    ]})  # fmt: skip
     gatherer.supported()  # the CapabilityStatement is read once per server, not per encounter
     client = gatherer.client
     named = DaySource(gatherer, None, ("Patient/pat-0005", "2026-11-02"))
     sent = client.requests_sent
     first = run_day(live_settings, "enc-0005", named, WriteMode.WRITE, ENTERED, "notification")
     assert first.written
-    # a Medicare day: its episode rules read the patient's history too, in one batch
+    # a Medicare day: its episode rules read the patient's history too, in one batch; the
+    # performers' services for other patients in one search (one-on-one across patients)
     assert first.decision.visit.payer == "medicare-part-b"
-    assert client.requests_sent - sent == 3  # the day's search, the history batch, a transaction
+    assert client.requests_sent - sent == 4  # the day, the history, the performers', a write
     sent = client.requests_sent
     again = run_day(live_settings, "enc-0005", named, WriteMode.WRITE, ENTERED, "notification")
     assert not again.written
-    assert client.requests_sent - sent == 2  # the two reads, nothing to write
+    assert client.requests_sent - sent == 3  # the three reads, nothing to write
     sent = client.requests_sent
     run(live_settings, gatherer, "enc-0005")  # named by id only: its day is read first
-    assert client.requests_sent - sent == 3  # the encounter, its day, the history
+    assert client.requests_sent - sent == 4  # the encounter, its day, the history, performers'
 
 
 def test_the_server_stopping_mid_run_is_a_clear_error_with_no_partial_writes(

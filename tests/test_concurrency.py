@@ -1,0 +1,176 @@
+"""One-on-one across patients: the cases of tests/cases/concurrency.yaml decided as a file, and
+the EHR path (one search for the performers' other services; a failed search writes nothing)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+import responses
+from marshmallow import Schema, fields, validate
+
+from fhir_mappings.assemble import VisitAssembler
+from plugin.config.files import Settings
+from plugin.gateway.client import FhirClient
+from plugin.gateway.gather import WANTED, Gatherer
+from plugin.pipeline.billing_day import DaySource, WriteMode, run_day
+from plugin.pipeline.stages import decide, translate_tables
+from plugin.rules.day import days_of
+from plugin.rules.visit import Severity
+from tests import builders
+from tests.case_schema import load_cases
+
+DAY = "2026-11-02"
+BASE = "https://ehr.example.org/fhir"
+
+
+class ServiceSchema(Schema):
+    code = fields.String(required=True)
+    start = fields.String(required=True)
+    minutes = fields.Integer(required=True, strict=True)
+    performer = fields.String(load_default="pt1")
+
+
+class ExpectSchema(Schema):
+    held = fields.List(fields.String(), required=True)
+    suggested = fields.String()
+
+
+class CaseSchema(Schema):
+    name = fields.String(required=True, validate=validate.Length(min=10))
+    payer = fields.String(load_default="MEDICARE-B")
+    patients = fields.Dict(
+        keys=fields.String(), values=fields.List(fields.Nested(ServiceSchema)), required=True
+    )
+    expect = fields.Nested(ExpectSchema, required=True)
+
+
+CASES = load_cases("concurrency.yaml", CaseSchema())
+
+
+def _patient_record(patient: str, services: list[dict[str, Any]], payer: str) -> list[Any]:
+    """A complete record of one patient's visit, every id made the patient's own."""
+    procedures = []
+    for n, spec in enumerate(services, start=1):
+        resource = builders.procedure(
+            f"{patient}-proc{n}",
+            spec["code"],
+            f"{DAY}T{spec['start']}:00-05:00",
+            spec["minutes"],
+            encounter_id=f"{patient}-e1",
+        )
+        resource["performer"] = [
+            builders.performer(f"Practitioner/{spec['performer']}", "225100000X")
+        ]
+        procedures.append(resource)
+    record = builders.complete_record(*procedures, visit=builders.encounter(f"{patient}-e1"))
+    text = json.dumps(record)
+    for kind in ("Patient", "Condition", "Goal", "Coverage", "CarePlan", "Observation"):
+        text = text.replace(f'"{kind}/', f'"{kind}/{patient}-').replace(
+            f'"resourceType": "{kind}", "id": "', f'"resourceType": "{kind}", "id": "{patient}-'
+        )
+    out: list[Any] = json.loads(text)
+    for resource in out:
+        if resource["resourceType"] == "Coverage":
+            resource["payor"][0]["identifier"]["value"] = payer
+    return out
+
+
+def _decide_file(case: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    assembler = VisitAssembler(translate_tables(settings))
+    for patient, services in case["patients"].items():
+        for resource in _patient_record(patient, services, case["payer"]):
+            assembler.add(resource)
+    return {day[0].patient: decide(settings, day) for day in days_of(assembler.visits())}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_case(case: dict[str, Any], settings: Settings) -> None:
+    decisions = _decide_file(case, settings)
+    held = []
+    for patient, decision in decisions.items():
+        found = [f for f in decision.findings if f.code == "concurrent-patients"]
+        if found:
+            held.append(patient.split("/")[-1].split("-")[0])  # Patient/p2-p1 → p2
+            assert all(f.severity is Severity.HOLD for f in found)
+            assert {f.suggested_code for f in found} == {case["expect"]["suggested"]}
+            assert all(ln.status.value == "planned" for ln in decision.lines if ln.units)
+            assert "treated another patient in the same minutes" in found[0].message
+        else:
+            assert all(f.code != "concurrent-patients" for f in decision.findings)
+    assert sorted(held) == sorted(case["expect"]["held"]), case["name"]
+
+
+def _serve_day(record: list[Any]) -> None:
+    every = {
+        "searchInclude": [v for n, v, _ in WANTED if n.startswith("_include")],
+        "searchRevInclude": [v for n, v, _ in WANTED if n.startswith("_revinclude")],
+    }
+    types = [{"type": "Encounter", "searchParam": [{"name": "_id"}], **every}]
+    types.append({"type": "Procedure", "searchParam": [{"name": "performer"}]})
+    responses.get(
+        f"{BASE}/metadata",
+        json={"resourceType": "CapabilityStatement", "rest": [{"resource": types}]},
+    )
+    encounter = next(r for r in record if r["resourceType"] == "Encounter")
+    responses.get(f"{BASE}/Encounter/{encounter['id']}", json=encounter)
+    responses.get(
+        f"{BASE}/Encounter",
+        json={"resourceType": "Bundle", "entry": [{"resource": r} for r in record]},
+    )
+
+
+WHEN = datetime(2026, 11, 2, 18, 0, tzinfo=timezone(timedelta(hours=-5)))
+
+
+@responses.activate
+def test_against_the_ehr_one_search_finds_another_patients_service(settings: Settings) -> None:
+    mine = _patient_record(
+        "p1", [{"code": "97110", "start": "09:00", "minutes": 20, "performer": "pt1"}], "MEDICARE-B"
+    )
+    theirs = _patient_record(
+        "p2", [{"code": "97112", "start": "09:10", "minutes": 20, "performer": "pt1"}], "MEDICARE-B"
+    )
+    _serve_day(mine)
+    other = next(r for r in theirs if r["resourceType"] == "Procedure")
+    own = next(r for r in mine if r["resourceType"] == "Procedure")
+    responses.get(
+        f"{BASE}/Procedure",
+        json={"resourceType": "Bundle", "entry": [{"resource": own}, {"resource": other}]},
+    )
+    run = run_day(
+        settings, "p1-e1", DaySource(Gatherer(FhirClient(BASE))), WriteMode.PLAN, WHEN, "t"
+    )
+    (search,) = [c.request.url for c in responses.calls if "/Procedure?performer" in c.request.url]
+    query = parse_qs(urlparse(search).query)
+    assert query["performer"] == ["Practitioner/pt1"]
+    assert query["date"] == ["ge2026-11-01", "le2026-11-03"]
+    (finding,) = [f for f in run.decision.findings if f.code == "concurrent-patients"]
+    assert "Procedure/p2-proc1" in finding.message
+    assert run.decision.lines[0].status.value == "planned"
+
+
+@responses.activate
+def test_a_failed_search_for_the_performers_services_writes_nothing(settings: Settings) -> None:
+    mine = _patient_record(
+        "p1", [{"code": "97110", "start": "09:00", "minutes": 20, "performer": "pt1"}], "MEDICARE-B"
+    )
+    _serve_day(mine)
+    responses.get(
+        f"{BASE}/Procedure", status=400, json={"resourceType": "OperationOutcome", "issue": []}
+    )
+    run = run_day(
+        settings,
+        "p1-e1",
+        DaySource(Gatherer(FhirClient(BASE))),
+        WriteMode.WRITE,
+        WHEN,
+        "t",
+        report_write_errors=True,
+    )
+    assert not run.written
+    assert "performers' other services" in (run.error or "")
+    assert not [c for c in responses.calls if c.request.method == "POST"]
