@@ -4,6 +4,7 @@ are read (negation, plans, reports, skill, measures)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -14,6 +15,7 @@ from plugin.commands.main import main
 from plugin.commands.vocabulary import LabelledNote, evaluate
 from plugin.config.files import Settings, default_config_dir
 from plugin.rules.activity import read_note, review_code
+from plugin.rules.visit import Severity
 from plugin.schemas.vocabulary import VocabularySchema
 
 CORPUS = Path(__file__).parent / "corpus" / "notes.yaml"
@@ -128,3 +130,94 @@ def test_a_measure_pattern_that_is_not_a_regular_expression_is_refused() -> None
     raw["measures"]["patterns"]["broken"] = "(unclosed"
     with pytest.raises(ValidationError, match="broken: not a regular expression"):
         VocabularySchema().load(raw)
+
+
+ADMIN = {"Authorization": "Bearer admin-token"}
+
+
+@pytest.fixture
+def admin_app(make_app: Any) -> Any:
+    from plugin.config.tokens import token_hash
+
+    return make_app(THERACHARGE_API_TOKENS=f"ann:admin=sha256:{token_hash('admin-token')}")
+
+
+def _decide_note(state: Any, note: str, code: str = "97110") -> list[str]:
+    from plugin.pipeline.billing_day import decide_gathered
+    from tests import builders
+
+    procedure = builders.procedure("p1", code, minutes=20)
+    procedure["note"] = [{"text": note}]
+    decision = decide_gathered(state.settings, builders.complete_record(procedure), "e1")
+    return sorted(f.code for f in decision.findings if f.severity is not Severity.INFO)
+
+
+def test_an_admin_adds_a_term_through_the_api_and_later_decisions_read_with_it(
+    admin_app: Any,
+) -> None:
+    client = admin_app.test_client()
+    state = admin_app.extensions["theracharge"]
+    note = "Nordic curls 3x6, instructed in eccentric control."  # "nordic" is not in the table
+    assert _decide_note(state, "Nordics 3x6; cued.") == ["description-vague"]
+    shipped = client.get("/admin/api/v1/vocabulary", headers=ADMIN)
+    assert shipped.status_code == 200
+    assert "ETag" not in shipped.headers  # the shipped file, no stored version yet
+    content = shipped.json
+    strength = next(
+        c for c in content["concepts"] if c["name"] == "isolated strengthening exercise"
+    )
+    strength["terms"].append("nordics")
+    answer = client.put(
+        "/admin/api/v1/vocabulary",
+        json={"reason": "our therapists write Nordics", "vocabulary": content},
+        headers=ADMIN,
+    )
+    assert answer.status_code == 200, answer.json
+    assert answer.json == {"kind": "vocabulary", "name": "activities", "version": 1}
+    assert _decide_note(state, "Nordics 3x6; cued.") == []
+    assert _decide_note(state, note) == []
+    (version,) = client.get("/admin/api/v1/vocabulary/versions", headers=ADMIN).json
+    assert version["reason"] == "our therapists write Nordics"
+    assert version["diff"] == [
+        {
+            "change": "changed",
+            "concept": "97110 isolated strengthening exercise",
+            "terms_added": ["nordics"],
+            "terms_removed": [],
+        }
+    ]
+    assert state.settings.versions["vocabulary"] == "v1"
+    strength["terms"].remove("nordics")
+    client.put(
+        "/admin/api/v1/vocabulary",
+        json={"reason": "back to the shipped words", "vocabulary": content},
+        headers={**ADMIN, "If-Match": 'W/"1"'},
+    )
+    assert _decide_note(state, "Nordics 3x6; cued.") == ["description-vague"]
+    back = client.post(
+        "/admin/api/v1/vocabulary/rollback", json={"version": 1, "reason": "undo"}, headers=ADMIN
+    )
+    assert back.json["version"] == 3
+    assert _decide_note(state, "Nordics 3x6; cued.") == []
+
+
+def test_a_vocabulary_with_a_broken_pattern_is_refused_with_422_and_nothing_stored(
+    admin_app: Any,
+) -> None:
+    client = admin_app.test_client()
+    content = client.get("/admin/api/v1/vocabulary", headers=ADMIN).json
+    content["measures"]["patterns"]["degrees"] = "(unclosed"
+    answer = client.put(
+        "/admin/api/v1/vocabulary", json={"reason": "typo", "vocabulary": content}, headers=ADMIN
+    )
+    assert answer.status_code == 422
+    assert any(f.startswith("vocabulary.measures") for f in answer.json["fields"]), answer.json
+    assert "degrees: not a regular expression" in str(answer.json["fields"])
+    assert client.get("/admin/api/v1/vocabulary/versions", headers=ADMIN).json == []
+    not_an_object = client.put(
+        "/admin/api/v1/vocabulary",
+        json={"reason": "x", "vocabulary": []},
+        headers=ADMIN,
+    )
+    assert not_an_object.status_code == 422
+    assert "vocabulary" in not_an_object.json["fields"]

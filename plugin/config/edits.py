@@ -19,12 +19,16 @@ from plugin.config.effective import (
     NCCI_TABLES,
     PAYER_TABLE,
     PAYERS,
+    VOCABULARY,
+    VOCABULARY_TABLE,
     fees_diff,
     mapping_diff,
     payers_diff,
     validate_fees,
     validate_mappings,
     validate_payers,
+    validate_vocabulary,
+    vocabulary_diff,
 )
 from plugin.config.files import (
     MUE_COLUMNS,
@@ -99,7 +103,7 @@ def save_payers(
     return _save_whole(store, PAYERS, PAYER_TABLE, content, author, reason, expect_version)
 
 
-_DIFFS = {PAYERS: payers_diff, FEES: fees_diff}
+_DIFFS = {PAYERS: payers_diff, FEES: fees_diff, VOCABULARY: vocabulary_diff}
 
 
 def _save_whole(
@@ -110,11 +114,12 @@ def _save_whole(
     author: str,
     reason: str,
     expect_version: int | None,
+    shipped: dict[str, Any] | None = None,
 ) -> int:
-    """A validated table that is replaced whole (payers, fees): a new version with its diff
-    against the current one, audited."""
+    """A validated table that is replaced whole (payers, fees, vocabulary): a new version with
+    its diff against the current one (the first, against the shipped file's), audited."""
     current = store.config_current(kind, name)
-    diff = _DIFFS[kind](current.content if current else None, content)
+    diff = _DIFFS[kind](current.content if current else shipped, content)
     version = store.config_save(kind, name, content, author, reason, diff, expect_version)
     store.audit(author, "save", kind, name, {"version": version, "reason": reason})
     return version
@@ -132,6 +137,8 @@ def rollback(
         return save_mapping(store, settings, name, earlier.content, author, why, None)
     if kind == FEES and earlier.content is not None:
         return save_fees(store, earlier.content, author, why, None)
+    if kind == VOCABULARY and earlier.content is not None:
+        return save_vocabulary(store, earlier.content, author, why, None)
     if earlier.content is None:
         raise Invalid("version: the payer rules cannot be deleted", [("version", str(version))])
     return save_payers(store, settings, earlier.content, author, why, None)
@@ -152,6 +159,39 @@ def save_fees(
     except ValidationError as exc:
         raise _invalid(exc, "fees") from exc
     return _save_whole(store, FEES, FEE_TABLE, content, author, reason, expect_version)
+
+
+def save_vocabulary(
+    store: Store,
+    content: dict[str, Any],
+    author: str,
+    reason: str,
+    expect_version: int | None,
+    settings: Settings | None = None,
+) -> int:
+    """A new version of the documentation vocabulary (config/rules/activities.yaml's shape),
+    validated whole (every term list, every measure pattern compiled); the first version's
+    diff is against the shipped file when `settings` names it."""
+    if not reason.strip():
+        raise Invalid("reason: say why the vocabulary changes", [("reason", "required")])
+    try:
+        validate_vocabulary(content)
+    except ValidationError as exc:
+        raise _invalid(exc, "vocabulary") from exc
+    shipped = vocabulary_content(store, settings)[0] if settings is not None else None
+    return _save_whole(
+        store, VOCABULARY, VOCABULARY_TABLE, content, author, reason, expect_version, shipped
+    )
+
+
+def vocabulary_content(store: Store, settings: Settings) -> tuple[dict[str, Any], int | None]:
+    """The vocabulary in force as JSON content and its stored version: the admin's stored
+    table, else the shipped config/rules/activities.yaml."""
+    current = store.config_current(VOCABULARY, VOCABULARY_TABLE)
+    if current is not None and current.content:
+        return dict(current.content), current.version
+    shipped = yaml.safe_load(settings.sources["vocabulary"].read_text(encoding="utf-8"))
+    return dict(shipped), None
 
 
 def fees_content(store: Store, settings: Settings) -> tuple[dict[str, Any], int | None]:

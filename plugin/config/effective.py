@@ -30,17 +30,21 @@ from plugin.config.files import (
     unknown_finding_codes,
     with_payer_overrides,
 )
+from plugin.rules.activity import Vocabulary
 from plugin.rules.episode import FeeSchedule
 from plugin.rules.ncci import NcciTables
 from plugin.rules.payers import PayerTable
 from plugin.schemas.conceptmap import load_concept_map, merge_concept_maps
 from plugin.schemas.episode import FeeScheduleSchema
 from plugin.schemas.site_tables import PayerTableSchema
+from plugin.schemas.vocabulary import VocabularySchema
 from plugin.store import Store
 
 MAPPING, PAYERS, NCCI, FEES = "mapping", "payers", "ncci", "fees"
+VOCABULARY = "vocabulary"
 PAYER_TABLE = "payers"
 FEE_TABLE = "fee-schedule"
+VOCABULARY_TABLE = "activities"
 NCCI_TABLES = ("ptp", "mue")  # an import of CMS's quarterly file replaces the shipped one
 SEED_REASON = "imported from the shipped configuration at first start"
 log = logging.getLogger(__name__)
@@ -78,6 +82,11 @@ def _overlay(settings: Settings, store: Store) -> Settings:
     if stored_fees is not None and stored_fees.content:
         fees = validate_fees(stored_fees.content)
         versions["fees"] = f"v{stored_fees.version}"
+    vocabulary = settings.vocabulary
+    stored_vocabulary = store.config_current(VOCABULARY, VOCABULARY_TABLE)
+    if stored_vocabulary is not None and stored_vocabulary.content:
+        vocabulary = validate_vocabulary(stored_vocabulary.content)
+        versions["vocabulary"] = f"v{stored_vocabulary.version}"
     return dataclasses.replace(
         settings,
         code_map=code_map,
@@ -85,6 +94,7 @@ def _overlay(settings: Settings, store: Store) -> Settings:
         findings=findings,
         ncci=ncci,
         fees=fees,
+        vocabulary=vocabulary,
         code_map_files=tuple(sorted(contents)),
         versions=versions,
     )
@@ -136,7 +146,7 @@ def effective_settings(settings: Settings, store: Store | None = None) -> Settin
 
 def _managed(store: Store) -> bool:
     """The database holds managed tables (a service has started on it, or an admin imported)."""
-    if store.config_tables(MAPPING) or store.config_tables(NCCI) or store.config_tables(FEES):
+    if any(store.config_tables(kind) for kind in (MAPPING, NCCI, FEES, VOCABULARY)):
         return True
     return store.config_current(PAYERS, PAYER_TABLE) is not None
 
@@ -168,6 +178,42 @@ def validate_fees(content: Any) -> FeeSchedule:
         raise ValidationError("expected an object with currency and schedules")
     fees: FeeSchedule = FeeScheduleSchema().load(content)
     return fees
+
+
+def validate_vocabulary(content: Any) -> Vocabulary:
+    """A documentation vocabulary as stored or sent: the schema of config/rules/activities.yaml."""
+    if not isinstance(content, dict):
+        raise ValidationError("expected an object with codes, neighbours, concepts …")
+    vocabulary: Vocabulary = VocabularySchema().load(content)
+    return vocabulary
+
+
+def vocabulary_diff(old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Concept by concept (by name and code), then section by section: what was added,
+    removed or changed."""
+
+    def concepts(content: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            f"{c.get('code')} {c.get('name')}": c for c in (content or {}).get("concepts") or ()
+        }
+
+    before, after = concepts(old), concepts(new)
+    diff: list[dict[str, Any]] = []
+    for key in sorted(set(before) | set(after)):
+        was, now = before.get(key), after.get(key)
+        if was != now:
+            change = "added" if was is None else "removed" if now is None else "changed"
+            entry: dict[str, Any] = {"change": change, "concept": key}
+            if was and now:
+                entry["terms_added"] = sorted(set(now.get("terms", ())) - set(was.get("terms", ())))
+                entry["terms_removed"] = sorted(
+                    set(was.get("terms", ())) - set(now.get("terms", ()))
+                )
+            diff.append(entry)
+    for section in ("codes", "neighbours", "negation", "skill", "vague", "measures", "review"):
+        if (old or {}).get(section) != (new or {}).get(section):
+            diff.append({"change": "changed", "section": section})
+    return diff
 
 
 def fees_diff(old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[dict[str, Any]]:

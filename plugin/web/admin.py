@@ -16,9 +16,21 @@ from plugin.config.edits import (
     save_fees,
     save_mapping,
     save_payers,
+    save_vocabulary,
     try_coding,
+    vocabulary_content,
 )
-from plugin.config.effective import FEE_TABLE, FEES, MAPPING, NCCI, NCCI_TABLES, PAYER_TABLE, PAYERS
+from plugin.config.effective import (
+    FEE_TABLE,
+    FEES,
+    MAPPING,
+    NCCI,
+    NCCI_TABLES,
+    PAYER_TABLE,
+    PAYERS,
+    VOCABULARY,
+    VOCABULARY_TABLE,
+)
 from plugin.config.tokens import ROLES
 from plugin.errors import BadRequest, Conflict, Invalid, NotFoundError
 from plugin.store.config import VersionInfo
@@ -291,19 +303,77 @@ def rollback_payers() -> Response:
     return _rollback(PAYERS, PAYER_TABLE)
 
 
+# --- tables replaced whole: the fee schedule, the documentation vocabulary -------------------
+
+
+def _whole_table(content: Any) -> Response:
+    """The table in force as JSON, with its stored version as the ETag (none: the file)."""
+    bearer_caller(*ROLES)
+    state = _state()
+    body, version = content(state.store, state.settings)
+    response = jsonify(body)
+    if version is not None:
+        response.headers["ETag"] = f'W/"{version}"'
+    return response
+
+
+def _put_whole(kind: str, name: str, field: str, save: Any) -> Response:
+    """Replace a whole table from `{reason, <field>: {…}}` (admin only; If-Match honoured)."""
+    author = bearer_caller("admin")
+    body = _body()
+    content = body.get(field)
+    if not isinstance(content, dict):
+        raise Invalid(f"{field}: the table's object", [(field, "required object")])
+    state = _state()
+    reason = str(body.get("reason", ""))
+    return _saved(kind, name, lambda: save(state.store, content, author, reason, _expect()))
+
+
+@blp.route("/vocabulary", methods=["GET"])
+@blp.doc(
+    summary="The documentation vocabulary: codes and their distinctions, neighbour groups, "
+    "concepts (terms, SNOMED codes, measure names, weight, source), negation, skill, vague "
+    "phrases, measure patterns, review thresholds"
+)
+def get_vocabulary() -> Response:
+    return _whole_table(vocabulary_content)
+
+
+@blp.route("/vocabulary", methods=["PUT"])
+@blp.doc(
+    summary="Replace the documentation vocabulary: {reason, vocabulary: {…}} (the shape of "
+    'config/rules/activities.yaml), validated whole; If-Match: W/"<version>"'
+)
+def put_vocabulary() -> Response:
+    settings = _state().settings
+
+    def save(store: Any, content: Any, author: str, reason: str, expect: int | None) -> int:
+        return save_vocabulary(store, content, author, reason, expect, settings)
+
+    return _put_whole(VOCABULARY, VOCABULARY_TABLE, "vocabulary", save)
+
+
+@blp.route("/vocabulary/versions", methods=["GET"])
+@blp.doc(summary="Every version of the vocabulary: who, when, why, which concepts changed")
+def vocabulary_versions() -> Response:
+    bearer_caller(*ROLES)
+    versions = _state().store.config_versions(VOCABULARY, VOCABULARY_TABLE)
+    return jsonify([_version_json(v) for v in versions])
+
+
+@blp.route("/vocabulary/rollback", methods=["POST"])
+@blp.doc(summary="Make an earlier version of the vocabulary current again: {version, reason}")
+def rollback_vocabulary() -> Response:
+    return _rollback(VOCABULARY, VOCABULARY_TABLE)
+
+
 # --- fee schedule ---------------------------------------------------------------------------
 
 
 @blp.route("/fees", methods=["GET"])
 @blp.doc(summary="The fee schedule: currency and dated schedules of allowed amounts per code")
 def get_fees() -> Response:
-    bearer_caller(*ROLES)
-    state = _state()
-    content, version = fees_content(state.store, state.settings)
-    response = jsonify(content)
-    if version is not None:
-        response.headers["ETag"] = f'W/"{version}"'
-    return response
+    return _whole_table(fees_content)
 
 
 @blp.route("/fees", methods=["PUT"])
@@ -312,17 +382,7 @@ def get_fees() -> Response:
     "source, amounts: {code: amount}}]}}"
 )
 def put_fees() -> Response:
-    author = bearer_caller("admin")
-    body = _body()
-    content = body.get("fees")
-    if not isinstance(content, dict):
-        raise Invalid("fees: the fee schedule object", [("fees", "required object")])
-    state = _state()
-    return _saved(
-        FEES,
-        FEE_TABLE,
-        lambda: save_fees(state.store, content, author, str(body.get("reason", "")), _expect()),
-    )
+    return _put_whole(FEES, FEE_TABLE, "fees", save_fees)
 
 
 @blp.route("/fees/import", methods=["PUT"])

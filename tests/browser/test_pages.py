@@ -58,6 +58,10 @@ def site(make_app) -> Iterator[str]:
     client.post("/cds-services/therapy-charges", json=hook_body())  # holds for time-missing
     second = builders.procedure("q1", "97110", "2026-11-02T09:00:00-05:00", 20, encounter_id="e2")
     del second["bodySite"]
+    # balance work billed as therapeutic exercise: a code-choice review suggesting 97112
+    second["note"] = [
+        {"text": "Single-leg stance on foam 3x30 sec, tandem stance; VC for posture."}
+    ]
     resources = builders.complete_record(second, visit=builders.encounter("e2"))
     body = hook_body(prefetch=prefetch_of(resources))
     body["context"]["encounterId"], body["hookInstance"] = "e2", str(uuid.uuid4())
@@ -105,6 +109,8 @@ def test_worklist_filter_and_decision_page(browser: Browser, site: str) -> None:
     expect(page.locator("body")).to_contain_text("Record the body part treated.")
     expect(page.locator("td.planned").first).to_have_text("held")  # FHIR's planned, in words
     expect(page.locator("tbody").first).to_contain_text("USD")  # each line's price
+    expect(page.locator("strong.suggested")).to_have_text("Suggested code: 97112")
+    expect(page.locator("body")).to_contain_text("it fits 97112 better than 97110")
     shot(page, "decision")
 
 
