@@ -41,6 +41,7 @@ EXPECTED = {
     "no-skill": "skill-not-shown",
     "wrong-code": "code-choice-review",
     "concurrent": "concurrent-patients",
+    "goal-unlinked": "goal-missing",
 }
 
 

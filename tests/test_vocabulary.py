@@ -102,8 +102,10 @@ def test_skill_and_measures_are_read_from_the_note(settings: Settings) -> None:
     reading = read_note(["Knee flexion 95 deg, MMT 4/5; VC for form, progressed to 3 lb."],
                         settings.vocabulary)  # fmt: skip
     assert set(reading.skilled) == {"vc", "progressed"}
-    assert {"degrees", "muscle-grade", "weight"} <= set(reading.measures)
-    assert read_note(["Tolerated well"], settings.vocabulary).measures == ()
+    assert reading.measured
+    kinds = settings.vocabulary.measure_kinds("Knee flexion 95 deg, MMT 4/5; progressed to 3 lb.")
+    assert {"degrees", "muscle-grade", "weight"} <= set(kinds)
+    assert not read_note(["Tolerated well, 20 minutes"], settings.vocabulary).measured
 
 
 def test_a_snomed_coding_and_a_linked_measure_are_evidence(settings: Settings) -> None:

@@ -10,6 +10,7 @@ or holds a line by itself.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,9 +25,10 @@ _SENTENCE = re.compile(r"[.;!?\n]+")
 def words(text: str) -> tuple[str, ...]:
     """Lower-case words, a final "s" dropped from words longer than three letters (not "ss"):
     "Transfers" and "transfer" read alike."""
-    return tuple(_stem(w) for w in _WORD.findall(text.lower()))
+    return tuple(map(_stem, _WORD.findall(text.lower())))
 
 
+@functools.lru_cache(maxsize=65536)
 def _stem(word: str) -> str:
     if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
         return word[:-1]
@@ -52,75 +54,93 @@ class CodeNote:
 
 
 class Terms:
-    """Word sequences looked up by their first word; the longest match at a place wins. A term
-    ending in "*" matches any word it begins (single words only)."""
+    """Word sequences of several kinds (a concept, a negation cue, a skilled element …) looked up
+    by their first word, read in one pass over a sentence: within each kind the longest match at
+    a place wins and matches do not overlap. A term ending in "*" matches any word it begins
+    (single words only)."""
 
-    def __init__(self, entries: Iterable[tuple[str, object]]) -> None:
-        self.by_first: dict[str, list[tuple[tuple[str, ...], object]]] = {}
-        self.prefixes: list[tuple[str, object]] = []
-        for term, value in entries:
+    def __init__(self, entries: Iterable[tuple[str, str, object]]) -> None:
+        self.by_first: dict[str, list[tuple[tuple[str, ...], str, object]]] = {}
+        self.prefixes: list[tuple[str, str, object]] = []
+        for term, kind, value in entries:
             if term.endswith("*") and " " not in term.strip():
-                self.prefixes.append((term[:-1].lower(), value))
+                self.prefixes.append((term[:-1].lower(), kind, value))
                 continue
             seq = words(term)
             if seq:
-                self.by_first.setdefault(seq[0], []).append((seq, value))
+                self.by_first.setdefault(seq[0], []).append((seq, kind, value))
         for options in self.by_first.values():
             options.sort(key=lambda o: -len(o[0]))
 
-    def matches(self, seq: Sequence[str]) -> list[tuple[int, int, object]]:
-        """(start, end, value) of each match, left to right, longest first, not overlapping."""
-        found = []
-        i = 0
-        while i < len(seq):
-            hit = None
-            for option, value in self.by_first.get(seq[i], ()):
-                if tuple(seq[i : i + len(option)]) == option:
-                    hit = (i, i + len(option), value)
-                    break
-            if hit is None:
-                for prefix, value in self.prefixes:
-                    if seq[i].startswith(prefix):
-                        hit = (i, i + 1, value)
-                        break
-            if hit is None:
-                i += 1
+    def scan(self, seq: tuple[str, ...]) -> dict[str, list[tuple[int, int, object]]]:
+        """Kind → (start, end, value) of each match, left to right."""
+        found: dict[str, list[tuple[int, int, object]]] = {}
+        free: dict[str, int] = {}  # kind → the first position not yet inside one of its matches
+        by_first, prefixes = self.by_first, self.prefixes
+        for i, word in enumerate(seq):
+            options = by_first.get(word)
+            if options is None and not prefixes:
                 continue
-            found.append(hit)
-            i = hit[1]
+            taken: set[str] = set()
+            for option, kind, value in options or ():
+                if kind in taken or free.get(kind, 0) > i:
+                    continue
+                end = i + len(option)
+                if seq[i:end] == option:
+                    found.setdefault(kind, []).append((i, end, value))
+                    free[kind] = end
+                    taken.add(kind)
+            for prefix, kind, value in prefixes:
+                if kind not in taken and free.get(kind, 0) <= i and word.startswith(prefix):
+                    found.setdefault(kind, []).append((i, i + 1, value))
+                    free[kind] = i + 1
+                    taken.add(kind)
         return found
 
-    def any_in(self, seq: Sequence[str]) -> bool:
-        return bool(self.matches(seq))
+    def matches(self, seq: tuple[str, ...]) -> list[tuple[int, int, object]]:
+        """Every match of any kind, left to right."""
+        return sorted(m for hits in self.scan(seq).values() for m in hits)
+
+
+# The kinds of term in a vocabulary's lexicon
+CONCEPT, BEFORE, AFTER, SENTENCE, SKILL, VAGUE = (
+    "concept", "before", "after", "sentence", "skill", "vague"
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
 class Negation:
-    before: Terms
-    after: Terms
-    sentence: Terms
     stop: frozenset[str]
     window: int
 
 
 @dataclass(frozen=True, slots=True)
 class Vocabulary:
-    """The compiled vocabulary: concepts by term, the neighbour groups, negation, skill, vague
-    phrases, measure patterns and the review's thresholds."""
+    """The compiled vocabulary: one lexicon of terms by kind (concepts, negation, planning and
+    reporting cues, skill, vague phrases), the neighbour groups, the measure patterns and the
+    review's thresholds."""
 
     codes: Mapping[str, CodeNote]
     neighbours: Mapping[str, frozenset[str]]  # code → the codes reviewed against it
-    concepts: Terms  # term → Concept
+    lexicon: Terms  # every term of every kind; concept terms carry their Concept
     observation_terms: Terms  # observation name term → Concept
     snomed: Mapping[str, Concept]
     negation: Negation
-    skill: Terms
-    vague: Terms
-    measures: Mapping[str, re.Pattern[str]]
+    measures: re.Pattern[str]  # every measure pattern, each a group named m0, m1 …
+    measure_names: tuple[str, ...]  # the measure kinds, in the order of their groups
     strong: int = 3
     confidence: float = 0.6
     observation_weight: int = 2
     covered: frozenset[str] = field(default_factory=frozenset)  # codes with concepts
+
+    def measure_kinds(self, text: str) -> list[str]:
+        """The kinds of numbers with units in a text (degrees, weight, sets × repetitions …)."""
+        found: dict[str, None] = {}
+        for match in self.measures.finditer(text):
+            group = match.lastgroup
+            if group is not None:
+                found[self.measure_names[int(group[1:])]] = None
+        return list(found)
 
 
 class Mention(NamedTuple):
@@ -138,8 +158,10 @@ class NoteReading:
 
     mentions: tuple[Mention, ...]
     skilled: tuple[str, ...]  # the skilled elements named
-    measures: tuple[str, ...]  # the kinds of numbers with units found (degrees, weight …)
-    content_words: int  # words of three letters or more outside vague phrases ("as above")
+    measured: bool  # numbers with units that measure (the vocabulary's patterns)
+    # words of three letters or more outside vague phrases ("as above"), counted only for a
+    # note that names no activity done (0 otherwise)
+    content_words: int
 
     @property
     def done(self) -> tuple[Mention, ...]:
@@ -147,23 +169,22 @@ class NoteReading:
 
 
 def read_note(texts: Iterable[str], vocabulary: Vocabulary) -> NoteReading:
-    """Read a service's note texts sentence by sentence."""
+    """Read a service's note texts sentence by sentence, each in one pass over its words."""
     mentions: list[Mention] = []
     skilled: list[str] = []
-    measures: list[str] = []
-    content = 0
+    measured = False
+    unnamed: list[tuple[tuple[str, ...], list[tuple[int, int, object]]]] = []
     negation = vocabulary.negation
     for text in texts:
-        for kind, pattern in vocabulary.measures.items():
-            if kind not in measures and pattern.search(text):
-                measures.append(kind)
+        measured = measured or vocabulary.measures.search(text) is not None
         for sentence in _SENTENCE.split(text):
             seq = words(sentence)
             if not seq:
                 continue
-            planned = negation.sentence.any_in(seq)
-            negated_at = _negated_positions(seq, negation)
-            for start, end, value in vocabulary.concepts.matches(seq):
+            hits = vocabulary.lexicon.scan(seq)
+            planned = SENTENCE in hits
+            negated_at = _negated_positions(seq, hits, negation)
+            for start, end, value in hits.get(CONCEPT, ()):
                 assert isinstance(value, Concept)
                 phrase = " ".join(seq[start:end])
                 if planned:
@@ -173,24 +194,31 @@ def read_note(texts: Iterable[str], vocabulary: Vocabulary) -> NoteReading:
                 else:
                     mentions.append(Mention(value, phrase, True))
             if not planned:
-                skilled += [" ".join(seq[s:e]) for s, e, _ in vocabulary.skill.matches(seq)]
-            covered = {p for s, e, _ in vocabulary.vague.matches(seq) for p in range(s, e)}
+                skilled += [" ".join(seq[s:e]) for s, e, _ in hits.get(SKILL, ())]
+            unnamed.append((seq, hits.get(VAGUE, [])))
+    # words outside vague phrases count only for a note that names no activity done
+    content = 0
+    if not any(m.done for m in mentions):
+        for seq, vague in unnamed:
+            covered = {p for s, e, _ in vague for p in range(s, e)}
             content += sum(
                 1 for i, w in enumerate(seq) if i not in covered and len(w) >= 3 and w.isalpha()
             )
-    return NoteReading(tuple(mentions), tuple(dict.fromkeys(skilled)), tuple(measures), content)
+    return NoteReading(tuple(mentions), tuple(dict.fromkeys(skilled)), measured, content)
 
 
-def _negated_positions(seq: Sequence[str], negation: Negation) -> set[int]:
+def _negated_positions(
+    seq: Sequence[str], hits: dict[str, list[tuple[int, int, object]]], negation: Negation
+) -> set[int]:
     """Positions a negation cue reaches: up to `window` words after a cue before a term, up to
     `window` words before a cue after one, never across a stop word (NegEx-style scope)."""
     reached: set[int] = set()
-    for _, end, _ in negation.before.matches(seq):
+    for _, end, _ in hits.get(BEFORE, ()):
         for i in range(end, min(len(seq), end + negation.window)):
             if seq[i] in negation.stop:
                 break
             reached.add(i)
-    for start, _, _ in negation.after.matches(seq):
+    for start, _, _ in hits.get(AFTER, ()):
         for i in range(start - 1, max(-1, start - 1 - negation.window), -1):
             if seq[i] in negation.stop:
                 break

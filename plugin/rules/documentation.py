@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from plugin.rules.activity import Vocabulary, describe_review, read_note, review_code
+from plugin.rules.activity import (
+    NoteReading,
+    Vocabulary,
+    describe_review,
+    read_note,
+    review_code,
+)
 from plugin.rules.findings import FindingPolicy
 from plugin.rules.visit import Finding, VisitService
 
@@ -23,7 +29,11 @@ def documentation_gaps(
     """What the timed service's own documentation lacks, or says of another code."""
     found = []
     ref = service.reference
-    if not _measured(service, vocabulary):
+    if vocabulary is not None and any(n.strip() for n in service.notes):
+        reading = read_note(service.notes, vocabulary)
+    else:
+        reading = None
+    if not _measured(service, vocabulary, reading):
         found.append(
             policy.make(
                 "measures-missing",
@@ -35,9 +45,8 @@ def documentation_gaps(
                 "Observation.partOf",
             )
         )
-    if vocabulary is None or not any(n.strip() for n in service.notes):
+    if vocabulary is None or reading is None:
         return found  # no note at all is description-missing (gaps._what_gaps)
-    reading = read_note(service.notes, vocabulary)
     if not reading.done and reading.content_words < MIN_CONTENT_WORDS:
         found.append(
             policy.make(
@@ -78,18 +87,18 @@ def documentation_gaps(
     return found
 
 
-def _measured(service: VisitService, vocabulary: Vocabulary | None) -> bool:
+def _measured(
+    service: VisitService, vocabulary: Vocabulary | None, reading: NoteReading | None
+) -> bool:
     """An objective measure of the service: a linked Observation whose value measures (for a
     string, a number with a unit of the vocabulary), or numbers with units in its note."""
     for measure in service.measures:
         if measure.value_kind == "string" and vocabulary is not None:
-            if any(p.search(measure.value_text) for p in vocabulary.measures.values()):
+            if vocabulary.measure_kinds(measure.value_text):
                 return True
         elif measure.measures:
             return True
-    if vocabulary is None:
-        return False
-    return any(p.search(note) for note in service.notes for p in vocabulary.measures.values())
+    return reading is not None and reading.measured
 
 
 def _quoted(notes: tuple[str, ...]) -> str:

@@ -259,6 +259,7 @@ def _visit(
     )
     if problem != "no-goal":
         clinic.resources.append(_goal(number, patient, condition, dx_text))
+    if problem not in ("no-goal", "goal-unlinked"):  # a goal linked to nothing: no plan
         clinic.resources.append(_care_plan(number, patient, day, discipline, condition))
     opens = datetime.combine(day, DAY_STARTS, tzinfo=CLINIC_ZONE)
     if alongside is not None:
@@ -457,7 +458,7 @@ def _procedures(
             proc["bodySite"] = [{"coding": [{"system": SNOMED, "code": site, "display": text}]}]
         if problem == "no-reason":
             del proc["reasonReference"]
-        if problem != "no-goal":
+        if problem not in ("no-goal", "goal-unlinked"):
             proc["basedOn"] = [{"reference": f"CarePlan/plan-{plan_number or number}"}]
         if index == broken:
             break_procedure(proc, problem, cursor, minutes, cpt)

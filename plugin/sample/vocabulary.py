@@ -85,7 +85,7 @@ PROBLEMS = [
     "overlap", "under-8", "total-mismatch", "unmapped-code", "not-done", "no-coverage",
     "unknown-payer", "no-performer-role", "no-performer", "aide", "assistant-alone",
     "group-session", "no-body-site", "no-note", "no-observation", "no-diagnosis", "no-reason",
-    "no-goal", "vague-note", "no-skill", "wrong-code", "concurrent",
+    "no-goal", "vague-note", "no-skill", "wrong-code", "concurrent", "goal-unlinked",
 ]  # fmt: skip
 # Problems that need a timed procedure to land on.
 TIMED_PROBLEMS = {

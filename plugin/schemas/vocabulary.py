@@ -8,7 +8,20 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from plugin.rules.activity import CodeNote, Concept, Negation, Terms, Vocabulary, words
+from plugin.rules.activity import (
+    AFTER,
+    BEFORE,
+    CONCEPT,
+    SENTENCE,
+    SKILL,
+    VAGUE,
+    CodeNote,
+    Concept,
+    Negation,
+    Terms,
+    Vocabulary,
+    words,
+)
 
 _CODE = validate.Regexp(r"^[A-Z0-9]{5}$", error="a CPT/HCPCS code of five characters")
 _TEXT = fields.String(required=True, validate=validate.Length(min=1))
@@ -114,30 +127,32 @@ class VocabularySchema(Schema):
                 neighbours.setdefault(code, set()).update(group["codes"])
         negation = data["negation"]
         review = data["review"]
+        patterns = data["measures"]["patterns"]
+        lexicon: list[tuple[str, str, Concept | None]] = [
+            (t, CONCEPT, concept) for raw, concept in concepts for t in raw["terms"]
+        ]
+        lexicon += [(t, kind, None) for kind in (BEFORE, AFTER, SENTENCE) for t in negation[kind]]
+        lexicon += [(t, SKILL, None) for t in data["skill"]["terms"]]
+        lexicon += [(t, VAGUE, None) for t in data["vague"]["terms"]]
         return Vocabulary(
             codes={
                 code: CodeNote(n["name"], n["distinction"], n["source"])
                 for code, n in (data.get("codes") or {}).items()
             },
             neighbours={code: frozenset(group) for code, group in neighbours.items()},
-            concepts=Terms((t, concept) for raw, concept in concepts for t in raw["terms"]),
+            lexicon=Terms(lexicon),
             observation_terms=Terms(
-                (t, concept) for raw, concept in concepts for t in raw["observations"]
+                (t, CONCEPT, concept) for raw, concept in concepts for t in raw["observations"]
             ),
             snomed={code: concept for raw, concept in concepts for code in raw["snomed"]},
             negation=Negation(
-                Terms((t, None) for t in negation["before"]),
-                Terms((t, None) for t in negation["after"]),
-                Terms((t, None) for t in negation["sentence"]),
-                frozenset(w for t in negation["stop"] for w in words(t)),
-                negation["window"],
+                frozenset(w for t in negation["stop"] for w in words(t)), negation["window"]
             ),
-            skill=Terms((t, None) for t in data["skill"]["terms"]),
-            vague=Terms((t, None) for t in data["vague"]["terms"]),
-            measures={
-                name: re.compile(p, re.IGNORECASE)
-                for name, p in data["measures"]["patterns"].items()
-            },
+            measures=re.compile(
+                "|".join(f"(?P<m{n}>{p})" for n, p in enumerate(patterns.values())),
+                re.IGNORECASE,
+            ),
+            measure_names=tuple(patterns),
             strong=review["strong"],
             confidence=review["confidence"],
             observation_weight=review["observation_weight"],
