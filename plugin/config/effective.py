@@ -180,6 +180,17 @@ def validate_fees(content: Any) -> FeeSchedule:
     return fees
 
 
+def _changes(before: dict[Any, Any], after: dict[Any, Any]) -> list[tuple[Any, Any, Any, str]]:
+    """(key, before, after, added|removed|changed) of each entry that differs, by key."""
+    found = []
+    for key in sorted(set(before) | set(after)):
+        was, now = before.get(key), after.get(key)
+        if was != now:
+            change = "added" if key not in before else "removed" if key not in after else "changed"
+            found.append((key, was, now, change))
+    return found
+
+
 def validate_vocabulary(content: Any) -> Vocabulary:
     """A documentation vocabulary as stored or sent: the schema of config/rules/activities.yaml."""
     if not isinstance(content, dict):
@@ -197,19 +208,13 @@ def vocabulary_diff(old: dict[str, Any] | None, new: dict[str, Any] | None) -> l
             f"{c.get('code')} {c.get('name')}": c for c in (content or {}).get("concepts") or ()
         }
 
-    before, after = concepts(old), concepts(new)
     diff: list[dict[str, Any]] = []
-    for key in sorted(set(before) | set(after)):
-        was, now = before.get(key), after.get(key)
-        if was != now:
-            change = "added" if was is None else "removed" if now is None else "changed"
-            entry: dict[str, Any] = {"change": change, "concept": key}
-            if was and now:
-                entry["terms_added"] = sorted(set(now.get("terms", ())) - set(was.get("terms", ())))
-                entry["terms_removed"] = sorted(
-                    set(was.get("terms", ())) - set(now.get("terms", ()))
-                )
-            diff.append(entry)
+    for key, was, now, change in _changes(concepts(old), concepts(new)):
+        entry: dict[str, Any] = {"change": change, "concept": key}
+        if was and now:
+            entry["terms_added"] = sorted(set(now.get("terms", ())) - set(was.get("terms", ())))
+            entry["terms_removed"] = sorted(set(was.get("terms", ())) - set(now.get("terms", ())))
+        diff.append(entry)
     for section in ("codes", "neighbours", "negation", "skill", "vague", "measures", "review"):
         if (old or {}).get(section) != (new or {}).get(section):
             diff.append({"change": "changed", "section": section})
@@ -226,29 +231,18 @@ def fees_diff(old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[di
             for code, amount in (s.get("amounts") or {}).items()
         }
 
-    before, after = amounts(old), amounts(new)
-    diff: list[dict[str, Any]] = []
-    for key in sorted(set(before) | set(after)):
-        was, now = before.get(key), after.get(key)
-        if was != now:
-            change = "added" if was is None else "removed" if now is None else "changed"
-            diff.append(
-                {"change": change, "effective": key[0], "code": key[1], "before": was, "after": now}
-            )
-    return diff
+    return [
+        {"change": change, "effective": key[0], "code": key[1], "before": was, "after": now}
+        for key, was, now, change in _changes(amounts(old), amounts(new))
+    ]
 
 
 def mapping_diff(old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Entry by entry: which source codes were added, removed, or now map elsewhere."""
-    before, after = _entries(old), _entries(new)
-    diff: list[dict[str, Any]] = []
-    for key in sorted(set(before) | set(after)):
-        was, now = before.get(key), after.get(key)
-        if was == now:
-            continue
-        change = "added" if was is None else "removed" if now is None else "changed"
-        diff.append({"change": change, "source": key, "before": was, "after": now})
-    return diff
+    return [
+        {"change": change, "source": key, "before": was, "after": now}
+        for key, was, now, change in _changes(_entries(old), _entries(new))
+    ]
 
 
 def _entries(content: dict[str, Any] | None) -> dict[str, str]:
@@ -263,11 +257,9 @@ def _entries(content: dict[str, Any] | None) -> dict[str, str]:
 def payers_diff(old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[dict[str, Any]]:
     before = {p["id"]: p for p in (old or {}).get("payers") or ()}
     after = {p["id"]: p for p in (new or {}).get("payers") or ()}
-    diff: list[dict[str, Any]] = []
-    for key in sorted(set(before) | set(after)):
-        if before.get(key) != after.get(key):
-            change = "added" if key not in before else "removed" if key not in after else "changed"
-            diff.append({"change": change, "payer": key})
+    diff: list[dict[str, Any]] = [
+        {"change": change, "payer": key} for key, _, _, change in _changes(before, after)
+    ]
     for field in ("default_method", "default_source"):
         if (old or {}).get(field) != (new or {}).get(field):
             diff.append(

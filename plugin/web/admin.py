@@ -69,6 +69,12 @@ def _version_json(v: VersionInfo, content: bool = False) -> dict[str, Any]:
     return body
 
 
+def _versions(kind: str, name: str) -> Response:
+    """Every version of a managed table: who, when, why, what changed."""
+    bearer_caller(*ROLES)
+    return jsonify([_version_json(v) for v in _state().store.config_versions(kind, name)])
+
+
 def _saved(kind: str, name: str, action: Any) -> Response:
     """Run a save (Invalid is 422 naming each field, StaleVersion 409), then pick it up."""
     version = action()
@@ -274,10 +280,9 @@ def put_ncci(table: str) -> Response:
 @blp.route("/ncci/<table>/versions", methods=["GET"])
 @blp.doc(summary="Every imported version of an NCCI table (ptp or mue): who, when, why, rows")
 def ncci_versions(table: str) -> Response:
-    bearer_caller(*ROLES)
     if table not in NCCI_TABLES:
         raise NotFoundError(f"no NCCI table {table!r}: one of {', '.join(NCCI_TABLES)}")
-    return jsonify([_version_json(v) for v in _state().store.config_versions(NCCI, table)])
+    return _versions(NCCI, table)
 
 
 def _date_arg(name: str) -> date | None:
@@ -293,8 +298,7 @@ def _date_arg(name: str) -> date | None:
 @blp.route("/payers/versions", methods=["GET"])
 @blp.doc(summary="Every version of the payer rules")
 def payer_versions() -> Response:
-    bearer_caller(*ROLES)
-    return jsonify([_version_json(v) for v in _state().store.config_versions(PAYERS, PAYER_TABLE)])
+    return _versions(PAYERS, PAYER_TABLE)
 
 
 @blp.route("/payers/rollback", methods=["POST"])
@@ -356,9 +360,7 @@ def put_vocabulary() -> Response:
 @blp.route("/vocabulary/versions", methods=["GET"])
 @blp.doc(summary="Every version of the vocabulary: who, when, why, which concepts changed")
 def vocabulary_versions() -> Response:
-    bearer_caller(*ROLES)
-    versions = _state().store.config_versions(VOCABULARY, VOCABULARY_TABLE)
-    return jsonify([_version_json(v) for v in versions])
+    return _versions(VOCABULARY, VOCABULARY_TABLE)
 
 
 @blp.route("/vocabulary/rollback", methods=["POST"])
@@ -414,8 +416,7 @@ def import_fees() -> Response:
 @blp.route("/fees/versions", methods=["GET"])
 @blp.doc(summary="Every version of the fee schedule: who, when, why, what changed")
 def fee_versions() -> Response:
-    bearer_caller(*ROLES)
-    return jsonify([_version_json(v) for v in _state().store.config_versions(FEES, FEE_TABLE)])
+    return _versions(FEES, FEE_TABLE)
 
 
 @blp.route("/fees/rollback", methods=["POST"])
