@@ -174,3 +174,22 @@ def test_a_failed_search_for_the_performers_services_writes_nothing(settings: Se
     assert not run.written
     assert "performers' other services" in (run.error or "")
     assert not [c for c in responses.calls if c.request.method == "POST"]
+
+
+def test_a_day_decided_without_the_performers_other_services_says_it_was_not_checked(
+    settings: Settings,
+) -> None:
+    from plugin.pipeline.billing_day import decide_gathered
+
+    record = _patient_record(
+        "p1", [{"code": "97110", "start": "09:00", "minutes": 20, "performer": "pt1"}], "COMM-AMA"
+    )
+    decision = decide_gathered(settings, record, "p1-e1")  # no EHR to ask (a hook alone)
+    texts = [e.text for e in decision.explanation]
+    assert any(t.startswith("One-on-one across patients was not checked") for t in texts)
+    assert not [f for f in decision.findings if f.code == "concurrent-patients"]
+    in_a_file = _decide_file({"patients": {"p1": [{"code": "97110", "start": "09:00",
+                                                   "minutes": 20, "performer": "pt1"}]},
+                              "payer": "COMM-AMA"}, settings)  # fmt: skip
+    (decided,) = in_a_file.values()
+    assert not any("was not checked" in e.text for e in decided.explanation)

@@ -275,6 +275,8 @@ def decide_gathered(
     performers = _one_on_one_performers(visits, settings)
     if performers and first.date_of_service:
         colleagues = reader.colleagues(performers, first.date_of_service)
+        if colleagues is not None and colleagues.unread:
+            colleagues = None  # the EHR does not search Procedure: not checked, never "none"
     if history is not None or colleagues is not None:
         visits = _day_visits(settings, resources, encounter_id, history, colleagues)
     return decide(settings, visits)

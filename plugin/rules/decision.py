@@ -17,6 +17,7 @@ from plugin.rules.claim_edits import (
     with_episode,
     with_ncci_edits,
 )
+from plugin.rules.concurrency import one_on_one
 from plugin.rules.day import visit_order
 from plugin.rules.families import group_key
 from plugin.rules.findings import TIME_FINDINGS, FindingPolicy
@@ -186,6 +187,7 @@ def decide_day(
     explanation = (
         Explanation(first.method_reason, _method_source(first.method)),
         *_day_note(checked),
+        *_one_on_one_note(checked, catalog),
         *(e for g in units.groups for e in g.explanation),
         *_translated_diagnoses(lines),
         *assistant_notes,
@@ -214,6 +216,25 @@ def _translated_diagnoses(lines: tuple[ChargeLine, ...]) -> tuple[Explanation, .
 
 def _service_findings(visit: Visit) -> tuple[Finding, ...]:
     return tuple(f for s in visit.services for f in s.findings)
+
+
+def _one_on_one_note(visits: list[Visit], catalog: Catalog) -> tuple[Explanation, ...]:
+    """Said when the performers' services for other patients could not be read (a hook with no
+    EHR to ask, an EHR that does not search Procedure): one-on-one was not checked."""
+    unread = [
+        v
+        for v in visits
+        if v.colleagues is None and any(one_on_one(s.code, catalog) for s in v.services)
+    ]
+    if not unread:
+        return ()
+    return (
+        Explanation(
+            "One-on-one across patients was not checked: the performers' services for other "
+            "patients at the same time could not be read.",
+            "CMS Pub 100-04 ch.5 §20.2 A (timed codes: direct one-on-one contact)",
+        ),
+    )
 
 
 def _day_note(visits: list[Visit]) -> tuple[Explanation, ...]:
