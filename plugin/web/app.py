@@ -31,6 +31,7 @@ from plugin.schemas.errors import ConfigError
 from plugin.store import Store
 from plugin.web import (
     admin,
+    api_docs,
     cds_hooks,
     charges,
     errors,
@@ -212,6 +213,10 @@ def create_app(
         OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
+        # the reference page: Swagger UI served from our own copy (hospital networks block CDNs)
+        OPENAPI_SWAGGER_UI_PATH="api-docs",
+        OPENAPI_SWAGGER_UI_URL="/api-docs/assets/",
+        OPENAPI_SWAGGER_UI_CONFIG={"supportedSubmitMethods": []},  # reading, not calling
         JSON_SORT_KEYS=False,
     )
     store = Store(settings.service.database_url)
@@ -235,7 +240,8 @@ def create_app(
         on_done=lambda encounter, run: state.record(encounter, "notification", run),
     )
     app.extensions["theracharge"] = state
-    api = Api(app)
+    api = Api(app, spec_kwargs={"extra_plugins": [api_docs.OperationDocs()]})
+    app.add_url_rule("/api-docs/assets/<path:name>", "api_docs_assets", api_docs.asset)
     for blueprint in (cds_hooks.blp, charges.blp, notifications.blp, health.blp, admin.blp):
         api.register_blueprint(blueprint)
     app.register_blueprint(pages.bp)

@@ -174,3 +174,19 @@ def test_a_set_aside_visit_shows_on_the_worklist_and_goes_back_in_the_queue(
     assert [(a.actor, a.action) for a in store.audit_entries(object_type="notification")] == [
         ("ann", "retry")
     ]
+
+
+def test_the_api_reference_page_renders_every_operation_from_our_own_assets(
+    browser: Browser, site: str
+) -> None:
+    page = browser.new_page()
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
+    page.goto(f"{site}/api-docs")
+    expect(page.locator(".opblock").first).to_be_visible(timeout=15_000)
+    expect(page.locator("body")).to_contain_text("/admin/api/v1/vocabulary")
+    expect(page.locator("body")).to_contain_text("/cds-services/{service_id}")
+    assert page.locator(".opblock").count() >= 30  # every operation, one block each
+    assert requested
+    assert all(url.startswith(site) for url in requested), requested  # no CDN
+    shot(page, "api-docs")
