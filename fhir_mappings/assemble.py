@@ -19,6 +19,7 @@ from fhir_mappings.coverage import Coverages
 from fhir_mappings.fhirtime import FhirValueError, date_part, parse_instant
 from fhir_mappings.history import EpisodeFacts, first_day
 from fhir_mappings.minutes import procedure_timing
+from fhir_mappings.people import People
 from fhir_mappings.strict import validation_error
 from plugin.errors import Invalid
 from plugin.rules.code_mapping import CodeMap, Resolution, resolve_code
@@ -87,6 +88,7 @@ class VisitAssembler:
         self._observations: dict[str, list[Measure]] = {}
         self._goals: dict[str, list[GoalFacts]] = {}
         self._places: dict[str, str] = {}  # Location → its CMS place-of-service code
+        self._people = People()  # patients' names and MRNs, practitioners' names and NPIs
         self._invalid: dict[str, str] = {}  # strict mode: key → what the R4B model rejected
         # The patients' episode of care (plugin.rules.episode), by patient; `history_read`
         # False: the caller could not read it (visits then carry history None)
@@ -178,6 +180,8 @@ class VisitAssembler:
             self._add_practitioner_role(resource, key)
         elif kind == "Observation" and not self._episode.is_report(resource, key):
             self._add_observation(fx.observation_facts(resource, key))
+        elif kind in ("Patient", "Practitioner"):
+            self._people.add(kind, resource, key)
         elif kind == "Location":
             for system, code, _ in (c for t in resource.get("type") or () for c in fx.codings(t)):
                 if system == PLACE_OF_SERVICE and len(code) == 2 and code.isdigit():
@@ -296,6 +300,7 @@ class VisitAssembler:
             patient, day, encounter.key, found, self.tables.payers, self.tables.findings, self.norm
         )
         payer_rules = self.tables.payers.by_id(payer)
+        patient_name, patient_mrn = self._people.patient(patient)
         return Visit(
             encounter=encounter.key,
             patient=patient,
@@ -326,6 +331,8 @@ class VisitAssembler:
             kx_threshold=bool(payer_rules and payer_rules.kx_threshold),
             history=self.history_of(patient),
             colleagues=self._colleagues(patient, services),
+            patient_name=patient_name,
+            patient_mrn=patient_mrn,
             group_code=payer_rules.group_code if payer_rules else "97150",
             **_ncci_policy(self.tables.payers.by_id(payer)),
         )
@@ -569,7 +576,10 @@ class VisitAssembler:
                 )
             )
         minutes, start, end = time
-        return Performer(actor, role, coding, minutes, start, end)
+        name, credential, npi = self._people.practitioner(actor)
+        return Performer(
+            actor, role, coding, minutes, start, end, name, credential or (role or ""), npi
+        )
 
     def _role(
         self, functions: tuple[fx.CodingTuple, ...], actor: str | None

@@ -45,6 +45,10 @@ PREFETCH = {
     "coverage": "Coverage?beneficiary=Patient/{{context.patientId}}&_include=Coverage:payor",
     "observations": "Observation?encounter={{context.encounterId}}",
     "chargeItems": "ChargeItem?context={{context.encounterId}}",
+    # the patient's name and MRN for the worklist; the plans of care and goals for the
+    # goal-directed check when the day is decided from the prefetch alone
+    "patient": "Patient/{{context.patientId}}",
+    "carePlans": "CarePlan?subject=Patient/{{context.patientId}}&status=active",
 }
 REQUIRED_PREFETCH = ("encounter", "procedures")
 

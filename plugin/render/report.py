@@ -51,6 +51,8 @@ def line_json(line: ChargeLine) -> dict[str, Any]:
             else {}
         ),
         "holds": sorted({h.code for h in line.holds}),
+        "warnings": line_warnings(line),
+        "therapists": line_therapists(line),
         "note": line.note,
         "procedures": [s.reference for s in line.services],
         "context": line.context,
@@ -59,10 +61,35 @@ def line_json(line: ChargeLine) -> dict[str, Any]:
     }
 
 
+def line_warnings(line: ChargeLine) -> list[str]:
+    """The warnings of the procedures a line counts (billed; someone should look)."""
+    return sorted(
+        {f.code for s in line.services for f in s.findings if f.severity is Severity.WARN}
+    )
+
+
+def line_therapists(line: ChargeLine) -> list[dict[str, str]]:
+    """Who furnished the line's procedures, as billing staff look them up: name, credential,
+    NPI (the reference when the EHR sent no Practitioner)."""
+    found: dict[str, dict[str, str]] = {}
+    for service in line.services:
+        for p in service.performers:
+            if p.reference and p.reference not in found:
+                found[p.reference] = {
+                    "reference": p.reference,
+                    "name": p.name,
+                    "credential": p.credential,
+                    "npi": p.npi,
+                }
+    return list(found.values())
+
+
 def _visit_head(visit: Visit) -> dict[str, Any]:
     return {
         "encounter": visit.encounter,
         "patient": visit.patient,
+        "patient_name": visit.patient_name,
+        "patient_mrn": visit.patient_mrn,
         "date_of_service": visit.date_of_service,
         "method": visit.method.value,
         "method_reason": visit.method_reason,

@@ -14,3 +14,6 @@ UCUM = "http://unitsofmeasure.org"
 PLACE_OF_SERVICE = (
     "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set"
 )
+NPI = "http://hl7.org/fhir/sid/us-npi"  # National Provider Identifier (US Core)
+# Identifier types (HL7 v2 table 0203): MR is a medical record number
+IDENTIFIER_TYPE = "http://terminology.hl7.org/CodeSystem/v2-0203"

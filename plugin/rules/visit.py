@@ -69,6 +69,10 @@ class Performer:
     minutes: int | None = None
     start: datetime | None = None
     end: datetime | None = None
+    # as billing staff look them up (the worklist): never in a log
+    name: str = ""
+    credential: str = ""  # the qualifications written on the Practitioner, else the role
+    npi: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +182,9 @@ class Visit:
     # one search of the EHR); None when they could not be read (one-on-one not checked)
     colleagues: tuple[OtherService, ...] | None = None
     group_code: str = "97150"  # the payer's code for two or more patients at once
+    # the patient as billing staff look them up (the worklist): never in a log
+    patient_name: str = ""
+    patient_mrn: str = ""
 
     @property
     def encounter_id(self) -> str:

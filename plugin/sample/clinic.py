@@ -16,7 +16,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from plugin.jsontypes import Json
-from plugin.rules.systems import CPT, HCPCS, ICD10CM, NUCC, SNOMED
+from plugin.rules.systems import CPT, HCPCS, ICD10CM, IDENTIFIER_TYPE, NPI, NUCC, SNOMED
 from plugin.sample.notes import NOTES, clean_note
 from plugin.sample.problems import break_procedure, eligible_items
 from plugin.sample.vocabulary import (
@@ -162,6 +162,29 @@ def _staff(clinic: _Clinic) -> None:
             _hire(clinic, discipline)
 
 
+# Credentials as written on the sample's staff (APTA, AOTA, ASHA designations), by NUCC role
+CREDENTIALS = {
+    "225100000X": "DPT",
+    "225200000X": "PTA",
+    "225X00000X": "OTR/L",
+    "224Z00000X": "COTA",
+    "235Z00000X": "CCC-SLP",
+}
+MRN_SYSTEM = "https://ehr.example.org/fhir/mrn"
+
+
+def sample_npi(code: str, number: int) -> str:
+    """An invented NPI with a valid check digit (the Luhn formula over 80840 and the first nine
+    digits, CMS NPI standard), unique per role and staff number."""
+    base = f"1{sum(map(ord, code)) % 100:02d}{number:06d}"
+    digits = [int(d) for d in "80840" + base]
+    total = 0
+    for position, digit in enumerate(reversed(digits)):
+        doubled = digit * 2 if position % 2 == 0 else digit
+        total += doubled - 9 if doubled > 9 else doubled
+    return base + str((10 - total % 10) % 10)
+
+
 def _staff_id(discipline: str, code: str, number: int) -> str:
     return f"{discipline.lower()}-{code.lower()}-{number}"
 
@@ -179,7 +202,9 @@ def _hire(clinic: _Clinic, discipline: str) -> int:
             {
                 "resourceType": "Practitioner",
                 "id": pid,
+                "identifier": [{"system": NPI, "value": sample_npi(code, number)}],
                 "name": [{"family": f"Staff{number}", "given": [f"{discipline}{code[:4]}"]}],
+                "qualification": [{"code": {"text": CREDENTIALS[code]}}],
             }
         )
         clinic.resources.append(
@@ -231,6 +256,13 @@ def _visit(
         {
             "resourceType": "Patient",
             "id": patient,
+            "identifier": [
+                {
+                    "type": {"coding": [{"system": IDENTIFIER_TYPE, "code": "MR"}]},
+                    "system": MRN_SYSTEM,
+                    "value": f"MRN{number.replace('-', '')}",
+                }
+            ],
             "name": [{"family": f"Sample{number}", "given": ["Pat"]}],
             "birthDate": f"{rng.randint(1940, 2000)}-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}",
         }

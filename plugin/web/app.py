@@ -25,7 +25,7 @@ from plugin.gateway.factory import connect
 from plugin.gateway.gather import Gatherer
 from plugin.pipeline.billing_day import DayRun
 from plugin.pipeline.worker import NotificationWorker
-from plugin.render.report import day_report
+from plugin.render.report import day_report, line_therapists, line_warnings
 from plugin.rules.visit import Severity
 from plugin.schemas.errors import ConfigError
 from plugin.store import Store
@@ -127,8 +127,15 @@ class AppState:
                 "discipline": ln.discipline.value,
                 "date": ln.date,
                 "holds": sorted({h.code for h in ln.holds}),
+                "warnings": line_warnings(ln),
                 "payer": visit.payer or "default",
                 "provider": ln.provider,
+                "therapists": line_therapists(ln),
+                "patient": {
+                    "reference": visit.patient,
+                    "name": visit.patient_name,
+                    "mrn": visit.patient_mrn,
+                },
                 "encounter": ln.context,
             }
             for ln in decision.lines

@@ -145,23 +145,26 @@ def home() -> Any:
 def worklist() -> str:
     filters = {
         k: request.args.get(k, "").strip()
-        for k in ("date", "discipline", "payer", "gap", "provider")
+        for k in ("date", "discipline", "payer", "gap", "provider", "show")
     }
-    held = [
+    filters["show"] = filters["show"] if filters["show"] in SHOW else "held"
+    lines = [
         {**line, "encounter": _encounter_id(line.get("encounter")) or run.encounter_id}
         for run in _state().store.latest_runs()
         for line in run.lines
-        if isinstance(line, dict) and line.get("status") == "planned"
+        if isinstance(line, dict)
     ]
-    rows = [row for row in held if _matches(row, filters)]
-    counts = Counter(code for row in rows for code in row.get("holds", []))
+    shown = [row for row in lines if _shown(row, filters["show"])]
+    rows = [row for row in shown if _matches(row, filters)]
+    held = Counter(code for row in rows for code in row.get("holds", []))
+    warned = Counter(code for row in rows for code in row.get("warnings") or ())
     table = _state().settings.payers
     # the payer's name, as billing staff know it (the filter keeps its id)
     payer_names = {
         str(r.get("payer")): (
             p.name if (p := table.by_id(str(r.get("payer")))) else "no known payer"
         )
-        for r in held
+        for r in lines
     }
     return render_template(
         "worklist.html",
@@ -169,11 +172,24 @@ def worklist() -> str:
         may_retry=session.get("role") in WORKERS,
         rows=rows,
         filters=filters,
-        counts=counts.most_common(),
+        filtered=any(v for k, v in filters.items() if k != "show"),
+        show=SHOW,
+        counts=held.most_common(),
+        warning_counts=warned.most_common(),
         payers=sorted(payer_names.items(), key=lambda item: item[1]),
         payer_names=payer_names,
-        gaps=sorted({c for r in held for c in r.get("holds", [])}),
+        gaps=sorted({c for r in shown for c in (*r.get("holds", ()), *(r.get("warnings") or ()))}),
     )
+
+
+# What the worklist shows: held lines (the default), lines billed with warnings, or both
+SHOW = {"held": "held lines", "warnings": "lines with warnings", "all": "held or warned"}
+
+
+def _shown(row: dict[str, Any], show: str) -> bool:
+    held = row.get("status") == "planned"
+    warned = bool(row.get("warnings"))
+    return {"held": held, "warnings": warned and not held, "all": held or warned}[show]
 
 
 def _encounter_id(reference: object) -> str | None:
@@ -188,9 +204,19 @@ def _matches(row: dict[str, Any], filters: dict[str, str]) -> bool:
         return False
     if filters["payer"] and str(row.get("payer")) != filters["payer"]:
         return False
-    if filters["gap"] and filters["gap"] not in row.get("holds", []):
+    if filters["gap"] and filters["gap"] not in (
+        *row.get("holds", ()),
+        *(row.get("warnings") or ()),
+    ):
         return False
-    return not filters["provider"] or filters["provider"] in str(row.get("provider") or "")
+    if not filters["provider"]:
+        return True
+    wanted = filters["provider"].lower()
+    people = [str(row.get("provider") or "")] + [
+        f"{t.get('name', '')} {t.get('npi', '')} {t.get('reference', '')}"
+        for t in row.get("therapists") or ()
+    ]
+    return any(wanted in who.lower() for who in people)
 
 
 @bp.route("/decisions/<encounter_id>")

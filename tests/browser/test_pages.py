@@ -19,6 +19,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from werkzeug.serving import make_server
 
 from plugin.config.tokens import token_hash
+from plugin.rules.systems import IDENTIFIER_TYPE, NPI
 from tests import builders
 from tests.ehr import free_port
 from tests.web.conftest import hook_body, prefetch_of
@@ -62,10 +63,28 @@ def site(make_app) -> Iterator[str]:
     second["note"] = [
         {"text": "Single-leg stance on foam 3x30 sec, tandem stance; VC for posture."}
     ]
-    resources = builders.complete_record(second, visit=builders.encounter("e2"))
+    people = [
+        {"resourceType": "Patient", "id": "p1", "name": [{"given": ["Ada"], "family": "Lovel"}],
+         "identifier": [{"type": {"coding": [{"system": IDENTIFIER_TYPE, "code": "MR"}]},
+                         "value": "MRN-4471"}]},
+        {"resourceType": "Practitioner", "id": "pt1", "name": [{"text": "Sam Rivera"}],
+         "identifier": [{"system": NPI, "value": "1300000019"}],
+         "qualification": [{"code": {"text": "DPT"}}]},
+    ]  # fmt: skip
+    resources = builders.complete_record(second, visit=builders.encounter("e2")) + people
     body = hook_body(prefetch=prefetch_of(resources))
     body["context"]["encounterId"], body["hookInstance"] = "e2", str(uuid.uuid4())
     client.post("/cds-services/therapy-charges", json=body)  # holds for body-site-missing
+    # a third visit billed with a warning only: its note shows no skilled element
+    third = builders.procedure("r1", "97110", "2026-11-02T10:00:00-05:00", 20, encounter_id="e3")
+    third["note"] = [{"text": "Seated knee extension 3x10 with 3 lb, SLR 3x10."}]
+    resources = builders.complete_record(third, visit=builders.encounter("e3")) + people
+    resources = [dict(r, subject={"reference": "Patient/p3"}) if "subject" in r else r
+                 for r in resources]  # fmt: skip
+    body = hook_body(prefetch=prefetch_of(resources))
+    body["context"].update(encounterId="e3", patientId="p3")
+    body["hookInstance"] = str(uuid.uuid4())
+    client.post("/cds-services/therapy-charges", json=body)
     port = free_port()
     server = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -100,8 +119,22 @@ def test_worklist_filter_and_decision_page(browser: Browser, site: str) -> None:
     expect(rows.first).to_contain_text("e2")
     expect(rows.first).to_contain_text("-GP")  # the line's code with its modifiers
     expect(rows.first).to_contain_text("Medicare Part B")  # the payer's name, not its id
-    expect(page.locator(".counts")).to_contain_text("body-site-missing: 1")
+    expect(rows.first.locator("td.patient")).to_have_text("Ada Lovel (MRN MRN-4471)")
+    expect(rows.first.locator("td.therapist")).to_have_text("Sam Rivera, DPT (NPI 1300000019)")
+    expect(page.locator(".counts").first).to_contain_text("body-site-missing: 1")
     shot(page, "worklist-filtered")
+    page.get_by_label("Gap", exact=True).select_option("")
+    page.get_by_label("Show").select_option("warnings")
+    page.get_by_role("button", name="Filter").click()
+    expect(rows).to_have_count(1)  # the one line billed with a warning, held lines apart
+    expect(rows.first).to_contain_text("e3")
+    expect(rows.first.locator("td.warn")).to_contain_text("skill-not-shown")
+    expect(page.locator(".counts.warnings")).to_contain_text("skill-not-shown: 1")
+    shot(page, "worklist-warnings")
+    page.get_by_label("Show").select_option("held")
+    page.get_by_role("button", name="Filter").click()
+    page.get_by_label("Gap", exact=True).select_option("body-site-missing")
+    page.get_by_role("button", name="Filter").click()
     page.get_by_role("link", name="e2").click()
     expect(page.get_by_role("heading", name="Encounter/e2")).to_be_visible()
     expect(page.get_by_role("heading", name="How the units were counted")).to_be_visible()

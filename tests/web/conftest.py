@@ -20,7 +20,10 @@ def prefetch_of(resources: list[dict[str, Any]]) -> dict[str, Any]:
         }
 
     encounter = next(r for r in resources if r["resourceType"] == "Encounter")
-    procedures = bundle("Procedure")
+    procedures = bundle("Procedure")  # with their performers (_include=Procedure:performer)
+    procedures["entry"] += [
+        {"resource": r} for r in resources if r["resourceType"] == "Practitioner"
+    ]
     return {
         "encounter": encounter,
         "procedures": procedures,
@@ -28,6 +31,13 @@ def prefetch_of(resources: list[dict[str, Any]]) -> dict[str, Any]:
         "coverage": bundle("Coverage"),
         "observations": bundle("Observation"),
         "chargeItems": bundle("ChargeItem"),
+        "patient": next((r for r in resources if r["resourceType"] == "Patient"), None),
+        "carePlans": {
+            **bundle("CarePlan"),
+            "entry": [
+                {"resource": r} for r in resources if r["resourceType"] in ("CarePlan", "Goal")
+            ],
+        },
     }
 
 
