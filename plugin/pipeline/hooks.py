@@ -17,7 +17,7 @@ from plugin.config.files import Settings
 from plugin.errors import BadRequest, DataUnavailable
 from plugin.gateway.auth import BearerAuth, NoAuth
 from plugin.gateway.client import FhirClient, iter_resources
-from plugin.gateway.errors import FhirError
+from plugin.gateway.errors import FatalFhirError, FhirError
 from plugin.gateway.factory import connect, connect_with
 from plugin.gateway.gather import Gatherer
 from plugin.jsontypes import Json
@@ -65,6 +65,14 @@ def prefetch_from(client: FhirClient, encounter_id: str) -> Json:
         query = template.replace("{{context.encounterId}}", encounter_id).replace(
             "{{context.patientId}}", patient
         )
+        if "?" not in query:  # a read: null when the EHR has no such resource (CDS Hooks)
+            try:
+                found[key] = client.read(query)
+            except FatalFhirError as exc:
+                if exc.status not in (404, 410):
+                    raise
+                found[key] = None
+            continue
         page = client.search(query)
         found[key] = {"resourceType": "Bundle", "type": "searchset", "entry": page.entries}
     return found

@@ -194,6 +194,8 @@ def decide_day(
         *edit_notes,
         *episode_notes,
     )
+    # each step said once (visits of one day can bring the same note twice)
+    explanation = tuple(dict.fromkeys(explanation))
     return Decision(first, lines, findings, explanation, units, tuple(checked))
 
 
@@ -384,7 +386,7 @@ def _line(
     diagnoses, uncoded = _line_diagnoses(billed)
     if uncoded and not diagnoses and line.units:
         holds += (_not_icd10(uncoded, services, visit, policy),)
-    status, note = line_status(line, holds, visit.method)
+    status, note = line_status(line, holds, visit.method, services)
     return ChargeLine(
         key=line_key(owner, key, line.code),
         code=line.code,

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 
+from plugin.rules.findings import TIME_FINDINGS
 from plugin.rules.model import CodeKind, Discipline, Method, UnitLine
 from plugin.rules.visit import Diagnosis, Finding, VisitService
 
@@ -53,15 +54,21 @@ class ChargeLine:
 
 
 def line_status(
-    line: UnitLine | ChargeLine, holds: tuple[Finding, ...], method: Method
+    line: UnitLine | ChargeLine,
+    holds: tuple[Finding, ...],
+    method: Method,
+    own: tuple[VisitService, ...] | None = None,
 ) -> tuple[LineStatus, str]:
     """Held for documentation → planned; documented but 0 units → not-billable; else billable.
+    A held line's note says why *it* is held: its own procedure's problem, or another one's
+    that its units depend on (`own`: the line's procedures; a ChargeLine knows its own).
 
-    Source: docs/architecture.md "Status"; CMS Pub 100-04 ch.5 §20.2 C (a timed service that
-    earns no unit is still documented, Example 4).
+    Source: CMS Pub 100-04 ch.5 §20.2 C (units from the total timed minutes; a timed service
+    that earns no unit is still documented, Example 4).
     """
     if holds:
-        reasons = "; ".join(f"{h.code} ({h.resource}): {h.message}" for h in holds)
+        mine = {s.reference for s in (own if own is not None else _services(line))}
+        reasons = "; ".join(dict.fromkeys(_why_held(h, mine) for h in holds))
         return LineStatus.PLANNED, f"Held for documentation: {reasons}"
     if line.units == 0:
         rule = "8-minute rule on total timed minutes" if method is Method.CMS else "per-code rule"
@@ -70,3 +77,22 @@ def line_status(
             f"{line.minutes} documented minutes of {line.code} earn no unit under the {rule}.",
         )
     return LineStatus.BILLABLE, ""
+
+
+def _services(line: UnitLine | ChargeLine) -> tuple[VisitService, ...]:
+    return line.services if isinstance(line, ChargeLine) else ()
+
+
+def _why_held(hold: Finding, mine: set[str]) -> str:
+    """One hold, said from the line's side."""
+    where = hold.resource or "the record"
+    if hold.resource in mine or not mine:
+        return f"{hold.code} ({where}): {hold.message}"
+    if hold.code in TIME_FINDINGS:
+        return (
+            f"the day's total timed minutes, and so this line's units, cannot be known while "
+            f"{where} lacks its time ({hold.code})"
+        )
+    if where.startswith("Encounter/"):
+        return f"{hold.code} (the visit {where}): {hold.message}"
+    return f"{hold.code} ({where}, whose minutes count with this line's): {hold.message}"
