@@ -123,6 +123,7 @@ class AppState:
                 "code": ln.code,
                 "modifiers": list(ln.modifiers),
                 "units": ln.units,
+                "minutes": ln.minutes,
                 "status": ln.status.value,
                 "discipline": ln.discipline.value,
                 "date": ln.date,

@@ -10,7 +10,7 @@ import copy
 import hmac
 import secrets
 from collections import Counter
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from functools import wraps
 from typing import Any
 
@@ -25,6 +25,7 @@ from flask import (
     session,
     url_for,
 )
+from markupsafe import Markup
 
 from plugin.config.edits import rollback as rollback_table
 from plugin.config.edits import save_mapping
@@ -33,6 +34,8 @@ from plugin.config.tokens import token_hash
 from plugin.errors import Invalid
 from plugin.gateway.errors import FhirError
 from plugin.pipeline.billing_day import DaySource, WriteMode, run_day
+from plugin.render.charts import STATUS_COLOURS, bars, stacked_columns
+from plugin.render.dashboard import REVIEW_MINUTES_PER_UNIT, dashboard
 from plugin.render.report import STATUS_WORDS
 from plugin.rules.systems import CPT
 from plugin.store.config import StaleVersion
@@ -190,6 +193,55 @@ def _shown(row: dict[str, Any], show: str) -> bool:
     held = row.get("status") == "planned"
     warned = bool(row.get("warnings"))
     return {"held": held, "warnings": warned and not held, "all": held or warned}[show]
+
+
+@bp.route("/dashboard")
+@signed_in()
+def manager_dashboard() -> str:
+    """The billing manager's page: a period's charges by status, holds and how fast they are
+    fixed, units per code, minutes per unit by therapist (plugin.render.dashboard)."""
+    today = date.today()
+    until = _date_arg("until") or today
+    since = _date_arg("since") or until - timedelta(days=30)
+    if since > until:
+        abort(400, "since: the period must start before it ends")
+    figures = dashboard(_state().store.runs(limit=20_000), since.isoformat(), until.isoformat())
+    charts = {
+        "status": Markup(
+            stacked_columns(
+                "Charge lines by status per date of service",
+                figures.by_date,
+                STATUS_COLOURS,
+                WORDS,
+            )
+        ),
+        "holds": Markup(
+            bars("Billing days held, by reason", [(h.code, h.seen) for h in figures.holds[:10]])
+        ),
+        "units": Markup(bars("Units billed per code", figures.units_by_code[:15], "units")),
+        "minutes": Markup(
+            bars(
+                "Minutes per unit by therapist",
+                [(who, round(mpu, 1)) for who, mpu, _, _ in figures.minutes_per_unit],
+                "min/unit",
+                marker=REVIEW_MINUTES_PER_UNIT,
+                flag_below=REVIEW_MINUTES_PER_UNIT,
+            )
+        ),
+    }
+    return render_template(
+        "dashboard.html", figures=figures, charts=charts, review=REVIEW_MINUTES_PER_UNIT
+    )
+
+
+def _date_arg(name: str) -> date | None:
+    value = request.args.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        abort(400, f"{name}: expected a date, YYYY-MM-DD")
 
 
 def _encounter_id(reference: object) -> str | None:

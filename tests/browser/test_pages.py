@@ -223,3 +223,29 @@ def test_the_api_reference_page_renders_every_operation_from_our_own_assets(
     assert requested
     assert all(url.startswith(site) for url in requested), requested  # no CDN
     shot(page, "api-docs")
+
+
+def test_the_managers_dashboard_draws_the_periods_figures_without_a_cdn(
+    browser: Browser, site: str
+) -> None:
+    page = browser.new_page()
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
+    sign_in(page, site, "/dashboard?since=2026-11-01&until=2026-11-30")
+    expect(page.get_by_role("heading", name="Billing dashboard")).to_be_visible()
+    # e1's three lines held for time-missing, e2's held for a body site, e3's billed
+    expect(page.locator(".total-planned")).to_have_text("4")
+    expect(page.locator(".total-billable")).to_have_text("1")
+    holds = page.locator("table[aria-labelledby=holds] tbody tr")
+    expect(holds).to_have_count(2)
+    expect(holds.filter(has_text="time-missing")).to_contain_text("not fixed yet")
+    expect(holds.filter(has_text="body-site-missing")).to_contain_text("1")
+    expect(page.locator("svg[role=img]")).to_have_count(4)  # four charts, drawn inline
+    minutes = page.locator("table[aria-labelledby=minutes] tbody tr")
+    expect(minutes.first).to_contain_text("Sam Rivera, DPT")
+    expect(minutes.first).to_contain_text("20.0")  # 20 minutes for 1 unit of 97110
+    assert all(url.startswith(site) for url in requested), requested
+    shot(page, "dashboard")
+    page.goto(f"{site}/dashboard?since=2026-12-01&until=2026-12-31")
+    expect(page.locator(".total-planned")).to_have_text("0")
+    expect(page.locator("body")).to_contain_text("No holds in this period.")
