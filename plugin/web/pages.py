@@ -37,7 +37,7 @@ from plugin.pipeline.billing_day import DaySource, WriteMode, run_day
 from plugin.render.charts import STATUS_COLOURS, bars, stacked_columns
 from plugin.render.dashboard import REVIEW_MINUTES_PER_UNIT, dashboard
 from plugin.render.report import STATUS_WORDS
-from plugin.rules.systems import CPT
+from plugin.rules.systems import CPT, HCPCS, ICD10CM, NUCC, SNOMED
 from plugin.store.config import StaleVersion
 
 bp = Blueprint("pages", __name__, template_folder="templates")
@@ -333,7 +333,62 @@ def retry_notification(notification_id: int) -> Any:
 @bp.route("/admin/mappings")
 @signed_in()
 def mappings() -> str:
-    return render_template("mappings.html", tables=_state().store.config_tables(MAPPING))
+    """Each table as what it maps (source system → target), how many entries, and its last
+    change: when, who, why."""
+    store = _state().store
+    rows = []
+    for table in store.config_tables(MAPPING):
+        current = store.config_current(MAPPING, table.name)
+        content = (current.content if current else None) or {}
+        groups = [g for g in content.get("group") or () if isinstance(g, dict)]
+        versions = store.config_versions(MAPPING, table.name)
+        rows.append(
+            {
+                "name": table.name,
+                "title": content.get("title") or content.get("name") or table.name,
+                "maps": [
+                    f"{system_name(g.get('source'))} → {system_name(g.get('target'))}"
+                    for g in groups
+                ],
+                "entries": sum(len(g.get("element") or ()) for g in groups),
+                "version": table.version,
+                "updated": table.updated,
+                "author": table.author,
+                "reason": versions[-1].reason if versions else "",
+            }
+        )
+    return render_template("mappings.html", tables=rows)
+
+
+# The code systems people know by name (plugin.rules.systems); others show their URL
+SYSTEM_NAMES = {
+    CPT: "CPT",
+    HCPCS: "HCPCS",
+    SNOMED: "SNOMED CT",
+    ICD10CM: "ICD-10-CM",
+    NUCC: "NUCC provider taxonomy",
+}
+
+
+@bp.app_template_filter("system_name")
+def system_name(uri: object) -> str:
+    """A code system as people call it: CPT, SNOMED CT …; the EHR's own by its URL."""
+    return SYSTEM_NAMES.get(str(uri), str(uri or "unknown system"))
+
+
+@bp.app_template_filter("change_words")
+def change_words(change: dict[str, Any]) -> str:
+    """One entry of a table's diff as a sentence: "PT-NMR (https://…) now bills as 97112,
+    not 97110"."""
+    source = str(change.get("source") or "")
+    system, _, code = source.rpartition("|")
+    what = f"{code} ({system_name(system)})" if system else source
+    before, after = change.get("before"), change.get("after")
+    if change.get("change") == "added":
+        return f"{what} added: bills as {after}"
+    if change.get("change") == "removed":
+        return f"{what} removed (billed as {before})"
+    return f"{what} now bills as {after}, not {before}"
 
 
 def _mapping_page(

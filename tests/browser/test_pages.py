@@ -152,8 +152,19 @@ def test_edit_a_mapping_with_a_validation_error_then_a_valid_value_and_roll_back
 ) -> None:
     page = browser.new_page()
     sign_in(page, site, "/admin/mappings")
-    page.get_by_role("link", name="local-example-ehr.json").click()
-    expect(page.get_by_role("heading", name="local-example-ehr.json version 1")).to_be_visible()
+    mappings = page.locator("tbody tr").filter(
+        has_text="Example EHR local therapy charge codes to CPT/HCPCS"
+    )
+    expect(mappings).to_contain_text(
+        "https://ehr.example.org/fhir/CodeSystem/therapy-charge-codes → CPT"
+    )
+    expect(mappings).to_contain_text("by system: imported from the shipped configuration")
+    page.get_by_role("link", name="Example EHR local therapy charge codes to CPT/HCPCS").click()
+    expect(
+        page.get_by_role(
+            "heading", name="Example EHR local therapy charge codes to CPT/HCPCS version 1"
+        )
+    ).to_be_visible()
     shot(page, "mapping")
     form: dict[str, Any] = {
         "Source system": "https://ehr.example.org/fhir/CodeSystem/therapy-charge-codes",
@@ -167,18 +178,31 @@ def test_edit_a_mapping_with_a_validation_error_then_a_valid_value_and_roll_back
     page.get_by_role("button", name="Save as a new version").click()
     alert = page.get_by_role("alert")
     expect(alert).to_contain_text("97999 is not in the code catalog")
-    expect(page.get_by_role("heading", name="local-example-ehr.json version 1")).to_be_visible()
+    expect(
+        page.get_by_role(
+            "heading", name="Example EHR local therapy charge codes to CPT/HCPCS version 1"
+        )
+    ).to_be_visible()
     shot(page, "mapping-invalid")
     page.get_by_label("CPT/HCPCS code").fill("97113")
     page.get_by_role("button", name="Save as a new version").click()
-    expect(page.get_by_role("heading", name="local-example-ehr.json version 2")).to_be_visible()
+    expect(
+        page.get_by_role(
+            "heading", name="Example EHR local therapy charge codes to CPT/HCPCS version 2"
+        )
+    ).to_be_visible()
     expect(page.get_by_role("status")).to_contain_text("Saved local-example-ehr.json version 2")
     expect(page.locator("body")).to_contain_text(
-        "added https://ehr.example.org/fhir/CodeSystem/therapy-charge-codes|PT-AQUATIC"
+        "PT-AQUATIC (https://ehr.example.org/fhir/CodeSystem/therapy-charge-codes) added: "
+        "bills as 97113"
     )
     shot(page, "mapping-saved")
     page.get_by_role("button", name="Roll back to version 1").click()
-    expect(page.get_by_role("heading", name="local-example-ehr.json version 3")).to_be_visible()
+    expect(
+        page.get_by_role(
+            "heading", name="Example EHR local therapy charge codes to CPT/HCPCS version 3"
+        )
+    ).to_be_visible()
     expect(page.locator("tbody").first).not_to_contain_text("PT-AQUATIC")
     shot(page, "mapping-rolled-back")
 
