@@ -93,13 +93,15 @@ def test_the_demo_names_addresses_only_while_its_servers_run(
         "days_with_two_visits": 0,
         "charge_items_by_status": {"billable": 2},
         "units_by_code_and_method": {"97110 (cms)": 2},
-        "top_gaps": [],
+        "held_lines_by_reason": [{"code": "time-missing", "count": 3, "fix": "Document it."}],
+        "lines_with_warnings_by_kind": [],
         "urls": urls,
         "api_token": "demo-token",
     }
     print_report(body, running=True)
     shown = capsys.readouterr().out
     assert "hold worklist: http://127.0.0.1:5001/worklist" in shown
+    assert "time-missing: 3 line(s). Document it." in shown
     assert "ports are chosen afresh" in shown
     print_report(body, running=False)
     stopped = capsys.readouterr().out

@@ -179,6 +179,6 @@ def test_the_run_summary_speaks_billing_staffs_words(settings: Settings) -> None
     assert "charge lines: 1 billable, 1 held, 1 not billable" in text
     assert "units to bill by code: 97110 2 units" in text
     assert "97530" not in text.split("units to bill by code:")[1].split("\n")[0]
-    assert "most common holds: time-missing (1)" in text
-    assert "most common warnings: " in text
+    assert "held lines by reason: time-missing (1)" in text
+    assert "lines with warnings, by kind: " in text
     assert "planned" not in text

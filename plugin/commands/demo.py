@@ -37,6 +37,7 @@ from plugin.gateway.client import iter_resources
 from plugin.gateway.factory import connect
 from plugin.jsontypes import Json
 from plugin.pipeline.hooks import prefetch_from
+from plugin.render.report import line_reasons
 from plugin.sample import SampleSpec, as_transaction, generate
 
 CLIENT_ID = "theracharge"
@@ -287,8 +288,12 @@ def report(demo: Demo, hooks: list[Json], items: list[Json]) -> Json:
         )
         units[f"{code} ({method})"] += item["quantity"]["value"]
         methods[method] += 1
-    runs = Store(demo.settings.service.database_url).runs(limit=1000)
-    gaps: Counter[str] = Counter(str(code) for run in runs for code in run.gaps)
+    store = Store(demo.settings.service.database_url)
+    runs = store.runs(limit=1000)
+    # each billing day's latest decision, counted as the worklist counts it
+    held, warned = line_reasons(
+        ln for run in store.latest_runs() for ln in run.lines if isinstance(ln, dict)
+    )
     encounters = sorted({run.encounter_id for run in runs})
     shared = {str(run.day) for run in runs if run.day and len(_encounters_of(run.report)) > 1}
     types = demo.settings.findings.types
@@ -300,7 +305,12 @@ def report(demo: Demo, hooks: list[Json], items: list[Json]) -> Json:
         "charge_items_by_status": dict(statuses),
         "units_by_code_and_method": dict(sorted(units.items())),
         "lines_by_method": dict(methods),
-        "top_gaps": [{"code": c, "count": n, "fix": types[c].fix} for c, n in gaps.most_common(5)],
+        "held_lines_by_reason": [
+            {"code": c, "count": n, "fix": types[c].fix} for c, n in held.most_common()
+        ],
+        "lines_with_warnings_by_kind": [
+            {"code": c, "count": n, "fix": types[c].fix} for c, n in warned.most_common()
+        ],
         "cards_returned": sum(len(h.get("cards", [])) for h in hooks),
         "urls": {
             "worklist": f"{demo.service_url}/worklist",
@@ -342,9 +352,12 @@ def print_report(body: Json, running: bool = True) -> None:
     print("  units by code (method):")
     for code, units in body["units_by_code_and_method"].items():
         print(f"    {code:<14} {units:>3}")
-    print("  most common documentation gaps:")
-    for gap in body["top_gaps"]:
-        print(f"    {gap['code']} ×{gap['count']}: {gap['fix']}")
+    print("  held lines by reason (as the hold worklist counts them):")
+    for gap in body["held_lines_by_reason"][:5] or [{"code": "none", "count": 0, "fix": ""}]:
+        print(f"    {gap['code']}: {gap['count']} line(s). {gap['fix']}")
+    print("  lines billed with warnings, by kind (worklist, Show: lines with warnings):")
+    for gap in body["lines_with_warnings_by_kind"][:5] or [{"code": "none", "count": 0, "fix": ""}]:
+        print(f"    {gap['code']}: {gap['count']} line(s). {gap['fix']}")
     urls = body["urls"]
     if not running:  # --once: the servers stop with the report; no address to visit
         print("  (--once: the EHR and TheraCharge stop now; report.json and the EHR's")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +60,19 @@ def line_json(line: ChargeLine) -> dict[str, Any]:
         **({"encounters": list(line.encounters)} if len(line.encounters) > 1 else {}),
         **({"derived_from": line.derived_from} if line.derived_from else {}),
     }
+
+
+def line_reasons(lines: Iterable[Mapping[str, Any]]) -> tuple[Counter[str], Counter[str]]:
+    """Held lines by hold reason, and lines with warnings by kind: each line counted once per
+    reason. One definition for the run summary, the demo report and the worklist, so their
+    counts agree."""
+    held: Counter[str] = Counter()
+    warned: Counter[str] = Counter()
+    for line in lines:
+        if line.get("status") == "planned":
+            held.update(set(line.get("holds") or ()))
+        warned.update(set(line.get("warnings") or ()))
+    return held, warned
 
 
 def line_warnings(line: ChargeLine) -> list[str]:
@@ -150,8 +164,8 @@ class RunSummary:
     units_by_code: Counter[str] = field(default_factory=Counter)  # billable and held lines' units
     held_units_by_code: Counter[str] = field(default_factory=Counter)
     findings_by_code: Counter[str] = field(default_factory=Counter)
-    holds_by_code: Counter[str] = field(default_factory=Counter)
-    warnings_by_code: Counter[str] = field(default_factory=Counter)
+    holds_by_code: Counter[str] = field(default_factory=Counter)  # held lines, by reason
+    warnings_by_code: Counter[str] = field(default_factory=Counter)  # lines warned, by kind
     problems: list[Finding] = field(default_factory=list)  # findings that belong to no visit
     failures: list[str] = field(default_factory=list)
 
@@ -164,12 +178,15 @@ class RunSummary:
                 self.units_by_code[line.code] += line.units
                 if line.status is LineStatus.PLANNED:
                     self.held_units_by_code[line.code] += line.units
+        held, warned = line_reasons(
+            {"status": ln.status.value, "holds": [h.code for h in ln.holds],
+             "warnings": line_warnings(ln)}
+            for ln in decision.lines
+        )  # fmt: skip
+        self.holds_by_code.update(held)
+        self.warnings_by_code.update(warned)
         for item in decision.findings:
             self.findings_by_code[item.code] += 1
-            if item.severity is Severity.HOLD:
-                self.holds_by_code[item.code] += 1
-            elif item.severity is Severity.WARN:
-                self.warnings_by_code[item.code] += 1
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -237,8 +254,8 @@ def summary_text(summary: RunSummary) -> str:
         f"visits: {summary.visits} in {summary.days} billing day(s)",
         f"charge lines: {statuses}",
         f"units to bill by code: {units}",
-        f"most common holds: {holds}",
-        f"most common warnings: {warnings}",
+        f"held lines by reason: {holds}",
+        f"lines with warnings, by kind: {warnings}",
     ]
     if summary.problems:
         lines.append(f"problems outside any visit: {len(summary.problems)}")

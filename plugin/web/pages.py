@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import hmac
 import secrets
-from collections import Counter
 from datetime import date, datetime, timedelta
 from functools import wraps
 from typing import Any
@@ -36,7 +35,7 @@ from plugin.gateway.errors import FhirError
 from plugin.pipeline.billing_day import DaySource, WriteMode, run_day
 from plugin.render.charts import STATUS_COLOURS, bars, stacked_columns
 from plugin.render.dashboard import REVIEW_MINUTES_PER_UNIT, dashboard
-from plugin.render.report import STATUS_WORDS
+from plugin.render.report import STATUS_WORDS, line_reasons
 from plugin.rules.systems import CPT, HCPCS, ICD10CM, NUCC, SNOMED
 from plugin.store.config import StaleVersion
 
@@ -159,8 +158,7 @@ def worklist() -> str:
     ]
     shown = [row for row in lines if _shown(row, filters["show"])]
     rows = [row for row in shown if _matches(row, filters)]
-    held = Counter(code for row in rows for code in row.get("holds", []))
-    warned = Counter(code for row in rows for code in row.get("warnings") or ())
+    held, warned = line_reasons(rows)  # as the run summary and the demo count them
     table = _state().settings.payers
     # the payer's name, as billing staff know it (the filter keeps its id)
     payer_names = {

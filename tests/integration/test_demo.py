@@ -70,6 +70,18 @@ def test_the_demo_report_matches_the_ehrs_charge_items(tmp_path: Path) -> None:
         for ln in e["lines"]
     }
     assert {k: (i["quantity"]["value"], i["status"]) for k, i in ours.items()} == offline
+    # the counts agree: the demo's held lines by reason (the worklist's count), the EHR's held
+    # ChargeItems by their hold-reason extensions, and the offline run's summary
+    in_the_ehr: Counter[str] = Counter()
+    for item in ours.values():
+        if item["status"] == "planned":
+            in_the_ehr.update(
+                {e["valueCoding"]["code"] for e in item.get("extension", [])
+                 if e["url"].endswith("/hold-reason")}
+            )  # fmt: skip
+    shown = {g["code"]: g["count"] for g in report["held_lines_by_reason"]}
+    assert shown == dict(in_the_ehr)
+    assert shown == orjson.loads(out.getvalue())["summary"]["holds_by_code"]
     again = run_demo(folder)
     assert again.returncode == 0, again.stderr[-3000:]
     assert (
