@@ -41,6 +41,8 @@ class ServiceConfig:
     notification_claim_seconds: float = 300.0  # a claim older than this is taken again
     ledger_retention_days: float = 90.0  # run ledger rows older than this are deleted
     ledger_keep_preview: bool = False  # preview-only hook calls leave no ledger row
+    # our client id as a SMART app registered with the EHR: cards then carry a SMART app link
+    smart_app_client_id: str | None = None
 
 
 def fhir_connection(env: Mapping[str, str]) -> FhirConnection:
@@ -144,6 +146,7 @@ def service_config(env: Mapping[str, str]) -> ServiceConfig:
         ledger_retention_days=_number(env, "THERACHARGE_LEDGER_RETENTION_DAYS", 90.0),
         notification_claim_seconds=_number(env, "THERACHARGE_NOTIFICATION_CLAIM_SECONDS", 300.0),
         ledger_keep_preview=_flag(env, "THERACHARGE_LEDGER_KEEP_PREVIEW"),
+        smart_app_client_id=env.get("THERACHARGE_SMART_APP_CLIENT_ID", "").strip() or None,
     )
 
 

@@ -193,14 +193,25 @@ def handle_discharge(
 def _link_to_the_decision(cards: list[Json], settings: Settings, encounter_id: str) -> None:
     """Each card links to the visit's decision page (charges, holds and how to fix them), so a
     therapist goes from the card to the fix; only where the service's public URL is known
-    (CDS Hooks 2.0 Card.links, type absolute)."""
+    (CDS Hooks 2.0 Card.links, type absolute), and, when the EHR registered us as a SMART app,
+    as a SMART launch (type smart) that signs the clinician in on the way."""
     public = settings.service.public_url
     if not public:
         return
     url = f"{public.rstrip('/')}/decisions/{quote(encounter_id, safe='')}"
     link = {"label": "Open this visit's charges and holds in TheraCharge", "url": url}
+    links = [{**link, "type": "absolute"}]
+    if settings.service.smart_app_client_id:  # the EHR launches us in the clinician's session
+        links.append(
+            {
+                "label": "Open in TheraCharge (SMART app)",
+                "url": f"{public.rstrip('/')}/smart/launch",
+                "type": "smart",
+                "appContext": encounter_id,
+            }
+        )
     for card in cards:
-        card.setdefault("links", []).append({**link, "type": "absolute"})
+        card.setdefault("links", []).extend(links)
 
 
 def _failed(run: DayRun, cards: list[Json]) -> HookOutcome:

@@ -38,7 +38,7 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
         "in": "header",
         "name": "X-TheraCharge-Secret",
         "description": "The shared secret the Subscription's channel.header carries "
-        "(THERACHARGE_NOTIFY_SECRET).",
+        "(THERACHARGE_NOTIFICATION_SECRET).",
     },
 }
 

@@ -39,6 +39,7 @@ from plugin.web import (
     notifications,
     observability,
     pages,
+    smart_launch,
 )
 from plugin.web.cds_auth import ClientVerifier
 
@@ -253,6 +254,7 @@ def create_app(
     for blueprint in (cds_hooks.blp, charges.blp, notifications.blp, health.blp, admin.blp):
         api.register_blueprint(blueprint)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(smart_launch.bp)
     app.before_request(state.refresh)
     errors.register(app)
     observability.install(app)

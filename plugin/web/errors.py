@@ -35,7 +35,7 @@ def operation_outcome(message: str, diagnostics: str = "") -> dict[str, Any]:
 
 def _answer(status: int, body: dict[str, Any]) -> Response:
     """The error as JSON for the APIs; as a page, in the pages' layout, for the pages."""
-    if request.blueprint == "pages":
+    if request.blueprint in ("pages", "smart"):  # pages, and the SMART launch that leads to one
         title = HTTP_STATUS_CODES.get(status, "Error")
         page = render_template("error.html", title=title, message=body.get("message") or title)
         return Response(page, status=status, mimetype="text/html")

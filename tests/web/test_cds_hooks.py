@@ -424,3 +424,20 @@ def test_every_card_links_to_the_visits_decision_page(make_app, sign) -> None:
                 "type": "absolute",
             }
         ]
+
+
+def test_where_the_ehr_registered_us_as_a_smart_app_cards_carry_a_smart_launch(
+    make_app, sign
+) -> None:
+    answer = call(make_app(THERACHARGE_SMART_APP_CLIENT_ID="theracharge-app"), hook_body(), sign())
+    assert answer.status_code == 200
+    for card in answer.json["cards"]:
+        smart = [link for link in card["links"] if link["type"] == "smart"]
+        assert smart == [
+            {
+                "label": "Open in TheraCharge (SMART app)",
+                "url": "http://localhost/smart/launch",
+                "type": "smart",
+                "appContext": "e1",
+            }
+        ]

@@ -12,7 +12,7 @@ NO_BODY = {
     ("post", "/api/v1/encounters/{encounter_id}/charges"),
     ("post", "/admin/api/v1/notifications/{notification_id}/retry"),
 }
-NOT_API = {"static", "pages", "api-docs", "api_docs_assets"}
+NOT_API = {"static", "pages", "smart", "api-docs", "api_docs_assets"}
 
 
 def _spec(make_app: Any) -> tuple[Any, dict[str, Any]]:
