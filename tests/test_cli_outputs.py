@@ -110,10 +110,10 @@ def test_the_demo_names_addresses_only_while_its_servers_run(
 
 
 def test_a_range_runs_progress_says_count_rate_and_time_left() -> None:
-    from plugin.commands.process_ehr import _Progress
+    from plugin.commands.progress import Progress
 
     now = [100.0]
-    progress = _Progress(200, clock=lambda: now[0])
+    progress = Progress(200, clock=lambda: now[0])
     for _ in range(50):
         progress.step()
     now[0] = 110.0  # 50 days in 10 s: 5 a second, 150 left: 30 s

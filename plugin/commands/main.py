@@ -16,6 +16,7 @@ from marshmallow import ValidationError
 
 from fhir_mappings.bundle_io import InputError, atomic_output
 from plugin.commands.process_ehr import run_live
+from plugin.commands.progress import Progress
 from plugin.config.files import Settings, load_settings
 from plugin.errors import BadRequest, Invalid, UsageError, describe
 from plugin.pipeline.files import OfflineOutputs, process_file
@@ -140,11 +141,14 @@ def _run_import(args: argparse.Namespace, settings: Settings) -> int:
     if args.table == "ncci-mue" and len(paths) > 1:
         raise UsageError("import ncci-mue: one MUE file at a time (each has its own date)")
     texts = []
+    progress = Progress(len(paths), "files read")  # CMS's PTP parts are tens of MB each
     for path in paths:
         try:
             texts.append(path.read_text(encoding="utf-8-sig", errors="replace"))
         except OSError as exc:
             raise UsageError(f"{path}: cannot read ({exc.strerror})") from exc
+        progress.step()
+    progress.done()
     text = "\n".join(texts)
     name = " + ".join(p.name for p in paths)
     store = Store(settings.service.database_url)

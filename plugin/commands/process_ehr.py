@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -13,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from plugin.commands.progress import Progress
 from plugin.config.files import Settings
 from plugin.errors import UsageError
 from plugin.gateway.errors import FhirError
@@ -77,7 +77,7 @@ def _range(
         print(f"listing encounters: {exc}", file=sys.stderr)
         return EXIT_FAILED
     summary = RunSummary()
-    progress = _Progress(len(days))
+    progress = Progress(len(days), "days")
     print(f"configuration: {_versions(settings)}", file=sys.stderr)
     workers = min(settings.fhir.concurrency, max(1, len(days)))
     local = threading.local()
@@ -130,35 +130,3 @@ def _versions(settings: Settings) -> str:
 
 def _mode(dry: bool) -> WriteMode:
     return WriteMode.PLAN if dry else WriteMode.WRITE
-
-
-class _Progress:
-    """A one-line progress bar on a terminal — count, rate, time left; nothing when stderr is
-    a file or a pipe (a log stays free of carriage returns)."""
-
-    def __init__(self, total: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.total, self.count = total, 0
-        self.clock = clock
-        self.started = clock()
-        self.enabled = sys.stderr.isatty()
-
-    def line(self) -> str:
-        """The bar as it reads now."""
-        filled = int(30 * self.count / max(1, self.total))
-        bar = "#" * filled + "-" * (30 - filled)
-        elapsed = max(self.clock() - self.started, 1e-9)
-        rate = self.count / elapsed
-        left = (self.total - self.count) / rate if rate else 0.0
-        minutes, seconds = divmod(int(left + 0.5), 60)
-        return (
-            f"[{bar}] {self.count}/{self.total} days, {rate:,.1f}/s, {minutes}:{seconds:02d} left"
-        )
-
-    def step(self) -> None:
-        self.count += 1
-        if self.enabled:
-            print(f"\r{self.line()}", end="", file=sys.stderr, flush=True)
-
-    def done(self) -> None:
-        if self.enabled:
-            print(file=sys.stderr)
