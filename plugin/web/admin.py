@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 from flask import Response, current_app, jsonify, request
@@ -35,6 +35,7 @@ from plugin.config.tokens import ROLES
 from plugin.errors import BadRequest, Conflict, Invalid, NotFoundError
 from plugin.store.config import VersionInfo
 from plugin.web.auth import bearer_caller
+from plugin.web.params import date_arg
 
 blp = Blueprint(
     "admin",
@@ -267,7 +268,7 @@ def put_ncci(table: str) -> Response:
     author = bearer_caller("admin")
     reason = request.args.get("reason", "")
     filename = request.args.get("filename", "").strip() or f"ncci-{table}"
-    effective = _date_arg("effective")
+    effective = date_arg("effective")
     text = request.get_data(as_text=True)
     state = _state()
     version, rows = import_ncci(
@@ -283,16 +284,6 @@ def ncci_versions(table: str) -> Response:
     if table not in NCCI_TABLES:
         raise NotFoundError(f"no NCCI table {table!r}: one of {', '.join(NCCI_TABLES)}")
     return _versions(NCCI, table)
-
-
-def _date_arg(name: str) -> date | None:
-    value = request.args.get(name, "").strip()
-    if not value:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError as exc:
-        raise BadRequest(f"{name}: expected YYYY-MM-DD", [(name, value)]) from exc
 
 
 @blp.route("/payers/versions", methods=["GET"])
@@ -394,7 +385,7 @@ def put_fees() -> Response:
 )
 def import_fees() -> Response:
     author = bearer_caller("admin")
-    effective = _date_arg("effective")
+    effective = date_arg("effective")
     if effective is None:
         raise BadRequest("effective: the date the amounts apply from", [("effective", "required")])
     state = _state()

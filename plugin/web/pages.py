@@ -38,6 +38,7 @@ from plugin.render.dashboard import REVIEW_MINUTES_PER_UNIT, dashboard
 from plugin.render.report import STATUS_WORDS, line_reasons
 from plugin.rules.systems import CPT, HCPCS, ICD10CM, NUCC, SNOMED
 from plugin.store.config import StaleVersion
+from plugin.web.params import date_arg
 
 bp = Blueprint("pages", __name__, template_folder="templates")
 
@@ -199,8 +200,8 @@ def manager_dashboard() -> str:
     """The billing manager's page: a period's charges by status, holds and how fast they are
     fixed, units per code, minutes per unit by therapist (plugin.render.dashboard)."""
     today = date.today()
-    until = _date_arg("until") or today
-    since = _date_arg("since") or until - timedelta(days=30)
+    until = date_arg("until") or today
+    since = date_arg("since") or until - timedelta(days=30)
     if since > until:
         abort(400, "since: the period must start before it ends")
     figures = dashboard(_state().store.runs(limit=20_000), since.isoformat(), until.isoformat())
@@ -230,16 +231,6 @@ def manager_dashboard() -> str:
     return render_template(
         "dashboard.html", figures=figures, charts=charts, review=REVIEW_MINUTES_PER_UNIT
     )
-
-
-def _date_arg(name: str) -> date | None:
-    value = request.args.get(name, "").strip()
-    if not value:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        abort(400, f"{name}: expected a date, YYYY-MM-DD")
 
 
 def _encounter_id(reference: object) -> str | None:

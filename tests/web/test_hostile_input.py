@@ -224,3 +224,21 @@ def test_a_prefetched_bundle_whose_entry_is_not_a_list_is_400_naming_it(make_app
     answer = call(make_app(), body, sign())
     assert answer.status_code == 400
     assert answer.json["fields"] == {"prefetch.procedures.entry": "expected a list of entries"}
+
+
+@pytest.mark.parametrize(
+    ("query", "said"),
+    [
+        ("since=yesterday", "since: expected YYYY-MM-DD"),
+        ("until=2026-13-01", "until: expected YYYY-MM-DD"),
+        ("since=2026-12-01&until=2026-11-01", "the period must start before it ends"),
+    ],
+)
+def test_a_bad_dashboard_period_is_a_400_page_naming_it(make_app, query, said) -> None:
+    client = make_app(THERACHARGE_API_TOKENS=TOKENS).test_client()
+    with client.session_transaction() as session:
+        session["who"], session["role"] = "ann", "admin"
+    answer = client.get(f"/dashboard?{query}")
+    assert answer.status_code == 400
+    assert said in answer.get_data(as_text=True)
+    assert answer.mimetype == "text/html"
