@@ -104,13 +104,13 @@ def test_case(case: dict[str, Any], settings: Settings) -> None:
     assert sorted(held) == sorted(case["expect"]["held"]), case["name"]
 
 
-def _serve_day(record: list[Any]) -> None:
+def _serve_day(record: list[Any], params: tuple[str, ...] = ("performer", "date")) -> None:
     every = {
         "searchInclude": [v for n, v, _ in WANTED if n.startswith("_include")],
         "searchRevInclude": [v for n, v, _ in WANTED if n.startswith("_revinclude")],
     }
     types = [{"type": "Encounter", "searchParam": [{"name": "_id"}], **every}]
-    types.append({"type": "Procedure", "searchParam": [{"name": "performer"}]})
+    types.append({"type": "Procedure", "searchParam": [{"name": p} for p in params]})
     responses.get(
         f"{BASE}/metadata",
         json={"resourceType": "CapabilityStatement", "rest": [{"resource": types}]},
@@ -193,3 +193,26 @@ def test_a_day_decided_without_the_performers_other_services_says_it_was_not_che
                               "payer": "COMM-AMA"}, settings)  # fmt: skip
     (decided,) = in_a_file.values()
     assert not any("was not checked" in e.text for e in decided.explanation)
+
+
+@responses.activate
+@pytest.mark.parametrize("refusal", ["not listed", "400"])
+def test_an_ehr_that_cannot_search_procedures_by_performer_leaves_it_unchecked_and_writes(
+    settings: Settings, refusal: str
+) -> None:
+    mine = _patient_record(
+        "p1", [{"code": "97110", "start": "09:00", "minutes": 20, "performer": "pt1"}], "COMM-AMA"
+    )
+    _serve_day(mine, ("subject",) if refusal == "not listed" else ("performer", "date"))
+    responses.get(f"{BASE}/Procedure", status=400, json={"resourceType": "OperationOutcome"})
+    responses.post(BASE, json={"resourceType": "Bundle", "type": "transaction-response"})
+    run = run_day(
+        settings, "p1-e1", DaySource(Gatherer(FhirClient(BASE))), WriteMode.WRITE, WHEN, "t",
+        report_write_errors=True,
+    )  # fmt: skip
+    assert run.error is None
+    assert run.written
+    searched = [c for c in responses.calls if "/Procedure?performer" in c.request.url]
+    assert len(searched) == (0 if refusal == "not listed" else 1)
+    texts = [e.text for e in run.decision.explanation]
+    assert any(t.startswith("One-on-one across patients was not checked") for t in texts)

@@ -65,6 +65,7 @@ class Gatherer:
         self.client = client
         self._supported: tuple[set[str], set[str], set[str]] | None = None
         self._batch = False  # the server takes batch Bundles (CapabilityStatement interaction)
+        self._params: dict[str, set[str]] = {}  # type → its search parameters, as listed
 
     def supported(self) -> tuple[set[str], set[str], set[str]]:
         """(Encounter includes, revincludes anywhere, searchable types) from the server."""
@@ -82,6 +83,11 @@ class Gatherer:
                     revincludes.update(resource.get("searchRevInclude") or ())
                     if resource.get("searchParam"):
                         searchable.add(kind)
+                        self._params.setdefault(str(kind), set()).update(
+                            str(p.get("name"))
+                            for p in resource["searchParam"]
+                            if isinstance(p, dict)
+                        )
             self._supported = (includes, revincludes, searchable)
         return self._supported
 
@@ -199,7 +205,9 @@ class Gatherer:
         patients. Nothing when the server does not search Procedure."""
         _, _, searchable = self.supported()
         wanted = sorted(set(performers))
-        if not wanted or (searchable and "Procedure" not in searchable):
+        listed = self._params.get("Procedure", set())
+        if not wanted or (searchable and not {"performer", "date"} <= listed):
+            # a server that does not search Procedure by performer and date: not checked
             return Gathered([], unread=("Procedure",) if wanted else ())
         day = dt.date.fromisoformat(date)
         since, until = (day - dt.timedelta(days=1)).isoformat(), (day + dt.timedelta(days=1))

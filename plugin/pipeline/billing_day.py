@@ -249,6 +249,9 @@ class EhrReader:
         try:
             return self.gatherer.colleagues(performers, date)
         except FhirError as exc:
+            if exc.status == 400:  # the server refuses the search itself: not checked
+                log.warning("the EHR refused the search of the performers' services: %s", exc)
+                return Gathered([], unread=("Procedure",))
             log.warning("reading the performers' other services failed: %s", exc)
             self.error = str(exc)
             return None
