@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from plugin.rules.systems import SNOMED
@@ -131,7 +131,6 @@ class Vocabulary:
     strong: int = 3
     confidence: float = 0.6
     observation_weight: int = 2
-    covered: frozenset[str] = field(default_factory=frozenset)  # codes with concepts
 
     def measure_kinds(self, text: str) -> list[str]:
         """The kinds of numbers with units in a text (degrees, weight, sets × repetitions …)."""

@@ -156,5 +156,4 @@ class VocabularySchema(Schema):
             strong=review["strong"],
             confidence=review["confidence"],
             observation_weight=review["observation_weight"],
-            covered=frozenset(concept.code for _, concept in concepts),
         )
