@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -94,13 +95,17 @@ def save_payers(
     reason: str,
     expect_version: int | None,
 ) -> int:
-    if not reason.strip():
-        raise Invalid("reason: say why the payer rules change", [("reason", "required")])
-    try:
-        validate_payers(content, settings)
-    except ValidationError as exc:
-        raise _invalid(exc, "payers") from exc
-    return _save_whole(store, PAYERS, PAYER_TABLE, content, author, reason, expect_version)
+    return _save_whole(
+        store,
+        PAYERS,
+        PAYER_TABLE,
+        content,
+        author,
+        reason,
+        expect_version,
+        what="the payer rules change",
+        check=lambda c: validate_payers(c, settings),
+    )
 
 
 _DIFFS = {PAYERS: payers_diff, FEES: fees_diff, VOCABULARY: vocabulary_diff}
@@ -114,10 +119,21 @@ def _save_whole(
     author: str,
     reason: str,
     expect_version: int | None,
+    *,
+    what: str,
+    check: Callable[[dict[str, Any]], object],
     shipped: dict[str, Any] | None = None,
 ) -> int:
-    """A validated table that is replaced whole (payers, fees, vocabulary): a new version with
-    its diff against the current one (the first, against the shipped file's), audited."""
+    """A table that is replaced whole (payers, fees, vocabulary), with a reason (`what` says
+    what changes) and valid (`check`, its schema; the fields at fault named under the kind): a
+    new version with its diff against the current one (the first, against the shipped
+    file's), audited."""
+    if not reason.strip():
+        raise Invalid(f"reason: say why {what}", [("reason", "required")])
+    try:
+        check(content)
+    except ValidationError as exc:
+        raise _invalid(exc, kind) from exc
     current = store.config_current(kind, name)
     diff = _DIFFS[kind](current.content if current else shipped, content)
     version = store.config_save(kind, name, content, author, reason, diff, expect_version)
@@ -152,13 +168,17 @@ def save_fees(
     expect_version: int | None,
 ) -> int:
     """A new version of the fee schedule (config/fees.yaml's shape), validated whole."""
-    if not reason.strip():
-        raise Invalid("reason: say why the fee schedule changes", [("reason", "required")])
-    try:
-        validate_fees(content)
-    except ValidationError as exc:
-        raise _invalid(exc, "fees") from exc
-    return _save_whole(store, FEES, FEE_TABLE, content, author, reason, expect_version)
+    return _save_whole(
+        store,
+        FEES,
+        FEE_TABLE,
+        content,
+        author,
+        reason,
+        expect_version,
+        what="the fee schedule changes",
+        check=validate_fees,
+    )
 
 
 def save_vocabulary(
@@ -172,15 +192,17 @@ def save_vocabulary(
     """A new version of the documentation vocabulary (config/rules/activities.yaml's shape),
     validated whole (every term list, every measure pattern compiled); the first version's
     diff is against the shipped file when `settings` names it."""
-    if not reason.strip():
-        raise Invalid("reason: say why the vocabulary changes", [("reason", "required")])
-    try:
-        validate_vocabulary(content)
-    except ValidationError as exc:
-        raise _invalid(exc, "vocabulary") from exc
-    shipped = vocabulary_content(store, settings)[0] if settings is not None else None
     return _save_whole(
-        store, VOCABULARY, VOCABULARY_TABLE, content, author, reason, expect_version, shipped
+        store,
+        VOCABULARY,
+        VOCABULARY_TABLE,
+        content,
+        author,
+        reason,
+        expect_version,
+        what="the vocabulary changes",
+        check=validate_vocabulary,
+        shipped=vocabulary_content(store, settings)[0] if settings is not None else None,
     )
 
 
