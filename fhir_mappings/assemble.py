@@ -253,7 +253,9 @@ class VisitAssembler:
     # --- building ---------------------------------------------------------------------------
 
     def visits(self) -> Iterator[Visit]:
-        """One Visit per Encounter, in the order the Encounters arrived."""
+        """One Visit per Encounter, in the order the Encounters arrived. May be called again
+        after more history or colleagues were added: the problems are found afresh."""
+        self.problems = []
         by_encounter: dict[str, list[fx.ProcedureFacts]] = {}
         for procedure in self._procedures:
             target = self.norm(procedure.encounter)

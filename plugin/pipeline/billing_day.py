@@ -267,7 +267,11 @@ def decide_gathered(
     the performers' services for other patients are read (one search) for the one-on-one
     check, and, when the day's payer applies the episode rules (plan of care, progress reports,
     KX), the patient's history (one batch); without one, those checks say they were not made."""
-    visits = _day_visits(settings, resources, encounter_id)
+    assembler = VisitAssembler(translate_tables(settings))
+    assembler.history_read = assembler.colleagues_read = False  # not read unless asked below
+    for resource in resources:
+        assembler.add(resource)
+    visits = _day_of(assembler, encounter_id)
     if reader is None:
         return decide(settings, visits)
     first = visits[0]
@@ -280,9 +284,19 @@ def decide_gathered(
         colleagues = reader.colleagues(performers, first.date_of_service)
         if colleagues is not None and colleagues.unread:
             colleagues = None  # the EHR does not search Procedure: not checked, never "none"
-    if history is not None or colleagues is not None:
-        visits = _day_visits(settings, resources, encounter_id, history, colleagues)
-    return decide(settings, visits)
+    if history is None and colleagues is None:
+        return decide(settings, visits)
+    # The same facts, with what was read besides: the day's visits built again from them
+    if history is not None:
+        assembler.history_read = True
+        assembler.history_unread = history.unread
+        for resource in history.resources:
+            assembler.add_history(resource)
+    if colleagues is not None:
+        assembler.colleagues_read = True
+        for resource in colleagues.resources:
+            assembler.add_colleague(resource)
+    return decide(settings, _day_of(assembler, encounter_id))
 
 
 def _one_on_one_performers(visits: tuple[Visit, ...], settings: Settings) -> list[str]:
@@ -299,27 +313,8 @@ def _one_on_one_performers(visits: tuple[Visit, ...], settings: Settings) -> lis
     )
 
 
-def _day_visits(
-    settings: Settings,
-    resources: list[Json],
-    encounter_id: str,
-    history: Gathered | None = None,
-    colleagues: Gathered | None = None,
-) -> tuple[Visit, ...]:
-    """The day's visits among the resources, with the patient's history and the performers'
-    other services read from the EHR (each None: not read, and the visits carry none)."""
-    assembler = VisitAssembler(translate_tables(settings))
-    assembler.history_read = history is not None
-    assembler.colleagues_read = colleagues is not None
-    for resource in resources:
-        assembler.add(resource)
-    if history is not None:
-        assembler.history_unread = history.unread
-        for resource in history.resources:
-            assembler.add_history(resource)
-    if colleagues is not None:
-        for resource in colleagues.resources:
-            assembler.add_colleague(resource)
+def _day_of(assembler: VisitAssembler, encounter_id: str) -> tuple[Visit, ...]:
+    """The encounter's billing day among the assembled visits."""
     wanted = f"Encounter/{encounter_id}"
     visits = day_for(assembler.visits(), wanted)
     if visits is None:
