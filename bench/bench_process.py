@@ -21,8 +21,9 @@ from pathlib import Path
 
 CHILD = r"""
 import os, resource, sys, time, json
-os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-mode, path = sys.argv[1], sys.argv[2]
+mode, path, jobs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if jobs == 1:
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 setup = time.perf_counter()
 if mode == "process":
     from datetime import datetime
@@ -41,17 +42,22 @@ if mode == "parse":
 else:
     now = datetime.now().astimezone()
     with open(os.devnull, "wb") as bundle, open(os.devnull, "wb") as report:
-        summary = process_file(path, settings, OfflineOutputs(bundle, report), now)
+        summary = process_file(path, settings, OfflineOutputs(bundle, report), now, jobs=jobs)
     count = summary.visits
 elapsed = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"seconds": elapsed, "count": count, "peak_mb": peak, "setup": setup}))
+child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+print(json.dumps({"seconds": elapsed, "count": count, "peak_mb": peak, "child_mb": child,
+                  "setup": setup}))
 """
 
 
-def measure(mode: str, path: Path) -> dict[str, float]:
+def measure(mode: str, path: Path, jobs: int = 1) -> dict[str, float]:
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, mode, str(path)], capture_output=True, text=True, check=True
+        [sys.executable, "-c", CHILD, mode, str(path), str(jobs)],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     result: dict[str, float] = json.loads(done.stdout)
     return result
@@ -60,6 +66,9 @@ def measure(mode: str, path: Path) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--visits", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument(
+        "--jobs", type=int, nargs="+", default=[1, 2], help="processes (1 is pinned to a core)"
+    )
     args = parser.parse_args()
     theracharge = Path(sys.executable).with_name("theracharge")
     with tempfile.TemporaryDirectory() as folder:
@@ -83,21 +92,26 @@ def main() -> None:
             resources = sum(1 for _ in path.open("rb"))
             size = os.path.getsize(path) / 1e6
             parse = measure("parse", path)
-            process = measure("process", path)
             per_100k = 100_000 / resources
-            print(f"\n{visits:,} visits: {resources:,} resources, {size:,.0f} MB NDJSON, one core")
-            for label, got in (("orjson parse only", parse), ("theracharge process", process)):
-                print(
-                    f"  {label:<20} {got['seconds']:7.2f} s "
-                    f"({got['seconds'] * per_100k:5.2f} s per 100k resources), "
-                    f"peak RSS {got['peak_mb']:5.0f} MB"
-                )
-            rate = process["count"] / process["seconds"]
-            ratio = process["seconds"] / parse["seconds"]
+            print(f"\n{visits:,} visits: {resources:,} resources, {size:,.0f} MB NDJSON")
             print(
-                f"  {rate:,.0f} visits/s, {ratio:.1f}× the plain parse; "
-                f"start-up (imports, settings) {process['setup']:.2f} s not counted"
+                f"  {'orjson parse only (one core)':<32} {parse['seconds']:7.2f} s "
+                f"({parse['seconds'] * per_100k:5.2f} s per 100k resources), "
+                f"peak RSS {parse['peak_mb']:5.0f} MB"
             )
+            for jobs in args.jobs:
+                got = measure("process", path, jobs)
+                rate = got["count"] / got["seconds"]
+                memory = f"peak RSS {got['peak_mb']:5.0f} MB"
+                if jobs > 1:  # a forked process shares the parent's pages until it writes them
+                    memory += f" (+ largest part {got['child_mb']:.0f} MB)"
+                label = f"process --jobs {jobs}"
+                print(
+                    f"  {label:<32} {got['seconds']:7.2f} s "
+                    f"({got['seconds'] * per_100k:5.2f} s per 100k resources), {memory}: "
+                    f"{rate:,.0f} visits/s, {got['seconds'] / parse['seconds']:.1f}× the parse"
+                )
+            print("  start-up (imports, settings) not counted")
             time.sleep(0.5)
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Iterator
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -62,6 +63,29 @@ _ASSISTANT_OF = {Role.PTA: Discipline.PT, Role.OTA: Discipline.OT}
 _THERAPIST_OF = {Role.PT: Discipline.PT, Role.OT: Discipline.OT}
 
 
+class _PerformerServices:
+    """One performer's services, sorted by start, searched for those overlapping a period:
+    a performer with months of services in a file is looked through by bisection, not whole."""
+
+    __slots__ = ("longest", "services", "starts")
+
+    def __init__(self, services: list[OtherService]) -> None:
+        services.sort(key=lambda s: s.start)
+        self.services = services
+        self.starts = [s.start for s in services]
+        self.longest = max(s.end - s.start for s in services)
+
+    def overlapping(self, start: datetime, end: datetime) -> Iterator[OtherService]:
+        """The services sharing a moment with [start, end): none starting at or after `end`,
+        none ending at or before `start` (so none starting a whole `longest` before it)."""
+        first = bisect_left(self.starts, start - self.longest)
+        for other in self.services[first:]:
+            if other.start >= end:
+                break
+            if other.end > start:
+                yield other
+
+
 class InvalidResource(Invalid, ValueError):
     """A resource whose elements do not have their FHIR R4 shape, so its visit cannot be read
     (422); the message names the resource and, where the R4B model can tell, the element."""
@@ -101,7 +125,7 @@ class VisitAssembler:
         # (`add_colleague`). `colleagues_read` False: not read, the check is not made.
         self.colleagues_read = True
         self._elsewhere: list[fx.ProcedureFacts] = []
-        self._by_performer: dict[str, list[OtherService]] | None = None
+        self._by_performer: dict[str, _PerformerServices] | None = None
         self._codes: dict[str, Resolution] = {}  # procedure → its billing code, resolved once
         self._episode = EpisodeFacts(tables.episode, tables.coding_tables.service_types, self.norm)
 
@@ -214,6 +238,11 @@ class VisitAssembler:
         input is read): a file of many visits costs one pass, not one per visit."""
         if not self.history_read:
             return None
+        return self._episode.history(
+            patient, self._patient_days().get(patient, ()), self.history_unread
+        )
+
+    def _patient_days(self) -> dict[str | None, list[tuple[date, Discipline | None]]]:
         if self._days_by_patient is None:
             found: dict[str | None, list[tuple[date, Discipline | None]]] = {}
             for encounter in (*self._encounters.values(), *self._history_encounters):
@@ -225,9 +254,25 @@ class VisitAssembler:
                         (when, self._service_type(encounter))
                     )
             self._days_by_patient = found
-        return self._episode.history(
-            patient, self._days_by_patient.get(patient, ()), self.history_unread
-        )
+        return self._days_by_patient
+
+    def prepare(self) -> None:
+        """Build now, once, what every visit's decision looks up across the whole input (the
+        patients' treatment days, the index of procedures by performer), so that processes
+        forked afterwards to decide parts of it share these instead of each building its own."""
+        if self.history_read:
+            self._patient_days()
+        if self.colleagues_read and self._by_performer is None:
+            self._by_performer = self._performer_index()
+
+    def patient_of(self, encounter: str) -> str | None:
+        """The patient of an encounter read, as `Patient/id`."""
+        found = self._encounters.get(encounter)
+        return self.norm(found.subject) if found else None
+
+    def encounter_keys(self) -> list[str]:
+        """The encounters read, in the order they arrived (the order of `visits()`)."""
+        return list(self._encounters)
 
     def _add_observation(self, observation: fx.ObservationFacts) -> None:
         if observation.has_value:
@@ -252,9 +297,10 @@ class VisitAssembler:
 
     # --- building ---------------------------------------------------------------------------
 
-    def visits(self) -> Iterator[Visit]:
-        """One Visit per Encounter, in the order the Encounters arrived. May be called again
-        after more history or colleagues were added: the problems are found afresh."""
+    def visits(self, only: Callable[[str], bool] | None = None) -> Iterator[Visit]:
+        """One Visit per Encounter, in the order the Encounters arrived (with `only`, those of
+        the encounters it accepts, by key). May be called again after more history or
+        colleagues were added: the problems are found afresh."""
         self.problems = []
         by_encounter: dict[str, list[fx.ProcedureFacts]] = {}
         for procedure in self._procedures:
@@ -272,7 +318,8 @@ class VisitAssembler:
                     )
                 )
         for key, encounter in self._encounters.items():
-            yield self._visit(encounter, by_encounter.get(key, []))
+            if only is None or only(key):
+                yield self._visit(encounter, by_encounter.get(key, []))
 
     def _visit(self, encounter: fx.EncounterFacts, procedures: list[fx.ProcedureFacts]) -> Visit:
         found: list[Finding] = self._invalid_findings(encounter.key, "Encounter")
@@ -424,18 +471,16 @@ class VisitAssembler:
             if service.start is None or service.end is None:
                 continue
             for performer in service.performers:
-                for other in self._by_performer.get(performer.reference or "", ()):
-                    if (
-                        other.patient != patient
-                        and other.reference not in own
-                        and other.start < service.end
-                        and other.end > service.start
-                    ):
+                entry = self._by_performer.get(performer.reference or "")
+                if entry is None:
+                    continue
+                for other in entry.overlapping(service.start, service.end):
+                    if other.patient != patient and other.reference not in own:
                         found.setdefault(f"{other.reference}|{other.performer}", other)
         return tuple(found.values())
 
-    def _performer_index(self) -> dict[str, list[OtherService]]:
-        """Every completed one-on-one timed procedure read, by performer."""
+    def _performer_index(self) -> dict[str, _PerformerServices]:
+        """Every completed one-on-one timed procedure read, by performer, in order of start."""
         index: dict[str, list[OtherService]] = {}
         seen: set[str] = set()
         for procedure in (*self._procedures, *self._elsewhere):
@@ -457,7 +502,7 @@ class VisitAssembler:
                     index.setdefault(ref, []).append(
                         OtherService(procedure.key, patient, ref, code or "", start, end)
                     )
-        return index
+        return {ref: _PerformerServices(found) for ref, found in index.items()}
 
     def _code_of(self, procedure: fx.ProcedureFacts) -> str | None:
         return self._resolution(procedure).code

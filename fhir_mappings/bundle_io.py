@@ -157,11 +157,16 @@ class JsonArrayWriter:
             handle.write(prefix)
 
     def write(self, item: Json) -> None:
+        if self.handle is not None:
+            self.write_raw(orjson.dumps(item))
+
+    def write_raw(self, item: bytes) -> None:
+        """Write one item already serialized as JSON."""
         if self.handle is None:
             return
         if self.count:
             self.handle.write(b",\n")
-        self.handle.write(orjson.dumps(item))
+        self.handle.write(item)
         self.count += 1
 
     def close(self) -> None:

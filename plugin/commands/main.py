@@ -19,10 +19,9 @@ from plugin.commands.process_ehr import run_live
 from plugin.commands.progress import Progress
 from plugin.config.files import Settings, load_settings
 from plugin.errors import BadRequest, Invalid, UsageError, describe
-from plugin.pipeline.files import OfflineOutputs, process_file
-from plugin.render.report import summary_text, visit_text
+from plugin.pipeline.files import MIN_VISITS_PER_JOB, OfflineOutputs, process_file
+from plugin.render.report import summary_text
 from plugin.render.units_report import units_json, units_text
-from plugin.rules.decision import Decision
 from plugin.rules.units import decide_units
 from plugin.sample import SampleSpec, as_transaction, generate
 from plugin.schemas.errors import ConfigError, field_errors
@@ -254,6 +253,14 @@ def _process_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
     process.add_argument(
         "--strict", action="store_true", help="validate every resource against the R4B models"
     )
+    process.add_argument(
+        "--jobs",
+        type=_positive,
+        default=_cores(),
+        help="--bundle: decide in up to N processes, each patient's days in one "
+        "(default: the cores this process may use, %(default)s; files under "
+        f"{MIN_VISITS_PER_JOB} encounters a process take fewer)",
+    )
     process.set_defaults(run=_run_process)
 
 
@@ -317,6 +324,13 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _cores() -> int:
+    """The cores this process may run on (its affinity where the system has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -345,17 +359,14 @@ def _run_process(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--dry-run, --until and --fhir-base go with --encounter or --since")
     if "-" in (args.out, args.report) and args.out == args.report:
         raise UsageError("--out and --report cannot both be standard output")
-    on_decision = None
-    if args.format == "text":
-
-        def on_decision(decision: Decision) -> None:
-            print(visit_text(decision), file=sys.stderr)
-
     entered = datetime.now().astimezone().replace(microsecond=0)
     try:
         with atomic_output(args.out) as out, atomic_output(args.report) as report:
-            outputs = OfflineOutputs(bundle=out, report=report, on_decision=on_decision)
-            summary = process_file(args.bundle, settings, outputs, entered, strict=args.strict)
+            text = sys.stderr if args.format == "text" else None
+            outputs = OfflineOutputs(bundle=out, report=report, text=text)
+            summary = process_file(
+                args.bundle, settings, outputs, entered, strict=args.strict, jobs=args.jobs
+            )
     except InputError as exc:
         raise UsageError(str(exc)) from exc
     except BrokenPipeError:

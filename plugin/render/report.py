@@ -154,6 +154,11 @@ def encounter_reports(decision: Decision) -> list[dict[str, Any]]:
     return entries
 
 
+def by_count(counts: Counter[str]) -> list[tuple[str, int]]:
+    """Most frequent first, equal counts by code: the same order however the run was split."""
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
 @dataclass
 class RunSummary:
     """Totals of a run, for the closing summary."""
@@ -188,16 +193,32 @@ class RunSummary:
         for item in decision.findings:
             self.findings_by_code[item.code] += 1
 
+    def merge(self, other: RunSummary) -> None:
+        """Add another part of the same run's totals (its problems and failures too)."""
+        self.visits += other.visits
+        self.days += other.days
+        for mine, theirs in (
+            (self.lines_by_status, other.lines_by_status),
+            (self.units_by_code, other.units_by_code),
+            (self.held_units_by_code, other.held_units_by_code),
+            (self.findings_by_code, other.findings_by_code),
+            (self.holds_by_code, other.holds_by_code),
+            (self.warnings_by_code, other.warnings_by_code),
+        ):
+            mine.update(theirs)
+        self.problems.extend(other.problems)
+        self.failures.extend(other.failures)
+
     def as_json(self) -> dict[str, Any]:
         return {
             "visits": self.visits,
             "billing_days": self.days,
-            "lines_by_status": dict(self.lines_by_status),
+            "lines_by_status": dict(sorted(self.lines_by_status.items())),
             "units_by_code": dict(sorted(self.units_by_code.items())),
             "held_units_by_code": dict(sorted(self.held_units_by_code.items())),
-            "findings_by_code": dict(self.findings_by_code.most_common()),
-            "holds_by_code": dict(self.holds_by_code.most_common()),
-            "warnings_by_code": dict(self.warnings_by_code.most_common()),
+            "findings_by_code": dict(by_count(self.findings_by_code)),
+            "holds_by_code": dict(by_count(self.holds_by_code)),
+            "warnings_by_code": dict(by_count(self.warnings_by_code)),
             "problems": [finding_json(f) for f in self.problems],
             "failures": self.failures,
         }
@@ -248,8 +269,8 @@ def summary_text(summary: RunSummary) -> str:
         )
         or "none"
     )
-    holds = ", ".join(f"{c} ({n})" for c, n in summary.holds_by_code.most_common(5)) or "none"
-    warnings = ", ".join(f"{c} ({n})" for c, n in summary.warnings_by_code.most_common(5)) or "none"
+    holds = ", ".join(f"{c} ({n})" for c, n in by_count(summary.holds_by_code)[:5]) or "none"
+    warnings = ", ".join(f"{c} ({n})" for c, n in by_count(summary.warnings_by_code)[:5]) or "none"
     lines = [
         f"visits: {summary.visits} in {summary.days} billing day(s)",
         f"charge lines: {statuses}",
