@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 EHR_VENV := .ehr-venv
 EHR_STAMP := $(EHR_VENV)/.installed-stamp
 
-.PHONY: demo test lint bench clean postgres browser reliability
+.PHONY: demo test lint bench clean postgres browser reliability compiled
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,10 +54,25 @@ reliability: $(STAMP) $(EHR_STAMP) postgres
 		$(BIN)/pytest tests/reliability
 	THERACHARGE_TEST_SEKMET=$(CURDIR)/$(EHR_VENV)/bin/sekmet $(BIN)/python -m tests.reliability.soak --minutes 10
 
-bench: $(STAMP)
-	$(BIN)/python bench/bench_units.py
-	$(BIN)/python bench/bench_process.py --visits 10000
-	$(BIN)/python bench/bench_hook.py
+# What `pip install .` gives users: the decision core compiled with mypyc (hatch_build.py).
+# The benchmarks measure it next to the plain-Python editable install of .venv.
+COMPILED := .venv-compiled
+COMPILED_STAMP := $(COMPILED)/.installed-stamp
+$(COMPILED_STAMP): pyproject.toml hatch_build.py $(wildcard plugin/rules/*.py fhir_mappings/*.py)
+	$(PYTHON) -m venv $(COMPILED)
+	$(COMPILED)/bin/python -m pip install --quiet --upgrade pip
+	THERACHARGE_COMPILE=1 $(COMPILED)/bin/python -m pip install --quiet --force-reinstall '.[dev]'
+	touch $(COMPILED_STAMP)
+
+compiled: $(COMPILED_STAMP)
+
+bench: $(STAMP) $(COMPILED_STAMP)
+	for python in $(BIN)/python $(COMPILED)/bin/python; do \
+		echo "== $$python"; \
+		$$python bench/bench_units.py && \
+		$$python bench/bench_process.py --visits 10000 && \
+		$$python bench/bench_hook.py || exit 1; \
+	done
 
 clean:
-	rm -rf $(VENV) $(EHR_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(COMPILED) $(EHR_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -36,7 +36,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT))  # after site-packages: a compiled install is measured as such
 
 from tests import builders  # noqa: E402
 from tests.web.conftest import prefetch_of  # noqa: E402

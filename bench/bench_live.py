@@ -31,7 +31,7 @@ from typing import Any
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT))  # after site-packages: a compiled install is measured as such
 
 from tests.ehr import load_sample, running_ehr  # noqa: E402
 

@@ -58,6 +58,7 @@ def measure(mode: str, path: Path, jobs: int = 1) -> dict[str, float]:
         capture_output=True,
         text=True,
         check=True,
+        cwd=path.parent,  # not the checkout: a compiled install is measured as such
     )
     result: dict[str, float] = json.loads(done.stdout)
     return result
