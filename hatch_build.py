@@ -22,12 +22,11 @@ from typing import Any
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 # The decision core: pure functions over small records, where mypyc pays. Left out:
-# package __init__ files; plugin/rules/parameters.py (a generic frozen dataclass, which mypyc
-# cannot build as a native class) and fhir_mappings/facts.py (dataclasses with `object`
-# fields, which mypyc rejects at import); bundle_io.py and strict.py, which import orjson and
-# pydantic — not in the build's environment, and I/O-bound anyway.
+# package __init__ files; plugin/rules/parameters.py (a generic dataclass, which mypyc cannot
+# build as a native class; read once per decision); bundle_io.py and strict.py, which import
+# orjson and pydantic — not in the build's environment, and I/O-bound anyway.
 PACKAGES = ("plugin/rules", "fhir_mappings")
-LEFT_OUT = {"__init__.py", "parameters.py", "facts.py", "bundle_io.py", "strict.py"}
+LEFT_OUT = {"__init__.py", "parameters.py", "bundle_io.py", "strict.py"}
 # The modules compiled are checked as `make lint` checks them; what they import from outside
 # the list (the runtime dependencies are not installed in a build environment) is read
 # without reporting its errors.

@@ -173,7 +173,7 @@ class VisitAssembler:
             return
         key = self._key(resource, None)
         try:
-            self._elsewhere.append(fx.procedure_facts(resource, key, self.tables.minutes_extension))
+            self._elsewhere.append(fx.colleague_facts(resource, key))
         except (TypeError, AttributeError, ValueError, KeyError) as exc:
             raise InvalidResource(key, validation_error(resource) or type(exc).__name__) from exc
 

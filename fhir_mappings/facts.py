@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 from plugin.jsontypes import Json
 
@@ -19,6 +20,8 @@ PERFORMER_PERIOD_URL = (
 )
 
 CodingTuple = tuple[str, str, str]  # system, code, display
+# Elements kept as written (a date, a Duration …) are typed Any, not object: mypyc, which
+# compiles this module (hatch_build.py), cannot build a dataclass field of type object.
 
 
 # Systems, codes and references repeat across a large export (every Procedure names its
@@ -73,8 +76,8 @@ def identifier_pairs(values: object) -> tuple[tuple[str, str], ...]:
 class PerformerFacts:
     actor: str | None
     functions: tuple[CodingTuple, ...]
-    period_start: object = None
-    period_end: object = None
+    period_start: Any = None
+    period_end: Any = None
     has_period: bool = False
 
 
@@ -85,11 +88,11 @@ class ProcedureFacts:
     subject: str | None
     status: str
     codings: tuple[CodingTuple, ...]
-    minutes_value: object  # the configured extension's Duration/Quantity, as written
-    performed_start: object
-    performed_end: object
+    minutes_value: Any  # the configured extension's Duration/Quantity, as written
+    performed_start: Any
+    performed_end: Any
     performed_has_period: bool
-    performed_datetime: object
+    performed_datetime: Any
     performers: list[PerformerFacts]
     body_sites: tuple[CodingTuple, ...]
     reasons: tuple[str, ...]
@@ -129,6 +132,34 @@ def procedure_facts(resource: Json, key: str, minutes_url: str) -> ProcedureFact
     )
 
 
+def colleague_facts(resource: Json, key: str) -> ProcedureFacts:
+    """What the one-on-one check reads of another patient's procedure (its status, code,
+    period, performers, encounter and subject), nothing else: a day read from the EHR brings
+    every procedure of its performers over three days, each read only for this."""
+    period = resource.get("performedPeriod")
+    return ProcedureFacts(
+        key=key,
+        encounter=reference(resource.get("encounter")),
+        subject=reference(resource.get("subject")),
+        status=_intern(str(resource.get("status", ""))),
+        codings=codings(resource.get("code")),
+        minutes_value=None,
+        performed_start=period.get("start") if isinstance(period, dict) else None,
+        performed_end=period.get("end") if isinstance(period, dict) else None,
+        performed_has_period=isinstance(period, dict),
+        performed_datetime=None,
+        performers=[
+            PerformerFacts(reference(p.get("actor")), ())
+            for p in resource.get("performer") or ()
+            if isinstance(p, dict)
+        ],
+        body_sites=(),
+        reasons=(),
+        notes=(),
+        based_on=(),
+    )
+
+
 def _reasons(resource: Json) -> tuple[str, ...]:
     """Reason references, then the text or first code of each reason code."""
     found = [r for r in (reference(x) for x in resource.get("reasonReference") or ()) if r]
@@ -159,13 +190,13 @@ class EncounterFacts:
     key: str
     status: str | None
     subject: str | None
-    period_start: object
-    period_end: object
+    period_start: Any
+    period_end: Any
     service_provider: str | None
     accounts: tuple[str, ...]
     diagnoses: list[tuple[str | None, int]]  # (Condition reference, rank)
     service_types: tuple[CodingTuple, ...]
-    total_timed_value: object = None  # the total-timed-minutes extension's value, as written
+    total_timed_value: Any = None  # the total-timed-minutes extension's value, as written
     locations: tuple[str, ...] = ()  # Encounter.location.location references
     # Encounter.participant: (individual reference, type codings), e.g. a supervising therapist
     participants: tuple[tuple[str, tuple[CodingTuple, ...]], ...] = ()
@@ -216,8 +247,8 @@ class CoverageFacts:
     key: str
     beneficiary: str | None
     status: str | None
-    period_start: object
-    period_end: object
+    period_start: Any
+    period_end: Any
     order: int
     payors: list[tuple[str | None, tuple[tuple[str, str], ...]]]  # (reference, inline identifiers)
 

@@ -104,6 +104,57 @@ def test_a_malformed_call_is_400_naming_the_field(
     assert field in answer.json["fields"]
 
 
+_VARIANTS: list[dict[str, Any]] = [
+    {},
+    {"extension": {"x": 1}, "context": {"userId": "u", "patientId": "p", "encounterId": "e.1-A"}},
+    {"fhirServer": None, "fhirAuthorization": None},
+    {"prefetch": {}},
+    {"prefetch": None},
+    {"prefetch": "x"},
+    {"hook": "patient-view"},
+    {"hookInstance": ""},
+    {"hookInstance": "i" * 200},
+    {"hookInstance": "i" * 201},
+    {"hookInstance": 7},
+    {"context": []},
+    {"context": {"userId": "", "patientId": "p", "encounterId": "e1"}},
+    {"context": {"userId": "u", "patientId": 3, "encounterId": "e1"}},
+    {"context": {"userId": "u", "patientId": "p", "encounterId": "e/1"}},
+    {"context": {"userId": "u", "patientId": "p", "encounterId": "e" * 65}},
+    {"context": {"userId": "u", "patientId": "p", "encounterId": "e1\n"}},
+    {"fhirServer": "https://ehr.example.org/fhir"},
+    {"fhirAuthorization": {"access_token": "x"}},
+]
+
+
+@pytest.mark.parametrize("change", _VARIANTS)
+def test_the_hand_checked_call_loads_as_the_schema_loads_it(change: dict[str, Any]) -> None:
+    """The common call skips the marshmallow schema (plain_hook_request); whatever it accepts
+    must load to exactly what the schema gives, and anything it is unsure of goes to the
+    schema (which loads it or names the field)."""
+    from marshmallow import ValidationError
+
+    from plugin.schemas.cds import HookRequestSchema, plain_hook_request
+
+    body = {**hook_body(), **change}
+    plain = plain_hook_request(body)
+    try:
+        loaded = HookRequestSchema().load(body)
+    except ValidationError:
+        assert plain is None
+        return
+    if plain is not None:
+        assert plain == loaded
+    else:  # only what the hand check leaves to the schema on purpose
+        assert body.get("fhirServer") or body.get("fhirAuthorization")
+
+
+def test_the_common_call_is_checked_by_hand() -> None:
+    from plugin.schemas.cds import plain_hook_request
+
+    assert plain_hook_request(hook_body()) is not None
+
+
 def test_an_unknown_service_is_404(make_app, sign) -> None:
     assert call(make_app(), hook_body(), sign(), "/cds-services/other").status_code == 404
 
