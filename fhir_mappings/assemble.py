@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -166,14 +166,20 @@ class VisitAssembler:
         except (TypeError, AttributeError, ValueError, KeyError) as exc:
             raise InvalidResource(key, validation_error(resource) or type(exc).__name__) from exc
 
-    def add_colleague(self, resource: dict[str, Any]) -> None:
-        """Take a procedure of another patient by a performer of the day (read from the EHR):
-        it informs the one-on-one check, never becomes a service of a visit."""
+    def add_colleague(
+        self, resource: dict[str, Any], patient: str | None = None, full_url: str | None = None
+    ) -> None:
+        """Take a procedure of another patient by a performer of the day (read from the EHR,
+        or from another part of a file, whose patient the caller knows): it informs the
+        one-on-one check, never becomes a service of a visit."""
         if resource.get("resourceType") != "Procedure":
             return
-        key = self._key(resource, None)
+        key = self._key(resource, full_url)
         try:
-            self._elsewhere.append(fx.colleague_facts(resource, key))
+            facts = fx.colleague_facts(resource, key)
+            if patient is not None:
+                facts.subject = patient
+            self._elsewhere.append(facts)
         except (TypeError, AttributeError, ValueError, KeyError) as exc:
             raise InvalidResource(key, validation_error(resource) or type(exc).__name__) from exc
 
@@ -219,6 +225,10 @@ class VisitAssembler:
                 )
                 self._goals.setdefault(subject or "", []).append(GoalFacts(key, addresses))
 
+    def key_of(self, resource: dict[str, Any], full_url: str | None) -> str:
+        """The key a resource is known by here (`Type/id`, else its fullUrl)."""
+        return self._key(resource, full_url)
+
     def _key(self, resource: dict[str, Any], full_url: str | None) -> str:
         kind, rid = resource.get("resourceType"), resource.get("id")
         if rid:
@@ -256,24 +266,6 @@ class VisitAssembler:
             self._days_by_patient = found
         return self._days_by_patient
 
-    def prepare(self) -> None:
-        """Build now, once, what every visit's decision looks up across the whole input (the
-        patients' treatment days, the index of procedures by performer), so that processes
-        forked afterwards to decide parts of it share these instead of each building its own."""
-        if self.history_read:
-            self._patient_days()
-        if self.colleagues_read and self._by_performer is None:
-            self._by_performer = self._performer_index()
-
-    def patient_of(self, encounter: str) -> str | None:
-        """The patient of an encounter read, as `Patient/id`."""
-        found = self._encounters.get(encounter)
-        return self.norm(found.subject) if found else None
-
-    def encounter_keys(self) -> list[str]:
-        """The encounters read, in the order they arrived (the order of `visits()`)."""
-        return list(self._encounters)
-
     def _add_observation(self, observation: fx.ObservationFacts) -> None:
         if observation.has_value:
             measure = Measure(
@@ -297,10 +289,9 @@ class VisitAssembler:
 
     # --- building ---------------------------------------------------------------------------
 
-    def visits(self, only: Callable[[str], bool] | None = None) -> Iterator[Visit]:
-        """One Visit per Encounter, in the order the Encounters arrived (with `only`, those of
-        the encounters it accepts, by key). May be called again after more history or
-        colleagues were added: the problems are found afresh."""
+    def visits(self) -> Iterator[Visit]:
+        """One Visit per Encounter, in the order the Encounters arrived. May be called again
+        after more history or colleagues were added: the problems are found afresh."""
         self.problems = []
         by_encounter: dict[str, list[fx.ProcedureFacts]] = {}
         for procedure in self._procedures:
@@ -318,8 +309,7 @@ class VisitAssembler:
                     )
                 )
         for key, encounter in self._encounters.items():
-            if only is None or only(key):
-                yield self._visit(encounter, by_encounter.get(key, []))
+            yield self._visit(encounter, by_encounter.get(key, []))
 
     def _visit(self, encounter: fx.EncounterFacts, procedures: list[fx.ProcedureFacts]) -> Visit:
         found: list[Finding] = self._invalid_findings(encounter.key, "Encounter")

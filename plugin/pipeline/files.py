@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import gc
 import heapq
+import math
 import multiprocessing
+import os
 import pickle
 import sys
 import tempfile
-import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,11 +23,14 @@ import orjson
 from fhir_mappings.assemble import InvalidResource, VisitAssembler
 from fhir_mappings.bundle_io import InputError, JsonArrayWriter, read_resources
 from fhir_mappings.chargeitem import RenderContext, transaction_entries
+from fhir_mappings.partition import PartitionPlan, part_of
 from fhir_mappings.strict import validation_error
 from plugin.config.files import Settings
+from plugin.jsontypes import Json
 from plugin.pipeline.stages import decide, failure_reason, render_context, translate_tables
 from plugin.render.report import RunSummary, encounter_reports, visit_text
 from plugin.rules.day import days_of
+from plugin.rules.visit import Finding
 
 
 @dataclass
@@ -41,6 +45,9 @@ class OfflineOutputs:
 # Below this many encounters per process a file is decided in one process: starting another
 # costs more than it saves.
 MIN_VISITS_PER_JOB = 500
+# A file of more encounters than this is decided a part at a time, each part's facts in memory
+# alone (the parts split the patients): 25,000 encounters hold about 450 MB.
+PART_VISITS = 25_000
 
 
 def process_file(
@@ -96,28 +103,21 @@ def _process(
     path: str, settings: Settings, outputs: OfflineOutputs, entered: datetime, strict: bool,
     jobs: int,
 ) -> RunSummary:  # fmt: skip
-    assembler = VisitAssembler(translate_tables(settings))
-    for resource, full_url in read_resources(path):
-        try:
-            assembler.add(resource, full_url, validation_error(resource) if strict else None)
-        except InvalidResource as exc:
-            raise InputError(f"{path}: {exc}") from exc
     ctx = render_context(settings, entered, "file")
     summary = RunSummary()
     bundle = JsonArrayWriter(
         outputs.bundle, b'{"resourceType":"Bundle","type":"transaction","entry":[\n', b"\n]}\n"
     )
     report = JsonArrayWriter(outputs.report, b'{"encounters":[\n', b"\n],\n")
-    jobs = min(jobs, len(assembler.encounter_keys()) // MIN_VISITS_PER_JOB)
-    part = _Part(assembler, settings, ctx, outputs.text is not None)
-    forked = jobs > 1 and "fork" in multiprocessing.get_all_start_methods()
-    if forked:
+    work = _Work(path, settings, ctx, strict, outputs.text is not None)
+    plan, parts, jobs = _plan(path, jobs)
+    if parts == 1:
+        days: Iterable[_DayOutput] = work.whole(summary)
+    else:
         for handle in (outputs.bundle, outputs.report, outputs.text, sys.stdout, sys.stderr):
             if handle is not None:
                 handle.flush()  # a forked process must not write out our buffers again
-        days: Iterable[_DayOutput] = _decide_in_processes(part, jobs, summary)
-    else:
-        days = part.days(None, summary)
+        days = _decide_in_parts(work, plan, parts, jobs, summary)
     for day in days:
         for entry in day.bundle:
             bundle.write_raw(entry)
@@ -127,8 +127,6 @@ def _process(
             print(day.text, file=outputs.text)
         if day.failure is not None:
             summary.failures.append(day.failure)
-    if not forked:  # a forked run has them from its first part
-        summary.problems = list(assembler.problems)
     bundle.close()
     report.close()
     if outputs.report is not None:
@@ -136,22 +134,81 @@ def _process(
     return summary
 
 
-@dataclass
-class _Part:
-    """What deciding a part of the file's days needs; a forked process inherits it whole."""
+def _plan(path: str, jobs: int) -> tuple[PartitionPlan, int, int]:
+    """How to split the file: (the plan, how many parts, how many processes).
 
-    assembler: VisitAssembler
+    A file of at most PART_VISITS encounters that one process decides is read once, whole.
+    Standard input cannot be read twice, so it is always decided whole."""
+    plan = PartitionPlan()
+    if path == "-" or not os.path.isfile(path):
+        return plan, 1, 1
+    plan.scan(read_resources(path))
+    jobs = max(1, min(jobs, plan.encounters // MIN_VISITS_PER_JOB))
+    if "fork" not in multiprocessing.get_all_start_methods():
+        jobs = 1
+    parts = max(jobs, math.ceil(plan.encounters / PART_VISITS))
+    parts = math.ceil(parts / jobs) * jobs  # every process the same number of parts
+    return plan, parts, jobs
+
+
+@dataclass
+class _Work:
+    """What deciding the file, or a part of it, needs; a forked process inherits it whole."""
+
+    path: str
     settings: Settings
     ctx: RenderContext
+    strict: bool
     want_text: bool
 
-    def days(self, only: Callable[[str], bool] | None, summary: RunSummary) -> Iterator[_DayOutput]:
-        """The billing days of the encounters `only` accepts (all when None), decided and
-        rendered in the order first seen; `summary` counts them (failures excepted: the
-        writer adds those in the file's order)."""
-        order = {key: i for i, key in enumerate(self.assembler.encounter_keys())}
-        for day in days_of(self.assembler.visits(only)):
-            position = min(order[v.encounter] for v in day)
+    def whole(self, summary: RunSummary) -> Iterator[_DayOutput]:
+        """Every billing day of the file, read whole in this process."""
+        assembler = VisitAssembler(translate_tables(self.settings))
+        positions: dict[str, int] = {}
+        for index, (resource, full_url) in enumerate(read_resources(self.path)):
+            self._add(assembler, resource, full_url, index, positions)
+        yield from self._days(assembler, positions, summary)
+        summary.problems = list(assembler.problems)
+
+    def part(
+        self, plan: PartitionPlan, index: int, parts: int, summary: RunSummary
+    ) -> Iterator[_DayOutput]:
+        """The billing days of part `index` of `parts`: the file read again, keeping its
+        patients' resources and every resource about no patient, and the other parts'
+        procedures for the one-on-one check."""
+        assembler = VisitAssembler(translate_tables(self.settings))
+        positions: dict[str, int] = {}
+        for at, (resource, full_url) in enumerate(read_resources(self.path)):
+            owner = plan.owner(at, resource, full_url)
+            if owner is None or part_of(owner, parts) == index:
+                self._add(assembler, resource, full_url, at, positions)
+            elif resource.get("resourceType") == "Procedure":
+                assembler.add_colleague(resource, owner, full_url)
+        yield from self._days(assembler, positions, summary)
+        summary.problems = list(assembler.problems)
+
+    def _add(
+        self,
+        assembler: VisitAssembler,
+        resource: Json,
+        full_url: str | None,
+        index: int,
+        positions: dict[str, int],
+    ) -> None:
+        try:
+            assembler.add(resource, full_url, validation_error(resource) if self.strict else None)
+        except InvalidResource as exc:
+            raise InputError(f"{self.path}: {exc}") from exc
+        if resource.get("resourceType") == "Encounter":
+            positions[assembler.key_of(resource, full_url)] = index
+
+    def _days(
+        self, assembler: VisitAssembler, positions: dict[str, int], summary: RunSummary
+    ) -> Iterator[_DayOutput]:
+        """The billing days read, decided and rendered in the order first seen; `summary`
+        counts them (failures excepted: the writer adds those in the file's order)."""
+        for day in days_of(assembler.visits()):
+            position = min(positions.get(v.encounter, -1) for v in day)
             try:
                 decision = decide(self.settings, day)
             except Exception as exc:  # noqa: BLE001 -- one day never stops the file; reported
@@ -167,76 +224,98 @@ class _Part:
             )
 
 
-def _decide_in_processes(part: _Part, jobs: int, summary: RunSummary) -> Iterator[_DayOutput]:
-    """Decide the days in `jobs` forked processes, each patient's days in one of them, then
-    yield them merged back into the file's order.
+def _decide_in_parts(
+    work: _Work, plan: PartitionPlan, parts: int, jobs: int, summary: RunSummary
+) -> Iterator[_DayOutput]:
+    """Decide the file part by part — in this process, or `jobs` forked processes each taking
+    every `jobs`-th part — then yield the days merged back into the file's order.
 
-    The facts read, the patients' treatment days and the index of procedures by performer
-    (for one-on-one across patients, which looks across the whole file) are built once here
-    and shared with the processes by fork. Each process writes its days to a file of its own;
-    they are read back merged by position, so the outputs are those of one process.
-    """
-    part.assembler.prepare()
-    with tempfile.TemporaryDirectory(prefix="theracharge-jobs-") as folder:
-        processes = []
-        fork = multiprocessing.get_context("fork")
-        for index in range(jobs):
-            target = Path(folder) / f"part-{index}"
-            process = fork.Process(target=_run_part, args=(part, index, jobs, target))
-            process.start()
-            processes.append((process, target))
-        for process, _ in processes:
-            process.join()
-        results = []
-        for index, (process, target) in enumerate(processes):
-            result = _read_result(target.with_suffix(".done"))
-            if process.exitcode != 0 or result is None:
-                raise RuntimeError(f"part {index + 1} of {jobs} stopped: {result or 'no result'}")
-            if isinstance(result, str):
-                raise RuntimeError(f"part {index + 1} of {jobs} failed: {result}")
-            results.append(result)
-        for found in results:
-            summary.merge(found)
-        yield from heapq.merge(*(_records(t) for _, t in processes), key=lambda d: d.position)
+    Each part writes its days, already serialized, to a file of its own; they are read back
+    merged by the position of each day's first encounter, so the outputs are those of one
+    process reading the file whole (docs/performance.md "Large files and several cores")."""
+    with tempfile.TemporaryDirectory(prefix="theracharge-parts-") as folder:
+        targets = [Path(folder) / f"part-{index}" for index in range(parts)]
+        if jobs == 1:
+            results = [_run_parts(work, plan, parts, [0], 1, targets)]
+        else:
+            results = _forked(work, plan, parts, jobs, targets)
+        problems: dict[tuple[str, str | None, str], Finding] = {}
+        for result in results:
+            summary.merge(result)
+            for found in result.problems:  # what belongs to every part is found in each
+                problems.setdefault((found.code, found.resource, found.message), found)
+        summary.problems = list(problems.values())
+        yield from heapq.merge(*(_records(t) for t in targets), key=lambda d: d.position)
 
 
-def _shard(assembler: VisitAssembler, jobs: int, index: int) -> Callable[[str], bool]:
-    """Which encounters part `index` decides: its patients' (a patient's days, and so their
-    episode, stay in one part); an encounter without a patient by its own key."""
+def _forked(
+    work: _Work, plan: PartitionPlan, parts: int, jobs: int, targets: list[Path]
+) -> list[RunSummary]:
+    fork = multiprocessing.get_context("fork")
+    processes = []
+    for first in range(jobs):
+        done = targets[first].with_suffix(".done")
+        process = fork.Process(target=_child, args=(work, plan, parts, first, jobs, targets, done))
+        process.start()
+        processes.append((process, done))
+    for process, _ in processes:
+        process.join()
+    results = []
+    for number, (process, done) in enumerate(processes, start=1):
+        result = _read_result(done)
+        if process.exitcode != 0 or result is None:
+            raise RuntimeError(f"process {number} of {jobs} stopped: {result or 'no result'}")
+        if isinstance(result, tuple):  # what stopped it: its type's name and its message
+            kind, message = result
+            if kind == "InputError":
+                raise InputError(message)
+            raise RuntimeError(f"process {number} of {jobs} failed: {kind}: {message}")
+        results.append(result)
+    return results
 
-    def mine(encounter: str) -> bool:
-        owner = assembler.patient_of(encounter) or encounter
-        return zlib.crc32(owner.encode()) % jobs == index
 
-    return mine
-
-
-def _run_part(part: _Part, index: int, jobs: int, target: Path) -> None:
-    """In a forked process: decide part `index`'s days into `target`, then leave the summary
-    (or what went wrong) beside it."""
+def _run_parts(
+    work: _Work, plan: PartitionPlan, parts: int, firsts: list[int], step: int,
+    targets: list[Path],
+) -> RunSummary:  # fmt: skip
+    """Decide the parts first, first + step, … of each of `firsts` into their targets."""
     summary = RunSummary()
+    for first in firsts:
+        for index in range(first, parts, step):
+            part = RunSummary()
+            with targets[index].open("wb") as out:
+                for day in work.part(plan, index, parts, part):
+                    pickle.dump(day, out, protocol=pickle.HIGHEST_PROTOCOL)
+            summary.merge(part)
+    return summary
+
+
+def _child(
+    work: _Work, plan: PartitionPlan, parts: int, first: int, jobs: int, targets: list[Path],
+    done: Path,
+) -> None:  # fmt: skip
+    """In a forked process: decide parts first, first + jobs, …; leave the summary (or what
+    stopped it) in `done`."""
+    result: RunSummary | tuple[str, str]
     try:
-        with target.open("wb") as out:
-            for day in part.days(_shard(part.assembler, jobs, index), summary):
-                pickle.dump(day, out, protocol=pickle.HIGHEST_PROTOCOL)
-        if index == 0:  # the problems outside any visit are the same in every part
-            summary.problems = list(part.assembler.problems)
-        result: RunSummary | str = summary
+        result = _run_parts(work, plan, parts, [first], jobs, targets)
     except Exception as exc:  # noqa: BLE001 -- reported by the parent, which raises it
-        result = f"{type(exc).__name__}: {exc}"
-    with target.with_suffix(".done").open("wb") as out:
+        result = (type(exc).__name__, str(exc))
+    with done.open("wb") as out:
         pickle.dump(result, out, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _read_result(path: Path) -> RunSummary | str | None:
+def _read_result(path: Path) -> RunSummary | tuple[str, str] | None:
     if not path.exists():
         return None
     with path.open("rb") as handle:
-        found: RunSummary | str = pickle.load(handle)  # our own child's file
+        found: RunSummary | tuple[str, str] = pickle.load(handle)  # our own child's file
     return found
 
 
 def _records(path: Path) -> Iterator[_DayOutput]:
+    if not path.exists():
+        return
     with path.open("rb") as handle:
         while True:
             try:

@@ -1,0 +1,95 @@
+"""Which part of a large file each resource belongs to, so that a file can be decided a part at
+a time (bounded memory) or a part per process (several cores), each patient whole in one part.
+
+A first pass over the file (`PartitionPlan.scan`) notes each Encounter's patient and each
+Bundle entry's fullUrl; then each resource's *owner* is the patient of the encounter it
+belongs to, else the patient it is about; a resource about no patient (a Practitioner, an
+Organization, a Location …) belongs to every part. A patient's encounters, procedures,
+observations, conditions, coverage, goals and plans therefore land in the same part, and so do
+their billing days and their episode of care. What looks across patients (one-on-one across
+patients) reads the other parts' procedures through `VisitAssembler.add_colleague`.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable
+
+from fhir_mappings.facts import reference
+from plugin.jsontypes import Json
+
+# The fields that name the patient a resource is about, in the order they are looked at
+_PATIENT_FIELDS = ("subject", "patient", "beneficiary")
+# The fields that name the encounter a resource belongs to
+_ENCOUNTER_FIELDS = ("encounter", "context")
+
+
+class PartitionPlan:
+    """The owners of a file's resources, from one pass over it."""
+
+    def __init__(self) -> None:
+        self.encounters = 0  # how many Encounters the file has
+        self._aliases: dict[str, str] = {}  # a Bundle entry's fullUrl → Type/id
+        self._encounter_subject: dict[str, str | None] = {}  # encounter key → subject as written
+
+    def scan(self, resources: Iterable[tuple[Json, str | None]]) -> None:
+        """The first pass: every Encounter's patient, every fullUrl's resource."""
+        for index, (resource, full_url) in enumerate(resources):
+            key = _key(resource, full_url, index)
+            if full_url:
+                self._aliases[full_url] = key
+            if resource.get("resourceType") == "Encounter":
+                self.encounters += 1
+                self._encounter_subject[key] = reference(resource.get("subject"))
+
+    def owner(self, index: int, resource: Json, full_url: str | None) -> str | None:
+        """The patient (as `Patient/id`, or the key of an encounter without one) whose part
+        the resource at position `index` of the file belongs to; None: every part."""
+        kind = resource.get("resourceType")
+        if kind == "Patient":
+            return self._norm(_key(resource, full_url, index))
+        if kind == "Encounter":
+            key = _key(resource, full_url, index)
+            return self._encounter_owner(key) or key
+        for field in _ENCOUNTER_FIELDS:
+            encounter = reference(resource.get(field))
+            if encounter:
+                found = self._encounter_owner(self._norm(encounter))
+                if found:
+                    return found
+        for field in _PATIENT_FIELDS:
+            about = self._norm(reference(resource.get(field)))
+            if about and not about.startswith("Group/"):
+                return about
+        return None
+
+    def _encounter_owner(self, key: str | None) -> str | None:
+        if key is None or key not in self._encounter_subject:
+            return None
+        return self._norm(self._encounter_subject[key]) or key
+
+    def _norm(self, ref: str | None) -> str | None:
+        """A reference as the assembler normalises it (VisitAssembler.norm)."""
+        if ref is None:
+            return None
+        if ref in self._aliases:
+            return self._aliases[ref]
+        if ref.startswith(("urn:uuid:", "urn:oid:", "#")):
+            return ref
+        parts = ref.split("/")
+        if "_history" in parts:
+            parts = parts[: parts.index("_history")]
+        return "/".join(parts[-2:]) if len(parts) >= 2 else ref
+
+
+def part_of(owner: str, parts: int) -> int:
+    """The part an owner's resources go to (CRC-32: the same in every process and run)."""
+    return zlib.crc32(owner.encode()) % parts
+
+
+def _key(resource: Json, full_url: str | None, index: int) -> str:
+    """A resource's key: `Type/id`, else its fullUrl, else its position in the file."""
+    kind, rid = resource.get("resourceType"), resource.get("id")
+    if rid:
+        return f"{kind}/{rid}"
+    return full_url or f"#{index}"
