@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -86,6 +86,9 @@ class _PerformerServices:
                 yield other
 
 
+PerformerIndex = dict[str, _PerformerServices]
+
+
 class InvalidResource(Invalid, ValueError):
     """A resource whose elements do not have their FHIR R4 shape, so its visit cannot be read
     (422); the message names the resource and, where the R4B model can tell, the element."""
@@ -125,7 +128,7 @@ class VisitAssembler:
         # (`add_colleague`). `colleagues_read` False: not read, the check is not made.
         self.colleagues_read = True
         self._elsewhere: list[fx.ProcedureFacts] = []
-        self._by_performer: dict[str, _PerformerServices] | None = None
+        self._by_performer: PerformerIndex | None = None
         self._codes: dict[str, Resolution] = {}  # procedure → its billing code, resolved once
         self._episode = EpisodeFacts(tables.episode, tables.coding_tables.service_types, self.norm)
 
@@ -224,6 +227,42 @@ class VisitAssembler:
                     r for r in (fx.reference(a) for a in resource.get("addresses") or ()) if r
                 )
                 self._goals.setdefault(subject or "", []).append(GoalFacts(key, addresses))
+
+    def close(self) -> None:
+        """Let go of every fact read (a part of a file is decided). The assembler refers to
+        itself through its episode reader (`self.norm`), a cycle that only the cyclic garbage
+        collector frees — which a batch pauses — so without this each part's facts would stay
+        in memory until the run ends. (A compiled assembler has no instance dictionary to
+        clear: each container is emptied by name.)"""
+        for container in (
+            self._aliases, self._encounters, self._procedures, self._conditions,
+            self._roles_by_key, self._roles_by_practitioner, self._observations, self._goals,
+            self._places, self._invalid, self._history_encounters, self._elsewhere, self._codes,
+        ):  # fmt: skip
+            container.clear()
+        self._coverages, self._people = Coverages(), People()
+        self._days_by_patient = self._by_performer = None
+        self._episode = EpisodeFacts(
+            self.tables.episode, self.tables.coding_tables.service_types, self.norm
+        )
+
+    def performer_index(self) -> PerformerIndex:
+        """Every completed one-on-one timed procedure read (as a visit's or as a colleague's),
+        by performer: what the one-on-one check looks through."""
+        if self._by_performer is None:
+            self._by_performer = self._performer_index()
+        return self._by_performer
+
+    def own_colleagues(self, owner_of: Callable[[str | None, str | None], str | None]) -> None:
+        """Name the patient of each colleague's procedure read without one: `owner_of` its
+        encounter and subject as written (known only once a whole file has been read)."""
+        for facts in self._elsewhere:
+            facts.subject = owner_of(facts.encounter, facts.subject)
+
+    def use_performer_index(self, index: PerformerIndex) -> None:
+        """Look through `index` (built over the whole file, `performer_index`) instead of
+        the procedures read here."""
+        self._by_performer = index
 
     def key_of(self, resource: dict[str, Any], full_url: str | None) -> str:
         """The key a resource is known by here (`Type/id`, else its fullUrl)."""
@@ -453,15 +492,14 @@ class VisitAssembler:
         services (None when they were not read). The index by performer is built once."""
         if not self.colleagues_read:
             return None
-        if self._by_performer is None:
-            self._by_performer = self._performer_index()
+        by_performer = self.performer_index()
         found: dict[str, OtherService] = {}
         own = {s.reference for s in services}
         for service in services:
             if service.start is None or service.end is None:
                 continue
             for performer in service.performers:
-                entry = self._by_performer.get(performer.reference or "")
+                entry = by_performer.get(performer.reference or "")
                 if entry is None:
                     continue
                 for other in entry.overlapping(service.start, service.end):
@@ -469,7 +507,7 @@ class VisitAssembler:
                         found.setdefault(f"{other.reference}|{other.performer}", other)
         return tuple(found.values())
 
-    def _performer_index(self) -> dict[str, _PerformerServices]:
+    def _performer_index(self) -> PerformerIndex:
         """Every completed one-on-one timed procedure read, by performer, in order of start."""
         index: dict[str, list[OtherService]] = {}
         seen: set[str] = set()

@@ -1,19 +1,19 @@
 """Which part of a large file each resource belongs to, so that a file can be decided a part at
 a time (bounded memory) or a part per process (several cores), each patient whole in one part.
 
-A first pass over the file (`PartitionPlan.scan`) notes each Encounter's patient and each
-Bundle entry's fullUrl; then each resource's *owner* is the patient of the encounter it
-belongs to, else the patient it is about; a resource about no patient (a Practitioner, an
-Organization, a Location …) belongs to every part. A patient's encounters, procedures,
-observations, conditions, coverage, goals and plans therefore land in the same part, and so do
-their billing days and their episode of care. What looks across patients (one-on-one across
-patients) reads the other parts' procedures through `VisitAssembler.add_colleague`.
+A first pass over the file (`PartitionPlan.note`, resource by resource) notes each
+Encounter's patient and each Bundle entry's fullUrl; then each resource's *owner* is the
+patient of the encounter it belongs to, else the patient it is about; a resource about no
+patient (a Practitioner, an Organization, a Location …) belongs to every part. A patient's
+encounters, procedures, observations, conditions, coverage, goals and plans therefore land in
+the same part, and so do their billing days and their episode of care. What looks across
+patients (one-on-one across patients) looks through an index of the whole file's procedures,
+made in the first pass.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable
 
 from fhir_mappings.facts import reference
 from plugin.jsontypes import Json
@@ -32,15 +32,15 @@ class PartitionPlan:
         self._aliases: dict[str, str] = {}  # a Bundle entry's fullUrl → Type/id
         self._encounter_subject: dict[str, str | None] = {}  # encounter key → subject as written
 
-    def scan(self, resources: Iterable[tuple[Json, str | None]]) -> None:
-        """The first pass: every Encounter's patient, every fullUrl's resource."""
-        for index, (resource, full_url) in enumerate(resources):
-            key = _key(resource, full_url, index)
-            if full_url:
-                self._aliases[full_url] = key
-            if resource.get("resourceType") == "Encounter":
-                self.encounters += 1
-                self._encounter_subject[key] = reference(resource.get("subject"))
+    def note(self, index: int, resource: Json, full_url: str | None) -> None:
+        """The first pass, one resource at a time (`index`: its position in the file): every
+        Encounter's patient, every fullUrl's resource. Owners are asked once all are noted."""
+        key = _key(resource, full_url, index)
+        if full_url:
+            self._aliases[full_url] = key
+        if resource.get("resourceType") == "Encounter":
+            self.encounters += 1
+            self._encounter_subject[key] = reference(resource.get("subject"))
 
     def owner(self, index: int, resource: Json, full_url: str | None) -> str | None:
         """The patient (as `Patient/id`, or the key of an encounter without one) whose part
@@ -51,16 +51,24 @@ class PartitionPlan:
         if kind == "Encounter":
             key = _key(resource, full_url, index)
             return self._encounter_owner(key) or key
-        for field in _ENCOUNTER_FIELDS:
-            encounter = reference(resource.get(field))
-            if encounter:
-                found = self._encounter_owner(self._norm(encounter))
-                if found:
-                    return found
-        for field in _PATIENT_FIELDS:
-            about = self._norm(reference(resource.get(field)))
-            if about and not about.startswith("Group/"):
-                return about
+        encounter = next(
+            (found for f in _ENCOUNTER_FIELDS if (found := reference(resource.get(f)))), None
+        )
+        about = next(
+            (found for f in _PATIENT_FIELDS if (found := reference(resource.get(f)))), None
+        )
+        return self.owner_of(encounter, about)
+
+    def owner_of(self, encounter: str | None, about: str | None) -> str | None:
+        """The owner of a resource that belongs to `encounter` and is about `about` (each a
+        reference as written, or None): the encounter's patient, else `about` unless it is a
+        Group; None: every part."""
+        found = self._encounter_owner(self._norm(encounter))
+        if found:
+            return found
+        about = self._norm(about)
+        if about and not about.startswith("Group/"):
+            return about
         return None
 
     def _encounter_owner(self, key: str | None) -> str | None:

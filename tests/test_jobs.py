@@ -84,6 +84,7 @@ def test_a_large_file_is_decided_a_part_at_a_time_with_the_same_outputs(
 
     monkeypatch.setattr(files._Work, "part", counting)
     monkeypatch.setattr(files, "PART_VISITS", 60)
+    monkeypatch.setattr(files, "WHOLE_BYTES", 0)
     forked = _count_forks(monkeypatch)
     in_parts = _run(path, settings, jobs=1)
     assert forked == []
@@ -105,6 +106,7 @@ def test_a_bundle_with_full_urls_keeps_each_patient_in_one_part(
     path.write_bytes(orjson.dumps(as_transaction(list(generate(spec)))))
     whole = _run(path, settings, jobs=1)
     monkeypatch.setattr(files, "PART_VISITS", 20)
+    monkeypatch.setattr(files, "WHOLE_BYTES", 0)
     in_parts = _run(path, settings, jobs=1)
     assert in_parts[:3] == whole[:3]
 

@@ -20,7 +20,7 @@ from typing import IO
 
 import orjson
 
-from fhir_mappings.assemble import InvalidResource, VisitAssembler
+from fhir_mappings.assemble import InvalidResource, PerformerIndex, TranslateTables, VisitAssembler
 from fhir_mappings.bundle_io import InputError, JsonArrayWriter, read_resources
 from fhir_mappings.chargeitem import RenderContext, transaction_entries
 from fhir_mappings.partition import PartitionPlan, part_of
@@ -48,6 +48,9 @@ MIN_VISITS_PER_JOB = 500
 # A file of more encounters than this is decided a part at a time, each part's facts in memory
 # alone (the parts split the patients): 25,000 encounters hold about 450 MB.
 PART_VISITS = 25_000
+# A file smaller than this that one process decides is read whole, without a first pass
+# (about 10,000 visits of the sample: well under PART_VISITS).
+WHOLE_BYTES = 64 * 1024 * 1024
 
 
 def process_file(
@@ -110,7 +113,7 @@ def _process(
     )
     report = JsonArrayWriter(outputs.report, b'{"encounters":[\n', b"\n],\n")
     work = _Work(path, settings, ctx, strict, outputs.text is not None)
-    plan, parts, jobs = _plan(path, jobs)
+    plan, parts, jobs = _plan(path, jobs, translate_tables(settings))
     if parts == 1:
         days: Iterable[_DayOutput] = work.whole(summary)
     else:
@@ -134,21 +137,45 @@ def _process(
     return summary
 
 
-def _plan(path: str, jobs: int) -> tuple[PartitionPlan, int, int]:
+def _plan(path: str, jobs: int, tables: TranslateTables) -> tuple[_Plan, int, int]:
     """How to split the file: (the plan, how many parts, how many processes).
 
-    A file of at most PART_VISITS encounters that one process decides is read once, whole.
-    Standard input cannot be read twice, so it is always decided whole."""
-    plan = PartitionPlan()
+    A file of at most PART_VISITS encounters that one process decides is read once, whole
+    (one of under WHOLE_BYTES without a first pass). Standard input cannot be read twice, so
+    it is always decided whole."""
+    plan = _Plan(PartitionPlan(), {})
     if path == "-" or not os.path.isfile(path):
         return plan, 1, 1
-    plan.scan(read_resources(path))
-    jobs = max(1, min(jobs, plan.encounters // MIN_VISITS_PER_JOB))
+    if jobs == 1 and os.path.getsize(path) < WHOLE_BYTES:
+        return plan, 1, 1
+    # The first pass: each encounter's patient, and every procedure for the one-on-one check
+    # across patients, indexed by performer once for every part.
+    colleagues = VisitAssembler(tables)
+    for index, (resource, full_url) in enumerate(read_resources(path)):
+        plan.owners.note(index, resource, full_url)
+        if resource.get("resourceType") == "Procedure":
+            try:
+                colleagues.add_colleague(resource, None, full_url)
+            except InvalidResource as exc:
+                raise InputError(f"{path}: {exc}") from exc
+    colleagues.own_colleagues(plan.owners.owner_of)
+    plan.performers.update(colleagues.performer_index())
+    colleagues.close()
+    jobs = max(1, min(jobs, plan.owners.encounters // MIN_VISITS_PER_JOB))
     if "fork" not in multiprocessing.get_all_start_methods():
         jobs = 1
-    parts = max(jobs, math.ceil(plan.encounters / PART_VISITS))
+    parts = max(jobs, math.ceil(plan.owners.encounters / PART_VISITS))
     parts = math.ceil(parts / jobs) * jobs  # every process the same number of parts
     return plan, parts, jobs
+
+
+@dataclass
+class _Plan:
+    """The first pass's findings: whose part each resource is, and every one-on-one
+    procedure of the file by performer."""
+
+    owners: PartitionPlan
+    performers: PerformerIndex
 
 
 @dataclass
@@ -171,21 +198,21 @@ class _Work:
         summary.problems = list(assembler.problems)
 
     def part(
-        self, plan: PartitionPlan, index: int, parts: int, summary: RunSummary
+        self, plan: _Plan, index: int, parts: int, summary: RunSummary
     ) -> Iterator[_DayOutput]:
         """The billing days of part `index` of `parts`: the file read again, keeping its
-        patients' resources and every resource about no patient, and the other parts'
-        procedures for the one-on-one check."""
+        patients' resources and every resource about no patient; the one-on-one check looks
+        through the whole file's procedures (the first pass's index)."""
         assembler = VisitAssembler(translate_tables(self.settings))
+        assembler.use_performer_index(plan.performers)
         positions: dict[str, int] = {}
         for at, (resource, full_url) in enumerate(read_resources(self.path)):
-            owner = plan.owner(at, resource, full_url)
+            owner = plan.owners.owner(at, resource, full_url)
             if owner is None or part_of(owner, parts) == index:
                 self._add(assembler, resource, full_url, at, positions)
-            elif resource.get("resourceType") == "Procedure":
-                assembler.add_colleague(resource, owner, full_url)
         yield from self._days(assembler, positions, summary)
         summary.problems = list(assembler.problems)
+        assembler.close()  # the next part's facts replace this one's
 
     def _add(
         self,
@@ -225,7 +252,7 @@ class _Work:
 
 
 def _decide_in_parts(
-    work: _Work, plan: PartitionPlan, parts: int, jobs: int, summary: RunSummary
+    work: _Work, plan: _Plan, parts: int, jobs: int, summary: RunSummary
 ) -> Iterator[_DayOutput]:
     """Decide the file part by part — in this process, or `jobs` forked processes each taking
     every `jobs`-th part — then yield the days merged back into the file's order.
@@ -249,7 +276,7 @@ def _decide_in_parts(
 
 
 def _forked(
-    work: _Work, plan: PartitionPlan, parts: int, jobs: int, targets: list[Path]
+    work: _Work, plan: _Plan, parts: int, jobs: int, targets: list[Path]
 ) -> list[RunSummary]:
     fork = multiprocessing.get_context("fork")
     processes = []
@@ -275,7 +302,7 @@ def _forked(
 
 
 def _run_parts(
-    work: _Work, plan: PartitionPlan, parts: int, firsts: list[int], step: int,
+    work: _Work, plan: _Plan, parts: int, firsts: list[int], step: int,
     targets: list[Path],
 ) -> RunSummary:  # fmt: skip
     """Decide the parts first, first + step, … of each of `firsts` into their targets."""
@@ -291,7 +318,7 @@ def _run_parts(
 
 
 def _child(
-    work: _Work, plan: PartitionPlan, parts: int, first: int, jobs: int, targets: list[Path],
+    work: _Work, plan: _Plan, parts: int, first: int, jobs: int, targets: list[Path],
     done: Path,
 ) -> None:  # fmt: skip
     """In a forked process: decide parts first, first + jobs, …; leave the summary (or what
