@@ -179,7 +179,7 @@ class VisitAssembler:
             return
         key = self._key(resource, full_url)
         try:
-            facts = fx.colleague_facts(resource, key)
+            facts = fx.procedure_facts(resource, key, "", whole=False)
             if patient is not None:
                 facts.subject = patient
             self._elsewhere.append(facts)
@@ -315,16 +315,7 @@ class VisitAssembler:
 
     def norm(self, ref: str | None) -> str | None:
         """A reference as `Type/id`: bundle fullUrls, absolute URLs and _history stripped."""
-        if ref is None:
-            return None
-        if ref in self._aliases:
-            return self._aliases[ref]
-        if ref.startswith(("urn:uuid:", "urn:oid:", "#")):
-            return ref
-        parts = ref.split("/")
-        if "_history" in parts:
-            parts = parts[: parts.index("_history")]
-        return "/".join(parts[-2:]) if len(parts) >= 2 else ref
+        return fx.normalize(ref, self._aliases)
 
     # --- building ---------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ held as small records rather than whole resources.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,21 @@ def reference(value: object) -> str | None:
     return None
 
 
+def normalize(ref: str | None, aliases: Mapping[str, str]) -> str | None:
+    """A reference as `Type/id`: a Bundle entry's fullUrl by `aliases` (fullUrl → `Type/id`),
+    absolute URLs and `_history` stripped; `urn:` and contained (`#`) references as written."""
+    if ref is None:
+        return None
+    if ref in aliases:
+        return aliases[ref]
+    if ref.startswith(("urn:uuid:", "urn:oid:", "#")):
+        return ref
+    parts = ref.split("/")
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    return "/".join(parts[-2:]) if len(parts) >= 2 else ref
+
+
 def _mapping(value: object) -> Json:
     return value if isinstance(value, dict) else {}
 
@@ -102,42 +118,14 @@ class ProcedureFacts:
     code_text: str = ""  # Procedure.code.text, as written
 
 
-def procedure_facts(resource: Json, key: str, minutes_url: str) -> ProcedureFacts:
+def procedure_facts(
+    resource: Json, key: str, minutes_url: str, whole: bool = True
+) -> ProcedureFacts:
+    """A Procedure's facts. `whole` False: only what the one-on-one check reads of another
+    patient's procedure (status, code, period, performers, encounter, subject) — a day read
+    from the EHR brings every procedure of its performers over three days, read only for it."""
     period = resource.get("performedPeriod")
-    sites = resource.get("bodySite") or []
-    return ProcedureFacts(
-        key=key,
-        encounter=reference(resource.get("encounter")),
-        subject=reference(resource.get("subject")),
-        status=_intern(str(resource.get("status", ""))),
-        codings=codings(resource.get("code")),
-        minutes_value=_extension_value(resource, minutes_url),
-        performed_start=period.get("start") if isinstance(period, dict) else None,
-        performed_end=period.get("end") if isinstance(period, dict) else None,
-        performed_has_period=isinstance(period, dict),
-        performed_datetime=resource.get("performedDateTime"),
-        performers=[_performer(p) for p in resource.get("performer") or () if isinstance(p, dict)],
-        body_sites=tuple(c for site in sites for c in codings(site)),
-        reasons=_reasons(resource),
-        notes=tuple(
-            str(n["text"])
-            for n in resource.get("note") or ()
-            if isinstance(n, dict) and n.get("text")
-        ),
-        based_on=tuple(r for r in (reference(x) for x in resource.get("basedOn") or ()) if r),
-        reason_codes=tuple(
-            found for found in (codings(x) for x in resource.get("reasonCode") or ()) if found
-        ),
-        code_text=str((resource.get("code") or {}).get("text") or ""),
-    )
-
-
-def colleague_facts(resource: Json, key: str) -> ProcedureFacts:
-    """What the one-on-one check reads of another patient's procedure (its status, code,
-    period, performers, encounter and subject), nothing else: a day read from the EHR brings
-    every procedure of its performers over three days, each read only for this."""
-    period = resource.get("performedPeriod")
-    return ProcedureFacts(
+    facts = ProcedureFacts(
         key=key,
         encounter=reference(resource.get("encounter")),
         subject=reference(resource.get("subject")),
@@ -148,16 +136,27 @@ def colleague_facts(resource: Json, key: str) -> ProcedureFacts:
         performed_end=period.get("end") if isinstance(period, dict) else None,
         performed_has_period=isinstance(period, dict),
         performed_datetime=None,
-        performers=[
-            PerformerFacts(reference(p.get("actor")), ())
-            for p in resource.get("performer") or ()
-            if isinstance(p, dict)
-        ],
+        performers=[_performer(p) for p in resource.get("performer") or () if isinstance(p, dict)],
         body_sites=(),
         reasons=(),
         notes=(),
         based_on=(),
     )
+    if not whole:
+        return facts
+    facts.minutes_value = _extension_value(resource, minutes_url)
+    facts.performed_datetime = resource.get("performedDateTime")
+    facts.body_sites = tuple(c for site in resource.get("bodySite") or [] for c in codings(site))
+    facts.reasons = _reasons(resource)
+    facts.notes = tuple(
+        str(n["text"]) for n in resource.get("note") or () if isinstance(n, dict) and n.get("text")
+    )
+    facts.based_on = tuple(r for r in (reference(x) for x in resource.get("basedOn") or ()) if r)
+    facts.reason_codes = tuple(
+        found for found in (codings(x) for x in resource.get("reasonCode") or ()) if found
+    )
+    facts.code_text = str((resource.get("code") or {}).get("text") or "")
+    return facts
 
 
 def _reasons(resource: Json) -> tuple[str, ...]:

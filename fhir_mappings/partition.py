@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import zlib
 
-from fhir_mappings.facts import reference
+from fhir_mappings.facts import normalize, reference
 from plugin.jsontypes import Json
 
 # The fields that name the patient a resource is about, in the order they are looked at
@@ -78,16 +78,7 @@ class PartitionPlan:
 
     def _norm(self, ref: str | None) -> str | None:
         """A reference as the assembler normalises it (VisitAssembler.norm)."""
-        if ref is None:
-            return None
-        if ref in self._aliases:
-            return self._aliases[ref]
-        if ref.startswith(("urn:uuid:", "urn:oid:", "#")):
-            return ref
-        parts = ref.split("/")
-        if "_history" in parts:
-            parts = parts[: parts.index("_history")]
-        return "/".join(parts[-2:]) if len(parts) >= 2 else ref
+        return normalize(ref, self._aliases)
 
 
 def part_of(owner: str, parts: int) -> int:
