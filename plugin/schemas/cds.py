@@ -64,8 +64,8 @@ def plain_hook_request(raw: dict[str, Any]) -> dict[str, Any] | None:
     or None when the body is anything else (a server to call back, an authorization, an
     unexpected type or value), which the schema then loads or refuses with its messages.
 
-    The schema costs about 100 µs a call; this check a few. `tests/web/test_cds_hooks.py`
-    holds the two to the same answers."""
+    The schema costs about 20 µs a call on a hook body, this check under 2 µs.
+    `tests/web/test_cds_hooks.py` holds the two to the same answers."""
     if raw.get("hook") != "encounter-discharge" or raw.get("fhirServer") is not None:
         return None
     if raw.get("fhirAuthorization") is not None:
