@@ -54,7 +54,9 @@ class CompiledCore(BuildHookInterface):
         self._work = Path(tempfile.mkdtemp(prefix="theracharge-mypyc-"))
         try:
             built = _compile(root, self._work)
-        except Exception as exc:  # any failure to compile leaves the pure-Python wheel
+        # Any failure to compile leaves the pure-Python wheel; mypyc reports type errors and a
+        # missing setuptools by exiting (SystemExit), which must not end the install either.
+        except (Exception, SystemExit) as exc:
             if choice == "1":
                 raise
             why = " ".join(str(exc).split())[:160] or "failed"

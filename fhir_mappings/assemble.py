@@ -169,20 +169,15 @@ class VisitAssembler:
         except (TypeError, AttributeError, ValueError, KeyError) as exc:
             raise InvalidResource(key, validation_error(resource) or type(exc).__name__) from exc
 
-    def add_colleague(
-        self, resource: dict[str, Any], patient: str | None = None, full_url: str | None = None
-    ) -> None:
+    def add_colleague(self, resource: dict[str, Any], full_url: str | None = None) -> None:
         """Take a procedure of another patient by a performer of the day (read from the EHR,
-        or from another part of a file, whose patient the caller knows): it informs the
-        one-on-one check, never becomes a service of a visit."""
+        or a file's first pass, `own_colleagues`): it informs the one-on-one check, never
+        becomes a service of a visit."""
         if resource.get("resourceType") != "Procedure":
             return
         key = self._key(resource, full_url)
         try:
-            facts = fx.procedure_facts(resource, key, "", whole=False)
-            if patient is not None:
-                facts.subject = patient
-            self._elsewhere.append(facts)
+            self._elsewhere.append(fx.procedure_facts(resource, key, "", whole=False))
         except (TypeError, AttributeError, ValueError, KeyError) as exc:
             raise InvalidResource(key, validation_error(resource) or type(exc).__name__) from exc
 

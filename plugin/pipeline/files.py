@@ -155,7 +155,7 @@ def _plan(path: str, jobs: int, tables: TranslateTables) -> tuple[_Plan, int, in
         plan.owners.note(index, resource, full_url)
         if resource.get("resourceType") == "Procedure":
             try:
-                colleagues.add_colleague(resource, None, full_url)
+                colleagues.add_colleague(resource, full_url)
             except InvalidResource as exc:
                 raise InputError(f"{path}: {exc}") from exc
     colleagues.own_colleagues(plan.owners.owner_of)
