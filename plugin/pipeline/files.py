@@ -63,9 +63,10 @@ def process_file(
 ) -> RunSummary:
     """Decide every visit of a Bundle or NDJSON file; stream the transaction and the report.
 
-    With `jobs` > 1 the billing days are decided in that many processes, each patient's days
-    in one of them (docs/performance.md "Batch runs on several cores"); the outputs are the
-    same, in the same order, as from one process.
+    With `jobs` > 1, or a file of more than PART_VISITS encounters, the file is decided in
+    parts split by patient — in that many processes, or one part after another — each
+    patient's days in one part (docs/performance.md "Large files and several cores"); the
+    outputs are the same, in the same order, as from one process reading it whole.
 
     Raises fhir_mappings.bundle_io.InputError for input that is not JSON or not FHIR; the caller
     discards partial outputs (bundle_io.atomic_output).
