@@ -21,8 +21,10 @@ from plugin.commands import main as cli
 from plugin.commands import process_ehr as live
 from plugin.config.tokens import token_hash
 from plugin.gateway.errors import FatalFhirError
-from plugin.pipeline import worker
-from plugin.pipeline.worker import MAX_ATTEMPTS, NotificationWorker, retry_wait
+from plugin.pipeline import tasks
+from plugin.pipeline.runtime import Runtime
+from plugin.pipeline.tasks import MAX_ATTEMPTS, retry_wait
+from plugin.pipeline.worker import NotificationWorker
 from plugin.store import Store
 from plugin.store.clock import now
 from plugin.store.models import Notification
@@ -43,14 +45,17 @@ def _worker(settings: Any, store: Store, monkeypatch: Any, fails: dict[str, Exce
     """A worker whose processing fails with `fails[encounter]`, else succeeds."""
     done: list[str] = []
 
-    def process(_settings: Any, encounter: str, *_: Any) -> Any:
+    def process(_settings: Any, encounter: str, *_: Any, **__: Any) -> Any:
         if encounter in fails:
             raise fails[encounter]
         done.append(encounter)
         return SimpleNamespace(written=True)
 
-    monkeypatch.setattr(worker, "run_day", process)
-    return NotificationWorker(lambda: settings, store, lambda: object(), idle_seconds=0.01), done  # type: ignore[arg-type, return-value]
+    monkeypatch.setattr(tasks, "run_day", process)
+    runtime = Runtime(settings, store)
+    monkeypatch.setattr(runtime, "gatherer", lambda: object())
+    monkeypatch.setattr(runtime, "record", lambda *_, **__: None)
+    return NotificationWorker(runtime, idle_seconds=0.01), done
 
 
 def test_an_unexpected_error_is_recorded_and_retried_later_while_the_rest_flow(
@@ -104,7 +109,7 @@ def test_the_backoff_doubles() -> None:
 def test_the_worker_thread_survives_a_database_that_fails(settings, store, monkeypatch) -> None:
     calls = []
 
-    def claim(_stale: Any) -> None:
+    def claim(_stale: Any, _by: str) -> None:
         calls.append(1)
         raise OSError("database away")
 

@@ -15,6 +15,7 @@ import orjson
 from marshmallow import ValidationError
 
 from fhir_mappings.bundle_io import InputError, atomic_output
+from plugin.commands import background
 from plugin.commands.process_ehr import run_live
 from plugin.commands.progress import Progress
 from plugin.config.files import Settings, load_settings
@@ -76,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     _sample_parser(commands)
     _vocabulary_parser(commands)
     _service_parsers(commands)
+    background.add_parsers(commands)
     return parser
 
 

@@ -43,6 +43,15 @@ class ServiceConfig:
     ledger_keep_preview: bool = False  # preview-only hook calls leave no ledger row
     # our client id as a SMART app registered with the EHR: cards then carry a SMART app link
     smart_app_client_id: str | None = None
+    # Celery's broker (Redis): background work runs on `theracharge worker` processes; None:
+    # in each web process's own thread, as the embedded default (docs/deployment.md)
+    broker_url: str | None = field(default=None, repr=False)  # may carry a password
+    sweep_seconds: float = 30.0  # how often recorded work the broker lost is handed over again
+
+    @property
+    def shared_database(self) -> bool:
+        """PostgreSQL: several instances share every piece of state through it."""
+        return not self.database_url.startswith("sqlite")
 
 
 def fhir_connection(env: Mapping[str, str]) -> FhirConnection:
@@ -147,7 +156,19 @@ def service_config(env: Mapping[str, str]) -> ServiceConfig:
         notification_claim_seconds=_number(env, "THERACHARGE_NOTIFICATION_CLAIM_SECONDS", 300.0),
         ledger_keep_preview=_flag(env, "THERACHARGE_LEDGER_KEEP_PREVIEW"),
         smart_app_client_id=env.get("THERACHARGE_SMART_APP_CLIENT_ID", "").strip() or None,
+        broker_url=_broker(env),
+        sweep_seconds=_number(env, "THERACHARGE_SWEEP_SECONDS", 30.0),
     )
+
+
+def _broker(env: Mapping[str, str]) -> str | None:
+    url = env.get("THERACHARGE_BROKER_URL", "").strip()
+    if not url:
+        return None
+    if not url.startswith(("redis://", "rediss://")):
+        # the value is not echoed: it may carry the broker's password
+        raise ConfigError("THERACHARGE_BROKER_URL: expected a redis:// or rediss:// URL")
+    return url
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

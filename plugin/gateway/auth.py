@@ -4,11 +4,14 @@ SMART Backend Services (SMART App Launch 2.x, client-confidential-asymmetric): d
 endpoint from {base}/.well-known/smart-configuration, sign a private_key_jwt client assertion
 (RS384 or ES384, with kid, jti and a 5-minute expiry), exchange it for an access token with the
 client_credentials grant, cache the token until shortly before it expires, and get a new one once
-when the EHR answers 401. Keys and tokens never appear in logs or messages.
+when the EHR answers 401. Keys and tokens never appear in logs or messages. Where several
+instances run (PostgreSQL), the token is kept in the shared database too (`SharedTokens`), so
+each instance and worker uses the one token rather than fetching its own.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 import uuid
@@ -40,6 +43,14 @@ class Auth(Protocol):
     def invalidate(self) -> bool:
         """Forget a token the EHR refused; True when a new one can be tried."""
         ...
+
+
+class SharedTokens(Protocol):
+    """Where every instance finds the current access token (plugin.store.Store)."""
+
+    def shared_token(self, key: str) -> tuple[str, float] | None: ...
+
+    def share_token(self, key: str, token: str | None, expires: float = 0.0) -> None: ...
 
 
 class NoAuth:
@@ -92,6 +103,7 @@ class SmartBackendAuth:
         session: requests.Session,
         timeout: tuple[float, float],
         clock: Callable[[], float] = time.time,
+        shared: SharedTokens | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.client_id = client_id
@@ -105,6 +117,8 @@ class SmartBackendAuth:
         self._expires = 0.0
         self._token_url: str | None = None
         self._lock = threading.Lock()
+        self.shared = shared
+        self._key = hashlib.sha256(f"{self.base_url}|{client_id}|{scopes}".encode()).hexdigest()
 
     def __repr__(self) -> str:
         return f"SmartBackendAuth(client_id={self.client_id!r}, kid={self.kid!r})"
@@ -112,13 +126,27 @@ class SmartBackendAuth:
     def headers(self) -> dict[str, str]:
         with self._lock:
             if self._token is None or self.clock() >= self._expires - EXPIRY_MARGIN:
-                self._token, self._expires = self._fetch_token()
+                self._token, self._expires = self._shared_or_fetched()
             return {"Authorization": f"Bearer {self._token}"}
 
     def invalidate(self) -> bool:
         with self._lock:
+            if self.shared is not None and self._token is not None:
+                held = self.shared.shared_token(self._key)
+                if held is not None and held[0] == self._token:  # not one renewed since
+                    self.shared.share_token(self._key, None)
             self._token = None
         return True
+
+    def _shared_or_fetched(self) -> tuple[str, float]:
+        if self.shared is not None:
+            held = self.shared.shared_token(self._key)
+            if held is not None and self.clock() < held[1] - EXPIRY_MARGIN:
+                return held
+        token, expires = self._fetch_token()
+        if self.shared is not None:
+            self.shared.share_token(self._key, token, expires)
+        return token, expires
 
     def token_url(self) -> str:
         """Discovered once from {base}/.well-known/smart-configuration."""

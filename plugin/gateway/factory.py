@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from plugin.gateway.auth import Auth, BearerAuth, NoAuth, SmartBackendAuth
+from plugin.gateway.auth import Auth, BearerAuth, NoAuth, SharedTokens, SmartBackendAuth
 from plugin.gateway.client import ClientOptions, EhrSession, FhirClient
 from plugin.gateway.connection import FhirConnection
 
 
-def connect(connection: FhirConnection, base_url: str | None = None) -> FhirClient:
-    """A client for `base_url` (default: THERACHARGE_FHIR_BASE_URL)."""
+def connect(
+    connection: FhirConnection, base_url: str | None = None, shared: SharedTokens | None = None
+) -> FhirClient:
+    """A client for `base_url` (default: THERACHARGE_FHIR_BASE_URL); `shared`: where every
+    instance keeps the SMART access token (the database, when several instances run)."""
     base = (base_url or connection.base_url or "").rstrip("/")
     if not base:
         raise ValueError("no FHIR server: set THERACHARGE_FHIR_BASE_URL or pass --fhir-base")
@@ -31,6 +34,7 @@ def connect(connection: FhirConnection, base_url: str | None = None) -> FhirClie
             connection.smart_scopes,
             session,
             (connection.connect_timeout, connection.read_timeout),
+            shared=shared,
         )
     return FhirClient(base, auth, options, session)
 

@@ -123,16 +123,20 @@ class Gatherer:
         since, until = (day - dt.timedelta(days=1)).isoformat(), (day + dt.timedelta(days=1))
         return self._search([("subject", patient), ("date", f"ge{since}"), ("date", f"le{until}")])
 
-    def encounter_day(self, encounter_id: str) -> Gathered:
-        """The day of an encounter named by id: one read of it, then its day. An encounter
-        without a patient or a date of service is read on its own."""
+    def read_encounter(self, encounter_id: str) -> Json:
+        """The Encounter itself; NotFound when the EHR has none by that id."""
         try:
-            encounter = self.client.read(f"Encounter/{encounter_id}")
+            encounter: Json = self.client.read(f"Encounter/{encounter_id}")
         except FatalFhirError as exc:
             if exc.status in (404, 410):
                 raise NotFound(f"Encounter/{encounter_id} is not on the EHR", 404) from exc
             raise
-        patient, date = encounter_patient_and_date(encounter)
+        return encounter
+
+    def encounter_day(self, encounter_id: str) -> Gathered:
+        """The day of an encounter named by id: one read of it, then its day. An encounter
+        without a patient or a date of service is read on its own."""
+        patient, date = encounter_patient_and_date(self.read_encounter(encounter_id))
         if patient is None or date is None:
             return self.encounter(encounter_id)
         gathered = self.day(patient, date)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -31,6 +33,7 @@ from plugin.rules.decision import Decision
 from plugin.rules.visit import Visit
 
 log = logging.getLogger(__name__)
+DayLock = Callable[[str], AbstractContextManager[None]]  # a billing day's name → held while used
 
 
 # --- one orchestrator for every trigger: gather the day → decide → plan → write -----------------
@@ -104,8 +107,14 @@ def run_day(
     trigger: str,
     *,
     report_write_errors: bool = False,
+    lock: DayLock | None = None,
 ) -> DayRun:
     """Decide the billing day of one encounter and bring the EHR's ChargeItems in line with it.
+
+    `lock` (plugin.store.Store.day_locks.hold): a run that writes holds its billing day's lock
+    from reading the day to writing it, so no other instance or worker writes that day at the
+    same time (docs/deployment.md); the EHR's conditional writes below stay the last line of
+    defence.
 
     Every trigger calls this (the hook, a notification, the CLI, a page, the charges API). A
     version conflict (412: another run changed a ChargeItem since we read it), or a create that
@@ -115,6 +124,41 @@ def run_day(
     the decision of everything the EHR has. Raises plugin.gateway.errors.FhirError when the
     EHR fails (with `report_write_errors`, a failed write is returned in `error` instead).
     """
+    if lock is not None and mode is WriteMode.WRITE:
+        source, key = _named_day(source, encounter_id)
+        if key is not None:
+            with lock(key):
+                return _run_day(
+                    settings, encounter_id, source, mode, entered, trigger, report_write_errors
+                )
+    return _run_day(settings, encounter_id, source, mode, entered, trigger, report_write_errors)
+
+
+def _named_day(source: DaySource, encounter_id: str) -> tuple[DaySource, str | None]:
+    """The billing day's name ("Patient/1|2026-11-02") for its lock, and the source naming
+    it: from the trigger, else the prefetch, else one read of the encounter (which the day's
+    search then needs no more). None when the encounter names no patient or date."""
+    named = source.day
+    if named is None and source.prefetched is not None:
+        patient, date = _patient_and_date(source.prefetched, encounter_id)
+        named = (patient, date) if patient and date else None
+    elif named is None and source.gatherer is not None:
+        patient, date = encounter_patient_and_date(source.gatherer.read_encounter(encounter_id))
+        if patient and date:
+            named = (patient, date)
+            source = DaySource(source.gatherer, None, named)
+    return source, f"{named[0]}|{named[1]}" if named else None
+
+
+def _run_day(
+    settings: Settings,
+    encounter_id: str,
+    source: DaySource,
+    mode: WriteMode,
+    entered: datetime,
+    trigger: str,
+    report_write_errors: bool,
+) -> DayRun:
     ctx = render_context(settings, entered, trigger)
     configuration = dict(ctx.configuration)
     prefetched = source.prefetched

@@ -21,7 +21,7 @@ from plugin.gateway.errors import FatalFhirError, FhirError
 from plugin.gateway.factory import connect, connect_with
 from plugin.gateway.gather import Gatherer
 from plugin.jsontypes import Json
-from plugin.pipeline.billing_day import DayRun, DaySource, WriteMode, run_day
+from plugin.pipeline.billing_day import DayLock, DayRun, DaySource, WriteMode, run_day
 from plugin.render.cards import (
     decided_alone_card,
     gap_cards,
@@ -150,7 +150,11 @@ MODES = {"preview": WriteMode.PREVIEW, "system-actions": WriteMode.PLAN, "direct
 
 
 def handle_discharge(
-    settings: Settings, request: HookRequest, now: datetime, ours: Gatherer | None = None
+    settings: Settings,
+    request: HookRequest,
+    now: datetime,
+    ours: Gatherer | None = None,
+    lock: DayLock | None = None,
 ) -> HookOutcome:
     """Decide the encounter's billing day and answer with cards (and, by the write mode,
     write the ChargeItems or propose them as systemActions).
@@ -171,7 +175,14 @@ def handle_discharge(
     source = DaySource(server, prefetched if complete else None)
     try:
         run = run_day(
-            settings, request.encounter_id, source, mode, now, "cds-hook", report_write_errors=True
+            settings,
+            request.encounter_id,
+            source,
+            mode,
+            now,
+            "cds-hook",
+            report_write_errors=True,
+            lock=lock,  # a direct write holds the billing day's lock (docs/deployment.md)
         )
     except FhirError as exc:
         if complete:

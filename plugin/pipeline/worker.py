@@ -1,14 +1,17 @@
-"""Processes recorded notifications in the background, one at a time per process.
+"""The thread each web process runs in the background (docs/deployment.md "Background work").
 
-Every notification was written to the database before it was acknowledged; a worker claims one
-(an atomic compare-and-set, so two workers never take the same), processes its encounter and
-marks it done. A process that stops mid-way leaves its claim to expire and be taken again, so
-nothing received is lost; the same Encounter version is recorded, and so processed, once.
+Without a broker (the embedded default) it is the worker: it claims the oldest due notification
+(plugin.pipeline.tasks.next_notification: an atomic compare-and-set, so two processes never take
+the same), processes it and records how it ended; a process that stops mid-way leaves its claim
+to expire and be taken again, so nothing received is lost.
 
-Whatever goes wrong with one notification stays with it: the error is recorded, the notification
-is tried again later with a growing wait, and after MAX_ATTEMPTS (or at once, when trying again
-cannot help) it is set aside for an admin (status `failed`: the admin API, the worklist and the
-metrics show it). The other notifications keep flowing; the thread itself never dies of it.
+With a broker (THERACHARGE_BROKER_URL) Celery workers do the work, and this thread is the
+sweeper: every THERACHARGE_SWEEP_SECONDS it hands to the queue again whatever is recorded and
+not done that was not handed over lately — a notification that came while the broker was down,
+one the broker lost in a restart, one whose worker was killed, a retry that fell due.
+
+Either way whatever goes wrong with one piece of work stays with it, and the thread itself never
+dies of it.
 """
 
 from __future__ import annotations
@@ -17,70 +20,41 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from prometheus_client import Counter
-
-from plugin.config.files import Settings
-from plugin.errors import Invalid
-from plugin.gateway.errors import FatalFhirError
-from plugin.gateway.gather import Gatherer
-from plugin.pipeline.billing_day import DaySource, WriteMode, run_day
-from plugin.pipeline.stages import failure_reason
-from plugin.store import Claimed, Store
-from plugin.store.clock import now
+from plugin.pipeline.runtime import Runtime
+from plugin.pipeline.tasks import next_notification
 
 log = logging.getLogger(__name__)
-MAX_ATTEMPTS = 5
-FIRST_RETRY = timedelta(seconds=30)  # then 1, 2, 4 minutes: about 7.5 minutes in all
-# Errors that trying again cannot mend: the EHR refused the request or the encounter is gone
-# (gather.NotFound is a FatalFhirError), the visit is over the size limit, or one of its
-# resources is not valid FHIR.
-# The EHR refused the request, the encounter is gone, the visit is over the limit or not valid
-# FHIR: trying again cannot help.
-NOT_RETRYABLE = (FatalFhirError, Invalid)
-NOTIFICATIONS = Counter(
-    "theracharge_notifications_total",
-    "Notifications processed: done, retry (failed, will be tried again), set-aside",
-    ["result"],
-)
-
-
-def retry_wait(attempts: int) -> timedelta:
-    """How long a notification that failed `attempts` times waits before the next try."""
-    return FIRST_RETRY * (1 << max(0, attempts - 1))
+SWEPT = ("notification", "backfill-day")
 
 
 class NotificationWorker:
     def __init__(
         self,
-        settings: Callable[[], Settings],
-        store: Store,
-        gatherer: Callable[[], Gatherer | None],
-        on_done: Callable[..., None] | None = None,
+        runtime: Runtime,
         idle_seconds: float = 0.5,
+        send: Callable[[str, int], object] | None = None,
     ) -> None:
-        # The effective settings now (the app's, with mapping and payer changes another process
-        # saved): read before each notification, so the worker decides as the hook does.
-        self.settings = settings
-        self.store = store
-        self.gatherer = gatherer
-        self.on_done = on_done
+        """`send(kind, id)`: hand a row to the task queue (the sweeper); None: do the work here."""
+        self.runtime = runtime
         self.idle_seconds = idle_seconds
+        self.send = send
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.busy_since: float | None = None  # monotonic time the current notification began
+        self.busy_since: float | None = None  # monotonic time the current step began
 
     @property
     def stale_after(self) -> timedelta:
         """A claim older than this is taken again by any worker (its process must have
         stopped); THERACHARGE_NOTIFICATION_CLAIM_SECONDS."""
-        return timedelta(seconds=self.settings().service.notification_claim_seconds)
+        return timedelta(seconds=self.runtime.settings.service.notification_claim_seconds)
 
     def start(self) -> None:
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="notifications", daemon=True)
+            name = "notifications" if self.send is None else "sweeper"
+            self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
             self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -93,7 +67,7 @@ class NotificationWorker:
         if self._thread is None or self._stop.is_set():
             return None
         if not self._thread.is_alive():
-            return "the notification worker thread has stopped"
+            return f"the {self._thread.name} thread has stopped"
         busy = self.busy_since
         if busy is not None and time.monotonic() - busy > self.stale_after.total_seconds():
             return f"one notification has been processing for {time.monotonic() - busy:.0f} s"
@@ -103,67 +77,39 @@ class NotificationWorker:
         while not self._stop.is_set():
             try:
                 worked = self.run_once()
-            except Exception:  # the database away, say: log, wait, go on; never die of it
-                log.exception("the notification worker could not claim or record a notification")
+            except Exception:  # the database or broker away, say: log, wait, go on; never die
+                log.exception("the %s could not claim, sweep or record work", self._name())
                 worked = False
             if not worked:
-                self._stop.wait(self.idle_seconds)
+                idle = self.idle_seconds
+                if self.send is not None:
+                    idle = self.runtime.settings.service.sweep_seconds
+                self._stop.wait(idle)
+
+    def _name(self) -> str:
+        return "notification worker" if self.send is None else "sweeper"
 
     def run_once(self) -> bool:
-        """Process one due notification; False when there was none."""
-        claimed = self.store.claim(self.stale_after)
-        if claimed is None:
-            return False
+        """One step: process one due notification, or sweep once; False when there was none."""
         self.busy_since = time.monotonic()
         try:
-            self._process(claimed)
+            if self.send is not None:
+                self.sweep()
+                return False  # one sweep per interval
+            return next_notification(self.runtime) is not None
         finally:
             self.busy_since = None
-        return True
 
-    def _process(self, claimed: Claimed) -> None:
-        try:
-            settings = self.settings()
-            gatherer = self.gatherer()
-            if gatherer is None:
-                self._set_aside(claimed, "no EHR configured (THERACHARGE_FHIR_BASE_URL)")
-                return
-            run = run_day(
-                settings,
-                claimed.encounter_id,
-                DaySource.named(gatherer, claimed.day),
-                WriteMode.WRITE,
-                datetime.now().astimezone(),
-                "notification",
-            )
-        except NOT_RETRYABLE as exc:
-            self._set_aside(claimed, failure_reason(exc))
-            return
-        except Exception as exc:  # noqa: BLE001 -- contained: recorded, retried, set aside
-            self._failed(claimed, failure_reason(exc))
-            return
-        self.store.finish(claimed.id)
-        NOTIFICATIONS.labels("done").inc()
-        if self.on_done:
-            self.on_done(claimed.encounter_id, run)
-
-    def _failed(self, claimed: Claimed, reason: str) -> None:
-        if claimed.attempts >= MAX_ATTEMPTS:
-            self._set_aside(claimed, f"{reason} (after {claimed.attempts} attempts)")
-            return
-        wait = retry_wait(claimed.attempts)
-        log.warning(
-            "notification for Encounter/%s failed (attempt %d of %d), again in %.0f s: %s",
-            claimed.encounter_id,
-            claimed.attempts,
-            MAX_ATTEMPTS,
-            wait.total_seconds(),
-            reason,
-        )
-        self.store.finish(claimed.id, reason, retry_at=now() + wait)
-        NOTIFICATIONS.labels("retry").inc()
-
-    def _set_aside(self, claimed: Claimed, reason: str) -> None:
-        log.warning("notification for Encounter/%s set aside: %s", claimed.encounter_id, reason)
-        self.store.finish(claimed.id, reason)
-        NOTIFICATIONS.labels("set-aside").inc()
+    def sweep(self) -> int:
+        """Hand to the queue what is due and was not handed over in the last claim timeout."""
+        assert self.send is not None
+        store = self.runtime.store
+        resend = self.stale_after
+        sent = 0
+        for kind in SWEPT:
+            for row_id in store.to_sweep(kind, resend, self.stale_after):
+                self.send(kind, row_id)
+                sent += 1
+        if sent:
+            log.info("the sweeper handed %d recorded piece(s) of work to the queue", sent)
+        return sent

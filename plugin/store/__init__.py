@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -25,7 +24,6 @@ from sqlalchemy import (
     insert,
     select,
     text,
-    update,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
@@ -34,7 +32,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from plugin.store.clock import now
 from plugin.store.config import ConfigStoreMixin
 from plugin.store.ledger import LedgerWriter
-from plugin.store.models import AuditEntry, Notification, RunEntry
+from plugin.store.locks import DayLocks
+from plugin.store.models import AccessToken, AuditEntry, Notification, RunEntry
+from plugin.store.queue import Claimed as Claimed
+from plugin.store.queue import QueueStoreMixin
 from plugin.store.replay import ReplayCache
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -46,16 +47,7 @@ PRUNE_EVERY = 600.0  # seconds between two prunings of the ledger, per process
 PRUNE_CHUNK = 5000
 
 
-@dataclass(frozen=True)
-class Claimed:
-    id: int
-    encounter_id: str
-    version: str
-    attempts: int
-    day: str | None = None  # "Patient/123|2026-11-02", when the notification named it
-
-
-class Store(ConfigStoreMixin):
+class Store(ConfigStoreMixin, QueueStoreMixin):
     """One engine per process; short sessions per operation."""
 
     def __init__(self, url: str) -> None:
@@ -74,6 +66,8 @@ class Store(ConfigStoreMixin):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.replay = ReplayCache(url, self.engine)
+        self.shared = not url.startswith("sqlite")  # PostgreSQL: several instances share it
+        self.day_locks = DayLocks(self.engine, self.shared)
         self._ledger: LedgerWriter | None = None
         self.retention: timedelta | None = None  # ledger rows older than this are deleted
         self._pruned = 0.0  # monotonic time of the last pruning in this process
@@ -244,90 +238,55 @@ class Store(ConfigStoreMixin):
 
     # --- notifications: a durable queue ---------------------------------------------------
 
-    def enqueue(self, encounter_id: str, version: str, day: str | None = None) -> bool:
-        """Record a notification; False when this encounter version is already recorded."""
+    def enqueue(self, encounter_id: str, version: str, day: str | None = None) -> int | None:
+        """Record a notification: its id, or None when this encounter version is already
+        recorded."""
+        row = Notification(
+            encounter_id=encounter_id,
+            version=version,
+            received_at=now(),
+            status="pending",
+            attempts=0,
+            day=day,
+        )
         try:
             with self.session() as session:
-                session.add(
-                    Notification(
-                        encounter_id=encounter_id,
-                        version=version,
-                        received_at=now(),
-                        status="pending",
-                        attempts=0,
-                        day=day,
-                    )
-                )
+                session.add(row)
         except IntegrityError:
-            return False
-        return True
+            return None
+        return row.id
 
-    def claim(self, stale_after: timedelta = timedelta(minutes=5)) -> Claimed | None:
-        """Take the oldest pending notification that is due (or one claimed too long ago by a
-        worker that stopped); an atomic compare-and-set, so two workers never take the same."""
-        at = now()
-        cutoff = at - stale_after
-        with self.session() as session:
-            candidates = session.scalars(
-                select(Notification)
-                .where(
-                    (
-                        (Notification.status == "pending")
-                        & (
-                            Notification.next_attempt_at.is_(None)
-                            | (Notification.next_attempt_at <= at)
-                        )
-                    )
-                    | ((Notification.status == "processing") & (Notification.claimed_at < cutoff))
-                )
-                .order_by(Notification.id)
-                .limit(5)
-            ).all()
-            for row in candidates:
-                seen = Claimed(row.id, row.encounter_id, row.version, row.attempts + 1, row.day)
-                result = session.execute(
-                    update(Notification)
-                    .where(
-                        Notification.id == row.id,
-                        Notification.status == row.status,
-                        Notification.attempts == row.attempts,
-                    )
-                    .values(status="processing", claimed_at=now(), attempts=seen.attempts)
-                    .execution_options(synchronize_session=False)
-                )
-                if cast(CursorResult[Any], result).rowcount:
-                    return seen
-        return None
+    # --- the EHR's access token, shared by every instance --------------------------------------
 
-    def finish(
-        self, notification_id: int, error: str | None = None, retry_at: datetime | None = None
-    ) -> None:
-        """Done (no error); to be tried again at `retry_at`; else failed: set aside for an
-        admin (GET /admin/api/v1/notifications)."""
-        status = "pending" if retry_at else ("failed" if error else "done")
+    def shared_token(self, key: str) -> tuple[str, float] | None:
         with self.session() as session:
-            session.execute(
-                update(Notification)
-                .where(Notification.id == notification_id)
-                .values(
-                    status=status, finished_at=now(), last_error=error, next_attempt_at=retry_at
-                )
-            )
+            row = session.get(AccessToken, key)
+            return (row.token, row.expires) if row is not None else None
+
+    def share_token(self, key: str, token: str | None, expires: float = 0.0) -> None:
+        """Keep (or, with None, forget) the access token every instance uses (two instances
+        storing at once: the first stands)."""
+        with suppress(IntegrityError), self.session() as session:
+            row = session.get(AccessToken, key)
+            if token is None:
+                if row is not None:
+                    session.delete(row)
+            elif row is None:
+                session.add(AccessToken(key=key, token=token, expires=expires))
+            else:
+                row.token, row.expires = token, expires
 
     def retry_notification(
         self, notification_id: int, actor: str
     ) -> tuple[Notification | None, bool]:
         """Put a set-aside notification back in the queue, due now, with its attempts reset,
         and audit who did. The row (None if there is none) and whether it was set aside (and so
-        is queued now)."""
-        with self.session() as session:
-            row = session.get(Notification, notification_id)
-            if row is None or row.status != "failed":
-                return row, False
-            row.status, row.attempts, row.next_attempt_at = "pending", 0, None
-        detail = {"encounter": row.encounter_id}
-        self.audit(actor, "retry", "notification", str(notification_id), detail)
-        return row, True
+        is queued now; the caller hands it to the task queue)."""
+        row, queued = self.retry_row("notification", notification_id)
+        if queued:
+            detail = {"encounter": row.encounter_id}
+            self.audit(actor, "retry", "notification", str(notification_id), detail)
+        return row, queued
 
     def notifications(self, status: str | None = None, limit: int = 1000) -> list[Notification]:
         with self.session() as session:

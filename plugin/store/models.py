@@ -1,10 +1,10 @@
-"""The tables TheraCharge keeps: audit log, run ledger, received notifications."""
+"""The tables TheraCharge keeps: audit log, run ledger, received notifications, backfills."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, DateTime, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -63,6 +63,57 @@ class Notification(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # "Patient/123|2026-11-02" when the payload named the encounter's patient and date
     day: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(200), nullable=True)  # host:pid
+    # last handed to the task queue (THERACHARGE_BROKER_URL); the sweeper re-enqueues from it
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Backfill(Base):
+    """`theracharge backfill`: the billing days of a date range decided again, one task each."""
+
+    __tablename__ = "backfills"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(200))
+    since: Mapped[str] = mapped_column(String(10))
+    until: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    dry_run: Mapped[bool] = mapped_column(Boolean)
+    days: Mapped[int] = mapped_column(Integer)
+
+
+class BackfillDay(Base):
+    """One billing day of a backfill: queued, decided (outcome, lines held) or failed."""
+
+    __tablename__ = "backfill_days"
+    __table_args__ = (UniqueConstraint("backfill_id", "encounter_id", name="uq_backfill_day"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    backfill_id: Mapped[int] = mapped_column(Integer, index=True)
+    encounter_id: Mapped[str] = mapped_column(String(200))  # the day's first listed encounter
+    day: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    status: Mapped[str] = mapped_column(String(20), index=True)  # as Notification.status
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    outcome: Mapped[str | None] = mapped_column(String(20), nullable=True)  # DayRun.outcome
+    held: Mapped[int | None] = mapped_column(Integer, nullable=True)  # lines on hold
+    lines: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class AccessToken(Base):
+    """The EHR's access token (SMART Backend Services), shared by every instance on PostgreSQL
+    so that each does not fetch its own. Keyed by a hash of server, client and scopes."""
+
+    __tablename__ = "access_tokens"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token: Mapped[str] = mapped_column(Text)
+    expires: Mapped[float] = mapped_column(Float)  # seconds since the epoch
 
 
 class SeenToken(Base):

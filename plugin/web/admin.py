@@ -455,6 +455,8 @@ def notifications() -> Response:
 def retry_notification(notification_id: int) -> Response:
     caller = bearer_caller("admin", "billing")
     row, queued = _state().store.retry_notification(notification_id, caller)
+    if queued:
+        _state().queue("notification", notification_id)
     if row is None:
         raise NotFoundError(f"no notification {notification_id}")
     if not queued:

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import logging
 import secrets
-import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,14 +17,10 @@ from flask.json.provider import DefaultJSONProvider
 from flask_smorest import Api
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from plugin.config.effective import effective_settings, seed
+from plugin.config.effective import seed
 from plugin.config.files import Settings, load_settings
-from plugin.gateway.factory import connect
-from plugin.gateway.gather import Gatherer
-from plugin.pipeline.billing_day import DayRun
+from plugin.pipeline.runtime import Runtime
 from plugin.pipeline.worker import NotificationWorker
-from plugin.render.report import day_report, line_therapists, line_warnings
-from plugin.rules.visit import Severity
 from plugin.schemas.errors import ConfigError
 from plugin.store import Store
 from plugin.web import (
@@ -64,103 +58,19 @@ def _default(obj: Any) -> Any:
 
 
 @dataclass
-class AppState:
-    """What every request may use: settings, the store, the EHR connection, the CDS verifier."""
+class AppState(Runtime):
+    """What every request may use: the runtime (settings, store, EHR, ledger), the CDS
+    verifier, the background thread and, with a broker, the way work is handed to it."""
 
-    settings: Settings
-    store: Store
-    cds_verifier: ClientVerifier | None
+    cds_verifier: ClientVerifier | None = None
     worker: NotificationWorker | None = None
-    base_settings: Settings | None = None  # from files and environment, before the database
-    _gatherer: Gatherer | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _revision: int = -1
-    _checked: float = 0.0
+    send: Callable[[str, int], bool] | None = None  # with THERACHARGE_BROKER_URL
 
-    def refresh(self, force: bool = False) -> None:
-        """Pick up tables another worker changed: at most one cheap query a second."""
-        now = time.monotonic()
-        if not force and now - self._checked < 1.0:
-            return
-        self._checked = now
-        revision = self.store.config_revision()
-        if revision != self._revision and self.base_settings is not None:
-            self.settings = effective_settings(self.base_settings, self.store)
-            self._revision = revision
-
-    def current(self) -> Settings:
-        """The effective settings now: another process's saved change picked up first."""
-        self.refresh()
-        return self.settings
-
-    def gatherer(self) -> Gatherer | None:
-        """Our EHR (THERACHARGE_FHIR_BASE_URL), built once per process; None if not configured."""
-        if self.settings.fhir.base_url is None:
-            return None
-        with self._lock:
-            if self._gatherer is None:
-                self._gatherer = Gatherer(connect(self.settings.fhir))
-            return self._gatherer
-
-    def record(
-        self,
-        encounter_id: str,
-        trigger: str,
-        run: DayRun,
-        outcome: str | None = None,
-        *,
-        wait: bool = False,
-    ) -> None:
-        """The run ledger: every decision, what was written, what failed (`wait`: on the table
-        before returning, Store.record_run). The one place a ledger row is made."""
-        outcome = outcome or run.outcome
-        if outcome == "preview" and not self.settings.service.ledger_keep_preview:
-            return  # cards only, nothing written: not kept (THERACHARGE_LEDGER_KEEP_PREVIEW)
-        decision = run.decision
-        visit = decision.visit
-        lines = [
-            {
-                "key": ln.key,
-                "code": ln.code,
-                "modifiers": list(ln.modifiers),
-                "units": ln.units,
-                "minutes": ln.minutes,
-                "status": ln.status.value,
-                "discipline": ln.discipline.value,
-                "date": ln.date,
-                "holds": sorted({h.code for h in ln.holds}),
-                "warnings": line_warnings(ln),
-                "payer": visit.payer or "default",
-                "provider": ln.provider,
-                "therapists": line_therapists(ln),
-                "patient": {
-                    "reference": visit.patient,
-                    "name": visit.patient_name,
-                    "mrn": visit.patient_mrn,
-                },
-                "encounter": ln.context,
-            }
-            for ln in decision.lines
-        ]
-        gaps = [f.code for f in decision.findings if f.severity is not Severity.INFO]
-        written: dict[str, Any] = run.plan.summary() if run.plan is not None else {}
-        report = day_report(decision)
-        report["configuration"] = run.configuration
-        if run.alone:
-            report["decided_alone"] = True
-        self.store.record_run(
-            encounter_id,
-            trigger,
-            outcome,
-            lines,
-            gaps,
-            written,
-            run.error,
-            report,
-            # a visit decided alone is not its whole day: kept apart from the day's decisions
-            day=None if run.alone else decision.day,
-            wait=wait,
-        )
+    def queue(self, kind: str, row_id: int) -> None:
+        """Recorded work handed to the task queue now (with a broker; without one the
+        in-process worker finds it in the table)."""
+        if self.send is not None:
+            self.send(kind, row_id)
 
 
 def _secret_key(settings: Settings) -> str:
@@ -240,14 +150,15 @@ def create_app(
     else:
         log.warning("THERACHARGE_CDS_AUTH=disabled: CDS Hooks calls are NOT authenticated")
     seed(store, settings)  # first start: config/ becomes version 1 of each managed table
-    state = AppState(settings, store, verifier, base_settings=settings)
+    state = AppState(settings, store, base_settings=settings, cds_verifier=verifier)
     state.refresh(force=True)
-    state.worker = NotificationWorker(
-        state.current,  # the managed tables as the database holds them now
-        store,
-        state.gatherer,
-        on_done=lambda encounter, run: state.record(encounter, "notification", run),
-    )
+    if settings.service.broker_url:
+        # Imported only with a broker: the embedded default never loads Celery.
+        from plugin.pipeline.celery_app import Sender
+
+        state.send = Sender(settings, store)
+    # without a broker the worker; with one, the sweeper (plugin/pipeline/worker.py)
+    state.worker = NotificationWorker(state, send=state.send)
     app.extensions["theracharge"] = state
     api = Api(app, spec_kwargs={"extra_plugins": [api_docs.OperationDocs()]})
     app.add_url_rule("/api-docs/assets/<path:name>", "api_docs_assets", api_docs.asset)

@@ -67,7 +67,13 @@ def call(service_id: str) -> Response:
         prefetch=data["prefetch"],
     )
     state = current_app.extensions["theracharge"]
-    outcome = handle_discharge(state.settings, hook, datetime.now().astimezone(), state.gatherer())
+    outcome = handle_discharge(
+        state.settings,
+        hook,
+        datetime.now().astimezone(),
+        state.gatherer(),
+        state.store.day_locks.hold,
+    )
     count_decision(list(outcome.decision.lines), list(outcome.decision.findings))
     if outcome.outcome == "failed":
         EHR_ERRORS.labels("write").inc()

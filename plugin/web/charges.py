@@ -34,6 +34,7 @@ def _charges(encounter_id: str, dry_run: bool) -> Response:
         mode,
         datetime.now().astimezone(),
         f"api:{caller}",
+        lock=state.store.day_locks.hold,
     )
     count_decision(list(run.decision.lines), list(run.decision.findings))
     # Billing tools read the worklist next, perhaps from another worker: on the table first.

@@ -24,8 +24,14 @@ _ENCOUNTER_URL = re.compile(r"(?:^|/)Encounter/([A-Za-z0-9\-.]{1,64})(?:/_histor
 
 
 def _enqueue(encounter_id: str, version: str | None, day: str | None = None) -> bool:
-    store = current_app.extensions["theracharge"].store
-    return bool(store.enqueue(encounter_id, version or "", day))
+    """Recorded (before the EHR gets its 200), then handed to the task queue when there is one;
+    False when this encounter version was recorded before."""
+    state = current_app.extensions["theracharge"]
+    notification_id = state.store.enqueue(encounter_id, version or "", day)
+    if notification_id is None:
+        return False
+    state.queue("notification", notification_id)
+    return True
 
 
 def _day(resource: dict[str, Any]) -> str | None:

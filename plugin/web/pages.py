@@ -292,6 +292,7 @@ def rerun(encounter_id: str) -> Any:
             WriteMode.WRITE,
             datetime.now().astimezone(),
             f"page:{session['who']}",
+            lock=state.store.day_locks.hold,
         )
     except FhirError as exc:
         flash(f"Re-run failed: {exc}", "problem")
@@ -307,6 +308,8 @@ def rerun(encounter_id: str) -> Any:
 def retry_notification(notification_id: int) -> Any:
     """A set-aside notification back in the queue, once its cause is fixed (audited)."""
     row, queued = _state().store.retry_notification(notification_id, str(session["who"]))
+    if queued:
+        _state().queue("notification", notification_id)
     if row is None:
         abort(404, f"no notification {notification_id}")
     if queued:

@@ -210,10 +210,10 @@ def test_the_hook_a_notification_and_the_cli_converge_on_the_same_charge_items(
     )
     assert queued.json == {"queued": True}
     assert state.worker is not None
-    state.worker.gatherer().client.requests_sent = 0  # type: ignore[union-attr]
+    state.worker.runtime.gatherer().client.requests_sent = 0  # type: ignore[union-attr]
     assert state.worker.run_once()
     # the day's search and the performers' other services (one search); nothing to write
-    assert state.worker.gatherer().client.requests_sent == 2  # type: ignore[union-attr]
+    assert state.worker.runtime.gatherer().client.requests_sent == 2  # type: ignore[union-attr]
     assert state.store.runs("e2")[0].outcome == "unchanged"
 
     payers = state.store.config_current("payers", "payers")

@@ -261,7 +261,9 @@ def test_the_audit_log_names_who_changed_what(app) -> None:
 
 def test_the_notification_worker_decides_with_the_managed_tables(app) -> None:
     state = app.extensions["theracharge"]
-    assert state.worker.settings() is state.settings  # from the start, not the file-based ones
+    assert (
+        state.worker.runtime.current() is state.settings
+    )  # from the start, not the file-based ones
     client = app.test_client()
     payers = client.get("/admin/api/v1/payers", headers=VIEWER).json
     payers["default_method"] = "ama"
@@ -270,5 +272,5 @@ def test_the_notification_worker_decides_with_the_managed_tables(app) -> None:
         json={"reason": "default per contract", "payers": payers},
         headers=ADMIN,
     )
-    assert state.worker.settings().payers.default_method.value == "ama"
-    assert state.worker.settings() is state.settings
+    assert state.worker.runtime.current().payers.default_method.value == "ama"
+    assert state.worker.runtime.current() is state.settings

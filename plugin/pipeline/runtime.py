@@ -1,0 +1,117 @@
+"""What every piece of work needs, in a web process or a Celery worker alike: the effective
+settings (the managed tables as the database holds them now), the store, the EHR connection,
+and the one place a decision is written to the run ledger."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from plugin.config.effective import effective_settings
+from plugin.config.files import Settings
+from plugin.gateway.factory import connect
+from plugin.gateway.gather import Gatherer
+from plugin.pipeline.billing_day import DayRun
+from plugin.render.report import day_report, line_therapists, line_warnings
+from plugin.rules.visit import Severity
+from plugin.store import Store
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    base_settings: Settings | None = None  # from files and environment, before the database
+    _local: threading.local = field(default_factory=threading.local)
+    _revision: int = -1
+    _checked: float = 0.0
+
+    def refresh(self, force: bool = False) -> None:
+        """Pick up tables another process changed: at most one cheap query a second."""
+        now = time.monotonic()
+        if not force and now - self._checked < 1.0:
+            return
+        self._checked = now
+        revision = self.store.config_revision()
+        if revision != self._revision and self.base_settings is not None:
+            self.settings = effective_settings(self.base_settings, self.store)
+            self._revision = revision
+
+    def current(self) -> Settings:
+        """The effective settings now: another process's saved change picked up first."""
+        self.refresh()
+        return self.settings
+
+    def gatherer(self) -> Gatherer | None:
+        """Our EHR (THERACHARGE_FHIR_BASE_URL), built once per thread (a requests session is
+        not shared across threads); None if not configured. On a shared database the SMART
+        access token is shared by every thread, worker and instance."""
+        if self.settings.fhir.base_url is None:
+            return None
+        gatherer: Gatherer | None = getattr(self._local, "gatherer", None)
+        if gatherer is None:
+            shared = self.store if self.store.shared else None
+            gatherer = self._local.gatherer = Gatherer(connect(self.settings.fhir, shared=shared))
+        return gatherer
+
+    def record(
+        self,
+        encounter_id: str,
+        trigger: str,
+        run: DayRun,
+        outcome: str | None = None,
+        *,
+        wait: bool = False,
+    ) -> None:
+        """The run ledger: every decision, what was written, what failed (`wait`: on the table
+        before returning, Store.record_run). The one place a ledger row is made."""
+        outcome = outcome or run.outcome
+        if outcome == "preview" and not self.settings.service.ledger_keep_preview:
+            return  # cards only, nothing written: not kept (THERACHARGE_LEDGER_KEEP_PREVIEW)
+        decision = run.decision
+        visit = decision.visit
+        lines = [
+            {
+                "key": ln.key,
+                "code": ln.code,
+                "modifiers": list(ln.modifiers),
+                "units": ln.units,
+                "minutes": ln.minutes,
+                "status": ln.status.value,
+                "discipline": ln.discipline.value,
+                "date": ln.date,
+                "holds": sorted({h.code for h in ln.holds}),
+                "warnings": line_warnings(ln),
+                "payer": visit.payer or "default",
+                "provider": ln.provider,
+                "therapists": line_therapists(ln),
+                "patient": {
+                    "reference": visit.patient,
+                    "name": visit.patient_name,
+                    "mrn": visit.patient_mrn,
+                },
+                "encounter": ln.context,
+            }
+            for ln in decision.lines
+        ]
+        gaps = [f.code for f in decision.findings if f.severity is not Severity.INFO]
+        written: dict[str, Any] = run.plan.summary() if run.plan is not None else {}
+        report = day_report(decision)
+        report["configuration"] = run.configuration
+        if run.alone:
+            report["decided_alone"] = True
+        self.store.record_run(
+            encounter_id,
+            trigger,
+            outcome,
+            lines,
+            gaps,
+            written,
+            run.error,
+            report,
+            # a visit decided alone is not its whole day: kept apart from the day's decisions
+            day=None if run.alone else decision.day,
+            wait=wait,
+        )

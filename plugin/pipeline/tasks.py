@@ -1,0 +1,206 @@
+"""The background work itself, whoever executes it (docs/deployment.md "Background work").
+
+Two kinds of work, each a row in the database before it is a task: a notification (an Encounter
+changed: decide and write its billing day) and a backfill day (a day of `theracharge backfill`,
+decided again). The functions here are the one code path for both ways of executing them: the
+in-process worker thread of each web process (the embedded default, no broker), and Celery
+workers (THERACHARGE_BROKER_URL; plugin.pipeline.celery_app) — which call these same functions.
+
+Each run claims its row first (a compare-and-set: a task delivered twice is done once), holds
+the billing day's lock while it reads, decides and writes (plugin.store.locks), and records how
+it ended: done; failed and to be tried again after a growing wait (30 s, then 1, 2, 4 minutes);
+or, after MAX_ATTEMPTS or at once when trying again cannot help, set aside for an admin (the
+dead letters: GET /admin/api/v1/dead-letters).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from prometheus_client import Counter
+
+from plugin.errors import Invalid
+from plugin.gateway.errors import FatalFhirError
+from plugin.pipeline.billing_day import DayRun, DaySource, WriteMode, run_day
+from plugin.pipeline.runtime import Runtime
+from plugin.pipeline.stages import failure_reason
+from plugin.rules.lines import LineStatus
+from plugin.store import Claimed
+from plugin.store.clock import now
+
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 5
+FIRST_RETRY = timedelta(seconds=30)  # then 1, 2, 4 minutes: about 7.5 minutes in all
+# The EHR refused the request, the encounter is gone (gather.NotFound is a FatalFhirError), the
+# visit is over the size limit or not valid FHIR: trying again cannot help.
+NOT_RETRYABLE = (FatalFhirError, Invalid)
+NOTIFICATIONS = Counter(
+    "theracharge_notifications_total",
+    "Notifications processed: done, retry (failed, will be tried again), set-aside",
+    ["result"],
+)
+TASKS = Counter(
+    "theracharge_tasks_total",
+    "Background work by kind (notification, backfill-day) and result: done, retry, set-aside, "
+    "skipped (already done or taken by another worker)",
+    ["kind", "result"],
+)
+
+
+def retry_wait(attempts: int) -> timedelta:
+    """How long work that failed `attempts` times waits before the next try."""
+    return FIRST_RETRY * (1 << max(0, attempts - 1))
+
+
+def worker_name() -> str:
+    """Who holds a claim: host and process (the admin API shows it; a fork has its own)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """How one execution ended: done, retry, set-aside; or, when the row was not claimed,
+    skipped (done or set aside already), busy (another worker holds it) or not-due (a retry
+    waiting); `wait`: seconds until it may be tried again (retry, busy, not-due)."""
+
+    status: str
+    wait: float = 0.0
+    run: DayRun | None = None
+
+
+def process_notification(runtime: Runtime, notification_id: int) -> TaskResult:
+    """A notification's task: claim it, decide and write its billing day, record the end."""
+    return _claimed(runtime, "notification", notification_id, _notification)
+
+
+def next_notification(runtime: Runtime) -> TaskResult | None:
+    """The in-process worker's step: the oldest due notification, processed; None if none."""
+    stale = _stale_after(runtime)
+    claimed = runtime.store.claim(stale, worker_name())
+    if claimed is None:
+        return None
+    return _execute(runtime, "notification", claimed, _notification)
+
+
+def decide_backfill_day(runtime: Runtime, day_id: int) -> TaskResult:
+    """A backfill day's task: claim it, decide its billing day again (and write it, unless the
+    backfill is a dry run), record the outcome and the lines held."""
+    return _claimed(runtime, "backfill-day", day_id, _backfill_day)
+
+
+Work = Callable[[Runtime, Claimed], DayRun | None]
+
+
+def _stale_after(runtime: Runtime) -> timedelta:
+    """A claim older than this is taken again by any worker (its process must have stopped);
+    THERACHARGE_NOTIFICATION_CLAIM_SECONDS."""
+    return timedelta(seconds=runtime.settings.service.notification_claim_seconds)
+
+
+def _claimed(runtime: Runtime, kind: str, row_id: int, work: Work) -> TaskResult:
+    answer = runtime.store.claim_row(kind, row_id, _stale_after(runtime), worker_name())
+    if answer.claimed is None:
+        status = "skipped" if answer.status in ("done", "failed", "missing") else answer.status
+        TASKS.labels(kind, "skipped").inc()
+        return TaskResult(status, answer.wait)
+    return _execute(runtime, kind, answer.claimed, work)
+
+
+def _execute(runtime: Runtime, kind: str, claimed: Claimed, work: Work) -> TaskResult:
+    try:
+        run = work(runtime, claimed)
+    except NOT_RETRYABLE as exc:
+        return _set_aside(runtime, kind, claimed, failure_reason(exc))
+    except Exception as exc:  # noqa: BLE001 -- contained: recorded, retried, set aside
+        return _failed(runtime, kind, claimed, failure_reason(exc))
+    if kind == "notification":  # a backfill day's result was recorded with it (_backfill_day)
+        runtime.store.finish_row(kind, claimed.id)
+        NOTIFICATIONS.labels("done").inc()
+    TASKS.labels(kind, "done").inc()
+    return TaskResult("done", run=run)
+
+
+def _notification(runtime: Runtime, claimed: Claimed) -> DayRun | None:
+    settings = runtime.current()  # the managed tables as the database holds them now
+    gatherer = runtime.gatherer()
+    if gatherer is None:
+        raise _NoEhr("no EHR configured (THERACHARGE_FHIR_BASE_URL)")
+    run = run_day(
+        settings,
+        claimed.encounter_id,
+        DaySource.named(gatherer, claimed.day),
+        WriteMode.WRITE,
+        datetime.now().astimezone(),
+        "notification",
+        lock=runtime.store.day_locks.hold,
+    )
+    runtime.record(claimed.encounter_id, "notification", run)
+    return run
+
+
+def _backfill_day(runtime: Runtime, claimed: Claimed) -> DayRun | None:
+    settings = runtime.current()
+    gatherer = runtime.gatherer()
+    if gatherer is None:
+        raise _NoEhr("no EHR configured (THERACHARGE_FHIR_BASE_URL)")
+    day = runtime.store.backfill_day(claimed.id)
+    backfill = runtime.store.backfill(day.backfill_id) if day else None
+    dry = bool(backfill and backfill.dry_run)
+    run = run_day(
+        settings,
+        claimed.encounter_id,
+        DaySource.named(gatherer, claimed.day),
+        WriteMode.PLAN if dry else WriteMode.WRITE,
+        datetime.now().astimezone(),
+        "backfill",
+        lock=runtime.store.day_locks.hold,
+    )
+    if not dry:
+        runtime.record(claimed.encounter_id, "backfill", run)
+    lines = run.decision.lines
+    runtime.store.finish_row(
+        "backfill-day",
+        claimed.id,
+        outcome=run.outcome,
+        lines=len(lines),
+        held=sum(1 for ln in lines if ln.status is LineStatus.PLANNED),  # held for documentation
+    )
+    return run
+
+
+class _NoEhr(Invalid):
+    """Nothing to read the day from: trying again cannot help until an admin configures it."""
+
+
+def _failed(runtime: Runtime, kind: str, claimed: Claimed, reason: str) -> TaskResult:
+    if claimed.attempts >= MAX_ATTEMPTS:
+        return _set_aside(runtime, kind, claimed, f"{reason} (after {claimed.attempts} attempts)")
+    wait = retry_wait(claimed.attempts)
+    log.warning(
+        "%s for Encounter/%s failed (attempt %d of %d), again in %.0f s: %s",
+        kind,
+        claimed.encounter_id,
+        claimed.attempts,
+        MAX_ATTEMPTS,
+        wait.total_seconds(),
+        reason,
+    )
+    runtime.store.finish_row(kind, claimed.id, reason, retry_at=now() + wait)
+    if kind == "notification":
+        NOTIFICATIONS.labels("retry").inc()
+    TASKS.labels(kind, "retry").inc()
+    return TaskResult("retry", wait.total_seconds())
+
+
+def _set_aside(runtime: Runtime, kind: str, claimed: Claimed, reason: str) -> TaskResult:
+    log.warning("%s for Encounter/%s set aside: %s", kind, claimed.encounter_id, reason)
+    runtime.store.finish_row(kind, claimed.id, reason)
+    if kind == "notification":
+        NOTIFICATIONS.labels("set-aside").inc()
+    TASKS.labels(kind, "set-aside").inc()
+    return TaskResult("set-aside")

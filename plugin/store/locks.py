@@ -1,0 +1,65 @@
+"""One writer per billing day (docs/deployment.md "No two writers on one day").
+
+On PostgreSQL a billing day is locked with a transaction-level advisory lock on a connection of
+its own, held while the day is read, decided and written: every instance and worker sharing the
+database waits for the one before it, and a worker killed mid-day loses its connection and with
+it the lock. On SQLite (one machine) the lock is a per-process one. Either way the EHR's
+conditional writes (If-Match, conditional create) stay the last line of defence: a run that
+loses a race reads the day again (plugin.pipeline.billing_day.run_day).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+LOCK_WAIT_SECONDS = 120  # longer than any day takes; then the run fails and is retried
+
+
+def lock_number(key: str) -> int:
+    """A billing day's name as PostgreSQL's 64-bit advisory lock key."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+class DayLocks:
+    def __init__(self, engine: Engine, shared: bool) -> None:
+        self.engine = engine
+        self.shared = shared
+        self._guard = threading.Lock()
+        self._local: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        if self.shared:
+            with self.engine.connect() as connection, connection.begin():
+                connection.execute(text(f"SET LOCAL lock_timeout = '{LOCK_WAIT_SECONDS}s'"))
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_number(key)}
+                )
+                yield
+            return
+        lock = self._enter(key)
+        try:
+            with lock:
+                yield
+        finally:
+            self._leave(key)
+
+    def _enter(self, key: str) -> threading.Lock:
+        with self._guard:
+            lock, users = self._local.get(key, (threading.Lock(), 0))
+            self._local[key] = (lock, users + 1)
+            return lock
+
+    def _leave(self, key: str) -> None:
+        with self._guard:
+            lock, users = self._local[key]
+            if users <= 1:
+                del self._local[key]
+            else:
+                self._local[key] = (lock, users - 1)
