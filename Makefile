@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 EHR_VENV := .ehr-venv
 EHR_STAMP := $(EHR_VENV)/.installed-stamp
 
-.PHONY: demo test lint bench clean postgres browser reliability compiled
+.PHONY: demo test lint bench clean postgres redis browser reliability compiled
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,17 +39,23 @@ postgres:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
+# The task-queue tests and the whole-layout test start Debian's redis-server on loopback
+# themselves (the broker of THERACHARGE_BROKER_URL); install it when the machine lacks it.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
 # The page tests drive Debian's Chromium with Playwright (no browser download).
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-test: lint $(EHR_STAMP) postgres browser
+test: lint $(EHR_STAMP) postgres redis browser
 	THERACHARGE_TEST_SEKMET=$(CURDIR)/$(EHR_VENV)/bin/sekmet $(BIN)/pytest
 
 # The whole reliability suite (RELIABILITY.md): the scenarios `make test` runs too, then the
 # 10-minute soak of mixed signed traffic.
-reliability: $(STAMP) $(EHR_STAMP) postgres
+reliability: $(STAMP) $(EHR_STAMP) postgres redis
 	THERACHARGE_TEST_SEKMET=$(CURDIR)/$(EHR_VENV)/bin/sekmet THERACHARGE_HOSTILE_EXAMPLES=3000 \
 		$(BIN)/pytest tests/reliability
 	THERACHARGE_TEST_SEKMET=$(CURDIR)/$(EHR_VENV)/bin/sekmet $(BIN)/python -m tests.reliability.soak --minutes 10

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +15,12 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from flask import Flask
+from sqlalchemy import MetaData
 
 from plugin.config.files import Settings, load_settings
+from plugin.store import Store
 from plugin.web.app import create_app
+from tests.pg import running_postgres
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -77,3 +82,29 @@ def make_app(tmp_path: Path, jwks_file: Path) -> Callable[..., Flask]:
         return create_app(load_settings({**base, **env}), start_worker=False)
 
     return build
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    # Not under pytest's own temporary folder: the postgres user cannot enter root's.
+    folder = Path(tempfile.mkdtemp(prefix="theracharge-pg-"))
+    try:
+        with running_postgres(folder) as url:
+            yield url
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'instance' / 'theracharge.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    store = Store(url)
+    if request.param == "postgresql":  # one server for the session: start each test empty
+        every = MetaData()
+        every.reflect(store.engine)
+        every.drop_all(store.engine)
+    store.migrate()
+    return store

@@ -159,3 +159,15 @@ def test_the_admin_api_imports_a_csv(admin_app: Any) -> None:
     assert answer.json["codes"] == 1
     fees = admin_app.extensions["theracharge"].settings.fees
     assert fees.amount("97530", date(2027, 2, 1)) == Decimal("37.00")
+
+
+def test_a_csv_that_cannot_be_read_is_refused_by_name(admin_app: Any) -> None:
+    # a carriage return alone inside a field is not CSV (found by tests/reliability/test_hostile)
+    answer = admin_app.test_client().put(
+        "/admin/api/v1/fees/import?effective=2027-01-01&reason=2027&filename=pfs.csv",
+        data="\r0",
+        headers={**HEADERS, "Content-Type": "text/csv"},
+    )
+    assert answer.status_code == 422, answer.json
+    assert "pfs.csv: not readable as CSV" in answer.json["message"]
+    assert admin_app.extensions["theracharge"].store.config_tables("fees") == []

@@ -125,7 +125,12 @@ def test_without_a_compiler_the_install_is_pure_python_and_works(without_compile
 
 # Tests that read the checkout's own sources or README (not in an installed tree), and this file
 _NOT_FOR_AN_INSTALL = ["integration", "browser", "reliability"]
-_NOT_FOR_AN_INSTALL_FILES = ["test_install.py", "test_layering.py", "test_readme_settings.py"]
+_NOT_FOR_AN_INSTALL_FILES = [
+    "test_install.py",
+    "test_layering.py",
+    "test_readme_settings.py",
+    "test_deploy.py",  # reads deploy/
+]
 
 
 @pytest.mark.slow

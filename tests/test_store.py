@@ -2,44 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
-from sqlalchemy import MetaData, event, inspect
+from sqlalchemy import event, inspect
 
 from plugin.store import Store
-from tests.pg import running_postgres
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    # Not under pytest's own temporary folder: the postgres user cannot enter root's.
-    folder = Path(tempfile.mkdtemp(prefix="theracharge-pg-"))
-    try:
-        with running_postgres(folder) as url:
-            yield url
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'instance' / 'theracharge.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    store = Store(url)
-    if request.param == "postgresql":  # one server for the session: start each test empty
-        every = MetaData()
-        every.reflect(store.engine)
-        every.drop_all(store.engine)
-    store.migrate()
-    return store
 
 
 def test_migrations_create_every_table_and_can_run_again(store: Store) -> None:

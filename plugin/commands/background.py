@@ -70,7 +70,9 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     if not 1 <= args.concurrency <= 64:
         raise UsageError("--concurrency: a whole number from 1 to 64")
     from plugin.pipeline.celery_app import worker_main  # Celery only where it is used
+    from plugin.web.observability import configure_logging
 
+    configure_logging()  # JSON lines on stderr, as `serve` writes them
     worker_main(settings, args.concurrency, args.name)
     return 0
 

@@ -246,6 +246,22 @@ def import_fee_schedule(
     MAC and PFS downloads; rows with a modifier are left out) as the schedule in force from
     `effective`, added to the stored fee schedule (or the shipped one), replacing a schedule of
     the same date. Rows of codes outside the catalog are left out. Returns (version, codes)."""
+    try:
+        return _import_fees(store, settings, text, filename, effective, source, author, reason)
+    except csv.Error as exc:  # a stray carriage return, an unclosed quote …: named, not a 500
+        raise Invalid(f"{filename}: not readable as CSV ({exc})", [("file", "csv")]) from exc
+
+
+def _import_fees(
+    store: Store,
+    settings: Settings,
+    text: str,
+    filename: str,
+    effective: date,
+    source: str,
+    author: str,
+    reason: str,
+) -> tuple[int, int]:
     reader = csv.DictReader(io.StringIO(text))
     columns = {(c or "").strip().lower(): c for c in reader.fieldnames or ()}
     code_column = next((columns[c] for c in _CODE_COLUMNS if c in columns), None)

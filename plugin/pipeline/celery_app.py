@@ -21,7 +21,7 @@ import logging
 import threading
 from typing import Any
 
-from celery import Celery, Task
+from celery import Celery, Task, signals
 
 from plugin.config.files import Settings, load_settings
 from plugin.pipeline.runtime import Runtime
@@ -35,6 +35,12 @@ SEND_TIMEOUT = 2.0  # seconds to reach the broker when handing work over; then t
 app = Celery("theracharge", set_as_current=False)
 _runtime: Runtime | None = None
 _runtime_lock = threading.Lock()
+
+
+@signals.setup_logging.connect
+def _keep_our_logging(**_: Any) -> None:
+    """Celery leaves logging as we set it: JSON lines on stderr, as every TheraCharge process
+    writes them (`theracharge worker` configures them), never bodies, names or tokens."""
 
 
 def configure(settings: Settings) -> Celery:
@@ -55,6 +61,9 @@ def configure(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
         broker_channel_error_retry=True,
+        # a task running when the broker connection drops finishes and records its end in the
+        # database; its message, if the broker kept it, is delivered again and finds it done
+        worker_cancel_long_running_tasks_on_connection_loss=False,
     )
     return app
 
@@ -66,14 +75,16 @@ def runtime() -> Runtime:
         if _runtime is None:
             settings = load_settings()
             store = Store(settings.service.database_url)
-            store.migrate()
+            with store.exclusive("theracharge-start"):
+                store.migrate()
             _runtime = Runtime(settings, store, base_settings=settings)
             _runtime.refresh(force=True)
         return _runtime
 
 
-def use_runtime(given: Runtime) -> None:
-    """Run the tasks of this process on `given` (tests, and `theracharge worker`)."""
+def use_runtime(given: Runtime | None) -> None:
+    """Run the tasks of this process on `given` (`theracharge worker`, tests; None: build
+    one from the environment on first use)."""
     global _runtime
     with _runtime_lock:
         _runtime = given
@@ -128,7 +139,8 @@ def worker_main(settings: Settings, concurrency: int, name: str) -> Any:
     """`theracharge worker`: a Celery worker in threads (the work waits on the EHR, not the CPU;
     run one worker process per core for more)."""
     store = Store(settings.service.database_url)
-    store.migrate()
+    with store.exclusive("theracharge-start"):
+        store.migrate()
     run = Runtime(settings, store, base_settings=settings)
     run.refresh(force=True)
     use_runtime(run)

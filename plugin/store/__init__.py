@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from plugin.store.clock import now
 from plugin.store.config import ConfigStoreMixin
 from plugin.store.ledger import LedgerWriter
-from plugin.store.locks import DayLocks
+from plugin.store.locks import DayLocks, exclusive
 from plugin.store.models import AccessToken, AuditEntry, Notification, RunEntry
 from plugin.store.queue import Claimed as Claimed
 from plugin.store.queue import QueueStoreMixin
@@ -79,6 +79,11 @@ class Store(ConfigStoreMixin, QueueStoreMixin):
         with self.engine.begin() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
+
+    def exclusive(self, name: str) -> AbstractContextManager[None]:
+        """Held by one process of every instance at a time (PostgreSQL; SQLite: one machine,
+        whose writes SQLite serialises)."""
+        return exclusive(self.engine, self.shared, name)
 
     def ping(self) -> None:
         with self.engine.connect() as connection:

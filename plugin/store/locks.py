@@ -26,6 +26,18 @@ def lock_number(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
 
 
+@contextmanager
+def exclusive(engine: Engine, shared: bool, name: str) -> Iterator[None]:
+    """One process at a time across every instance (PostgreSQL): starting instances migrate
+    the schema and seed the managed tables one after another, never side by side."""
+    if not shared:
+        yield
+        return
+    with engine.connect() as connection, connection.begin():
+        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_number(name)})
+        yield
+
+
 class DayLocks:
     def __init__(self, engine: Engine, shared: bool) -> None:
         self.engine = engine

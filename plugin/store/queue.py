@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, case, func, insert, select, update
@@ -64,6 +64,13 @@ def _due(model: QueueRow, at: datetime, cutoff: datetime) -> Any:
         (model.status == "pending")
         & (model.next_attempt_at.is_(None) | (model.next_attempt_at <= at))
     ) | ((model.status == "processing") & (model.claimed_at < cutoff))
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite gives back the UTC times we stored without their zone."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
 
 
 def _seen(row: Any) -> Claimed:
@@ -122,10 +129,11 @@ class QueueStoreMixin:
                 return ClaimAnswer(None, "missing")
             if row.status in ("done", "failed"):
                 return ClaimAnswer(None, row.status)
-            if row.status == "pending" and row.next_attempt_at and row.next_attempt_at > at:
-                return ClaimAnswer(None, "not-due", (row.next_attempt_at - at).total_seconds())
-            if row.status == "processing" and row.claimed_at and row.claimed_at >= at - stale_after:
-                left = (row.claimed_at + stale_after - at).total_seconds()
+            due, claimed = _aware(row.next_attempt_at), _aware(row.claimed_at)
+            if row.status == "pending" and due and due > at:
+                return ClaimAnswer(None, "not-due", (due - at).total_seconds())
+            if row.status == "processing" and claimed and claimed >= at - stale_after:
+                left = (claimed + stale_after - at).total_seconds()
                 return ClaimAnswer(None, "busy", max(left, 0.0))
             taken = _take(session, model, row, by)
         return ClaimAnswer(taken, "claimed") if taken else ClaimAnswer(None, "busy", 1.0)
@@ -351,6 +359,21 @@ class QueueStoreMixin:
         ]
         letters.sort(key=lambda d: d.last_tried or now(), reverse=True)
         return letters[:limit]
+
+    def work_counts(self) -> dict[tuple[str, str], int]:
+        """Rows of each kind by status (every status named, 0 when none)."""
+        counts = {
+            (kind, status): 0
+            for kind in KINDS
+            for status in ("pending", "processing", "done", "failed")
+        }
+        with self.session() as session:
+            for kind, model in KINDS.items():
+                for status, count in session.execute(
+                    select(model.status, func.count()).group_by(model.status)
+                ):
+                    counts[(kind, status)] = int(count)
+        return counts
 
     def dead_letter_counts(self) -> dict[str, int]:
         with self.session() as session:

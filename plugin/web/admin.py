@@ -32,7 +32,7 @@ from plugin.config.effective import (
     VOCABULARY_TABLE,
 )
 from plugin.config.tokens import ROLES
-from plugin.errors import BadRequest, Conflict, Invalid, NotFoundError
+from plugin.errors import BadRequest, Invalid, NotFoundError
 from plugin.store.config import VersionInfo
 from plugin.web.auth import bearer_caller
 from plugin.web.params import date_arg
@@ -417,51 +417,6 @@ def rollback_fees() -> Response:
 
 
 # --- audit log ------------------------------------------------------------------------------
-
-
-NOTIFICATION_STATUSES = ("pending", "processing", "done", "failed")
-
-
-def notification_json(n: Any) -> dict[str, Any]:
-    return {
-        "id": n.id,
-        "encounter": f"Encounter/{n.encounter_id}",
-        "version": n.version or None,
-        "status": n.status,
-        "attempts": n.attempts,
-        "last_error": n.last_error,
-        "received_at": n.received_at.isoformat(),
-        "finished_at": n.finished_at.isoformat() if n.finished_at else None,
-        "next_attempt_at": n.next_attempt_at.isoformat() if n.next_attempt_at else None,
-    }
-
-
-@blp.route("/notifications", methods=["GET"])
-@blp.doc(
-    summary="Received notifications by status (default `failed`: set aside after their "
-    "attempts, with the last error); ?status=pending|processing|done|failed"
-)
-def notifications() -> Response:
-    bearer_caller(*ROLES)
-    status = request.args.get("status", "failed")
-    if status not in NOTIFICATION_STATUSES:
-        raise BadRequest(f"status: one of {', '.join(NOTIFICATION_STATUSES)}", [("status", status)])
-    rows = _state().store.notifications(status=status, limit=500)
-    return jsonify([notification_json(n) for n in rows])
-
-
-@blp.route("/notifications/<int(max=2147483647):notification_id>/retry", methods=["POST"])
-@blp.doc(summary="Put a set-aside notification back in the queue (attempts reset), audited")
-def retry_notification(notification_id: int) -> Response:
-    caller = bearer_caller("admin", "billing")
-    row, queued = _state().store.retry_notification(notification_id, caller)
-    if queued:
-        _state().queue("notification", notification_id)
-    if row is None:
-        raise NotFoundError(f"no notification {notification_id}")
-    if not queued:
-        raise Conflict(f"notification {notification_id} is {row.status}, not set aside")
-    return jsonify(notification_json(row))
 
 
 @blp.route("/audit", methods=["GET"])

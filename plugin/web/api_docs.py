@@ -211,6 +211,24 @@ REPORT = {
     "dry_run": False,
 }
 
+BACKFILL = {
+    "id": 3,
+    "created_at": "2026-11-30T09:00:00+00:00",
+    "actor": "cli:ann",
+    "since": "2026-10-01",
+    "until": "2026-10-31",
+    "dry_run": False,
+    "days": 1200,
+    "finished": 1200,
+    "status": {"done": 1198, "failed": 2},
+    "written": 310,
+    "unchanged": 888,
+    "planned": 0,
+    "held": 41,
+    "failed": 2,
+    "lines": 3004,
+    "failures": [{"encounter": "enc-9", "reason": "GET /Encounter/enc-9 → HTTP 403"}],
+}
 OPERATIONS: dict[str, dict[str, Any]] = {
     # --- CDS Hooks ---------------------------------------------------------------------------
     "get /cds-services": {
@@ -613,6 +631,48 @@ OPERATIONS: dict[str, dict[str, Any]] = {
             "200": _ok("Back in the queue", {"id": 7, "status": "pending"}),
             **_errors("401", "403", "404", "409"),
         },
+    },
+    "get /admin/api/v1/dead-letters": {
+        "security": TOKEN,
+        "responses": {
+            "200": _ok(
+                "Dead letters, newest first, with counts by kind and by reason",
+                {
+                    "counts": {"notification": 1, "backfill-day": 0},
+                    "reasons": [{"reason": "GET /Encounter/x → HTTP 403", "count": 1}],
+                    "items": [
+                        {
+                            "kind": "notification",
+                            "id": 7,
+                            "key": "Encounter/enc-1",
+                            "reason": "GET /Encounter/x → HTTP 403",
+                            "attempts": 1,
+                            "first_seen": "2026-11-30T09:00:00+00:00",
+                            "last_tried": "2026-11-30T09:00:01+00:00",
+                        }
+                    ],
+                },
+            ),
+            **_errors("401", "403"),
+        },
+    },
+    "post /admin/api/v1/dead-letters/{kind}/{row_id}/retry": {
+        "security": TOKEN,
+        "responses": {
+            "200": _ok("Back in the queue", {"kind": "backfill-day", "id": 3, "status": "pending"}),
+            **_errors("401", "403", "404", "409"),
+        },
+    },
+    "get /admin/api/v1/backfills": {
+        "security": TOKEN,
+        "responses": {
+            "200": _ok("Backfill runs, newest first", [BACKFILL]),
+            **_errors("401", "403"),
+        },
+    },
+    "get /admin/api/v1/backfills/{backfill_id}": {
+        "security": TOKEN,
+        "responses": {"200": _ok("One backfill", BACKFILL), **_errors("401", "403", "404")},
     },
     "get /admin/api/v1/audit": {
         "security": TOKEN,

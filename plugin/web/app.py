@@ -34,6 +34,7 @@ from plugin.web import (
     observability,
     pages,
     smart_launch,
+    work,
 )
 from plugin.web.cds_auth import ClientVerifier
 
@@ -139,7 +140,9 @@ def create_app(
         JSON_SORT_KEYS=False,
     )
     store = Store(settings.service.database_url)
-    store.migrate()
+    with store.exclusive("theracharge-start"):  # instances starting together: one at a time
+        store.migrate()
+        seed(store, settings)  # first start: config/ becomes version 1 of each managed table
     store.defer_ledger()  # ledger rows leave the request path (plugin/store/ledger.py)
     store.retention = timedelta(days=settings.service.ledger_retention_days)
     verifier = None
@@ -149,7 +152,6 @@ def create_app(
         )
     else:
         log.warning("THERACHARGE_CDS_AUTH=disabled: CDS Hooks calls are NOT authenticated")
-    seed(store, settings)  # first start: config/ becomes version 1 of each managed table
     state = AppState(settings, store, base_settings=settings, cds_verifier=verifier)
     state.refresh(force=True)
     if settings.service.broker_url:
@@ -162,7 +164,14 @@ def create_app(
     app.extensions["theracharge"] = state
     api = Api(app, spec_kwargs={"extra_plugins": [api_docs.OperationDocs()]})
     app.add_url_rule("/api-docs/assets/<path:name>", "api_docs_assets", api_docs.asset)
-    for blueprint in (cds_hooks.blp, charges.blp, notifications.blp, health.blp, admin.blp):
+    for blueprint in (
+        cds_hooks.blp,
+        charges.blp,
+        notifications.blp,
+        health.blp,
+        admin.blp,
+        work.blp,
+    ):
         api.register_blueprint(blueprint)
     app.register_blueprint(pages.bp)
     app.register_blueprint(smart_launch.bp)

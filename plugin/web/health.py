@@ -54,4 +54,9 @@ def readyz() -> Response:
 @blp.route("/metrics", methods=["GET"])
 @blp.doc(summary="Prometheus metrics")
 def metrics() -> Response:
-    return metrics_response()
+    store = current_app.extensions["theracharge"].store
+    try:
+        work = store.work_counts()
+    except SQLAlchemyError:  # the database away: the process's own metrics still answer
+        work = None
+    return metrics_response(work)

@@ -7,11 +7,14 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from flask import Flask, Response, g, has_request_context, request
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 REQUESTS = Counter("theracharge_requests_total", "HTTP requests", ["endpoint", "status"])
 LATENCY = Histogram(
@@ -78,11 +81,44 @@ def install(app: Flask) -> None:
         return response
 
 
-def metrics_response() -> Response:
-    """Prometheus text; across gunicorn workers when PROMETHEUS_MULTIPROC_DIR is set."""
+def metrics_response(work: dict[tuple[str, str], int] | None = None) -> Response:
+    """Prometheus text; across gunicorn workers when PROMETHEUS_MULTIPROC_DIR is set. `work`:
+    the background work in the database by kind and status (every instance and Celery worker
+    records there, so these gauges are the same whichever instance is scraped)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+        body = generate_latest(registry)
+    else:
+        body = generate_latest()
+    if work is not None:
+        shared = CollectorRegistry()
+        shared.register(_WorkGauges(work))
+        body += generate_latest(shared)
     # content_type, not mimetype: CONTENT_TYPE_LATEST carries its charset already
-    return Response(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+    return Response(body, content_type=CONTENT_TYPE_LATEST)
+
+
+class _WorkGauges(Collector):
+    def __init__(self, work: dict[tuple[str, str], int]) -> None:
+        self.work = work
+
+    def collect(self) -> Iterator[Metric]:
+        rows = GaugeMetricFamily(
+            "theracharge_work",
+            "Background work in the database, by kind (notification, backfill-day) and status "
+            "(pending, processing, done, failed)",
+            labels=["kind", "status"],
+        )
+        dead = GaugeMetricFamily(
+            "theracharge_dead_letters",
+            "Work set aside after its retries, waiting for an admin (GET "
+            "/admin/api/v1/dead-letters)",
+            labels=["kind"],
+        )
+        for (kind, status), count in sorted(self.work.items()):
+            rows.add_metric([kind, status], count)
+            if status == "failed":
+                dead.add_metric([kind], count)
+        yield rows
+        yield dead

@@ -11,6 +11,7 @@ from openapi_spec_validator import validate
 NO_BODY = {
     ("post", "/api/v1/encounters/{encounter_id}/charges"),
     ("post", "/admin/api/v1/notifications/{notification_id}/retry"),
+    ("post", "/admin/api/v1/dead-letters/{kind}/{row_id}/retry"),
 }
 NOT_API = {"static", "pages", "smart", "api-docs", "api_docs_assets"}
 

@@ -1,0 +1,159 @@
+"""The admin API for background work: received notifications, backfills, and the dead letters
+(work set aside after its retries), each retried by hand once its cause is fixed
+(docs/deployment.md "Background work")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, current_app, jsonify, request
+from flask_smorest import Blueprint
+
+from plugin.config.tokens import ROLES
+from plugin.errors import BadRequest, Conflict, NotFoundError
+from plugin.store.queue import KINDS, DeadLetter
+from plugin.web.auth import bearer_caller
+
+blp = Blueprint(
+    "work",
+    __name__,
+    url_prefix="/admin/api/v1",
+    description="Background work: notifications, backfills, dead letters (IT admins, billing)",
+)
+NOTIFICATION_STATUSES = ("pending", "processing", "done", "failed")
+
+
+def _state() -> Any:
+    return current_app.extensions["theracharge"]
+
+
+def _time(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def notification_json(n: Any) -> dict[str, Any]:
+    return {
+        "id": n.id,
+        "encounter": f"Encounter/{n.encounter_id}",
+        "version": n.version or None,
+        "status": n.status,
+        "attempts": n.attempts,
+        "last_error": n.last_error,
+        "claimed_by": n.claimed_by,
+        "received_at": n.received_at.isoformat(),
+        "finished_at": _time(n.finished_at),
+        "next_attempt_at": _time(n.next_attempt_at),
+    }
+
+
+@blp.route("/notifications", methods=["GET"])
+@blp.doc(
+    summary="Received notifications by status (default `failed`: set aside after their "
+    "attempts, with the last error); ?status=pending|processing|done|failed"
+)
+def notifications() -> Response:
+    bearer_caller(*ROLES)
+    status = request.args.get("status", "failed")
+    if status not in NOTIFICATION_STATUSES:
+        raise BadRequest(f"status: one of {', '.join(NOTIFICATION_STATUSES)}", [("status", status)])
+    rows = _state().store.notifications(status=status, limit=500)
+    return jsonify([notification_json(n) for n in rows])
+
+
+@blp.route("/notifications/<int(max=2147483647):notification_id>/retry", methods=["POST"])
+@blp.doc(summary="Put a set-aside notification back in the queue (attempts reset), audited")
+def retry_notification(notification_id: int) -> Response:
+    caller = bearer_caller("admin", "billing")
+    row, queued = _state().store.retry_notification(notification_id, caller)
+    if row is None:
+        raise NotFoundError(f"no notification {notification_id}")
+    if not queued:
+        raise Conflict(f"notification {notification_id} is {row.status}, not set aside")
+    _state().queue("notification", notification_id)
+    return jsonify(notification_json(row))
+
+
+def dead_letter_json(letter: DeadLetter) -> dict[str, Any]:
+    return {
+        "kind": letter.kind,
+        "id": letter.id,
+        "key": letter.key,
+        "reason": letter.reason,
+        "attempts": letter.attempts,
+        "first_seen": _time(letter.first_seen),
+        "last_tried": _time(letter.last_tried),
+    }
+
+
+@blp.route("/dead-letters", methods=["GET"])
+@blp.doc(
+    summary="Work set aside after its retries (notifications, backfill days), newest first: "
+    "what failed, why, how many attempts; and how often each reason occurs"
+)
+def dead_letters() -> Response:
+    bearer_caller(*ROLES)
+    letters = _state().store.dead_letters(limit=500)
+    reasons: dict[str, int] = {}
+    for letter in letters:
+        reasons[letter.reason] = reasons.get(letter.reason, 0) + 1
+    return jsonify(
+        {
+            "counts": _state().store.dead_letter_counts(),
+            "reasons": [
+                {"reason": reason, "count": count}
+                for reason, count in sorted(reasons.items(), key=lambda item: (-item[1], item[0]))
+            ],
+            "items": [dead_letter_json(letter) for letter in letters],
+        }
+    )
+
+
+@blp.route("/dead-letters/<kind>/<int(max=2147483647):row_id>/retry", methods=["POST"])
+@blp.doc(summary="Put a dead letter (notification or backfill-day) back in the queue, audited")
+def retry_dead_letter(kind: str, row_id: int) -> Response:
+    caller = bearer_caller("admin", "billing")
+    if kind not in KINDS:
+        raise NotFoundError(f"no kind of work {kind!r}: {', '.join(KINDS)}")
+    store = _state().store
+    row, queued = store.retry_row(kind, row_id)
+    if row is None:
+        raise NotFoundError(f"no {kind} {row_id}")
+    if not queued:
+        raise Conflict(f"{kind} {row_id} is {row.status}, not set aside")
+    store.audit(caller, "retry", kind, str(row_id), {"encounter": row.encounter_id})
+    _state().queue(kind, row_id)
+    return jsonify({"kind": kind, "id": row_id, "status": "pending"})
+
+
+def backfill_json(backfill: Any, progress: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": backfill.id,
+        "created_at": backfill.created_at.isoformat(),
+        "actor": backfill.actor,
+        "since": backfill.since,
+        "until": backfill.until,
+        "dry_run": backfill.dry_run,
+        **progress,
+    }
+
+
+@blp.route("/backfills", methods=["GET"])
+@blp.doc(summary="Backfill runs, newest first, each with its progress and outcome counts")
+def backfills() -> Response:
+    bearer_caller(*ROLES)
+    store = _state().store
+    return jsonify([backfill_json(b, store.backfill_progress(b.id)) for b in store.backfills()])
+
+
+@blp.route("/backfills/<int(max=2147483647):backfill_id>", methods=["GET"])
+@blp.doc(
+    summary="One backfill: days by status; of those decided, written, unchanged, planned (a "
+    "dry run), held (days with lines held for documentation); failed, with the reasons"
+)
+def backfill(backfill_id: int) -> Response:
+    bearer_caller(*ROLES)
+    store = _state().store
+    found = store.backfill(backfill_id)
+    if found is None:
+        raise NotFoundError(f"no backfill {backfill_id}")
+    return jsonify(backfill_json(found, store.backfill_progress(backfill_id)))
