@@ -84,6 +84,27 @@ def test_serve_says_at_start_what_is_not_configured(tmp_path: Path) -> None:
         }
     )
     assert unconfigured(ready) == []
+    shared = load_settings(
+        {
+            "THERACHARGE_DATABASE_URL": "postgresql+psycopg://tc@db/tc",
+            "THERACHARGE_BROKER_URL": "redis://r",
+        }
+    )
+    assert any(w.startswith("THERACHARGE_SECRET_KEY") for w in unconfigured(shared))
+    assert not any(w.startswith("THERACHARGE_BROKER_URL") for w in unconfigured(shared))
+    one_machine = load_settings({"THERACHARGE_BROKER_URL": "redis://r"})
+    assert any(w.startswith("THERACHARGE_BROKER_URL") for w in unconfigured(one_machine))
+    assert not any(w.startswith("THERACHARGE_SECRET_KEY") for w in unconfigured(one_machine))
+
+
+def test_a_broker_url_that_is_not_redis_is_refused_without_echoing_it() -> None:
+    from plugin.config.files import load_settings
+    from plugin.schemas.errors import ConfigError
+
+    with pytest.raises(ConfigError) as refused:
+        load_settings({"THERACHARGE_BROKER_URL": "amqp://user:pw@mq"})
+    assert "redis://" in str(refused.value)
+    assert "pw" not in str(refused.value)
 
 
 def test_serve_help_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:

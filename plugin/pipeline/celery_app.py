@@ -92,8 +92,12 @@ def use_runtime(given: Runtime | None) -> None:
 
 def _execute(task: Task, kind: str, row_id: int, result: TaskResult) -> None:
     if result.status in ("retry", "busy", "not-due"):
-        runtime().store.mark_enqueued(kind, [row_id])
-        raise task.retry(countdown=max(1.0, result.wait + 1.0))
+        run = runtime()
+        run.store.mark_enqueued(kind, [row_id])
+        # A worker holds a waiting message unacknowledged; Redis would hand it out again after
+        # the visibility timeout (the claim timeout), so no wait is longer than most of it.
+        most = 0.8 * run.settings.service.notification_claim_seconds
+        raise task.retry(countdown=max(1.0, min(result.wait + 1.0, most)))
     log.info("%s %d: %s", kind, row_id, result.status)
 
 

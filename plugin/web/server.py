@@ -120,6 +120,18 @@ def unconfigured(settings: Settings) -> list[str]:
             "THERACHARGE_FHIR_BASE_URL is unset: hooks decide a visit from its prefetch alone "
             "and write nothing; notifications cannot be processed"
         )
+    if service.shared_database and not service.secret_key:
+        found.append(
+            "THERACHARGE_SECRET_KEY is unset on a shared database: each instance signs the "
+            "pages' sessions with a key of its own, so one instance does not know a sign-in "
+            "made at another"
+        )
+    if service.broker_url and not service.shared_database:
+        found.append(
+            "THERACHARGE_BROKER_URL with SQLite: the workers must run on this machine, and a "
+            "billing day's lock holds within one process only (THERACHARGE_DATABASE_URL: "
+            "PostgreSQL for more)"
+        )
     return found
 
 
