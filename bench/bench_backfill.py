@@ -123,15 +123,17 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     args = parser.parse_args()
     rows = []
-    folder = Path(tempfile.mkdtemp(prefix="theracharge-bench-"))  # postgres can enter it
+    folder = Path(tempfile.mkdtemp(prefix="theracharge-bench-"))
+    pg = Path(tempfile.mkdtemp(prefix="theracharge-bench-pg-"))  # its own: postgres enters it
     try:
-        with running_postgres(folder / "pg") as database, running_redis(folder / "redis") as redis:
+        with running_postgres(pg) as database, running_redis(folder / "redis") as redis:
             for workers in args.workers:
                 ours = on_workers(workers, args.visits, folder, database, redis.url)
                 alone, requests_sent = ehr_alone(workers, args.visits, folder)
                 rows.append((workers, requests_sent, ours, alone))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(pg, ignore_errors=True)
     print(
         f"backfill of {args.visits} sample visits (one billing day each), sekmet-fhir, "
         "PostgreSQL and Redis on 127.0.0.1 sharing the 2 cores"

@@ -270,3 +270,22 @@ def test_a_late_evening_visit_counts_on_the_date_it_was_written_with(settings: S
     decision = decide_gathered(settings, resources, "e1")
     assert [v.encounter for v in decision.visits] == ["Encounter/e1", "Encounter/e2"]
     assert lines(decision) == {"97112": (1, 20, "billable")}
+
+
+@responses.activate
+def test_a_listing_longer_than_the_page_cap_is_an_error_not_a_silent_part() -> None:
+    from plugin.gateway.auth import NoAuth
+    from plugin.gateway.client import ClientOptions
+    from plugin.pipeline.billing_day import ListingCapped, days_between
+
+    base = "https://ehr.example.org/fhir"
+    page = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [{"resource": {"resourceType": "Encounter", "id": "e1", "status": "finished"}}],
+        "link": [{"relation": "next", "url": f"{base}/Encounter?page=2"}],
+    }
+    responses.get(re.compile(rf"{re.escape(base)}/Encounter\?.*"), json=page)
+    client = FhirClient(base, NoAuth(), ClientOptions(page_cap=2))
+    with pytest.raises(ListingCapped, match="stopped at the page cap"):
+        days_between(Gatherer(client), "2026-11-01", "2026-11-30")

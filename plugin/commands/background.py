@@ -17,6 +17,7 @@ import socket
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from plugin.commands.progress import Progress
@@ -88,6 +89,8 @@ def run_backfill(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError(f"--{name}: {value!r} is not a date (YYYY-MM-DD)")
     if args.until and not args.since:
         raise UsageError("--until goes with --since")
+    if args.since and args.until and args.until < args.since:
+        raise UsageError(f"--until: {args.until} is before --since {args.since}")
     if args.no_wait and not settings.service.broker_url:
         raise UsageError("--no-wait needs THERACHARGE_BROKER_URL: without one the days run here")
     if settings.fhir.base_url is None:
@@ -120,23 +123,28 @@ def run_backfill(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _create(runtime: Runtime, args: argparse.Namespace) -> tuple[int, list[int]] | None:
+    """List the range one date at a time, then record the backfill and its days."""
     from plugin.gateway.errors import FhirError
     from plugin.gateway.gather import encounter_patient_and_date
-    from plugin.pipeline.billing_day import days_between
+    from plugin.pipeline.billing_day import days_by_date
 
     gatherer = runtime.gatherer()
     assert gatherer is not None
+    since = date.fromisoformat(args.since)
+    until = date.fromisoformat(args.until) if args.until else date.today()
     try:
-        listed = days_between(gatherer, args.since, args.until)
+        listed = list(days_by_date(gatherer, since, until))
     except FhirError as exc:
         print(f"listing encounters: {exc}", file=sys.stderr)
         return None
     days: list[tuple[str, str | None]] = []
     for encounter in listed:
-        patient, date = encounter_patient_and_date(encounter)
-        days.append((str(encounter["id"]), f"{patient}|{date}" if patient and date else None))
+        patient, day = encounter_patient_and_date(encounter)
+        days.append((str(encounter["id"]), f"{patient}|{day}" if patient and day else None))
     actor = f"cli:{getpass.getuser()}"
-    return runtime.store.create_backfill(actor, args.since, args.until, args.dry_run, days)
+    return runtime.store.create_backfill(
+        actor, since.isoformat(), until.isoformat(), args.dry_run, days
+    )
 
 
 def _resumed(store: Store, backfill_id: int) -> tuple[int, list[int]]:
@@ -190,9 +198,11 @@ def _follow(store: Store, backfill_id: int, queued: Any) -> None:
 
 def _report(store: Store, backfill_id: int) -> int:
     state = store.backfill_progress(backfill_id)
+    backfill = store.backfill(backfill_id)
+    planned = f"planned {state['planned']} (dry run), " if backfill and backfill.dry_run else ""
     print(
         f"backfill {backfill_id}: {state['days']} billing day(s): written {state['written']}, "
-        f"unchanged {state['unchanged']}, planned {state['planned']} (dry run), "
+        f"unchanged {state['unchanged']}, {planned}"
         f"held {state['held']} (days with lines held for documentation), "
         f"failed {state['failed']}"
     )
@@ -202,8 +212,6 @@ def _report(store: Store, backfill_id: int) -> int:
 
 
 def _iso_date(text: str) -> bool:
-    from datetime import date
-
     try:
         date.fromisoformat(text)
     except ValueError:

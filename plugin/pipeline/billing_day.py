@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -386,16 +386,45 @@ def run_report(run: DayRun) -> dict[str, Any]:
 def days_between(gatherer: Gatherer, since: str, until: str | None) -> list[Json]:
     """One finished encounter of each billing day in the range (dates inclusive): the first
     listed of each patient and date of service; an encounter without either stands alone.
-    (The listing reads encounters only; each day is then read whole in one search.)"""
+    (The listing reads encounters only; each day is then read whole in one search.) A listing
+    longer than the page cap is an error, never a silent part of the range."""
     query = f"Encounter?status=finished&date=ge{since}&_count=100"
     if until:
         query += f"&date=le{until}"
     page = gatherer.client.search(query)
+    if page.capped:
+        span = f"{since} to {until}" if until else f"from {since}"
+        raise ListingCapped(
+            f"listing the finished encounters {span} stopped at the page cap "
+            "(THERACHARGE_FHIR_PAGE_CAP): list fewer days at a time, or raise the cap"
+        )
     days: dict[object, Json] = {}
     for resource in iter_resources(page.entries):
         if resource.get("resourceType") != "Encounter" or not resource.get("id"):
             continue
-        patient, day = encounter_patient_and_date(resource)
-        key = (patient, day) if patient and day else resource["id"]
+        key = _day_key(resource)
         days.setdefault(key, resource)
     return list(days.values())
+
+
+def days_by_date(gatherer: Gatherer, since: date, until: date) -> Iterator[Json]:
+    """days_between one date at a time (a backfill of months: each date's listing stays far
+    under the page cap), each billing day once even when an encounter's period spans two."""
+    seen: set[object] = set()
+    day = since
+    while day <= until:
+        for encounter in days_between(gatherer, day.isoformat(), day.isoformat()):
+            key = _day_key(encounter)
+            if key not in seen:
+                seen.add(key)
+                yield encounter
+        day += timedelta(days=1)
+
+
+def _day_key(encounter: Json) -> object:
+    patient, day = encounter_patient_and_date(encounter)
+    return (patient, day) if patient and day else encounter["id"]
+
+
+class ListingCapped(FhirError):
+    """A listing of encounters stopped at the page cap: the range is not wholly listed."""

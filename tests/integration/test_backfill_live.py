@@ -82,6 +82,7 @@ def test_a_backfill_with_bad_arguments_exits_2_naming_them(ehr: Ehr, tmp_path: P
         (["--since", "2026-13-01"], "--since: '2026-13-01' is not a date"),
         (["--until", "2026-11-30", "--resume", "1"], "--until goes with --since"),
         (["--resume", "99"], "--resume: no backfill 99"),
+        (["--since", "2026-11-30", "--until", "2026-11-01"], "--until: 2026-11-01 is before"),
         (["--since", "2026-11-01", "--no-wait"], "--no-wait needs THERACHARGE_BROKER_URL"),
     ):
         answer = _backfill(ehr, tmp_path, *args)
