@@ -177,3 +177,10 @@ def test_every_part_of_a_quarter_imports_at_once(
     on = date(2026, 11, 2)
     assert tables.pair("97140", "97124", on).indicator == 0  # type: ignore[union-attr]
     assert tables.pair("97530", "97537", on).indicator == 1  # type: ignore[union-attr]
+
+
+def test_an_mue_file_that_is_not_csv_is_refused_by_name(settings: Any) -> None:
+    from plugin.config.ncci_import import NcciFileError
+
+    with pytest.raises(NcciFileError, match="not readable as CSV"):
+        mue_rows("97110,4\r0", settings.catalog.codes, "x.csv", date(2026, 4, 1))

@@ -232,6 +232,16 @@ _AMOUNT_COLUMNS = ("amount", "allowed", "allowed amount", "fee", "non-facility p
 _MODIFIER_COLUMNS = ("modifier", "mod")
 
 
+def _read_csv(text: str, filename: str) -> tuple[list[str], list[dict[str, str]]]:
+    """The header and rows of a CSV; one that is not CSV (a stray carriage return, an unclosed
+    quote …) is refused by name, not a 500."""
+    try:
+        reader = csv.DictReader(io.StringIO(text))
+        return list(reader.fieldnames or ()), list(reader)
+    except csv.Error as exc:
+        raise Invalid(f"{filename}: not readable as CSV ({exc})", [("file", "csv")]) from exc
+
+
 def import_fee_schedule(
     store: Store,
     settings: Settings,
@@ -246,24 +256,8 @@ def import_fee_schedule(
     MAC and PFS downloads; rows with a modifier are left out) as the schedule in force from
     `effective`, added to the stored fee schedule (or the shipped one), replacing a schedule of
     the same date. Rows of codes outside the catalog are left out. Returns (version, codes)."""
-    try:
-        return _import_fees(store, settings, text, filename, effective, source, author, reason)
-    except csv.Error as exc:  # a stray carriage return, an unclosed quote …: named, not a 500
-        raise Invalid(f"{filename}: not readable as CSV ({exc})", [("file", "csv")]) from exc
-
-
-def _import_fees(
-    store: Store,
-    settings: Settings,
-    text: str,
-    filename: str,
-    effective: date,
-    source: str,
-    author: str,
-    reason: str,
-) -> tuple[int, int]:
-    reader = csv.DictReader(io.StringIO(text))
-    columns = {(c or "").strip().lower(): c for c in reader.fieldnames or ()}
+    fieldnames, rows = _read_csv(text, filename)
+    columns = {(c or "").strip().lower(): c for c in fieldnames}
     code_column = next((columns[c] for c in _CODE_COLUMNS if c in columns), None)
     amount_column = next((columns[c] for c in _AMOUNT_COLUMNS if c in columns), None)
     modifier_column = next((columns[c] for c in _MODIFIER_COLUMNS if c in columns), None)
@@ -273,7 +267,7 @@ def _import_fees(
         )
         raise Invalid(f"{filename}: needs {wanted}", [("file", "columns")])
     amounts: dict[str, str] = {}
-    for number, row in enumerate(reader, start=2):
+    for number, row in enumerate(rows, start=2):
         code = (row.get(code_column) or "").strip().upper()
         if code not in settings.catalog.codes or (
             modifier_column and (row.get(modifier_column) or "").strip()

@@ -70,7 +70,11 @@ def mue_rows(
         )
     rows: list[dict[str, str]] = []
     seen = 0
-    for number, fields in enumerate(csv.reader(io.StringIO(text)), start=1):
+    try:
+        lines = list(csv.reader(io.StringIO(text)))
+    except csv.Error as exc:  # a stray carriage return, an unclosed quote: named, not a 500
+        raise NcciFileError(f"the MUE file is not readable as CSV ({exc})") from exc
+    for number, fields in enumerate(lines, start=1):
         cells = [f.strip() for f in fields]
         if len(cells) < 3 or not _CODE.match(cells[0]) or not cells[1].isdigit():
             continue
