@@ -295,3 +295,24 @@ def test_a_visit_before_the_first_unit_rule_is_held_not_an_error(tmp_path: Path,
     problem = next(p for p in encounter["problems"] if p["code"] == "rules-not-in-force")
     assert problem["message"].startswith("No unit rules in force on 1990-01-02")
     assert problem["severity"] == "hold"
+
+
+def test_the_worklist_shows_a_backfill_day_set_aside_and_puts_it_back(make_app) -> None:
+    app = make_app(THERACHARGE_API_TOKENS=TOKENS)
+    store = app.extensions["theracharge"].store
+    _, (day,) = store.create_backfill("cli:ann", "2026-11-02", None, False, [("e9", None)])
+    store.finish_row("backfill-day", day, "GET /Encounter/e9 → HTTP 403")
+    client = app.test_client()
+    with client.session_transaction() as session:
+        session.update(who="bill", role="billing", csrf="t")
+    page = client.get("/worklist").get_data(as_text=True)
+    assert "Backfill day" in page
+    assert "GET /Encounter/e9 → HTTP 403" in page
+    answer = client.post(f"/worklist/dead-letters/backfill-day/{day}/retry", data={"csrf": "t"})
+    assert answer.status_code == 302
+    assert store.backfill_pending(1) == [day]
+    audit = store.audit_entries(object_type="backfill-day")
+    assert [(a.actor, a.action, a.object_id) for a in audit] == [("bill", "retry", str(day))]
+    assert (
+        client.post("/worklist/dead-letters/nothing/1/retry", data={"csrf": "t"}).status_code == 404
+    )

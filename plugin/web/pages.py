@@ -38,6 +38,7 @@ from plugin.render.dashboard import REVIEW_MINUTES_PER_UNIT, dashboard
 from plugin.render.report import STATUS_WORDS, line_reasons
 from plugin.rules.systems import CPT, HCPCS, ICD10CM, NUCC, SNOMED
 from plugin.store.config import StaleVersion
+from plugin.store.queue import KINDS
 from plugin.web.params import date_arg
 
 bp = Blueprint("pages", __name__, template_folder="templates")
@@ -170,7 +171,7 @@ def worklist() -> str:
     }
     return render_template(
         "worklist.html",
-        set_aside=_state().store.notifications(status="failed", limit=200),
+        set_aside=_state().store.dead_letters(limit=200),
         may_retry=session.get("role") in WORKERS,
         rows=rows,
         filters=filters,
@@ -307,18 +308,34 @@ def rerun(encounter_id: str) -> Any:
 @signed_in(*WORKERS)
 def retry_notification(notification_id: int) -> Any:
     """A set-aside notification back in the queue, once its cause is fixed (audited)."""
-    row, queued = _state().store.retry_notification(notification_id, str(session["who"]))
-    if queued:
-        _state().queue("notification", notification_id)
+    return _retry("notification", notification_id)
+
+
+@bp.route("/worklist/dead-letters/<kind>/<int(max=2147483647):row_id>/retry", methods=["POST"])
+@signed_in(*WORKERS)
+def retry_dead_letter(kind: str, row_id: int) -> Any:
+    """Any set-aside work (a notification, a backfill's day) back in the queue (audited)."""
+    if kind not in KINDS:
+        abort(404, f"no kind of work {kind!r}")
+    return _retry(kind, row_id)
+
+
+def _retry(kind: str, row_id: int) -> Any:
+    store = _state().store
+    row, queued = store.retry_row(kind, row_id)
     if row is None:
-        abort(404, f"no notification {notification_id}")
+        abort(404, f"no {kind} {row_id}")
     if queued:
+        store.audit(
+            str(session["who"]), "retry", kind, str(row_id), {"encounter": row.encounter_id}
+        )
+        _state().queue(kind, row_id)
         flash(
             f"Encounter/{row.encounter_id} is queued again; it is processed within seconds.",
             "notice",
         )
     else:
-        flash(f"Notification {notification_id} is {row.status}, not set aside.", "problem")
+        flash(f"{kind.capitalize()} {row_id} is {row.status}, not set aside.", "problem")
     return redirect(url_for("pages.worklist", _anchor="set-aside"))
 
 
