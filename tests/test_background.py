@@ -332,3 +332,37 @@ def test_a_broker_that_lost_its_queue_loses_nothing(queue: Any) -> None:
     _until(lambda: sweeper.sweep() == 1 or queue.done, seconds=20)
     _until(lambda: queue.done == ["enc-5"], seconds=30)
     assert sweeper.sweep() == 0  # done: nothing more to hand over
+
+
+def test_a_page_rerun_runs_on_a_worker_and_the_page_waits_for_it(
+    redis_server: RedisServer, make_app: Any, monkeypatch: Any
+) -> None:
+    app = make_app(
+        THERACHARGE_BROKER_URL=redis_server.url,
+        THERACHARGE_FHIR_BASE_URL="https://ehr.example.org/fhir",
+        THERACHARGE_API_TOKENS="x=sha256:" + "0" * 64,
+    )
+    state = app.extensions["theracharge"]
+    seen: list[tuple[str, str | None, str]] = []
+
+    def decide(runtime: Any, claimed: Any) -> None:  # what a worker's run of the day records
+        day = runtime.store.backfill_day(claimed.id)
+        actor = runtime.store.backfill(day.backfill_id).actor
+        seen.append((claimed.encounter_id, claimed.day, actor))
+        runtime.store.finish_row("backfill-day", claimed.id, outcome="written", lines=2, held=0)
+
+    monkeypatch.setattr(tasks, "_backfill_day", decide)
+    celery_app.use_runtime(state)
+    worker_app = celery_app.configure(state.settings)
+    try:
+        with start_worker(worker_app, pool="threads", concurrency=1, perform_ping_check=False):
+            client = app.test_client()
+            with client.session_transaction() as session:
+                session.update(who="bea", role="billing", csrf="t")
+            answer = client.post("/decisions/e5/rerun", data={"csrf": "t"})
+            assert answer.status_code == 302
+            page = client.get("/worklist").get_data(as_text=True)  # the flash shows here
+    finally:
+        celery_app.use_runtime(None)
+    assert seen == [("e5", None, "page:bea")]
+    assert "Re-run done: written." in page

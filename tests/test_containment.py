@@ -109,7 +109,7 @@ def test_the_backoff_doubles() -> None:
 def test_the_worker_thread_survives_a_database_that_fails(settings, store, monkeypatch) -> None:
     calls = []
 
-    def claim(_stale: Any, _by: str) -> None:
+    def claim(_stale: Any, _by: str, _kind: str = "") -> None:
         calls.append(1)
         raise OSError("database away")
 

@@ -164,7 +164,9 @@ def _here(runtime: Runtime, days: list[int], progress: Progress) -> None:
             result = decide_backfill_day(runtime, day_id)
             if result.status not in ("retry", "busy", "not-due"):
                 return
-            time.sleep(result.wait)
+            # a retry waits its turn; a day a serve instance's thread took is looked at again
+            # each second until that thread is done with it
+            time.sleep(result.wait if result.status != "busy" else min(result.wait, 1.0))
 
     workers = min(runtime.settings.fhir.concurrency, max(1, len(days)))
     with ThreadPoolExecutor(max_workers=workers) as pool:

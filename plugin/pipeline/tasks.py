@@ -78,13 +78,16 @@ def process_notification(runtime: Runtime, notification_id: int) -> TaskResult:
     return _claimed(runtime, "notification", notification_id, _notification)
 
 
-def next_notification(runtime: Runtime) -> TaskResult | None:
-    """The in-process worker's step: the oldest due notification, processed; None if none."""
+def next_due(runtime: Runtime) -> TaskResult | None:
+    """The in-process worker's step: the oldest due notification, else the oldest due backfill
+    day (a page's re-run to try again, a backfill whose command stopped), processed; None if
+    there is none."""
     stale = _stale_after(runtime)
-    claimed = runtime.store.claim(stale, worker_name())
-    if claimed is None:
-        return None
-    return _execute(runtime, "notification", claimed, _notification)
+    for kind, work in (("notification", _notification), ("backfill-day", _backfill_day)):
+        claimed = runtime.store.claim(stale, worker_name(), kind)
+        if claimed is not None:
+            return _execute(runtime, kind, claimed, work)
+    return None
 
 
 def decide_backfill_day(runtime: Runtime, day_id: int) -> TaskResult:
@@ -151,17 +154,21 @@ def _backfill_day(runtime: Runtime, claimed: Claimed) -> DayRun | None:
     day = runtime.store.backfill_day(claimed.id)
     backfill = runtime.store.backfill(day.backfill_id) if day else None
     dry = bool(backfill and backfill.dry_run)
+    # a page's re-run is a re-decision run of one day, recorded as its own ("page:<who>")
+    actor = backfill.actor if backfill else ""
+    trigger = actor if actor.startswith("page:") else "backfill"
     run = run_day(
         settings,
         claimed.encounter_id,
         DaySource.named(gatherer, claimed.day),
         WriteMode.PLAN if dry else WriteMode.WRITE,
         datetime.now().astimezone(),
-        "backfill",
+        trigger,
         lock=runtime.store.day_locks.hold,
     )
     if not dry:
-        runtime.record(claimed.encounter_id, "backfill", run)
+        # on the table before the day is marked done: whoever waits for the day reads it next
+        runtime.record(claimed.encounter_id, trigger, run, wait=True)
     lines = run.decision.lines
     runtime.store.finish_row(
         "backfill-day",

@@ -1,9 +1,10 @@
 """The thread each web process runs in the background (docs/deployment.md "Background work").
 
-Without a broker (the embedded default) it is the worker: it claims the oldest due notification
-(plugin.pipeline.tasks.next_notification: an atomic compare-and-set, so two processes never take
-the same), processes it and records how it ended; a process that stops mid-way leaves its claim
-to expire and be taken again, so nothing received is lost.
+Without a broker (the embedded default) it is the worker: it claims the oldest due
+notification, else the oldest due backfill day (plugin.pipeline.tasks.next_due: an atomic
+compare-and-set, so two processes never take the same), processes it and records how it ended;
+a process that stops mid-way leaves its claim to expire and be taken again, so nothing received
+is lost.
 
 With a broker (THERACHARGE_BROKER_URL) Celery workers do the work, and this thread is the
 sweeper: every THERACHARGE_SWEEP_SECONDS it hands to the queue again whatever is recorded and
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from plugin.pipeline.runtime import Runtime
-from plugin.pipeline.tasks import next_notification
+from plugin.pipeline.tasks import next_due
 
 log = logging.getLogger(__name__)
 SWEPT = ("notification", "backfill-day")
@@ -96,7 +97,7 @@ class NotificationWorker:
             if self.send is not None:
                 self.sweep()
                 return False  # one sweep per interval
-            return next_notification(self.runtime) is not None
+            return next_due(self.runtime) is not None
         finally:
             self.busy_since = None
 

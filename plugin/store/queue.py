@@ -103,18 +103,21 @@ class QueueStoreMixin:
 
     # --- claiming and finishing ------------------------------------------------------------------
 
-    def claim(self, stale_after: timedelta = timedelta(minutes=5), by: str = "") -> Claimed | None:
-        """Take the oldest due notification (the in-process worker's loop)."""
+    def claim(
+        self,
+        stale_after: timedelta = timedelta(minutes=5),
+        by: str = "",
+        kind: str = "notification",
+    ) -> Claimed | None:
+        """Take the oldest due row of a kind (the in-process worker's loop)."""
+        model = KINDS[kind]
         at = now()
         with self.session() as session:
             candidates = session.scalars(
-                select(Notification)
-                .where(_due(Notification, at, at - stale_after))
-                .order_by(Notification.id)
-                .limit(5)
+                select(model).where(_due(model, at, at - stale_after)).order_by(model.id).limit(5)
             ).all()
             for row in candidates:
-                taken = _take(session, Notification, row, by)
+                taken = _take(session, model, row, by)
                 if taken is not None:
                     return taken
         return None

@@ -9,7 +9,8 @@ from __future__ import annotations
 import copy
 import hmac
 import secrets
-from datetime import date, datetime, timedelta
+import time
+from datetime import date, timedelta
 from functools import wraps
 from typing import Any
 
@@ -31,8 +32,7 @@ from plugin.config.edits import save_mapping
 from plugin.config.effective import MAPPING
 from plugin.config.tokens import token_hash
 from plugin.errors import Invalid
-from plugin.gateway.errors import FhirError
-from plugin.pipeline.billing_day import DaySource, WriteMode, run_day
+from plugin.pipeline.tasks import decide_backfill_day
 from plugin.render.charts import STATUS_COLOURS, bars, stacked_columns
 from plugin.render.dashboard import REVIEW_MINUTES_PER_UNIT, dashboard
 from plugin.render.report import STATUS_WORDS, line_reasons
@@ -280,28 +280,48 @@ def decision(encounter_id: str) -> str:
 @bp.route("/decisions/<encounter_id>/rerun", methods=["POST"])
 @signed_in(*WORKERS)
 def rerun(encounter_id: str) -> Any:
+    """The visit's billing day decided again and written: a re-decision run of one day, the
+    same task a backfill's days are (docs/deployment.md) — on a worker when there is a broker,
+    waited for up to RERUN_WAIT seconds, else here."""
     state = _state()
-    gatherer = state.gatherer()
-    if gatherer is None:
+    if state.gatherer() is None:
         abort(503, "no EHR configured")
     latest = state.store.runs(encounter_id, limit=1)
-    try:
-        run = run_day(
-            state.settings,
-            encounter_id,
-            DaySource.named(gatherer, latest[0].day if latest else None),
-            WriteMode.WRITE,
-            datetime.now().astimezone(),
-            f"page:{session['who']}",
-            lock=state.store.day_locks.hold,
-        )
-    except FhirError as exc:
-        flash(f"Re-run failed: {exc}", "problem")
-        return redirect(url_for("pages.decision", encounter_id=encounter_id))
-    outcome = run.outcome
-    state.record(encounter_id, f"page:{session['who']}", run, wait=True)
-    flash(f"Re-run done: {outcome}.", "notice")
+    named = latest[0].day if latest else None
+    when = (named or "").rpartition("|")[2] or date.today().isoformat()
+    actor = f"page:{session['who']}"
+    _, (day_id,) = state.store.create_backfill(actor, when, when, False, [(encounter_id, named)])
+    if state.send is None:
+        decide_backfill_day(state, day_id)
+    else:
+        state.queue("backfill-day", day_id)
+        _wait_for(state.store, day_id)
+    flash(*_rerun_said(state.store.backfill_day(day_id)))
     return redirect(url_for("pages.decision", encounter_id=encounter_id))
+
+
+RERUN_WAIT = 20.0  # seconds a page waits for its re-run on a worker; then it says it is queued
+
+
+def _wait_for(store: Any, day_id: int) -> None:
+    deadline = time.monotonic() + RERUN_WAIT
+    while time.monotonic() < deadline:
+        row = store.backfill_day(day_id)
+        if row is None or row.status in ("done", "failed") or row.last_error:
+            return
+        time.sleep(0.1)
+
+
+def _rerun_said(row: Any) -> tuple[str, str]:
+    """What the page says of its re-run: done (and how), failed (why, and whether it is tried
+    again), or still queued."""
+    if row is not None and row.status == "done":
+        return f"Re-run done: {row.outcome}.", "notice"
+    if row is not None and row.status == "failed":
+        return f"Re-run failed: {row.last_error} (set aside on the worklist).", "problem"
+    if row is not None and row.last_error:
+        return f"Re-run failed: {row.last_error}; it is tried again shortly.", "problem"
+    return "Re-run queued: this page shows its decision when a worker has made it.", "notice"
 
 
 @bp.route("/worklist/notifications/<int(max=2147483647):notification_id>/retry", methods=["POST"])
