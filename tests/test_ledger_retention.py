@@ -72,3 +72,38 @@ def test_pruning_works_in_chunks_and_keeps_what_is_recent(make_app, monkeypatch)
     )
     assert store.prune_runs(now() - timedelta(days=90)) == 7
     assert [r.encounter_id for r in store.runs()] == ["recent"]
+
+
+def test_background_work_done_before_the_retention_is_pruned_with_the_ledger(make_app) -> None:
+    from sqlalchemy import update
+
+    from plugin.store.models import BackfillDay, Notification
+
+    store = make_app().extensions["theracharge"].store
+    for name in ("old-done", "old-failed", "new-done"):
+        store.enqueue(name, "1")
+    _, days = store.create_backfill(
+        "cli:ann", "2026-01-01", None, False, [("d1", None), ("d2", None)]
+    )
+    long_ago = now() - timedelta(days=400)
+    with store.session() as session:
+        session.execute(
+            update(Notification)
+            .where(Notification.encounter_id.in_(["old-done", "old-failed"]))
+            .values(status="done", finished_at=long_ago)
+        )
+        session.execute(
+            update(Notification)
+            .where(Notification.encounter_id == "old-failed")
+            .values(status="failed")
+        )
+        session.execute(
+            update(BackfillDay)
+            .where(BackfillDay.id == days[0])
+            .values(status="done", finished_at=long_ago)
+        )
+    store.finish(3)  # done now
+    store.prune_runs(now() - timedelta(days=90))
+    assert sorted(n.encounter_id for n in store.notifications()) == ["new-done", "old-failed"]
+    assert store.backfill_day(days[0]) is None  # done long ago
+    assert store.backfill_day(days[1]) is not None  # still pending

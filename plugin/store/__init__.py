@@ -33,7 +33,7 @@ from plugin.store.clock import now
 from plugin.store.config import ConfigStoreMixin
 from plugin.store.ledger import LedgerWriter
 from plugin.store.locks import DayLocks, exclusive
-from plugin.store.models import AccessToken, AuditEntry, Notification, RunEntry
+from plugin.store.models import AccessToken, AuditEntry, BackfillDay, Notification, RunEntry
 from plugin.store.queue import Claimed as Claimed
 from plugin.store.queue import QueueStoreMixin
 from plugin.store.replay import ReplayCache
@@ -183,13 +183,21 @@ class Store(ConfigStoreMixin, QueueStoreMixin):
             self.prune_runs(now() - self.retention)
 
     def prune_runs(self, before: datetime) -> int:
-        """Delete ledger rows decided before `before` (THERACHARGE_LEDGER_RETENTION_DAYS), in
-        chunks so a long backlog never holds the write lock for long. The rows deleted."""
+        """Delete ledger rows decided before `before` (THERACHARGE_LEDGER_RETENTION_DAYS), and
+        the background work done before it (notifications, backfill days: the ledger keeps what
+        they decided for as long), in chunks so a long backlog never holds the write lock for
+        long. The ledger rows deleted."""
+        deleted = self._prune(RunEntry, RunEntry.at < before)
+        for model in (Notification, BackfillDay):  # set-aside rows stay for an admin
+            self._prune(model, (model.status == "done") & (model.finished_at < before))
+        return deleted
+
+    def _prune(self, model: Any, condition: Any) -> int:
         deleted = 0
         while True:
             with self.engine.begin() as connection:
-                ids = select(RunEntry.id).where(RunEntry.at < before).limit(PRUNE_CHUNK)
-                result = connection.execute(delete(RunEntry).where(RunEntry.id.in_(ids)))
+                ids = select(model.id).where(condition).limit(PRUNE_CHUNK)
+                result = connection.execute(delete(model).where(model.id.in_(ids)))
                 count = cast(CursorResult[Any], result).rowcount
             deleted += count
             if count < PRUNE_CHUNK:
