@@ -388,3 +388,33 @@ def test_the_session_reads_proxies_and_ca_bundle_from_the_environment_once_per_s
     )
     assert explicit["verify"] is False
     assert len(calls) == 2  # once per server, not once per request
+
+
+@responses.activate
+def test_requests_are_prepared_as_requests_would_less_what_we_never_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a .netrc entry for the EHR is not sent: the EHR's credentials are the configured ones
+    (tmp_path / ".netrc").write_text("machine ehr.example.org login u password p\n")
+    (tmp_path / ".netrc").chmod(0o600)
+    monkeypatch.setenv("NETRC", str(tmp_path / ".netrc"))
+    responses.get(
+        f"{BASE}/Encounter/1",
+        json={"resourceType": "Encounter", "id": "1"},
+        headers={"Set-Cookie": "route=node-2; Path=/"},  # a load balancer's stickiness
+    )
+    responses.get(f"{BASE}/Encounter?_id=a%20b", json={"resourceType": "Bundle", "entry": []})
+    responses.post(BASE, json={"resourceType": "Bundle", "type": "transaction-response"})
+    client = FhirClient(BASE, BearerAuth("tok"))
+    client.read("Encounter/1")
+    client.search("Encounter?_id=a b")  # a space, as a server's next link may carry one
+    client.transaction({"resourceType": "Bundle", "type": "transaction", "entry": []})
+    first, second, third = (call.request for call in responses.calls)
+    assert first.headers["Authorization"] == "Bearer tok"
+    assert first.headers["Accept"] == "application/fhir+json"
+    assert "Cookie" not in first.headers
+    assert second.url == f"{BASE}/Encounter?_id=a%20b"  # normalised as requests does
+    assert second.headers["Cookie"] == "route=node-2"  # the session's cookie sent back
+    assert third.headers["Content-Type"] == "application/fhir+json"
+    assert third.headers["Content-Length"] == str(len(third.body))
+    assert all(c.request.headers["Authorization"] == "Bearer tok" for c in responses.calls)

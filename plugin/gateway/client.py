@@ -15,6 +15,9 @@ from urllib.parse import urljoin, urlsplit
 
 import orjson
 import requests
+from requests.cookies import RequestsCookieJar
+from requests.hooks import default_hooks
+from requests.structures import CaseInsensitiveDict
 
 from plugin.gateway.auth import Auth, NoAuth
 from plugin.gateway.errors import FatalFhirError, FhirError, TemporaryFhirError, error_for
@@ -59,6 +62,40 @@ class EhrSession(requests.Session):
     def __init__(self) -> None:
         super().__init__()
         self._environment: dict[str, dict[str, Any]] = {}
+
+    def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
+        """What requests' own does for the requests we make (a method, a URL, headers, a body),
+        without what we never use: query parameters, per-request auth or cookies, files, and
+        the `.netrc` lookup (a file read per request; the EHR's credentials are the ones
+        configured, THERACHARGE_FHIR_TOKEN or SMART, never a `.netrc` entry). The URL is
+        normalised by requests as before; the session's cookies (a load balancer's) are sent.
+        A request with anything else is prepared by requests in full."""
+        if (
+            request.params
+            or request.files
+            or request.json is not None
+            or request.auth
+            or request.cookies
+            or self.auth
+            or self.params
+        ):
+            return super().prepare_request(request)
+        prepared = requests.PreparedRequest()
+        prepared.method = str(request.method).upper()
+        prepared.prepare_url(request.url, None)
+        headers: CaseInsensitiveDict[str] = CaseInsensitiveDict()
+        for name, value in (*self.headers.items(), *(request.headers or {}).items()):
+            headers[name] = str(value)
+        prepared.headers = headers
+        prepared.prepare_body(request.data, None, None)
+        jar = RequestsCookieJar()  # the request's own jar, as requests makes it
+        if len(self.cookies):
+            jar.update(self.cookies)
+            prepared.prepare_cookies(jar)
+        else:  # what prepare_cookies keeps, without building an empty Cookie header
+            setattr(prepared, "_cookies", jar)  # noqa: B010 -- requests' own attribute
+        prepared.hooks = default_hooks()
+        return prepared
 
     def merge_environment_settings(  # type: ignore[override]
         self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
