@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
@@ -124,14 +124,61 @@ def run_day(
     the decision of everything the EHR has. Raises plugin.gateway.errors.FhirError when the
     EHR fails (with `report_write_errors`, a failed write is returned in `error` instead).
     """
+    key = None
     if lock is not None and mode is WriteMode.WRITE:
         source, key = _named_day(source, encounter_id)
-        if key is not None:
-            with lock(key):
-                return _run_day(
-                    settings, encounter_id, source, mode, entered, trigger, report_write_errors
-                )
-    return _run_day(settings, encounter_id, source, mode, entered, trigger, report_write_errors)
+    with lock(key) if lock is not None and key is not None else nullcontext():
+        ctx = render_context(settings, entered, trigger)
+        configuration = dict(ctx.configuration)
+        prefetched = source.prefetched
+        sent: WritePlan | None = None  # a transaction of this run that the EHR took
+        attempt = 0
+        while True:
+            attempt += 1
+            resources, capped, alone, unread = _read_day(source, prefetched, encounter_id)
+            if unread is not None:
+                unread = f"the patient's other visits of the day: {unread}"
+            reader = None if alone else EhrReader(settings, source.gatherer)
+            decision = decide_gathered(settings, resources, encounter_id, reader)
+            if reader is not None and reader.error and unread is None:
+                unread = f"the patient's history or the performers' other services: {reader.error}"
+            if mode is WriteMode.PREVIEW:
+                return DayRun(decision, None, False, attempt, capped, alone, None, configuration)
+            base = source.gatherer.client.base_url if source.gatherer else ""
+            existing = of_the_day(
+                our_charge_items(resources, ctx.definitions.line_identifier), decision
+            )
+            plan = plan_writes(decision, existing, ctx, base)
+            run = DayRun(decision, plan, False, attempt, capped, alone, None, configuration)
+            if mode is WriteMode.PLAN:
+                return run
+            if plan.bundle is None:
+                if sent is not None:  # what we sent before now stands: report that write
+                    run.plan, run.written = sent, True
+                return run
+            try:
+                if source.gatherer is None:
+                    raise DayUnreadable("no FHIR server to write to")
+                if unread is not None:
+                    raise DayUnreadable(unread)
+                answer = source.gatherer.client.transaction(plan.bundle)
+                if _created_elsewhere(plan.bundle, answer):
+                    sent = plan
+                    raise VersionConflict(
+                        "a line was created by another run since the day was read"
+                    )
+            except VersionConflict:
+                if attempt > MAX_CONFLICT_RETRIES:
+                    raise
+                prefetched = None  # what was prefetched is out of date: read the day again
+                continue
+            except FhirError as exc:
+                if not report_write_errors:
+                    raise
+                run.error = str(exc)
+                return run
+            run.written = True
+            return run
 
 
 def _named_day(source: DaySource, encounter_id: str) -> tuple[DaySource, str | None]:
@@ -148,66 +195,6 @@ def _named_day(source: DaySource, encounter_id: str) -> tuple[DaySource, str | N
             named = (patient, date)
             source = DaySource(source.gatherer, None, named)
     return source, f"{named[0]}|{named[1]}" if named else None
-
-
-def _run_day(
-    settings: Settings,
-    encounter_id: str,
-    source: DaySource,
-    mode: WriteMode,
-    entered: datetime,
-    trigger: str,
-    report_write_errors: bool,
-) -> DayRun:
-    ctx = render_context(settings, entered, trigger)
-    configuration = dict(ctx.configuration)
-    prefetched = source.prefetched
-    sent: WritePlan | None = None  # a transaction of this run that the EHR took
-    attempt = 0
-    while True:
-        attempt += 1
-        resources, capped, alone, unread = _read_day(source, prefetched, encounter_id)
-        if unread is not None:
-            unread = f"the patient's other visits of the day: {unread}"
-        reader = None if alone else EhrReader(settings, source.gatherer)
-        decision = decide_gathered(settings, resources, encounter_id, reader)
-        if reader is not None and reader.error and unread is None:
-            unread = f"the patient's history or the performers' other services: {reader.error}"
-        if mode is WriteMode.PREVIEW:
-            return DayRun(decision, None, False, attempt, capped, alone, None, configuration)
-        base = source.gatherer.client.base_url if source.gatherer else ""
-        existing = of_the_day(
-            our_charge_items(resources, ctx.definitions.line_identifier), decision
-        )
-        plan = plan_writes(decision, existing, ctx, base)
-        run = DayRun(decision, plan, False, attempt, capped, alone, None, configuration)
-        if mode is WriteMode.PLAN:
-            return run
-        if plan.bundle is None:
-            if sent is not None:  # what we sent before now stands: report that write
-                run.plan, run.written = sent, True
-            return run
-        try:
-            if source.gatherer is None:
-                raise DayUnreadable("no FHIR server to write to")
-            if unread is not None:
-                raise DayUnreadable(unread)
-            answer = source.gatherer.client.transaction(plan.bundle)
-            if _created_elsewhere(plan.bundle, answer):
-                sent = plan
-                raise VersionConflict("a line was created by another run since the day was read")
-        except VersionConflict:
-            if attempt > MAX_CONFLICT_RETRIES:
-                raise
-            prefetched = None  # what was prefetched is out of date: read the day again
-            continue
-        except FhirError as exc:
-            if not report_write_errors:
-                raise
-            run.error = str(exc)
-            return run
-        run.written = True
-        return run
 
 
 def _created_elsewhere(bundle: Json, answer: object) -> bool:
