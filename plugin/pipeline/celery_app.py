@@ -46,7 +46,7 @@ def _keep_our_logging(**_: Any) -> None:
 def configure(settings: Settings) -> Celery:
     """Point the app at THERACHARGE_BROKER_URL, with the settings the module docstring gives."""
     service = settings.service
-    claim = int(service.notification_claim_seconds)
+    claim = max(1, int(service.notification_claim_seconds))  # Redis counts whole seconds
     app.conf.update(
         broker_url=service.broker_url,
         broker_connection_retry_on_startup=True,
