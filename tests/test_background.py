@@ -124,7 +124,7 @@ def test_a_backfill_reports_its_days_by_outcome_and_its_dead_letters(store: Stor
         "GET /Encounter/e3 → HTTP 403",
     )
     assert store.dead_letter_counts() == {"notification": 0, "backfill-day": 1}
-    _row, queued = store.retry_row("backfill-day", days[2])
+    _row, queued = store.retry_row("backfill-day", days[2], "ann")
     assert queued
     assert store.backfill_pending(backfill_id) == [days[2]]
     assert store.work_counts()[("backfill-day", "done")] == 2

@@ -79,9 +79,7 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_backfill(args: argparse.Namespace, settings: Settings) -> int:
-    from plugin.config.effective import effective_settings
     from plugin.pipeline.runtime import Runtime
-    from plugin.store import Store
 
     for name in ("since", "until"):
         value = getattr(args, name)
@@ -95,10 +93,8 @@ def run_backfill(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--no-wait needs THERACHARGE_BROKER_URL: without one the days run here")
     if settings.fhir.base_url is None:
         raise UsageError("no EHR: set THERACHARGE_FHIR_BASE_URL")
-    store = Store(settings.service.database_url)
-    store.migrate()
-    runtime = Runtime(effective_settings(settings, store), store, base_settings=settings)
-    runtime.refresh(force=True)
+    runtime = Runtime.opened(settings)
+    store = runtime.store
     if args.resume is not None:
         backfill_id, days = _resumed(store, args.resume)
     else:

@@ -73,12 +73,7 @@ def runtime() -> Runtime:
     global _runtime
     with _runtime_lock:
         if _runtime is None:
-            settings = load_settings()
-            store = Store(settings.service.database_url)
-            with store.exclusive("theracharge-start"):
-                store.migrate()
-            _runtime = Runtime(settings, store, base_settings=settings)
-            _runtime.refresh(force=True)
+            _runtime = Runtime.opened(load_settings())
         return _runtime
 
 
@@ -142,12 +137,7 @@ class Sender:
 def worker_main(settings: Settings, concurrency: int, name: str) -> Any:
     """`theracharge worker`: a Celery worker in threads (the work waits on the EHR, not the CPU;
     run one worker process per core for more)."""
-    store = Store(settings.service.database_url)
-    with store.exclusive("theracharge-start"):
-        store.migrate()
-    run = Runtime(settings, store, base_settings=settings)
-    run.refresh(force=True)
-    use_runtime(run)
+    use_runtime(Runtime.opened(settings))
     configure(settings)
     argv = [
         "worker",

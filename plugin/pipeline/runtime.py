@@ -28,6 +28,17 @@ class Runtime:
     _revision: int = -1
     _checked: float = 0.0
 
+    @classmethod
+    def opened(cls, settings: Settings) -> Runtime:
+        """A runtime on the configured database, its schema brought up to date (one process of
+        every instance at a time): a Celery worker's, or a command's."""
+        store = Store(settings.service.database_url)
+        with store.exclusive("theracharge-start"):
+            store.migrate()
+        runtime = cls(settings, store, base_settings=settings)
+        runtime.refresh(force=True)  # the managed tables as the database holds them
+        return runtime
+
     def refresh(self, force: bool = False) -> None:
         """Pick up tables another process changed: at most one cheap query a second."""
         now = time.monotonic()

@@ -26,6 +26,7 @@ from prometheus_client import Counter
 
 from plugin.errors import Invalid
 from plugin.gateway.errors import FatalFhirError
+from plugin.gateway.gather import Gatherer
 from plugin.pipeline.billing_day import DayRun, DaySource, WriteMode, run_day
 from plugin.pipeline.runtime import Runtime
 from plugin.pipeline.stages import failure_reason
@@ -82,7 +83,7 @@ def next_due(runtime: Runtime) -> TaskResult | None:
     """The in-process worker's step: the oldest due notification, else the oldest due backfill
     day (a page's re-run to try again, a backfill whose command stopped), processed; None if
     there is none."""
-    stale = _stale_after(runtime)
+    stale = claim_timeout(runtime)
     for kind, work in (("notification", _notification), ("backfill-day", _backfill_day)):
         claimed = runtime.store.claim(stale, worker_name(), kind)
         if claimed is not None:
@@ -99,14 +100,14 @@ def decide_backfill_day(runtime: Runtime, day_id: int) -> TaskResult:
 Work = Callable[[Runtime, Claimed], DayRun | None]
 
 
-def _stale_after(runtime: Runtime) -> timedelta:
+def claim_timeout(runtime: Runtime) -> timedelta:
     """A claim older than this is taken again by any worker (its process must have stopped);
     THERACHARGE_NOTIFICATION_CLAIM_SECONDS."""
     return timedelta(seconds=runtime.settings.service.notification_claim_seconds)
 
 
 def _claimed(runtime: Runtime, kind: str, row_id: int, work: Work) -> TaskResult:
-    answer = runtime.store.claim_row(kind, row_id, _stale_after(runtime), worker_name())
+    answer = runtime.store.claim_row(kind, row_id, claim_timeout(runtime), worker_name())
     if answer.claimed is None:
         status = "skipped" if answer.status in ("done", "failed", "missing") else answer.status
         TASKS.labels(kind, "skipped").inc()
@@ -128,11 +129,16 @@ def _execute(runtime: Runtime, kind: str, claimed: Claimed, work: Work) -> TaskR
     return TaskResult("done", run=run)
 
 
-def _notification(runtime: Runtime, claimed: Claimed) -> DayRun | None:
-    settings = runtime.current()  # the managed tables as the database holds them now
+def _ehr(runtime: Runtime) -> Gatherer:
     gatherer = runtime.gatherer()
     if gatherer is None:
         raise _NoEhr("no EHR configured (THERACHARGE_FHIR_BASE_URL)")
+    return gatherer
+
+
+def _notification(runtime: Runtime, claimed: Claimed) -> DayRun | None:
+    settings = runtime.current()  # the managed tables as the database holds them now
+    gatherer = _ehr(runtime)
     run = run_day(
         settings,
         claimed.encounter_id,
@@ -148,9 +154,7 @@ def _notification(runtime: Runtime, claimed: Claimed) -> DayRun | None:
 
 def _backfill_day(runtime: Runtime, claimed: Claimed) -> DayRun | None:
     settings = runtime.current()
-    gatherer = runtime.gatherer()
-    if gatherer is None:
-        raise _NoEhr("no EHR configured (THERACHARGE_FHIR_BASE_URL)")
+    gatherer = _ehr(runtime)
     day = runtime.store.backfill_day(claimed.id)
     backfill = runtime.store.backfill(day.backfill_id) if day else None
     dry = bool(backfill and backfill.dry_run)

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from plugin.pipeline.runtime import Runtime
-from plugin.pipeline.tasks import next_due
+from plugin.pipeline.tasks import claim_timeout, next_due
 
 log = logging.getLogger(__name__)
 SWEPT = ("notification", "backfill-day")
@@ -49,7 +49,7 @@ class NotificationWorker:
     def stale_after(self) -> timedelta:
         """A claim older than this is taken again by any worker (its process must have
         stopped); THERACHARGE_NOTIFICATION_CLAIM_SECONDS."""
-        return timedelta(seconds=self.runtime.settings.service.notification_claim_seconds)
+        return claim_timeout(self.runtime)
 
     def start(self) -> None:
         if self._thread is None or not self._thread.is_alive():

@@ -289,18 +289,6 @@ class Store(ConfigStoreMixin, QueueStoreMixin):
             else:
                 row.token, row.expires = token, expires
 
-    def retry_notification(
-        self, notification_id: int, actor: str
-    ) -> tuple[Notification | None, bool]:
-        """Put a set-aside notification back in the queue, due now, with its attempts reset,
-        and audit who did. The row (None if there is none) and whether it was set aside (and so
-        is queued now; the caller hands it to the task queue)."""
-        row, queued = self.retry_row("notification", notification_id)
-        if queued:
-            detail = {"encounter": row.encounter_id}
-            self.audit(actor, "retry", "notification", str(notification_id), detail)
-        return row, queued
-
     def notifications(self, status: str | None = None, limit: int = 1000) -> list[Notification]:
         with self.session() as session:
             query = select(Notification).order_by(Notification.id).limit(limit)

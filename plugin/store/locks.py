@@ -27,13 +27,19 @@ def lock_number(key: str) -> int:
 
 
 @contextmanager
-def exclusive(engine: Engine, shared: bool, name: str) -> Iterator[None]:
-    """One process at a time across every instance (PostgreSQL): starting instances migrate
-    the schema and seed the managed tables one after another, never side by side."""
+def exclusive(
+    engine: Engine, shared: bool, name: str, wait_seconds: int | None = None
+) -> Iterator[None]:
+    """One process at a time across every instance (PostgreSQL), for as long as the block
+    runs: starting instances migrate the schema and seed the managed tables one after another;
+    a billing day is written by one run at a time (DayLocks). `wait_seconds`: give up waiting
+    after it (an error), else wait as long as it takes."""
     if not shared:
         yield
         return
     with engine.connect() as connection, connection.begin():
+        if wait_seconds is not None:
+            connection.execute(text(f"SET LOCAL lock_timeout = '{int(wait_seconds)}s'"))
         connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_number(name)})
         yield
 
@@ -48,11 +54,7 @@ class DayLocks:
     @contextmanager
     def hold(self, key: str) -> Iterator[None]:
         if self.shared:
-            with self.engine.connect() as connection, connection.begin():
-                connection.execute(text(f"SET LOCAL lock_timeout = '{LOCK_WAIT_SECONDS}s'"))
-                connection.execute(
-                    text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_number(key)}
-                )
+            with exclusive(self.engine, True, key, LOCK_WAIT_SECONDS):
                 yield
             return
         lock = self._enter(key)

@@ -101,6 +101,16 @@ class QueueStoreMixin:
     def session(self) -> AbstractContextManager[Session]:  # provided by Store
         raise NotImplementedError
 
+    def audit(  # provided by Store
+        self,
+        actor: str,
+        action: str,
+        object_type: str,
+        object_id: str,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        raise NotImplementedError
+
     # --- claiming and finishing ------------------------------------------------------------------
 
     def claim(
@@ -385,9 +395,10 @@ class QueueStoreMixin:
                 for kind, model in KINDS.items()
             }
 
-    def retry_row(self, kind: str, row_id: int) -> tuple[Any, bool]:
-        """A set-aside row back to pending, due now, attempts reset: (the row, whether it was
-        set aside). The caller audits and hands it to the queue."""
+    def retry_row(self, kind: str, row_id: int, actor: str) -> tuple[Any, bool]:
+        """A set-aside row back to pending, due now, attempts reset, and who did it audited:
+        (the row, None if there is none; whether it was set aside). The caller hands it to the
+        queue."""
         model = KINDS[kind]
         with self.session() as session:
             row: Any = session.get(model, row_id)
@@ -395,4 +406,5 @@ class QueueStoreMixin:
                 return row, False
             row.status, row.attempts, row.next_attempt_at = "pending", 0, None
             row.enqueued_at = None
+        self.audit(actor, "retry", kind, str(row_id), {"encounter": row.encounter_id})
         return row, True

@@ -73,6 +73,14 @@ class AppState(Runtime):
         if self.send is not None:
             self.send(kind, row_id)
 
+    def retry(self, kind: str, row_id: int, actor: str) -> tuple[Any, bool]:
+        """Set-aside work back in the queue, audited (Store.retry_row): (the row, None if there
+        is none; whether it was set aside)."""
+        row, queued = self.store.retry_row(kind, row_id, actor)
+        if queued:
+            self.queue(kind, row_id)
+        return row, queued
+
 
 def _secret_key(settings: Settings) -> str:
     """THERACHARGE_SECRET_KEY, else one made on the first start and kept in the instance

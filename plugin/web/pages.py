@@ -341,15 +341,10 @@ def retry_dead_letter(kind: str, row_id: int) -> Any:
 
 
 def _retry(kind: str, row_id: int) -> Any:
-    store = _state().store
-    row, queued = store.retry_row(kind, row_id)
+    row, queued = _state().retry(kind, row_id, str(session["who"]))
     if row is None:
         abort(404, f"no {kind} {row_id}")
     if queued:
-        store.audit(
-            str(session["who"]), "retry", kind, str(row_id), {"encounter": row.encounter_id}
-        )
-        _state().queue(kind, row_id)
         flash(
             f"Encounter/{row.encounter_id} is queued again; it is processed within seconds.",
             "notice",

@@ -63,14 +63,17 @@ def notifications() -> Response:
 @blp.route("/notifications/<int(max=2147483647):notification_id>/retry", methods=["POST"])
 @blp.doc(summary="Put a set-aside notification back in the queue (attempts reset), audited")
 def retry_notification(notification_id: int) -> Response:
-    caller = bearer_caller("admin", "billing")
-    row, queued = _state().store.retry_notification(notification_id, caller)
+    return jsonify(notification_json(_retried("notification", notification_id)))
+
+
+def _retried(kind: str, row_id: int) -> Any:
+    """Set-aside work back in the queue (404 when there is none, 409 when not set aside)."""
+    row, queued = _state().retry(kind, row_id, bearer_caller("admin", "billing"))
     if row is None:
-        raise NotFoundError(f"no notification {notification_id}")
+        raise NotFoundError(f"no {kind} {row_id}")
     if not queued:
-        raise Conflict(f"notification {notification_id} is {row.status}, not set aside")
-    _state().queue("notification", notification_id)
-    return jsonify(notification_json(row))
+        raise Conflict(f"{kind} {row_id} is {row.status}, not set aside")
+    return row
 
 
 def dead_letter_json(letter: DeadLetter) -> dict[str, Any]:
@@ -111,17 +114,10 @@ def dead_letters() -> Response:
 @blp.route("/dead-letters/<kind>/<int(max=2147483647):row_id>/retry", methods=["POST"])
 @blp.doc(summary="Put a dead letter (notification or backfill-day) back in the queue, audited")
 def retry_dead_letter(kind: str, row_id: int) -> Response:
-    caller = bearer_caller("admin", "billing")
     if kind not in KINDS:
+        bearer_caller("admin", "billing")  # who may ask is checked before what is asked
         raise NotFoundError(f"no kind of work {kind!r}: {', '.join(KINDS)}")
-    store = _state().store
-    row, queued = store.retry_row(kind, row_id)
-    if row is None:
-        raise NotFoundError(f"no {kind} {row_id}")
-    if not queued:
-        raise Conflict(f"{kind} {row_id} is {row.status}, not set aside")
-    store.audit(caller, "retry", kind, str(row_id), {"encounter": row.encounter_id})
-    _state().queue(kind, row_id)
+    _retried(kind, row_id)
     return jsonify({"kind": kind, "id": row_id, "status": "pending"})
 
 
