@@ -108,6 +108,21 @@ def test_skill_and_measures_are_read_from_the_note(settings: Settings) -> None:
     assert not read_note(["Tolerated well, 20 minutes"], settings.vocabulary).measured
 
 
+def test_a_text_read_after_notes_already_read_reads_as_all_of_them_together(
+    settings: Settings,
+) -> None:
+    """The procedure's own words are read on their own and joined to the notes' reading
+    (plugin.rules.documentation): the same reading as all the texts read at once."""
+    notes = [n["note"] for n in yaml.safe_load(CORPUS.read_text())["notes"]][:40]
+    extra = ["Therapeutic exercise", "gait training", "Tolerated well", "no balance work today"]
+    for note, other in zip(notes, extra * 10, strict=True):
+        for texts in ([note], ["as above", "see flowsheet"], [note, "Tolerated well"]):
+            joined = read_note(texts, settings.vocabulary).followed_by(
+                read_note([other], settings.vocabulary)
+            )
+            assert joined == read_note([*texts, other], settings.vocabulary)
+
+
 def test_a_snomed_coding_and_a_linked_measure_are_evidence(settings: Settings) -> None:
     vocabulary = settings.vocabulary
     nothing = read_note(["Done as planned with cues."], vocabulary)

@@ -166,6 +166,18 @@ class NoteReading:
     def done(self) -> tuple[Mention, ...]:
         return tuple(m for m in self.mentions if m.done)
 
+    def followed_by(self, more: NoteReading) -> NoteReading:
+        """The reading of these texts and then `more`'s, as `read_note` of them all would give
+        (each text is read on its own): a text added to notes already read is read alone."""
+        mentions = self.mentions + more.mentions
+        done = any(m.done for m in mentions)
+        return NoteReading(
+            mentions,
+            tuple(dict.fromkeys(self.skilled + more.skilled)),
+            self.measured or more.measured,
+            0 if done else self.content_words + more.content_words,
+        )
+
 
 def read_note(texts: Iterable[str], vocabulary: Vocabulary) -> NoteReading:
     """Read a service's note texts sentence by sentence, each in one pass over its words."""

@@ -68,7 +68,7 @@ def documentation_gaps(
             )
         )
     if service.code_text.strip():  # the procedure's own words for what was done count too
-        reading = read_note((*service.notes, service.code_text), vocabulary)
+        reading = reading.followed_by(read_note((service.code_text,), vocabulary))
     review = review_code(
         code,
         reading,

@@ -37,6 +37,7 @@ from plugin.web import (
     work,
 )
 from plugin.web.cds_auth import ClientVerifier
+from plugin.web.hook_route import HookRoute
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +187,8 @@ def create_app(
     app.before_request(state.refresh)
     errors.register(app)
     observability.install(app)
+    # the common CDS Hooks call answered before Flask's machinery (plugin/web/hook_route.py)
+    app.wsgi_app = HookRoute(app, app.wsgi_app)  # type: ignore[method-assign]
     if start_worker:
         state.worker.start()  # pending notifications resume at start
     return app

@@ -56,9 +56,17 @@ def _trusted(service_id: str) -> None:
 @blp.route("/<service_id>", methods=["POST"])
 @blp.doc(summary="Call a CDS service (therapy-charges on encounter-discharge)")
 def call(service_id: str) -> Response:
+    """Every call the lean route (plugin.web.hook_route) leaves to Flask: another service id,
+    a body the schema must load or refuse, any error."""
     _trusted(service_id)
     data = _body(HOOK_REQUEST)
     g.hook_instance = data["hookInstance"]
+    return jsonify(answer(current_app.extensions["theracharge"], data))
+
+
+def answer(state: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """The answer to a loaded, trusted hook call (`state`: the app's AppState): decide the
+    day, count it, record it in the run ledger, and return the cards."""
     auth = data["fhirAuthorization"] or {}
     hook = HookRequest(
         encounter_id=data["context"]["encounterId"],
@@ -66,7 +74,6 @@ def call(service_id: str) -> Response:
         access_token=auth.get("access_token"),
         prefetch=data["prefetch"],
     )
-    state = current_app.extensions["theracharge"]
     outcome = handle_discharge(
         state.settings,
         hook,
@@ -78,7 +85,7 @@ def call(service_id: str) -> Response:
     if outcome.outcome == "failed":
         EHR_ERRORS.labels("write").inc()
     state.record(hook.encounter_id, "cds-hook", outcome.run, outcome.outcome)
-    return jsonify(outcome.response())
+    return outcome.response()
 
 
 @blp.route("/<service_id>/feedback", methods=["POST"])

@@ -8,6 +8,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any
 
 from flask import Flask, Response, g, has_request_context, request
@@ -28,6 +29,11 @@ GAPS = Counter("theracharge_findings_total", "Findings, by code and severity", [
 EHR_ERRORS = Counter("theracharge_ehr_errors_total", "Failed calls to the EHR", ["kind"])
 
 
+# The request id and hook instance of a call answered outside Flask's request context (the lean
+# hook route, plugin.web.hook_route), for the log lines it writes.
+CALL: ContextVar[tuple[str, str | None] | None] = ContextVar("theracharge_call", default=None)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request id, hook instance."""
 
@@ -38,11 +44,15 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if has_request_context():
+        if (call := CALL.get()) is not None:
+            entry["request_id"], hook = call
+        elif has_request_context():
             entry["request_id"] = getattr(g, "request_id", None)
             hook = getattr(g, "hook_instance", None)
-            if hook:
-                entry["hookInstance"] = hook
+        else:
+            hook = None
+        if hook:
+            entry["hookInstance"] = hook
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
@@ -56,11 +66,30 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level)
 
 
+def _child(metric: Any, *labels: str) -> Any:
+    """A metric's child for these label values, looked up once per process (prometheus_client's
+    own `labels()` checks and locks on every call; a hook call counts a dozen)."""
+    key = (id(metric), labels)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(*labels)
+    return child
+
+
+_CHILDREN: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
 def count_decision(lines: list[Any], findings: list[Any]) -> None:
     for line in lines:
-        DECISIONS.labels(line.status.value).inc()
+        _child(DECISIONS, line.status.value).inc()
     for item in findings:
-        GAPS.labels(item.code, item.severity.value).inc()
+        _child(GAPS, item.code, item.severity.value).inc()
+
+
+def count_request(endpoint: str, status: int, started: float) -> None:
+    """One answered request: its count by endpoint and status, and its latency."""
+    _child(REQUESTS, endpoint, str(status)).inc()
+    _child(LATENCY, endpoint).observe(time.perf_counter() - started)
 
 
 def install(app: Flask) -> None:
@@ -72,10 +101,7 @@ def install(app: Flask) -> None:
     @app.after_request
     def finish(response: Response) -> Response:
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-        REQUESTS.labels(endpoint, str(response.status_code)).inc()
-        LATENCY.labels(endpoint).observe(
-            time.perf_counter() - getattr(g, "started", time.perf_counter())
-        )
+        count_request(endpoint, response.status_code, getattr(g, "started", time.perf_counter()))
         # An earlier before_request may have refused the request before ours ran.
         response.headers["X-Request-Id"] = g.get("request_id") or uuid.uuid4().hex
         return response
