@@ -1,7 +1,8 @@
 """The layering of docs/architecture.md, checked on the import statements of every module.
 
-rules imports the standard library only; fhir.resources is imported only in fhir_mappings, and
-only its R4B models; Flask only in the web layer; requests only in the gateway.
+rules imports the standard library only, and msgspec for its records (issue 19: `msgspec.Struct`
+and `msgspec.field`, nothing else of msgspec); fhir.resources is imported only in fhir_mappings,
+and only its R4B models; Flask only in the web layer; requests only in the gateway.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return _imports_of(ast.parse(path.read_text(encoding="utf-8")))
+
+
+def _imports_of(tree: ast.AST) -> set[str]:
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -28,14 +32,55 @@ def _modules(package: str) -> list[Path]:
     return sorted((ROOT / package).rglob("*.py"))
 
 
-def test_rules_import_the_standard_library_and_themselves_only() -> None:
+# What the core may use of msgspec: its record types (docs/architecture.md "Layers").
+MSGSPEC_RECORDS = {"Struct", "field"}
+
+
+def _rules_offences(source: str) -> set[str]:
+    """What a module of plugin/rules imports or uses beyond the standard library, itself and
+    msgspec's records."""
+    tree = ast.parse(source)
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "msgspec" and node.level == 0:
+            found.update(f"msgspec.{a.name}" for a in node.names if a.name not in MSGSPEC_RECORDS)
+        elif (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "msgspec"
+            and node.attr not in MSGSPEC_RECORDS
+        ):
+            found.add(f"msgspec.{node.attr}")
+    for name in _imports_of(tree):
+        top = name.split(".")[0]
+        if top == "msgspec":
+            if name != "msgspec":
+                found.add(name)  # msgspec.json, msgspec.structs …: not records
+        elif top not in sys.stdlib_module_names and not name.startswith("plugin.rules"):
+            found.add(name)
+    return found
+
+
+def test_rules_import_the_standard_library_themselves_and_msgspec_records_only() -> None:
     offenders = {
         f"{path.relative_to(ROOT)}: {name}"
         for path in _modules("plugin/rules")
-        for name in _imports(path)
-        if name.split(".")[0] not in sys.stdlib_module_names and not name.startswith("plugin.rules")
+        for name in _rules_offences(path.read_text(encoding="utf-8"))
     }
     assert offenders == set()
+
+
+def test_the_rules_may_define_msgspec_records_and_nothing_else_of_msgspec() -> None:
+    records = (
+        "import msgspec\nfrom msgspec import Struct, field\n"
+        "class Line(msgspec.Struct, frozen=True):\n    code: str = msgspec.field(default='')\n"
+        "class Unit(Struct, frozen=True, gc=False):\n    units: int\n"
+    )
+    assert _rules_offences(records) == set()
+    assert _rules_offences("import msgspec\nmsgspec.json.decode(b'{}')\n") == {"msgspec.json"}
+    assert _rules_offences("from msgspec import json\n") == {"msgspec.json"}
+    assert _rules_offences("import msgspec.json\n") == {"msgspec.json"}
+    assert _rules_offences("import orjson\n") == {"orjson"}
 
 
 def test_fhir_resources_only_in_fhir_mappings_and_only_r4b() -> None:
