@@ -9,15 +9,18 @@ sandbox EHR: `make test` installs it into .ehr-venv). For each concurrency:
 2. loads a second fresh server alike and replays exactly those requests, thread by thread with
    the same concurrency and nothing else in between: what the EHR alone needs for them;
 3. runs `process --since` again against a stub that answers each recorded request with its
-   recorded answer at no cost (no network): how fast we go when the EHR is not the limit.
-Prints the wall times, their ratio (goal ≤ 1.1×) and encounters/s against the stub (goal
-≥ 1,000/s). Asserts nothing.
+   recorded answer at no cost (no network): how fast we go when the EHR is not the limit —
+   in one process, and with `--jobs` (default: the cores) processes sharing the concurrency.
+Steps 1 and 2 run in one process (`--jobs 1`: the recording sees this process's requests
+only). Prints the wall times, their ratio (goal ≤ 1.1×) and encounters/s against the stub
+(goal ≥ 1,000/s). Asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import tempfile
 import threading
@@ -80,9 +83,7 @@ def stubbed(answers: dict[tuple[str, str], tuple[int, bytes]]) -> Iterator[None]
         requests.Session.send = original  # type: ignore[method-assign]
 
 
-def process(base_url: str, concurrency: int, database: Path) -> float:
-    import os
-
+def process(base_url: str, concurrency: int, database: Path, jobs: int = 1) -> float:
     from plugin.commands import main as cli
 
     os.environ.update(
@@ -94,7 +95,7 @@ def process(base_url: str, concurrency: int, database: Path) -> float:
     )
     started = time.perf_counter()
     with contextlib.redirect_stderr(open(os.devnull, "w")):
-        code = cli.main(["process", "--since", SINCE])
+        code = cli.main(["process", "--since", SINCE, "--jobs", str(jobs)])
     if code != 0:
         raise RuntimeError(f"process --since exited {code}")
     return time.perf_counter() - started
@@ -124,6 +125,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--visits", type=int, default=300)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)))
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as name:
@@ -142,20 +144,22 @@ def main() -> None:
                 alone = replay(base, other.base_url, threads)
             with stubbed(answers):
                 stub = process(base, concurrency, folder / f"c{concurrency}.db")
-            rows.append((concurrency, len(recorded), ours, alone, stub))
+                forked = process(base, concurrency, folder / f"d{concurrency}.db", args.jobs)
+            rows.append((concurrency, len(recorded), ours, alone, stub, forked))
     print(
         f"process --since over {args.visits} sample visits (one billing day each), sekmet-fhir "
         "on 127.0.0.1 sharing the 2 cores"
     )
     print(
         f"{'concurrency':>11}{'requests':>10}{'ours s':>9}{'EHR alone s':>13}{'ratio':>7}"
-        f"{'stub s':>8}{'enc/s on stub':>15}"
+        f"{'stub s':>8}{'enc/s on stub':>15}{f'--jobs {args.jobs}: enc/s':>20}"
     )
-    for concurrency, count, ours, alone, stub in rows:
+    for concurrency, count, ours, alone, stub, forked in rows:
         print(
             f"{concurrency:>11}{count:>10}{ours:>9.2f}{alone:>13.2f}{ours / alone:>7.2f}"
-            f"{stub:>8.2f}{args.visits / stub:>15,.0f}"
+            f"{stub:>8.2f}{args.visits / stub:>15,.0f}{args.visits / forked:>20,.0f}"
         )
+    print(f"(--jobs {args.jobs} shares the concurrency: at concurrency 1 it is one process)")
     print("goals: ours / EHR alone ≤ 1.1; ≥ 1,000 encounters/s on the stub")
 
 

@@ -7,6 +7,8 @@ going past it; readiness says when the worker itself is dead or stuck.
 from __future__ import annotations
 
 import json
+import os
+import re
 import threading
 import time
 from datetime import UTC, timedelta
@@ -207,6 +209,73 @@ def test_process_since_goes_past_a_visit_that_fails_and_exits_1(monkeypatch, cap
     assert sorted(decided) == ["a", "c"]  # decided concurrently (THERACHARGE_FHIR_CONCURRENCY)
     assert "Encounter/bad: internal error (LookupError)" in err
     assert "visits: 2 in 2 billing day(s)" in err  # the two that were decided are counted
+
+
+def _listed(count: int) -> list[dict[str, Any]]:
+    """Listed encounters of `count` days, five patients."""
+    return [
+        {
+            "id": f"e{i}",
+            "subject": {"reference": f"Patient/p{i % 5}"},
+            "period": {"start": f"2026-11-{2 + i // 5:02d}T09:00:00-05:00"},
+        }
+        for i in range(count)
+    ]
+
+
+def test_process_since_in_processes_reports_every_day_and_each_failure_in_order(
+    monkeypatch, capsys
+) -> None:
+    monkeypatch.setattr(live, "connect", lambda *_: object())
+    monkeypatch.setattr(live, "days_between", lambda *_: _listed(12))
+
+    def process(_s: Any, encounter: str, *_: Any, **__: Any) -> Any:
+        if encounter in ("e3", "e9"):
+            raise LookupError("no value in force")
+        return SimpleNamespace(decision=SimpleNamespace(visits=(1,), lines=(), findings=()))
+
+    monkeypatch.setattr(live, "run_day", process)
+    monkeypatch.setenv("THERACHARGE_FHIR_BASE_URL", "https://ehr.example.org/fhir")
+    monkeypatch.setenv("THERACHARGE_FHIR_CONCURRENCY", "4")
+    code = cli.main(["process", "--since", "2026-11-01", "--jobs", "2"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "12 days in 2 processes, 2 at a time each" in err  # 4 days in flight in all
+    assert "visits: 10 in 10 billing day(s)" in err  # the others' totals, from both processes
+    failed = [line.strip() for line in err.splitlines() if line.strip().startswith("failed")]
+    assert [line.split(";")[0] for line in failed] == [
+        "failed Encounter/e3: internal error (LookupError)",
+        "failed Encounter/e9: internal error (LookupError)",
+    ]
+
+
+def test_a_process_that_dies_fails_each_of_its_days_not_reported(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(live, "connect", lambda *_: object())
+    monkeypatch.setattr(live, "days_between", lambda *_: _listed(12))
+
+    def process(_s: Any, encounter: str, *_: Any, **__: Any) -> Any:
+        if encounter == "e6":
+            os._exit(3)  # killed, out of memory …: no totals from this process
+        return SimpleNamespace(decision=SimpleNamespace(visits=(1,), lines=(), findings=()))
+
+    monkeypatch.setattr(live, "run_day", process)
+    monkeypatch.setenv("THERACHARGE_FHIR_BASE_URL", "https://ehr.example.org/fhir")
+    monkeypatch.setenv("THERACHARGE_FHIR_CONCURRENCY", "2")
+    code = cli.main(["process", "--since", "2026-11-01", "--jobs", "2"])
+    err = capsys.readouterr().err
+    assert code == 1
+    decided = int(re.search(r"visits: (\d+) in", err)[1])  # type: ignore[index]
+    failed = [line for line in err.splitlines() if line.strip().startswith("failed")]
+    assert any("Encounter/e6: process" in line and "(exit 3)" in line for line in failed)
+    assert decided + len(failed) == 12  # every day decided or named
+
+
+def test_days_are_shared_by_patient_among_processes() -> None:
+    shares = live._shares(_listed(12), 2)
+    patients = [{i % 5 for i in share} for share in shares]
+    assert patients[0].isdisjoint(patients[1])  # each patient's days in one process
+    assert sorted(i for share in shares for i in share) == list(range(12))
+    assert abs(len(shares[0]) - len(shares[1])) <= 3
 
 
 def test_a_file_with_a_visit_over_the_procedure_limit_writes_the_others_and_exits_1(

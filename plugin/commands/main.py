@@ -259,9 +259,10 @@ def _process_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
         "--jobs",
         type=_positive,
         default=_cores(),
-        help="--bundle: decide in up to N processes, each patient's days in one "
-        "(default: the cores this process may use, %(default)s; files under "
-        f"{MIN_VISITS_PER_JOB} encounters a process take fewer)",
+        help="decide in up to N processes, each patient's days in one (default: the cores "
+        "this process may use, %(default)s). --bundle: files under "
+        f"{MIN_VISITS_PER_JOB} encounters a process take fewer; --since: the processes share "
+        "THERACHARGE_FHIR_CONCURRENCY, days at a time in all",
     )
     process.set_defaults(run=_run_process)
 

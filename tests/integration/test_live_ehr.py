@@ -304,8 +304,9 @@ def test_a_dry_run_prints_the_transaction_and_writes_nothing(
 def test_a_range_run_decides_days_concurrently_like_one_at_a_time(
     tmp_path: Path, ehr: Ehr, live_settings: Settings
 ) -> None:
-    """`process --since` with THERACHARGE_FHIR_CONCURRENCY=4 writes what a run one day at a
-    time writes (the sample's 8 days, on a second EHR loaded alike), and a rerun writes nothing."""
+    """`process --since` in two processes sharing THERACHARGE_FHIR_CONCURRENCY=4 writes what a
+    run one day at a time in one process writes (the sample's 8 days, on a second EHR loaded
+    alike), and a rerun writes nothing."""
 
     def process(base_url: str, concurrency: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -314,6 +315,8 @@ def test_a_range_run_decides_days_concurrently_like_one_at_a_time(
                 "process",
                 "--since",
                 "2026-11-01",
+                "--jobs",
+                "2" if concurrency != "1" else "1",
             ],
             env={
                 **os.environ,
@@ -335,6 +338,7 @@ def test_a_range_run_decides_days_concurrently_like_one_at_a_time(
 
     done = process(ehr.base_url, "4")
     assert done.returncode == 0, done.stderr
+    assert "days in 2 processes, 2 at a time each" in done.stderr
     concurrent = contents(ehr, live_settings)
     assert len(concurrent) > 8
     versions = {k: v["meta"]["versionId"] for k, v in ours(ehr, live_settings).items()}
