@@ -47,10 +47,17 @@ def render_context(settings: Settings, entered: datetime, trigger: str = "") -> 
     before any `:caller`), and the configuration versions in force."""
     kind = trigger.split(":", 1)[0]
     versions = dict(settings.versions)
-    policy = policy_uris(settings.extension_base, versions)
+    policy = _policy(settings.extension_base, tuple(sorted(versions.items())))
     return RenderContext(
         Definitions(settings.extension_base), entered, agent_name(), kind, versions, policy
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _policy(base: str, versions: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
+    """The Provenance.policy URIs of a configuration: the same for every run until an admin
+    changes a table (each run quoted every table's name and version again)."""
+    return policy_uris(base, dict(versions))
 
 
 def failure_reason(error: BaseException) -> str:
