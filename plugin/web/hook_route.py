@@ -79,8 +79,8 @@ class HookRoute:
         whatever the answer); None for anything Flask should answer."""
         if environ.get("REQUEST_METHOD") != "POST" or environ.get("PATH_INFO") != PATH:
             return None
-        if not str(environ.get("CONTENT_TYPE", "")).startswith("application/json"):
-            return None
+        if not _is_json(str(environ.get("CONTENT_TYPE", ""))):
+            return None  # Flask reads no JSON from it either: its route refuses it
         length = str(environ.get("CONTENT_LENGTH", ""))
         if not length.isdigit() or int(length) > self.limit:
             return None  # unknown length (chunked) or too large: Flask's limits answer
@@ -114,3 +114,12 @@ class HookRoute:
                 answered = self.app.handle_exception(unhandled)
             response = self.app.finalize_request(answered)
             return response(environ, start_response)
+
+
+def _is_json(content_type: str) -> bool:
+    """What Flask's `request.is_json` says of a Content-Type: application/json or
+    application/*+json, parameters aside."""
+    mimetype = content_type.split(";", 1)[0].strip().lower()
+    return mimetype == "application/json" or (
+        mimetype.startswith("application/") and mimetype.endswith("+json")
+    )

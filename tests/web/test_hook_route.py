@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 import pytest
-from flask import Flask
+from flask import Flask, request
 from werkzeug.test import Client
 from werkzeug.wrappers import Response
 
@@ -139,3 +139,23 @@ def test_a_body_over_the_limit_is_left_to_flask(
     assert hook_route.PATH == PATH
     _lean(app, hook_body(), sign())
     assert seen == [PATH]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "application/json; charset=utf-8", "Application/JSON", "application/x+json",
+     "application/jsonx", "text/plain", ""],
+)  # fmt: skip
+def test_the_lean_route_reads_json_exactly_when_flask_would(
+    flask_calls: tuple[Flask, list[str]], sign, content_type: str
+) -> None:
+    app, seen = flask_calls
+    answer = app.test_client().post(
+        PATH,
+        data=json.dumps(hook_body()),
+        headers={"Authorization": f"Bearer {sign()}", "Content-Type": content_type},
+    )
+    with app.test_request_context(PATH, method="POST", content_type=content_type):
+        json_for_flask = request.is_json
+    assert (seen == []) is json_for_flask  # the lean route took it only if Flask reads JSON
+    assert answer.status_code == (200 if json_for_flask else 400)
