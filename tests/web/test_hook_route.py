@@ -143,9 +143,16 @@ def test_a_body_over_the_limit_is_left_to_flask(
 
 @pytest.mark.parametrize(
     "content_type",
-    ["application/json", "application/json; charset=utf-8", "Application/JSON", "application/x+json",
-     "application/jsonx", "text/plain", ""],
-)  # fmt: skip
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        "Application/JSON",
+        "application/x+json",
+        "application/jsonx",
+        "text/plain",
+        "",
+    ],
+)
 def test_the_lean_route_reads_json_exactly_when_flask_would(
     flask_calls: tuple[Flask, list[str]], sign, content_type: str
 ) -> None:
