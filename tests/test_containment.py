@@ -11,6 +11,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -223,22 +224,36 @@ def _listed(count: int) -> list[dict[str, Any]]:
     ]
 
 
-def test_process_since_in_processes_reports_every_day_and_each_failure_in_order(
-    monkeypatch, capsys
-) -> None:
+def _since_in_processes(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    before: Callable[[str], None],
+    concurrency: int,
+) -> tuple[int, str]:
+    """`process --since --jobs 2` over 12 listed days, each day's run calling `before` with
+    its encounter first; the exit status and what was written to stderr."""
     monkeypatch.setattr(live, "connect", lambda *_: object())
     monkeypatch.setattr(live, "days_between", lambda *_: _listed(12))
 
     def process(_s: Any, encounter: str, *_: Any, **__: Any) -> Any:
-        if encounter in ("e3", "e9"):
-            raise LookupError("no value in force")
+        before(encounter)
         return SimpleNamespace(decision=SimpleNamespace(visits=(1,), lines=(), findings=()))
 
     monkeypatch.setattr(live, "run_day", process)
     monkeypatch.setenv("THERACHARGE_FHIR_BASE_URL", "https://ehr.example.org/fhir")
-    monkeypatch.setenv("THERACHARGE_FHIR_CONCURRENCY", "4")
+    monkeypatch.setenv("THERACHARGE_FHIR_CONCURRENCY", str(concurrency))
     code = cli.main(["process", "--since", "2026-11-01", "--jobs", "2"])
-    err = capsys.readouterr().err
+    return code, capsys.readouterr().err
+
+
+def test_process_since_in_processes_reports_every_day_and_each_failure_in_order(
+    monkeypatch, capsys
+) -> None:
+    def process(encounter: str) -> None:
+        if encounter in ("e3", "e9"):
+            raise LookupError("no value in force")
+
+    code, err = _since_in_processes(monkeypatch, capsys, process, concurrency=4)
     assert code == 1
     assert "12 days in 2 processes, 2 at a time each" in err  # 4 days in flight in all
     assert "visits: 10 in 10 billing day(s)" in err  # the others' totals, from both processes
@@ -250,19 +265,11 @@ def test_process_since_in_processes_reports_every_day_and_each_failure_in_order(
 
 
 def test_a_process_that_dies_fails_each_of_its_days_not_reported(monkeypatch, capsys) -> None:
-    monkeypatch.setattr(live, "connect", lambda *_: object())
-    monkeypatch.setattr(live, "days_between", lambda *_: _listed(12))
-
-    def process(_s: Any, encounter: str, *_: Any, **__: Any) -> Any:
+    def process(encounter: str) -> None:
         if encounter == "e6":
             os._exit(3)  # killed, out of memory …: no totals from this process
-        return SimpleNamespace(decision=SimpleNamespace(visits=(1,), lines=(), findings=()))
 
-    monkeypatch.setattr(live, "run_day", process)
-    monkeypatch.setenv("THERACHARGE_FHIR_BASE_URL", "https://ehr.example.org/fhir")
-    monkeypatch.setenv("THERACHARGE_FHIR_CONCURRENCY", "2")
-    code = cli.main(["process", "--since", "2026-11-01", "--jobs", "2"])
-    err = capsys.readouterr().err
+    code, err = _since_in_processes(monkeypatch, capsys, process, concurrency=2)
     assert code == 1
     decided = int(re.search(r"visits: (\d+) in", err)[1])  # type: ignore[index]
     failed = [line for line in err.splitlines() if line.strip().startswith("failed")]
