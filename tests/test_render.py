@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import unquote
@@ -13,7 +14,7 @@ from fhir.resources.R4B.chargeitem import ChargeItem
 from fhir.resources.R4B.provenance import Provenance
 
 from fhir_mappings.assemble import VisitAssembler
-from fhir_mappings.chargeitem import CPT, HCPCS, charge_item, transaction_entries
+from fhir_mappings.chargeitem import CPT, HCPCS, charge_item, name_uuid, transaction_entries
 from plugin.config.files import Settings
 from plugin.pipeline.stages import render_context, translate_tables
 from plugin.rules.decision import Decision, decide_visit
@@ -182,3 +183,9 @@ def test_the_run_summary_speaks_billing_staffs_words(settings: Settings) -> None
     assert "held lines by reason: time-missing (1)" in text
     assert "lines with warnings, by kind: " in text
     assert "planned" not in text
+
+
+def test_a_name_based_uuid_is_the_standard_librarys_uuid5() -> None:
+    for name in ("", "Encounter/e1|summary", "Encounter/ü-7|held|time-missing", "x" * 500):
+        for namespace in (uuid.NAMESPACE_URL, uuid.UUID("8a4d6c2e-52f7-4f1c-9a40-0d3e7b6f1c55")):
+            assert name_uuid(namespace, name) == str(uuid.uuid5(namespace, name))

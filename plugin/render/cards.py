@@ -6,6 +6,7 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
+from fhir_mappings.chargeitem import name_uuid
 from plugin.rules import sources
 from plugin.rules.decision import Decision
 from plugin.rules.lines import LineStatus
@@ -31,7 +32,7 @@ def _source(citation: str) -> dict[str, str]:
 
 
 def _card_uuid(decision: Decision, key: str) -> str:
-    return str(uuid.uuid5(_NAMESPACE, f"{decision.visit.encounter}|{key}"))
+    return name_uuid(_NAMESPACE, f"{decision.visit.encounter}|{key}")
 
 
 def override_reasons(system: str) -> list[dict[str, str]]:
