@@ -1,15 +1,17 @@
 """The lean route: the common CDS Hooks call answered beside Flask's request machinery.
 
 EHRs call the hook on every documented visit, so its fixed cost per call matters
-(docs/performance.md "The hook's own route"). Flask spends about 100 µs on any request before
-and after the view (a request context, the session, URL matching, before/after functions, a
+(docs/performance.md "The service"). Flask spends about 100 µs on any request before and
+after the view (a request context, the session, URL matching, before/after functions, a
 Response object). This WSGI layer in front of the Flask app answers the one call that is
-most of the traffic — `POST /cds-services/theracharge-therapy-charges` with a JSON body of
-known length that `plain_hook_request` accepts — itself, with the same steps in the same
-order as the Flask route: the body limit, the settings refresh, the request id, the client's
-JWT (`ClientVerifier.verify`, audience the configured public URL), the decision
-(`cds_hooks.answer`), metrics and logs. Everything else goes to Flask unchanged, the body put
-back: another path or method, a body the schema must load or refuse, an unknown length.
+most of the traffic — `POST /cds-services/therapy-charges` with a JSON body of known length
+that `plain_hook_request` accepts — itself, with the Flask route's steps: the body limit, the
+settings refresh, the request id, the client's JWT (`ClientVerifier.verify`, audience the
+configured public URL), the decision (`cds_hooks.answer`), metrics and logs. The body is read
+before the token is checked (Flask checks the token first), which changes no answer: a body
+that is not the plain call goes to Flask before any check, and Flask checks the token first.
+Everything else goes to Flask unchanged, the body put back: another path or method, a body
+the schema must load or refuse, an unknown length.
 An error raised on the way is answered by Flask's own error handlers in a request context
 built for it, so every error body is the one the Flask route gives.
 """
