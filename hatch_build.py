@@ -23,10 +23,11 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 # The decision core: pure functions over small records, where mypyc pays. Left out:
 # package __init__ files; plugin/rules/parameters.py (a generic dataclass, which mypyc cannot
-# build as a native class; read once per decision); bundle_io.py and strict.py, which import
-# orjson and pydantic — not in the build's environment, and I/O-bound anyway.
+# build as a native class; read once per decision); plugin/rules/records.py, the records' base,
+# which carries the class keywords (frozen, gc) mypyc drops from a compiled class; bundle_io.py
+# and strict.py, which import orjson and pydantic (not in the build's environment), I/O-bound.
 PACKAGES = ("plugin/rules", "fhir_mappings")
-LEFT_OUT = {"__init__.py", "parameters.py", "bundle_io.py", "strict.py"}
+LEFT_OUT = {"__init__.py", "parameters.py", "records.py", "bundle_io.py", "strict.py"}
 # The modules compiled are checked as `make lint` checks them; what they import from outside
 # the list (the runtime dependencies are not installed in a build environment) is read
 # without reporting its errors.

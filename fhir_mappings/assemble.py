@@ -7,13 +7,14 @@ the other visits are unaffected.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
+
+from msgspec.structs import replace
 
 from fhir_mappings import facts as fx
 from fhir_mappings.coverage import Coverages
@@ -438,7 +439,7 @@ class VisitAssembler:
             if found is None:
                 refs = (a.reference for a in assistants)
                 found = next((configured[r] for r in refs if r and r in configured), None)
-            out.append(dataclasses.replace(service, supervisor=found) if found else service)
+            out.append(replace(service, supervisor=found) if found else service)
         return tuple(out)
 
     def _place_of_service(self, encounter: fx.EncounterFacts) -> str:

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cached_property
+from typing import Final
 from urllib.parse import quote
 
 from plugin.jsontypes import Json
@@ -24,56 +24,25 @@ CPT_MODIFIERS = {"59"}  # modifier 59 is CPT; GP/GO/GN, KX, CQ/CO, X{EPSU} are H
 _UUID_NAMESPACE = uuid.UUID("6f1d3f0e-2b1c-4e57-9a53-5c1f0b7e2a10")
 
 
-@dataclass(frozen=True)
 class Definitions:
-    """Our URLs under one configurable base (docs/architecture.md "Modifiers")."""
+    """Our URLs under one configurable base (docs/architecture.md "Modifiers"), each made once:
+    every ChargeItem names several (a compiled class has no `cached_property`, and properties
+    built each URL again on every read)."""
 
-    base: str
-
-    @cached_property
-    def line_search_prefix(self) -> str:
-        """`identifier=` search value up to the key: the system and `|`, percent-encoded once."""
-        return quote(f"{self.line_identifier}|", safe="")
-
-    @property
-    def line_identifier(self) -> str:
-        return f"{self.base}/NamingSystem/charge-line"
-
-    @property
-    def modifier(self) -> str:
-        return f"{self.base}/StructureDefinition/charge-modifier"
-
-    @property
-    def timed_minutes(self) -> str:
-        return f"{self.base}/StructureDefinition/timed-minutes"
-
-    @property
-    def place_of_service(self) -> str:
-        return f"{self.base}/StructureDefinition/place-of-service"
-
-    @property
-    def billing_method(self) -> str:
-        return f"{self.base}/StructureDefinition/billing-method"
-
-    @property
-    def hold_reason(self) -> str:
-        return f"{self.base}/StructureDefinition/hold-reason"
-
-    @property
-    def performer_functions(self) -> str:
-        return f"{self.base}/CodeSystem/performer-function"
-
-    @property
-    def finding_codes(self) -> str:
-        return f"{self.base}/CodeSystem/finding"
-
-    @property
-    def trigger_codes(self) -> str:
-        return f"{self.base}/CodeSystem/trigger"
-
-    @property
-    def method_codes(self) -> str:
-        return f"{self.base}/CodeSystem/billing-method"
+    def __init__(self, base: str) -> None:
+        self.base: Final = base
+        self.line_identifier: Final = f"{base}/NamingSystem/charge-line"
+        # `identifier=` search value up to the key: the system and `|`, percent-encoded once
+        self.line_search_prefix: Final = quote(f"{self.line_identifier}|", safe="")
+        self.modifier: Final = f"{base}/StructureDefinition/charge-modifier"
+        self.timed_minutes: Final = f"{base}/StructureDefinition/timed-minutes"
+        self.place_of_service: Final = f"{base}/StructureDefinition/place-of-service"
+        self.billing_method: Final = f"{base}/StructureDefinition/billing-method"
+        self.hold_reason: Final = f"{base}/StructureDefinition/hold-reason"
+        self.performer_functions: Final = f"{base}/CodeSystem/performer-function"
+        self.finding_codes: Final = f"{base}/CodeSystem/finding"
+        self.trigger_codes: Final = f"{base}/CodeSystem/trigger"
+        self.method_codes: Final = f"{base}/CodeSystem/billing-method"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,9 @@
 """The layering of docs/architecture.md, checked on the import statements of every module.
 
-rules imports the standard library only, and msgspec for its records (issue 19: `msgspec.Struct`
-and `msgspec.field`, nothing else of msgspec); fhir.resources is imported only in fhir_mappings,
-and only its R4B models; Flask only in the web layer; requests only in the gateway.
+rules imports the standard library only, and msgspec for its records (issue 19: `msgspec.Struct`,
+`msgspec.field` and `msgspec.structs.replace`, nothing else of msgspec); fhir.resources is
+imported only in fhir_mappings, and only its R4B models; Flask only in the web layer; requests
+only in the gateway.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def _modules(package: str) -> list[Path]:
 
 # What the core may use of msgspec: its record types (docs/architecture.md "Layers").
 MSGSPEC_RECORDS = {"Struct", "field"}
+# … and the copy of a record with some fields changed (what dataclasses.replace is to a dataclass)
+MSGSPEC_RECORD_FUNCTIONS = {"msgspec.structs": {"replace"}}
 
 
 def _rules_offences(source: str) -> set[str]:
@@ -44,6 +47,9 @@ def _rules_offences(source: str) -> set[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module == "msgspec" and node.level == 0:
             found.update(f"msgspec.{a.name}" for a in node.names if a.name not in MSGSPEC_RECORDS)
+        elif isinstance(node, ast.ImportFrom) and node.module in MSGSPEC_RECORD_FUNCTIONS:
+            allowed = MSGSPEC_RECORD_FUNCTIONS[node.module]
+            found.update(f"{node.module}.{a.name}" for a in node.names if a.name not in allowed)
         elif (
             isinstance(node, ast.Attribute)
             and isinstance(node.value, ast.Name)
@@ -54,7 +60,7 @@ def _rules_offences(source: str) -> set[str]:
     for name in _imports_of(tree):
         top = name.split(".")[0]
         if top == "msgspec":
-            if name != "msgspec":
+            if name != "msgspec" and name not in MSGSPEC_RECORD_FUNCTIONS:
                 found.add(name)  # msgspec.json, msgspec.structs …: not records
         elif top not in sys.stdlib_module_names and not name.startswith("plugin.rules"):
             found.add(name)
@@ -80,6 +86,10 @@ def test_the_rules_may_define_msgspec_records_and_nothing_else_of_msgspec() -> N
     assert _rules_offences("import msgspec\nmsgspec.json.decode(b'{}')\n") == {"msgspec.json"}
     assert _rules_offences("from msgspec import json\n") == {"msgspec.json"}
     assert _rules_offences("import msgspec.json\n") == {"msgspec.json"}
+    assert _rules_offences("from msgspec.structs import replace\n") == set()
+    assert _rules_offences("from msgspec.structs import asdict, replace\n") == {
+        "msgspec.structs.asdict"
+    }
     assert _rules_offences("import orjson\n") == {"orjson"}
 
 

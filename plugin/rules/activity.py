@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from plugin.rules.records import Record
 from plugin.rules.systems import SNOMED
 
 _WORD = re.compile(r"[a-z0-9]+")
@@ -151,8 +152,7 @@ class Mention(NamedTuple):
     why_not: str = ""  # "negated", "planned or reported" when not done
 
 
-@dataclass(frozen=True, slots=True)
-class NoteReading:
+class NoteReading(Record, frozen=True, gc=False):
     """One service's documentation as read."""
 
     mentions: tuple[Mention, ...]

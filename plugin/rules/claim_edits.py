@@ -5,10 +5,11 @@ explanation; plugin.rules.decision runs them in that order."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+
+from msgspec.structs import replace
 
 from plugin.rules import assistants, episode
 from plugin.rules.episode import EpisodeRules, FeeSchedule
@@ -53,15 +54,11 @@ def with_assistant_modifiers(
         if split.modified == 0:
             out.append(line)
         elif split.modified == line.units:
-            out.append(dataclasses.replace(line, modifiers=with_modifier))
+            out.append(replace(line, modifiers=with_modifier))
         else:
+            out.append(replace(line, units=line.units - split.modified, minutes=shares.therapist))
             out.append(
-                dataclasses.replace(
-                    line, units=line.units - split.modified, minutes=shares.therapist
-                )
-            )
-            out.append(
-                dataclasses.replace(
+                replace(
                     line,
                     key=f"{line.key}/{modifier}",
                     units=split.modified,
@@ -88,7 +85,7 @@ def priced(line: ChargeLine, fees: FeeSchedule, on: date) -> ChargeLine:
     if on >= assistants.PER_UNIT_FROM and set(line.modifiers) & set(assistants.MODIFIER.values()):
         price *= ASSISTANT_PAYMENT
         basis += " × 85 % (CQ/CO, 42 CFR 410.59(a)(4), 410.60(a)(4))"
-    return dataclasses.replace(
+    return replace(
         line, price=price.quantize(Decimal("0.01")), currency=fees.currency, price_basis=basis
     )
 
@@ -169,7 +166,7 @@ def with_episode(
         if extra and line.status is not LineStatus.NOT_BILLABLE and line.units:
             held = line.holds + extra
             status, note = line_status(line, held, first.method)
-            out[index] = dataclasses.replace(line, holds=held, status=status, note=note)
+            out[index] = replace(line, holds=held, status=status, note=note)
     return tuple(out), tuple(findings), tuple(notes)
 
 
@@ -231,7 +228,7 @@ def _kx(
                 continue
             for i in indexes:
                 if "KX" not in lines[i].modifiers:
-                    lines[i] = dataclasses.replace(lines[i], modifiers=(*lines[i].modifiers, "KX"))
+                    lines[i] = replace(lines[i], modifiers=(*lines[i].modifiers, "KX"))
             findings.append(
                 policy.for_payer(
                     policy.make(
@@ -289,16 +286,14 @@ def with_ncci_edits(
     for index, (line, edit) in enumerate(zip(billed, edited, strict=True)):
         changed = line
         if edit.not_billable:
-            changed = dataclasses.replace(
-                line, status=LineStatus.NOT_BILLABLE, note=edit.not_billable
-            )
+            changed = replace(line, status=LineStatus.NOT_BILLABLE, note=edit.not_billable)
         elif edit.units == line.units and not edit.held and not edit.modifiers:
             pass  # no edit touched the line (most lines of most days): kept as it is
         else:
             holds = line.holds + tuple(edit.held)
-            kept = dataclasses.replace(line, units=edit.units, holds=holds)
+            kept = replace(line, units=edit.units, holds=holds)
             status, note = line_status(kept, holds, visit.method)
-            changed = dataclasses.replace(
+            changed = replace(
                 kept, status=status, note=note, modifiers=(*line.modifiers, *edit.modifiers)
             )
         done[id(line)] = changed
@@ -306,7 +301,7 @@ def with_ncci_edits(
             units, finding = result.excess[index]
             status, note = line_status(changed, (finding,), visit.method)
             extra.append(
-                dataclasses.replace(
+                replace(
                     changed,
                     key=f"{line.key}/mue-excess",
                     units=units,

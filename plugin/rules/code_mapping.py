@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from plugin.rules.model import Catalog
+from plugin.rules.records import Record
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,8 +29,7 @@ class CodeMap:
     diagnoses: Mapping[tuple[str, str], MappedCode] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class Resolution:
+class Resolution(Record, frozen=True, gc=False):
     """The code a procedure bills under, how it was found, and any conflict."""
 
     code: str | None

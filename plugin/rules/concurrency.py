@@ -6,8 +6,9 @@ minutes cannot both be one-on-one (CMS Pub 100-04 ch.5 §20.2 A); the payer's gr
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import datetime, timedelta
+
+from msgspec.structs import replace
 
 from plugin.rules.findings import FindingPolicy
 from plugin.rules.model import POOLED_KINDS, Catalog
@@ -60,7 +61,7 @@ def concurrent_gaps(
         service.reference,
         "Procedure.performedPeriod",
     )
-    return [dataclasses.replace(finding, suggested_code=visit.group_code)]
+    return [replace(finding, suggested_code=visit.group_code)]
 
 
 def _minutes(start: datetime, end: datetime) -> int:

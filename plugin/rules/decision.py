@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import NamedTuple
+
+from msgspec.structs import replace
 
 from plugin.rules import sources
 from plugin.rules.activity import Vocabulary
@@ -144,7 +145,7 @@ def decide_day(
     from_units = [policy.for_payer(f, first.payer) for f in unit_gaps(first, units, table, policy)]
     day_findings = not_in_force + tuple(from_units)
     if day_findings:
-        checked[0] = first = dataclasses.replace(first, findings=first.findings + day_findings)
+        checked[0] = first = replace(first, findings=first.findings + day_findings)
     by_family = _services_by_family(billed, services, catalog)
     holds_of = _visit_holds_by_group(checked, by_family)
     pool_holds = _pool_holds(by_family, catalog) if first.method is Method.CMS else {}
@@ -283,11 +284,11 @@ def _at_payer_severity(visit: Visit, policy: FindingPolicy) -> Visit:
     if not policy.payer_overrides.get(visit.payer or ""):
         return visit
     services = tuple(
-        dataclasses.replace(s, findings=tuple(policy.for_payer(f, visit.payer) for f in s.findings))
+        replace(s, findings=tuple(policy.for_payer(f, visit.payer) for f in s.findings))
         for s in visit.services
     )
     findings = tuple(policy.for_payer(f, visit.payer) for f in visit.findings)
-    return dataclasses.replace(visit, services=services, findings=findings)
+    return replace(visit, services=services, findings=findings)
 
 
 def _visit_holds(visit: Visit) -> tuple[Finding, ...]:

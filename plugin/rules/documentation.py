@@ -6,7 +6,7 @@ billed (Pub 100-02 ch.15 §220.2, §220.3; CPT descriptors). Read with the admin
 
 from __future__ import annotations
 
-import dataclasses
+from msgspec.structs import replace
 
 from plugin.rules.activity import (
     NoteReading,
@@ -80,9 +80,7 @@ def documentation_gaps(
         message, fix = describe_review(review, vocabulary)
         finding = policy.make("code-choice-review", message, ref, "Procedure.code")
         found.append(
-            dataclasses.replace(
-                finding, fix=f"{fix} {finding.fix}".strip(), suggested_code=review.suggested
-            )
+            replace(finding, fix=f"{fix} {finding.fix}".strip(), suggested_code=review.suggested)
         )
     return found
 

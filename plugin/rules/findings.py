@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from msgspec.structs import replace
 
 from plugin.rules.visit import Finding, Severity
 
@@ -45,4 +46,4 @@ class FindingPolicy:
         override = self.payer_overrides.get(payer or "", {}).get(finding.code)
         if override is None or override is finding.severity:
             return finding
-        return dataclasses.replace(finding, severity=override)
+        return replace(finding, severity=override)

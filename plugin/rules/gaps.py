@@ -9,10 +9,11 @@ problem is; severity, fix and source come from the finding policy
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import heapq
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta
+
+from msgspec.structs import replace
 
 from plugin.rules.activity import Vocabulary
 from plugin.rules.assistants import service_shares
@@ -40,7 +41,7 @@ def with_record_gaps(
         else s
         for s in visit.services
     )
-    return dataclasses.replace(
+    return replace(
         visit,
         services=services,
         findings=visit.findings + tuple(_visit_gaps(visit, services, catalog, policy)),
@@ -58,7 +59,7 @@ def with_day_overlaps(
     for visit in visits:
         end = start + len(visit.services)
         changed = marked[start:end] != visit.services
-        out.append(dataclasses.replace(visit, services=marked[start:end]) if changed else visit)
+        out.append(replace(visit, services=marked[start:end]) if changed else visit)
         start = end
     return out
 
@@ -69,9 +70,7 @@ def _checked(service: VisitService) -> bool:
 
 
 def _add(service: VisitService, found: list[Finding]) -> VisitService:
-    return (
-        dataclasses.replace(service, findings=service.findings + tuple(found)) if found else service
-    )
+    return replace(service, findings=service.findings + tuple(found)) if found else service
 
 
 def _service_gaps(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 
 from plugin.rules.findings import TIME_FINDINGS
 from plugin.rules.model import CodeKind, Discipline, Method, UnitLine
+from plugin.rules.records import Record
 from plugin.rules.visit import Diagnosis, Finding, VisitService
 
 
@@ -19,8 +19,7 @@ class LineStatus(StrEnum):
     NOT_BILLABLE = "not-billable"  # documented, earns 0 units
 
 
-@dataclass(frozen=True, slots=True)
-class ChargeLine:
+class ChargeLine(Record, frozen=True, gc=False):
     """One charge of a billing day: a code, its units and modifiers for one patient, date of
     service, discipline and billing provider, whichever of the day's visits documented it."""
 

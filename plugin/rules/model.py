@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
+
+from plugin.rules.records import Record
 
 
 class Discipline(StrEnum):
@@ -89,6 +91,8 @@ class Catalog:
 
 # The small records made per service and per step are NamedTuples, not frozen dataclasses:
 # as immutable, and several times cheaper to build on the hot path (bench/bench_units.py).
+# The larger records (a group's units, a visit, a line …) are Records (plugin/rules/records.py),
+# msgspec Structs: as immutable, and cheaper than either to build and to copy with changes.
 
 
 class Explanation(NamedTuple):
@@ -131,8 +135,7 @@ class UnitLine(NamedTuple):
     derived_from: str | None = None  # set on an add-on line split off its primary's minutes
 
 
-@dataclass(frozen=True, slots=True)
-class GroupUnits:
+class GroupUnits(Record, frozen=True, gc=False):
     """The units of one group (patient, date, discipline, provider) under one method."""
 
     key: GroupKey
@@ -145,12 +148,11 @@ class GroupUnits:
     explanation: tuple[Explanation, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class UnitsResult:
+class UnitsResult(Record, frozen=True, gc=False):
     """Units for every group of a set of services."""
 
     method: Method
-    groups: tuple[GroupUnits, ...] = field(default_factory=tuple)
+    groups: tuple[GroupUnits, ...] = ()
 
     @property
     def total_timed_minutes(self) -> int:

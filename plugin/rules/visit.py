@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import NamedTuple
 
 from plugin.rules.history import CarePlanFacts, GoalFacts, History, OtherService
 from plugin.rules.model import Discipline, Method
+from plugin.rules.records import Record
 
 
 class Severity(StrEnum):
@@ -43,8 +43,7 @@ ROLE_DISCIPLINE = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
+class Finding(Record, frozen=True, gc=False):
     """A problem or note about a visit: what, how serious, where, how to fix it, and why."""
 
     code: str
@@ -59,8 +58,7 @@ class Finding:
     suggested_code: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Performer:
+class Performer(Record, frozen=True, gc=False):
     """One performer of a procedure, with the minutes of their own period when documented."""
 
     reference: str | None
@@ -75,15 +73,13 @@ class Performer:
     npi: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Coding:
+class Coding(Record, frozen=True, gc=False):
     system: str
     code: str
     display: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Diagnosis:
+class Diagnosis(Record, frozen=True, gc=False):
     reference: str | None
     codings: tuple[Coding, ...]
     # the mapping table (ConceptMap url) an ICD-10-CM coding was translated through, if any
@@ -107,8 +103,7 @@ class Measure(NamedTuple):
         )
 
 
-@dataclass(frozen=True, slots=True)
-class VisitService:
+class VisitService(Record, frozen=True, gc=False):
     """One documented procedure of the visit."""
 
     reference: str  # "Procedure/123"
@@ -143,8 +138,7 @@ class VisitService:
         return self.status == "completed"
 
 
-@dataclass(frozen=True, slots=True)
-class Visit:
+class Visit(Record, frozen=True, gc=False):
     """One Encounter with what billing needs, and every problem met reading it."""
 
     encounter: str  # "Encounter/123"
