@@ -49,8 +49,14 @@ def render_context(settings: Settings, entered: datetime, trigger: str = "") -> 
     versions = dict(settings.versions)
     policy = _policy(settings.extension_base, tuple(sorted(versions.items())))
     return RenderContext(
-        Definitions(settings.extension_base), entered, agent_name(), kind, versions, policy
+        _definitions(settings.extension_base), entered, agent_name(), kind, versions, policy
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _definitions(base: str) -> Definitions:
+    """Our URLs under the configured base, made once per base rather than once per run."""
+    return Definitions(base)
 
 
 @functools.lru_cache(maxsize=64)
