@@ -143,7 +143,7 @@ class Vocabulary:
         return list(found)
 
 
-class Mention(NamedTuple):
+class Mention(Record, frozen=True, gc=False):
     """A concept named in a note, as written, and whether it counts as done today."""
 
     concept: Concept

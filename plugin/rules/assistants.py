@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime
-from typing import NamedTuple
 
 from plugin.rules.model import CodeKind, Discipline
+from plugin.rules.records import Record
 from plugin.rules.visit import Role, VisitService
 
 SOURCE = (
@@ -42,7 +42,7 @@ ASSISTANTS = {Role.PTA: Discipline.PT, Role.OTA: Discipline.OT}
 THERAPISTS = (Role.PT, Role.OT, Role.SLP)
 
 
-class Shares(NamedTuple):
+class Shares(Record, frozen=True, gc=False):
     """A service's minutes by who furnished them: the therapist's (with the minutes the two
     spent together), and the assistant's apart from the therapist."""
 
@@ -95,7 +95,7 @@ def _union(spans: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datet
     return merged
 
 
-class UnitSplit(NamedTuple):
+class UnitSplit(Record, frozen=True, gc=False):
     """How many of a line's units carry CQ/CO, and why, unit by unit."""
 
     modified: int
@@ -107,7 +107,7 @@ def split_units(
     code: str, kind: CodeKind, units: int, shares: Shares, on: date, modifier: str
 ) -> UnitSplit:
     """The units of one line that carry `modifier`, decided as the module docstring says."""
-    therapist, assistant = shares
+    therapist, assistant = shares.therapist, shares.assistant
     if on < REQUIRED_FROM or assistant == 0 or units == 0:
         return UnitSplit(0, (), SOURCE)
     if therapist == 0:
@@ -122,7 +122,7 @@ def split_units(
 
 
 def _whole_service(code: str, units: int, shares: Shares, on: date, modifier: str) -> UnitSplit:
-    therapist, assistant = shares
+    therapist, assistant = shares.therapist, shares.assistant
     share = assistant / (therapist + assistant)
     basis = "the service as a whole" if on >= PER_UNIT_FROM else "the service (before 2022)"
     source = SOURCE if on >= PER_UNIT_FROM else SOURCE_CY2020
@@ -141,7 +141,7 @@ def _whole_service(code: str, units: int, shares: Shares, on: date, modifier: st
 
 
 def _per_unit(code: str, units: int, shares: Shares, modifier: str) -> UnitSplit:
-    therapist, assistant = shares
+    therapist, assistant = shares.therapist, shares.assistant
     notes: list[str] = []
     left = units
     # Each full 15 minutes one provider furnished alone is a unit of that provider's. An

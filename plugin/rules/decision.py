@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import NamedTuple
 
 from msgspec.structs import replace
 
@@ -38,6 +37,7 @@ from plugin.rules.model import (
 )
 from plugin.rules.ncci import NcciTables
 from plugin.rules.parameters import UnitParameters
+from plugin.rules.records import Record
 from plugin.rules.systems import ICD10CM
 from plugin.rules.units import decide_units
 from plugin.rules.visit import Diagnosis, Finding, Severity, Visit, VisitService
@@ -350,7 +350,7 @@ def _head(line: UnitLine, catalog: Catalog) -> str:
     return primary or line.code
 
 
-class _Billed(NamedTuple):
+class _Billed(Record, frozen=True, gc=False):
     """A billed procedure with the visit that documented it."""
 
     visit: Visit
