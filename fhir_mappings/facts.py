@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
+
+from msgspec import Struct
 
 from plugin.jsontypes import Json
 
@@ -21,8 +22,10 @@ PERFORMER_PERIOD_URL = (
 )
 
 CodingTuple = tuple[str, str, str]  # system, code, display
-# Elements kept as written (a date, a Duration …) are typed Any, not object: mypyc, which
-# compiles this module (hatch_build.py), cannot build a dataclass field of type object.
+# Elements kept as written (a date, a Duration …) are typed Any, not object (mypyc, which
+# compiles this module (hatch_build.py), could not build a dataclass field of type object).
+# The facts are msgspec Structs (mutable, like the slotted dataclasses they were): built once
+# per resource, in about a quarter of a dataclass's time (docs/performance.md "The core's records").
 
 
 # Systems, codes and references repeat across a large export (every Procedure names its
@@ -88,8 +91,7 @@ def identifier_pairs(values: object) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-@dataclass(slots=True)
-class PerformerFacts:
+class PerformerFacts(Struct):
     actor: str | None
     functions: tuple[CodingTuple, ...]
     period_start: Any = None
@@ -97,8 +99,7 @@ class PerformerFacts:
     has_period: bool = False
 
 
-@dataclass(slots=True)
-class ProcedureFacts:
+class ProcedureFacts(Struct):
     key: str
     encounter: str | None
     subject: str | None
@@ -184,8 +185,7 @@ def _extension_value(resource: Json, url: str) -> object:
     return None
 
 
-@dataclass(slots=True)
-class EncounterFacts:
+class EncounterFacts(Struct):
     key: str
     status: str | None
     subject: str | None
@@ -241,8 +241,7 @@ def encounter_facts(resource: Json, key: str, total_timed_url: str) -> Encounter
     )
 
 
-@dataclass(slots=True)
-class CoverageFacts:
+class CoverageFacts(Struct):
     key: str
     beneficiary: str | None
     status: str | None
@@ -270,8 +269,7 @@ def coverage_facts(resource: Json, key: str) -> CoverageFacts:
     )
 
 
-@dataclass(slots=True)
-class ObservationFacts:
+class ObservationFacts(Struct):
     key: str
     part_of: tuple[str, ...]
     encounter: str | None

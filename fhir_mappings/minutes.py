@@ -9,8 +9,9 @@ No time at all is a documentation gap — never a guessed 15 minutes (docs/archi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from datetime import datetime
+
+from msgspec import Struct
 
 from fhir_mappings.facts import PerformerFacts, ProcedureFacts
 from fhir_mappings.fhirtime import FhirValueError, parse_instant, whole_minutes
@@ -23,8 +24,7 @@ _UNIT_MINUTES = {"min": 1.0, "h": 60.0, "s": 1 / 60, "minutes": 1.0, "minute": 1
 MAX_READABLE_MINUTES = 24 * 60
 
 
-@dataclass(slots=True)
-class Timing:
+class Timing(Struct):
     """What the record says about a procedure's time."""
 
     policy: FindingPolicy
@@ -32,10 +32,10 @@ class Timing:
     source: str | None = None
     start: datetime | None = None
     end: datetime | None = None
-    performer_times: list[tuple[int | None, datetime | None, datetime | None]] = field(
-        default_factory=list
-    )
-    findings: list[Finding] = field(default_factory=list)
+    # An empty list default is copied for each Timing (msgspec); `field(default_factory=…)`
+    # would not do in the compiled build, which checks a class attribute against its type.
+    performer_times: list[tuple[int | None, datetime | None, datetime | None]] = []
+    findings: list[Finding] = []
 
 
 def procedure_timing(facts: ProcedureFacts, policy: FindingPolicy) -> Timing:

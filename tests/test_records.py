@@ -79,3 +79,15 @@ def test_a_record_cannot_change_and_hashes_by_value() -> None:
     assert changed != service
     assert not gc.is_tracked(changed)
     assert not gc.is_tracked(performer)
+
+
+def test_the_facts_empty_list_defaults_are_not_shared() -> None:
+    """fhir_mappings' facts are mutable Structs whose list defaults are written `= []` (the
+    compiled build refuses `field(default_factory=list)` there): each instance has its own."""
+    from fhir_mappings.minutes import Timing
+
+    first, second = Timing(policy=None), Timing(policy=None)  # type: ignore[arg-type]
+    first.findings.append(Finding("x", Severity.INFO, "x"))
+    first.performer_times.append((1, None, None))
+    assert second.findings == []
+    assert second.performer_times == []
