@@ -102,10 +102,10 @@ def test_skill_and_measures_are_read_from_the_note(settings: Settings) -> None:
     reading = read_note(["Knee flexion 95 deg, MMT 4/5; VC for form, progressed to 3 lb."],
                         settings.vocabulary)  # fmt: skip
     assert set(reading.skilled) == {"vc", "progressed"}
-    assert reading.measured
+    assert settings.vocabulary.measured(["Tolerated well.", "Knee flexion 95 deg, MMT 4/5."])
     kinds = settings.vocabulary.measure_kinds("Knee flexion 95 deg, MMT 4/5; progressed to 3 lb.")
     assert {"degrees", "muscle-grade", "weight"} <= set(kinds)
-    assert not read_note(["Tolerated well, 20 minutes"], settings.vocabulary).measured
+    assert not settings.vocabulary.measured(["Tolerated well, 20 minutes", "VC for form"])
 
 
 def test_a_text_read_after_notes_already_read_reads_as_all_of_them_together(

@@ -10,7 +10,6 @@ or holds a line by itself.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,10 +25,25 @@ _SENTENCE = re.compile(r"[.;!?\n]+")
 def words(text: str) -> tuple[str, ...]:
     """Lower-case words, a final "s" dropped from words longer than three letters (not "ss"):
     "Transfers" and "transfer" read alike."""
-    return tuple(map(_stem, _WORD.findall(text.lower())))
+    stems = _STEMS
+    out = []
+    for word in _WORD.findall(text.lower()):
+        stem = stems.get(word)
+        if stem is None:
+            stem = _stem(word)
+            if len(stems) < MAX_STEMS:
+                stems[word] = stem
+        out.append(stem)
+    return tuple(out)
 
 
-@functools.lru_cache(maxsize=65536)
+# Each word's stem, remembered: notes say the same few thousand words again and again. A dict
+# read in the compiled build costs a third of an lru_cache call (reading notes is a sixth of a
+# hook call); bounded, as the cache was.
+MAX_STEMS = 65536
+_STEMS: dict[str, str] = {}
+
+
 def _stem(word: str) -> str:
     if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
         return word[:-1]
@@ -133,6 +147,10 @@ class Vocabulary:
     confidence: float = 0.6
     observation_weight: int = 2
 
+    def measured(self, texts: Iterable[str]) -> bool:
+        """Numbers with units that measure in any of the texts (the vocabulary's patterns)."""
+        return any(self.measures.search(text) is not None for text in texts)
+
     def measure_kinds(self, text: str) -> list[str]:
         """The kinds of numbers with units in a text (degrees, weight, sets × repetitions …)."""
         found: dict[str, None] = {}
@@ -157,7 +175,6 @@ class NoteReading(Record, frozen=True, gc=False):
 
     mentions: tuple[Mention, ...]
     skilled: tuple[str, ...]  # the skilled elements named
-    measured: bool  # numbers with units that measure (the vocabulary's patterns)
     # words of three letters or more outside vague phrases ("as above"), counted only for a
     # note that names no activity done (0 otherwise)
     content_words: int
@@ -174,7 +191,6 @@ class NoteReading(Record, frozen=True, gc=False):
         return NoteReading(
             mentions,
             tuple(dict.fromkeys(self.skilled + more.skilled)),
-            self.measured or more.measured,
             0 if done else self.content_words + more.content_words,
         )
 
@@ -183,11 +199,9 @@ def read_note(texts: Iterable[str], vocabulary: Vocabulary) -> NoteReading:
     """Read a service's note texts sentence by sentence, each in one pass over its words."""
     mentions: list[Mention] = []
     skilled: list[str] = []
-    measured = False
     unnamed: list[tuple[tuple[str, ...], list[tuple[int, int, object]]]] = []
     negation = vocabulary.negation
     for text in texts:
-        measured = measured or vocabulary.measures.search(text) is not None
         for sentence in _SENTENCE.split(text):
             seq = words(sentence)
             if not seq:
@@ -215,7 +229,7 @@ def read_note(texts: Iterable[str], vocabulary: Vocabulary) -> NoteReading:
             content += sum(
                 1 for i, w in enumerate(seq) if i not in covered and len(w) >= 3 and w.isalpha()
             )
-    return NoteReading(tuple(mentions), tuple(dict.fromkeys(skilled)), measured, content)
+    return NoteReading(tuple(mentions), tuple(dict.fromkeys(skilled)), content)
 
 
 def _negated_positions(

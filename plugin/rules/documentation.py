@@ -9,7 +9,6 @@ from __future__ import annotations
 from msgspec.structs import replace
 
 from plugin.rules.activity import (
-    NoteReading,
     Vocabulary,
     describe_review,
     read_note,
@@ -33,7 +32,7 @@ def documentation_gaps(
         reading = read_note(service.notes, vocabulary)
     else:
         reading = None
-    if not _measured(service, vocabulary, reading):
+    if not _measured(service, vocabulary):
         found.append(
             policy.make(
                 "measures-missing",
@@ -85,18 +84,17 @@ def documentation_gaps(
     return found
 
 
-def _measured(
-    service: VisitService, vocabulary: Vocabulary | None, reading: NoteReading | None
-) -> bool:
+def _measured(service: VisitService, vocabulary: Vocabulary | None) -> bool:
     """An objective measure of the service: a linked Observation whose value measures (for a
-    string, a number with a unit of the vocabulary), or numbers with units in its note."""
+    string, a number with a unit of the vocabulary), or numbers with units in its note (looked
+    for only when no Observation measures: the patterns are searched through the whole note)."""
     for measure in service.measures:
         if measure.value_kind == "string" and vocabulary is not None:
             if vocabulary.measure_kinds(measure.value_text):
                 return True
         elif measure.measures:
             return True
-    return reading is not None and reading.measured
+    return vocabulary is not None and vocabulary.measured(service.notes)
 
 
 def _quoted(notes: tuple[str, ...]) -> str:
