@@ -72,6 +72,8 @@ def with_assistant_modifiers(
 # From 2022, a service furnished in whole or in part by an assistant is paid at 85 % of the fee
 # schedule amount (SSA §1834(v); 42 CFR 410.59(a)(4), 410.60(a)(4)).
 ASSISTANT_PAYMENT = Decimal("0.85")
+_ASSISTANT_MODIFIERS = frozenset(assistants.MODIFIER.values())  # CQ, CO
+_CENTS = Decimal("0.01")
 
 
 def priced(line: ChargeLine, fees: FeeSchedule, on: date) -> ChargeLine:
@@ -82,12 +84,10 @@ def priced(line: ChargeLine, fees: FeeSchedule, on: date) -> ChargeLine:
         return line
     price = fee * line.units
     basis = f"{line.units} × {fee:.2f} {fees.currency} (fee schedule)"
-    if on >= assistants.PER_UNIT_FROM and set(line.modifiers) & set(assistants.MODIFIER.values()):
+    if on >= assistants.PER_UNIT_FROM and any(m in _ASSISTANT_MODIFIERS for m in line.modifiers):
         price *= ASSISTANT_PAYMENT
         basis += " × 85 % (CQ/CO, 42 CFR 410.59(a)(4), 410.60(a)(4))"
-    return replace(
-        line, price=price.quantize(Decimal("0.01")), currency=fees.currency, price_basis=basis
-    )
+    return replace(line, price=price.quantize(_CENTS), currency=fees.currency, price_basis=basis)
 
 
 _NECESSITY = ("necessity-missing", "goal-missing")
