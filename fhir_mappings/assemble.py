@@ -60,6 +60,8 @@ class TranslateTables:
 
 
 # An assistant's discipline, and a therapist's (Pub 100-02 ch.15 §230.1, §230.2)
+# How many distinct codings an assembler remembers the resolution of (a file has a few dozen)
+MAX_CODINGS = 4096
 _ASSISTANT_OF = {Role.PTA: Discipline.PT, Role.OTA: Discipline.OT}
 _THERAPIST_OF = {Role.PT: Discipline.PT, Role.OT: Discipline.OT}
 
@@ -131,6 +133,7 @@ class VisitAssembler:
         self._elsewhere: list[fx.ProcedureFacts] = []
         self._by_performer: PerformerIndex | None = None
         self._codes: dict[str, Resolution] = {}  # procedure → its billing code, resolved once
+        self._by_codings: dict[tuple[fx.CodingTuple, ...], Resolution] = {}  # codings → the same
         self._episode = EpisodeFacts(tables.episode, tables.coding_tables.service_types, self.norm)
 
     # --- collecting -------------------------------------------------------------------------
@@ -234,6 +237,7 @@ class VisitAssembler:
             self._aliases, self._encounters, self._procedures, self._conditions,
             self._roles_by_key, self._roles_by_practitioner, self._observations, self._goals,
             self._places, self._invalid, self._history_encounters, self._elsewhere, self._codes,
+            self._by_codings,
         ):  # fmt: skip
             container.clear()
         self._coverages, self._people = Coverages(), People()
@@ -526,8 +530,13 @@ class VisitAssembler:
         """The procedure's billing code and how it was found, resolved once per procedure."""
         found = self._codes.get(procedure.key)
         if found is None:
-            pairs = [(s, c) for s, c, _ in procedure.codings]
-            found = resolve_code(pairs, self.tables.catalog, self.tables.code_map)
+            # procedures coded alike resolve alike: a file repeats a few codings many times
+            found = self._by_codings.get(procedure.codings)
+            if found is None:
+                pairs = [(s, c) for s, c, _ in procedure.codings]
+                found = resolve_code(pairs, self.tables.catalog, self.tables.code_map)
+                if len(self._by_codings) < MAX_CODINGS:
+                    self._by_codings[procedure.codings] = found
             self._codes[procedure.key] = found
         return found
 
