@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from plugin.rules.model import Discipline
+from plugin.rules.records import Record
 
 
 class PriorCharge(NamedTuple):
@@ -50,7 +51,7 @@ class History(NamedTuple):
     unread: tuple[str, ...] = ()
 
 
-class OtherService(NamedTuple):
+class OtherService(Record, frozen=True, gc=False):
     """A service of another patient by a performer of this visit (read from the file, or from
     the EHR with one search by performer and date)."""
 
