@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import pytest
 from sqlalchemy import event, inspect
 
-from plugin.store import Store
+from plugin.store import Store, replay
 
 
 def test_migrations_create_every_table_and_can_run_again(store: Store) -> None:
@@ -144,3 +148,49 @@ def test_the_newest_decision_wins_even_when_it_reached_the_table_first(store: St
         ("e1", "written"),
     ]
     assert [r.outcome for r in store.runs("e1")] == ["written", "preview"]
+
+
+def _sqlite_store(tmp_path: Path) -> Store:
+    store = Store(f"sqlite:///{tmp_path / 'theracharge.db'}")
+    store.migrate()
+    return store
+
+
+def test_a_jwt_id_written_while_another_worker_holds_the_lock_waits_for_it_alone(
+    tmp_path: Path,
+) -> None:
+    """On SQLite, a worker that finds the write lock held tries again every BUSY_PAUSE itself:
+    its connection has no busy handler (whose sleeps grow to 100 ms), and it neither fails nor
+    gives up while another worker writes; it is accepted once the lock is let go."""
+    store = _sqlite_store(tmp_path)
+    expires = datetime.now(UTC) + timedelta(minutes=5)
+    assert store.first_use("iss", "jti-0", expires)  # the connection is open
+    assert store.replay._connection().execute("PRAGMA busy_timeout").fetchone()[0] == 0
+    holder = sqlite3.connect(tmp_path / "theracharge.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another worker in the middle of its write
+    outcome: list[bool] = []
+    waiting = threading.Thread(
+        target=lambda: outcome.append(store.first_use("iss", "jti-1", expires))
+    )
+    waiting.start()
+    time.sleep(0.2)
+    assert outcome == []  # still waiting for the lock, not failed
+    holder.execute("COMMIT")
+    waiting.join(timeout=5)
+    assert outcome == [True]
+    assert not store.first_use("iss", "jti-1", expires)
+
+
+def test_a_write_lock_held_past_the_limit_is_an_error_not_an_acceptance(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _sqlite_store(tmp_path)
+    expires = datetime.now(UTC) + timedelta(minutes=5)
+    assert store.first_use("iss", "jti-0", expires)
+    monkeypatch.setattr(replay, "BUSY_SECONDS", 0.05)
+    holder = sqlite3.connect(tmp_path / "theracharge.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        store.first_use("iss", "jti-1", expires)
+    holder.execute("ROLLBACK")
+    assert store.first_use("iss", "jti-1", expires)  # nothing of the failed call was kept
