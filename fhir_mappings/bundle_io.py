@@ -7,7 +7,7 @@ import os
 import stat
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -27,25 +27,38 @@ def read_resources(path: str) -> Iterator[tuple[Json, str | None]]:
     `-` reads standard input. NDJSON (one resource per line, as a Bulk Data export writes it)
     is streamed line by line, so a large export is never held whole.
     """
+    for _, resource, full_url in read_chosen(path):
+        yield resource, full_url
+
+
+def read_chosen(
+    path: str, chosen: Callable[[int], bool] | None = None
+) -> Iterator[tuple[int, Json, str | None]]:
+    """(position, resource, fullUrl) of each resource `read_resources` yields — the position
+    counted as it counts them — that `chosen` accepts (all when None). An NDJSON line not
+    chosen is not parsed: for a second pass over a file whose first pass checked every line
+    (a large file decided in parts, plugin.pipeline.files)."""
     name = "stdin" if path == "-" else path
     try:
         handle: IO[bytes] = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
     except OSError as exc:
         raise InputError(f"{name}: cannot read ({exc.strerror})") from exc
     with handle if path != "-" else contextlib.nullcontext(handle):
-        first = handle.readline()
+        first, number = handle.readline(), 1  # its line's number, blank lines counted
         while first and not first.strip():
-            first = handle.readline()
+            first, number = handle.readline(), number + 1
         if not first:
             raise InputError(f"{name}: empty input: expected a Bundle or NDJSON resources")
         single = _single_line_resource(first)
-        rest = handle.readline() if single is not None else b""
+        rest, skipped = handle.readline() if single is not None else b"", 0
         while rest and not rest.strip():
-            rest = handle.readline()
+            rest, skipped = handle.readline(), skipped + 1
         if single is not None and (rest or single.get("resourceType") != "Bundle"):
-            yield from _ndjson(name, single, rest, handle)
+            yield from _ndjson(name, (single, number), (rest, number + skipped), handle, chosen)
         else:
-            yield from _whole(name, first + rest + handle.read())
+            for at, found in enumerate(_whole(name, first + rest + handle.read())):
+                if chosen is None or chosen(at):
+                    yield at, *found
 
 
 def _single_line_resource(line: bytes) -> Json | None:
@@ -57,19 +70,30 @@ def _single_line_resource(line: bytes) -> Json | None:
 
 
 def _ndjson(
-    name: str, first: Json, second: bytes, handle: IO[bytes]
-) -> Iterator[tuple[Json, None]]:
-    yield _resource(first, f"{name}: line 1"), None
-    number = 1
-    for line in _lines(second, handle):
+    name: str,
+    first: tuple[Json, int],
+    second: tuple[bytes, int],
+    handle: IO[bytes],
+    chosen: Callable[[int], bool] | None,
+) -> Iterator[tuple[int, Json, None]]:
+    """The resources of an NDJSON file: `first` read already (and its line's number),
+    `second` the next line that is not blank (and the number of the line before it)."""
+    if chosen is None or chosen(0):
+        yield 0, _resource(first[0], f"{name}: line {first[1]}"), None
+    second_line, number = second  # the line's number in the file, blank lines counted
+    at = 0  # the resource's position, blank lines not counted
+    for line in _lines(second_line, handle):
         number += 1
         if not line.strip():
+            continue
+        at += 1
+        if chosen is not None and not chosen(at):
             continue
         try:
             value = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
             raise InputError(f"{name}: line {number}: not valid JSON ({exc})") from exc
-        yield _resource(value, f"{name}: line {number}"), None
+        yield at, _resource(value, f"{name}: line {number}"), None
 
 
 def _lines(second: bytes, handle: IO[bytes]) -> Iterator[bytes]:

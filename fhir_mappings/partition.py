@@ -8,12 +8,15 @@ patient (a Practitioner, an Organization, a Location …) belongs to every part.
 encounters, procedures, observations, conditions, coverage, goals and plans therefore land in
 the same part, and so do their billing days and their episode of care. What looks across
 patients (one-on-one across patients) looks through an index of the whole file's procedures,
-made in the first pass.
+made in the first pass. Each resource's part is said once, at the first pass's end
+(`PartitionPlan.parts`, by position in the file), so that a part's own pass parses only its
+own lines and those about no patient.
 """
 
 from __future__ import annotations
 
 import zlib
+from array import array
 
 from fhir_mappings.facts import normalize, reference
 from plugin.jsontypes import Json
@@ -22,6 +25,10 @@ from plugin.jsontypes import Json
 _PATIENT_FIELDS = ("subject", "patient", "beneficiary")
 # The fields that name the encounter a resource belongs to
 _ENCOUNTER_FIELDS = ("encounter", "context")
+EVERY = 0xFFFF  # the part of a resource about no patient: every part reads it
+NO_NAME = -1
+_PATIENT = -2  # a Patient, by its own key
+_ENCOUNTER = -3  # an Encounter, by its own key
 
 
 class PartitionPlan:
@@ -31,33 +38,65 @@ class PartitionPlan:
         self.encounters = 0  # how many Encounters the file has
         self._aliases: dict[str, str] = {}  # a Bundle entry's fullUrl → Type/id
         self._encounter_subject: dict[str, str | None] = {}  # encounter key → subject as written
+        # What each resource's owner is worked out from, two numbers a resource in the file's
+        # order: (PATIENT or ENCOUNTER, its key), else (its encounter, its patient) as written
+        # — each a name's number in `_names`, NO_NAME for none. An owner is known only once
+        # the whole file is noted (an encounter may come after its procedures).
+        self._inputs = array("i")
+        self._numbers: dict[str, int] = {}
+        self._names: list[str] = []
 
     def note(self, index: int, resource: Json, full_url: str | None) -> None:
-        """The first pass, one resource at a time (`index`: its position in the file): every
-        Encounter's patient, every fullUrl's resource. Owners are asked once all are noted."""
+        """The first pass, one resource at a time, each in the file's order (`index`: its
+        position): every Encounter's patient, every fullUrl's resource, and what each
+        resource's owner is worked out from. Owners are asked once all are noted (`parts`)."""
+        if index != len(self._inputs) // 2:
+            raise ValueError(f"resource {index} noted out of order")
         key = _key(resource, full_url, index)
         if full_url:
             self._aliases[full_url] = key
-        if resource.get("resourceType") == "Encounter":
+        kind = resource.get("resourceType")
+        if kind == "Encounter":
             self.encounters += 1
             self._encounter_subject[key] = reference(resource.get("subject"))
+            self._inputs.extend((_ENCOUNTER, self._number(key)))
+        elif kind == "Patient":
+            self._inputs.extend((_PATIENT, self._number(key)))
+        else:
+            encounter = next(
+                (found for f in _ENCOUNTER_FIELDS if (found := reference(resource.get(f)))), None
+            )
+            about = next(
+                (found for f in _PATIENT_FIELDS if (found := reference(resource.get(f)))), None
+            )
+            self._inputs.extend((self._number(encounter), self._number(about)))
 
-    def owner(self, index: int, resource: Json, full_url: str | None) -> str | None:
-        """The patient (as `Patient/id`, or the key of an encounter without one) whose part
-        the resource at position `index` of the file belongs to; None: every part."""
-        kind = resource.get("resourceType")
-        if kind == "Patient":
-            return self._norm(_key(resource, full_url, index))
-        if kind == "Encounter":
-            key = _key(resource, full_url, index)
-            return self._encounter_owner(key) or key
-        encounter = next(
-            (found for f in _ENCOUNTER_FIELDS if (found := reference(resource.get(f)))), None
-        )
-        about = next(
-            (found for f in _PATIENT_FIELDS if (found := reference(resource.get(f)))), None
-        )
-        return self.owner_of(encounter, about)
+    def parts(self, parts: int) -> array[int]:
+        """Each noted resource's part of `parts` (`part_of` its owner), by position; EVERY for
+        a resource about no patient. The notes are let go: ask once the file is noted."""
+        if not 0 < parts < EVERY:
+            raise ValueError(f"cannot split a file in {parts} parts")
+        names, inputs = self._names, self._inputs
+        found = array("H")
+        seen: dict[str | None, int] = {}
+        for at in range(0, len(inputs), 2):
+            first, second = inputs[at], inputs[at + 1]
+            if first == _PATIENT:
+                owner = self._norm(names[second])
+            elif first == _ENCOUNTER:
+                owner = self._encounter_owner(names[second]) or names[second]
+            else:
+                owner = self.owner_of(
+                    names[first] if first != NO_NAME else None,
+                    names[second] if second != NO_NAME else None,
+                )
+            part = seen.get(owner)
+            if part is None:
+                part = EVERY if owner is None else part_of(owner, parts)
+                seen[owner] = part
+            found.append(part)
+        self._inputs, self._numbers, self._names = array("i"), {}, []
+        return found
 
     def owner_of(self, encounter: str | None, about: str | None) -> str | None:
         """The owner of a resource that belongs to `encounter` and is about `about` (each a
@@ -70,6 +109,15 @@ class PartitionPlan:
         if about and not about.startswith("Group/"):
             return about
         return None
+
+    def _number(self, name: str | None) -> int:
+        if name is None:
+            return NO_NAME
+        number = self._numbers.get(name)
+        if number is None:
+            number = self._numbers[name] = len(self._names)
+            self._names.append(name)
+        return number
 
     def _encounter_owner(self, key: str | None) -> str | None:
         if key is None or key not in self._encounter_subject:

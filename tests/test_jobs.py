@@ -78,9 +78,9 @@ def test_a_large_file_is_decided_a_part_at_a_time_with_the_same_outputs(
     parts: list[int] = []
     read = files._Work.part
 
-    def counting(self: files._Work, plan: object, index: int, count: int, s: object) -> object:
+    def counting(self: files._Work, plan: object, index: int, s: object) -> object:
         parts.append(index)
-        return read(self, plan, index, count, s)  # type: ignore[arg-type]
+        return read(self, plan, index, s)  # type: ignore[arg-type]
 
     monkeypatch.setattr(files._Work, "part", counting)
     monkeypatch.setattr(files, "PART_VISITS", 60)
@@ -127,7 +127,7 @@ def test_a_process_that_fails_stops_the_run_with_its_reason(
     """Nothing half-written passes for a whole run: the caller discards the outputs."""
     monkeypatch.setattr(files, "MIN_VISITS_PER_JOB", 10)
 
-    def broken(self: files._Work, plan: object, index: int, parts: int, s: object) -> object:
+    def broken(self: files._Work, plan: object, index: int, s: object) -> object:
         raise OSError("disk full")
 
     monkeypatch.setattr(files._Work, "part", broken)

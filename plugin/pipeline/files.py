@@ -11,6 +11,7 @@ import os
 import pickle
 import sys
 import tempfile
+from array import array
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,9 +22,9 @@ from typing import IO
 import orjson
 
 from fhir_mappings.assemble import InvalidResource, PerformerIndex, TranslateTables, VisitAssembler
-from fhir_mappings.bundle_io import InputError, JsonArrayWriter, read_resources
+from fhir_mappings.bundle_io import InputError, JsonArrayWriter, read_chosen, read_resources
 from fhir_mappings.chargeitem import RenderContext, transaction_entries
-from fhir_mappings.partition import PartitionPlan, part_of
+from fhir_mappings.partition import EVERY, PartitionPlan
 from fhir_mappings.strict import validation_error
 from plugin.config.files import Settings
 from plugin.jsontypes import Json
@@ -144,7 +145,7 @@ def _plan(path: str, jobs: int, tables: TranslateTables) -> tuple[_Plan, int, in
     A file of at most PART_VISITS encounters that one process decides is read once, whole
     (one of under WHOLE_BYTES without a first pass). Standard input cannot be read twice, so
     it is always decided whole."""
-    plan = _Plan(PartitionPlan(), {})
+    plan = _Plan(PartitionPlan(), {}, array("H"))
     if path == "-" or not os.path.isfile(path):
         return plan, 1, 1
     if jobs == 1 and os.path.getsize(path) < WHOLE_BYTES:
@@ -167,6 +168,7 @@ def _plan(path: str, jobs: int, tables: TranslateTables) -> tuple[_Plan, int, in
         jobs = 1
     parts = max(jobs, math.ceil(plan.owners.encounters / PART_VISITS))
     parts = math.ceil(parts / jobs) * jobs  # every process the same number of parts
+    plan.parts = plan.owners.parts(parts)
     return plan, parts, jobs
 
 
@@ -177,6 +179,7 @@ class _Plan:
 
     owners: PartitionPlan
     performers: PerformerIndex
+    parts: array[int]  # each resource's part, by its position in the file (EVERY: all)
 
 
 @dataclass
@@ -198,19 +201,21 @@ class _Work:
         yield from self._days(assembler, positions, summary)
         summary.problems = list(assembler.problems)
 
-    def part(
-        self, plan: _Plan, index: int, parts: int, summary: RunSummary
-    ) -> Iterator[_DayOutput]:
-        """The billing days of part `index` of `parts`: the file read again, keeping its
-        patients' resources and every resource about no patient; the one-on-one check looks
-        through the whole file's procedures (the first pass's index)."""
+    def part(self, plan: _Plan, index: int, summary: RunSummary) -> Iterator[_DayOutput]:
+        """The billing days of part `index`: the file read again, parsing only its
+        patients' resources and every resource about no patient (the first pass checked every
+        line); the one-on-one check looks through the whole file's procedures (the first
+        pass's index)."""
         assembler = VisitAssembler(translate_tables(self.settings))
         assembler.use_performer_index(plan.performers)
         positions: dict[str, int] = {}
-        for at, (resource, full_url) in enumerate(read_resources(self.path)):
-            owner = plan.owners.owner(at, resource, full_url)
-            if owner is None or part_of(owner, parts) == index:
-                self._add(assembler, resource, full_url, at, positions)
+        of = plan.parts
+
+        def ours(at: int) -> bool:
+            return of[at] == index or of[at] == EVERY
+
+        for at, resource, full_url in read_chosen(self.path, ours):
+            self._add(assembler, resource, full_url, at, positions)
         yield from self._days(assembler, positions, summary)
         summary.problems = list(assembler.problems)
         assembler.close()  # the next part's facts replace this one's
@@ -312,7 +317,7 @@ def _run_parts(
         for index in range(first, parts, step):
             part = RunSummary()
             with targets[index].open("wb") as out:
-                for day in work.part(plan, index, parts, part):
+                for day in work.part(plan, index, part):
                     pickle.dump(day, out, protocol=pickle.HIGHEST_PROTOCOL)
             summary.merge(part)
     return summary
