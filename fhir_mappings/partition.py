@@ -26,9 +26,9 @@ _PATIENT_FIELDS = ("subject", "patient", "beneficiary")
 # The fields that name the encounter a resource belongs to
 _ENCOUNTER_FIELDS = ("encounter", "context")
 EVERY = 0xFFFF  # the part of a resource about no patient: every part reads it
-NO_NAME = -1
-_PATIENT = -2  # a Patient, by its own key
-_ENCOUNTER = -3  # an Encounter, by its own key
+_PATIENT = 0  # a Patient, by its own key
+_ENCOUNTER = 1  # an Encounter, by its own key
+_OTHER = 2  # anything else, by the encounter and the patient it names
 
 
 class PartitionPlan:
@@ -38,64 +38,60 @@ class PartitionPlan:
         self.encounters = 0  # how many Encounters the file has
         self._aliases: dict[str, str] = {}  # a Bundle entry's fullUrl → Type/id
         self._encounter_subject: dict[str, str | None] = {}  # encounter key → subject as written
-        # What each resource's owner is worked out from, two numbers a resource in the file's
-        # order: (PATIENT or ENCOUNTER, its key), else (its encounter, its patient) as written
-        # — each a name's number in `_names`, NO_NAME for none. An owner is known only once
-        # the whole file is noted (an encounter may come after its procedures).
-        self._inputs = array("i")
-        self._numbers: dict[str, int] = {}
-        self._names: list[str] = []
+        # What each resource's owner is worked out from — (PATIENT or ENCOUNTER, its key), else
+        # (OTHER, its encounter, its patient) as written — known only once the whole file is
+        # noted (an encounter may come after its procedures). Resources alike (a visit's
+        # procedures and observations) share one `_inputs` entry; `_slots` is each
+        # resource's, by position.
+        self._inputs: list[tuple[int, str | None, str | None]] = []
+        self._numbers: dict[tuple[int, str | None, str | None], int] = {}
+        self._slots = array("i")
 
     def note(self, index: int, resource: Json, full_url: str | None) -> None:
         """The first pass, one resource at a time, each in the file's order (`index`: its
         position): every Encounter's patient, every fullUrl's resource, and what each
         resource's owner is worked out from. Owners are asked once all are noted (`parts`)."""
-        if index != len(self._inputs) // 2:
+        if index != len(self._slots):
             raise ValueError(f"resource {index} noted out of order")
         key = _key(resource, full_url, index)
         if full_url:
             self._aliases[full_url] = key
         kind = resource.get("resourceType")
+        inputs: tuple[int, str | None, str | None]
         if kind == "Encounter":
             self.encounters += 1
             self._encounter_subject[key] = reference(resource.get("subject"))
-            self._inputs.extend((_ENCOUNTER, self._number(key)))
+            inputs = (_ENCOUNTER, key, None)
         elif kind == "Patient":
-            self._inputs.extend((_PATIENT, self._number(key)))
+            inputs = (_PATIENT, key, None)
         else:
-            encounter = next(
-                (found for f in _ENCOUNTER_FIELDS if (found := reference(resource.get(f)))), None
+            inputs = (
+                _OTHER,
+                _first_reference(resource, _ENCOUNTER_FIELDS),
+                _first_reference(resource, _PATIENT_FIELDS),
             )
-            about = next(
-                (found for f in _PATIENT_FIELDS if (found := reference(resource.get(f)))), None
-            )
-            self._inputs.extend((self._number(encounter), self._number(about)))
+        slot = self._numbers.get(inputs)
+        if slot is None:
+            slot = self._numbers[inputs] = len(self._inputs)
+            self._inputs.append(inputs)
+        self._slots.append(slot)
 
     def parts(self, parts: int) -> array[int]:
         """Each noted resource's part of `parts` (`part_of` its owner), by position; EVERY for
         a resource about no patient. The notes are let go: ask once the file is noted."""
         if not 0 < parts < EVERY:
             raise ValueError(f"cannot split a file in {parts} parts")
-        names, inputs = self._names, self._inputs
-        found = array("H")
-        seen: dict[str | None, int] = {}
-        for at in range(0, len(inputs), 2):
-            first, second = inputs[at], inputs[at + 1]
-            if first == _PATIENT:
-                owner = self._norm(names[second])
-            elif first == _ENCOUNTER:
-                owner = self._encounter_owner(names[second]) or names[second]
+        by_input = []
+        for kind, first, second in self._inputs:
+            if kind == _PATIENT:
+                owner = self._norm(first)
+            elif kind == _ENCOUNTER:
+                owner = self._encounter_owner(first) or first
             else:
-                owner = self.owner_of(
-                    names[first] if first != NO_NAME else None,
-                    names[second] if second != NO_NAME else None,
-                )
-            part = seen.get(owner)
-            if part is None:
-                part = EVERY if owner is None else part_of(owner, parts)
-                seen[owner] = part
-            found.append(part)
-        self._inputs, self._numbers, self._names = array("i"), {}, []
+                owner = self.owner_of(first, second)
+            by_input.append(EVERY if owner is None else part_of(owner, parts))
+        found = array("H", map(by_input.__getitem__, self._slots))
+        self._inputs, self._numbers, self._slots = [], {}, array("i")
         return found
 
     def owner_of(self, encounter: str | None, about: str | None) -> str | None:
@@ -110,15 +106,6 @@ class PartitionPlan:
             return about
         return None
 
-    def _number(self, name: str | None) -> int:
-        if name is None:
-            return NO_NAME
-        number = self._numbers.get(name)
-        if number is None:
-            number = self._numbers[name] = len(self._names)
-            self._names.append(name)
-        return number
-
     def _encounter_owner(self, key: str | None) -> str | None:
         if key is None or key not in self._encounter_subject:
             return None
@@ -132,6 +119,15 @@ class PartitionPlan:
 def part_of(owner: str, parts: int) -> int:
     """The part an owner's resources go to (CRC-32: the same in every process and run)."""
     return zlib.crc32(owner.encode()) % parts
+
+
+def _first_reference(resource: Json, fields: tuple[str, ...]) -> str | None:
+    """The reference in the first of `fields` that holds one."""
+    for field in fields:
+        found = reference(resource.get(field))
+        if found:
+            return found
+    return None
 
 
 def _key(resource: Json, full_url: str | None, index: int) -> str:
