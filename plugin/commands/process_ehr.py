@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import multiprocessing
 import queue
 import sys
@@ -43,6 +44,10 @@ def run_live(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     entered = datetime.now().astimezone().replace(microsecond=0)
+    # The settings, tables and vocabulary live as long as the run: out of the cyclic
+    # collector's way, which otherwise looks through them all again at each full collection
+    # (as `serve` does after loading the app; docs/performance.md).
+    gc.freeze()
     if args.encounter:
         return _one(settings, gatherer, args.encounter, entered, args.dry_run)
     since, until = args.since.isoformat(), args.until.isoformat() if args.until else None
