@@ -17,6 +17,7 @@ record of the work. What Celery adds is the execution across machines, and this 
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from typing import Any
@@ -139,6 +140,7 @@ def worker_main(settings: Settings, concurrency: int, name: str) -> Any:
     run one worker process per core for more)."""
     use_runtime(Runtime.opened(settings))
     configure(settings)
+    gc.freeze()  # the settings and tables live as long as the worker (as `serve` does)
     argv = [
         "worker",
         "--pool=threads",
