@@ -1,7 +1,7 @@
 """Benchmark: `process --since` against the sandbox EHR, next to the EHR alone answering the same
 requests, and against a zero-cost stub EHR.
 
-Run: `.venv/bin/python bench/bench_live.py [--visits 300] [--concurrency 1 4]` (needs the
+Run: `.venv/bin/python bench/bench_live.py [--visits 300] [--concurrency 1 2 4]` (needs the
 sandbox EHR: `make test` installs it into .ehr-venv). For each concurrency:
 1. loads a fresh sekmet-fhir with the sample's visits and runs `theracharge process --since`
    in this process, recording every request it sends (method, URL, body, which thread) and
@@ -9,8 +9,9 @@ sandbox EHR: `make test` installs it into .ehr-venv). For each concurrency:
 2. loads a second fresh server alike and replays exactly those requests, thread by thread with
    the same concurrency and nothing else in between: what the EHR alone needs for them;
 3. runs `process --since` again against a stub that answers each recorded request with its
-   recorded answer at no cost (no network): how fast we go when the EHR is not the limit —
-   in one process, and with `--jobs` (default: the cores) processes sharing the concurrency.
+   recorded answer at no cost (no network), the median of five runs: how fast we go when the
+   EHR is not the limit — in one process, and with `--jobs` (default: the cores) processes
+   sharing the concurrency (at concurrency 2 on two cores: one thread in each of two).
 Steps 1 and 2 run in one process (`--jobs 1`: the recording sees this process's requests
 only). Prints the wall times, their ratio (goal ≤ 1.1×) and encounters/s against the stub
 (goal ≥ 1,000/s). Asserts nothing.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -83,6 +85,9 @@ def stubbed(answers: dict[tuple[str, str], tuple[int, bytes]]) -> Iterator[None]
         requests.Session.send = original  # type: ignore[method-assign]
 
 
+STUB_RUNS = 5
+
+
 def process(base_url: str, concurrency: int, database: Path, jobs: int = 1) -> float:
     from plugin.commands import main as cli
 
@@ -124,7 +129,7 @@ def replay(base_from: str, base_to: str, threads: list[list[Recorded]]) -> float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--visits", type=int, default=300)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)))
     args = parser.parse_args()
     rows = []
@@ -142,9 +147,15 @@ def main() -> None:
             with running_ehr(folder / f"b{concurrency}") as other:
                 load_sample(other, visits=args.visits, seed=3, problem_rate=0.1)
                 alone = replay(base, other.base_url, threads)
-            with stubbed(answers):
-                stub = process(base, concurrency, folder / f"c{concurrency}.db")
-                forked = process(base, concurrency, folder / f"d{concurrency}.db", args.jobs)
+            with stubbed(answers):  # the median of STUB_RUNS runs: a run is half a second
+                stub = statistics.median(
+                    process(base, concurrency, folder / f"c{concurrency}-{n}.db")
+                    for n in range(STUB_RUNS)
+                )
+                forked = statistics.median(
+                    process(base, concurrency, folder / f"d{concurrency}-{n}.db", args.jobs)
+                    for n in range(STUB_RUNS)
+                )
             rows.append((concurrency, len(recorded), ours, alone, stub, forked))
     print(
         f"process --since over {args.visits} sample visits (one billing day each), sekmet-fhir "
