@@ -129,3 +129,29 @@ def test_each_part_parses_only_its_own_lines(
     # the first pass parses every line; the parts between them each line once, and each the
     # lines about no patient (practitioners, organisations …)
     assert resources < parsed[0] - resources < 1.5 * resources
+
+
+def test_a_file_that_grows_between_its_passes_is_bad_input(
+    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its parts were worked out for the resources the first pass read: one more is an error
+    naming the file, not a resource decided in no part or in the wrong one."""
+    path = tmp_path / "visits.ndjson"
+    spec = SampleSpec(visits=60, seed=22, days=2, problem_rate=0.3)
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in generate(spec)))
+    monkeypatch.setattr(files, "PART_VISITS", 20)
+    monkeypatch.setattr(files, "WHOLE_BYTES", 0)
+    planned = files._plan
+
+    def then_grows(*args: Any) -> Any:
+        found = planned(*args)
+        with path.open("ab") as more:
+            more.write(b'{"resourceType":"Patient","id":"late"}\n')
+        return found
+
+    monkeypatch.setattr(files, "_plan", then_grows)
+    with pytest.raises(InputError, match=r"visits.ndjson: changed while it was read"):
+        process_file(
+            str(path), settings, OfflineOutputs(io.BytesIO(), io.BytesIO()),
+            datetime.fromisoformat("2026-11-30T12:00:00+00:00"),
+        )  # fmt: skip

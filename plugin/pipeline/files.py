@@ -212,6 +212,8 @@ class _Work:
         of = plan.parts
 
         def ours(at: int) -> bool:
+            if at >= len(of):
+                raise InputError(f"{self.path}: changed while it was read (it grew)")
             return of[at] == index or of[at] == EVERY
 
         for at, resource, full_url in read_chosen(self.path, ours):
