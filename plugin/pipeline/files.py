@@ -168,7 +168,8 @@ def _plan(path: str, jobs: int, tables: TranslateTables) -> tuple[_Plan, int, in
         jobs = 1
     parts = max(jobs, math.ceil(plan.owners.encounters / PART_VISITS))
     parts = math.ceil(parts / jobs) * jobs  # every process the same number of parts
-    plan.parts = plan.owners.parts(parts)
+    if parts > 1:  # a file of one part is read whole again: no resource's part is asked
+        plan.parts = plan.owners.parts(parts)
     return plan, parts, jobs
 
 
