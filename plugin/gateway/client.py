@@ -120,7 +120,7 @@ class EhrSession(requests.Session):
         case of characters that are not unreserved)."""
         start = url.find("://")
         slash = url.find("/", start + 3) if start > 0 else -1
-        if slash < 0 or "/." in url[slash:]:
+        if slash < 0 or url.find("/.", slash) >= 0:
             return False
         origin = url[:slash]
         plain = self._plain_origins.get(origin)
