@@ -92,6 +92,20 @@ class _PerformerServices:
 PerformerIndex = dict[str, _PerformerServices]
 
 
+def _union(spans: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    """The moments of some of the periods, as disjoint periods in order (those that touch or
+    overlap merged): a visit's services met once each, so the other patients' services are
+    compared with its few stretches, not each with each of its services (n × m)."""
+    merged: list[tuple[datetime, datetime]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            if end > merged[-1][1]:
+                merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged
+
+
 class InvalidResource(Invalid, ValueError):
     """A resource whose elements do not have their FHIR R4 shape, so its visit cannot be read
     (422); the message names the resource and, where the R4B model can tell, the element."""
@@ -486,16 +500,24 @@ class VisitAssembler:
         by_performer = self.performer_index()
         found: dict[str, OtherService] = {}
         own = {s.reference for s in services}
+        periods: dict[str, list[tuple[datetime, datetime]]] = {}
         for service in services:
             if service.start is None or service.end is None:
                 continue
             for performer in service.performers:
-                entry = by_performer.get(performer.reference or "")
-                if entry is None:
+                if performer.reference in by_performer:
+                    periods.setdefault(performer.reference, []).append((service.start, service.end))
+        for reference, spans in periods.items():
+            union = _union(spans)
+            starts = [start for start, _ in union]
+            for other in by_performer[reference].overlapping(union[0][0], union[-1][1]):
+                # the last stretch of the union starting before `other` ends: the only one
+                # that can reach into it (the stretches are disjoint and in order)
+                at = bisect_left(starts, other.end) - 1
+                if at < 0 or union[at][1] <= other.start:
                     continue
-                for other in entry.overlapping(service.start, service.end):
-                    if other.patient != patient and other.reference not in own:
-                        found.setdefault(f"{other.reference}|{other.performer}", other)
+                if other.patient != patient and other.reference not in own:
+                    found.setdefault(f"{other.reference}|{other.performer}", other)
         return tuple(found.values())
 
     def _performer_index(self) -> PerformerIndex:

@@ -69,12 +69,24 @@ def our_charge_items(resources: list[Json], system: str) -> dict[str, Existing]:
     for resource in resources:
         if resource.get("resourceType") != "ChargeItem":
             continue
-        for ident in resource.get("identifier") or ():
-            if isinstance(ident, dict) and ident.get("system") == system and ident.get("value"):
-                meta = resource.get("meta") or {}
+        identifiers = resource.get("identifier")
+        for ident in identifiers if isinstance(identifiers, list) else ():
+            if (
+                isinstance(ident, dict)
+                and ident.get("system") == system
+                and isinstance(ident.get("value"), str)
+                and ident["value"]
+            ):
+                rid = resource.get("id")
+                if not isinstance(rid, str) or not rid:
+                    continue  # no id to update it by: the identifier's conditional create finds it
+                meta = resource.get("meta")
+                version = meta.get("versionId") if isinstance(meta, dict) else None
                 found[str(ident["value"])] = Existing(
-                    id=str(resource.get("id")),
-                    version=meta.get("versionId") if isinstance(meta, dict) else None,
+                    id=rid,
+                    # a versionId that is not a string (a list, a number) is no version to
+                    # match: the update goes without If-Match
+                    version=version if isinstance(version, str) and version else None,
                     status=str(resource.get("status", "")),
                     resource=resource,
                 )

@@ -10,6 +10,9 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 import responses
+from hypothesis import given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 from marshmallow import Schema, fields, validate
 
 from fhir_mappings.assemble import VisitAssembler
@@ -216,3 +219,51 @@ def test_an_ehr_that_cannot_search_procedures_by_performer_leaves_it_unchecked_a
     assert len(searched) == (0 if refusal == "not listed" else 1)
     texts = [e.text for e in run.decision.explanation]
     assert any(t.startswith("One-on-one across patients was not checked") for t in texts)
+
+
+def _pairwise_counts(spans: list[tuple[int, int]]) -> dict[int, int]:
+    """The definition: two services overlap when they share at least one whole minute."""
+    return {
+        i: sum(
+            1 for j, (b, lb) in enumerate(spans) if j != i and min(a + la, b + lb) - max(a, b) >= 1
+        )
+        for i, (a, la) in enumerate(spans)
+    }
+
+
+@examples(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 120), st.integers(1, 40)), min_size=2, max_size=9))
+def test_one_performers_overlaps_across_patients_agree_with_the_pairwise_definition(
+    spans: list[tuple[int, int]],
+) -> None:
+    """One patient each, one therapist: each patient is held exactly when one of their minutes
+    is another's, and the finding counts every such service (named up to three)."""
+    from plugin.config.files import load_settings
+
+    case = {
+        "payer": "MEDICARE-B",
+        "patients": {
+            f"p{i}": [
+                {
+                    "code": "97110",
+                    "start": f"{9 + start // 60:02d}:{start % 60:02d}",
+                    "minutes": length,
+                    "performer": "pt1",
+                }
+            ]
+            for i, (start, length) in enumerate(spans)
+        },
+    }
+    decisions = _decide_file(case, load_settings({}))
+    expected = _pairwise_counts(spans)
+    for patient, decision in decisions.items():
+        i = int(patient.split("/")[-1].split("-")[0].removeprefix("p"))
+        found = [f for f in decision.findings if f.code == "concurrent-patients"]
+        if not expected[i]:
+            assert found == [], (i, spans)
+            continue
+        (finding,) = found
+        more = expected[i] - 3
+        named = min(expected[i], 3)
+        assert finding.message.count("both by Practitioner/pt1") == named, (finding.message, spans)
+        assert (f" and {more} more." in finding.message) is (more > 0), (finding.message, spans)

@@ -46,7 +46,6 @@ def test_rows_older_than_the_retention_are_deleted_as_new_ones_are_written(make_
             }
         ]
     )
-    store._pruned = 0.0  # as if the last pruning were long ago
     store.record_run("new", "cds-hook", "written", [], [], {}, wait=True)
     assert [r.encounter_id for r in store.runs()] == ["new"]
 
@@ -107,3 +106,32 @@ def test_background_work_done_before_the_retention_is_pruned_with_the_ledger(mak
     assert sorted(n.encounter_id for n in store.notifications()) == ["new-done", "old-failed"]
     assert store.backfill_day(days[0]) is None  # done long ago
     assert store.backfill_day(days[1]) is not None  # still pending
+
+
+def test_the_first_write_after_start_prunes_even_on_a_machine_just_booted(
+    make_app, monkeypatch
+) -> None:
+    """time.monotonic() counts from the boot: a first pruning "600 s after 0.0" would wait
+    for the machine's tenth minute of uptime."""
+    import plugin.store as store_module
+
+    store = make_app(THERACHARGE_LEDGER_RETENTION_DAYS="30").extensions["theracharge"].store
+    monkeypatch.setattr(store_module.time, "monotonic", lambda: 5.0)  # up for five seconds
+    old = {"encounter_id": "old", "trigger": "cds-hook", "outcome": "written"}
+    store.retention = None  # written without pruning, then the first pruning write
+    store._write_runs(
+        [
+            {
+                **old,
+                "at": now() - timedelta(days=31),
+                "lines": [],
+                "gaps": [],
+                "written": {},
+                "error": None,
+                "report": None,
+            }
+        ]
+    )
+    store.retention = timedelta(days=30)
+    store.record_run("new", "cds-hook", "written", [], [], {}, wait=True)
+    assert [r.encounter_id for r in store.runs()] == ["new"]

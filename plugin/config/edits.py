@@ -65,7 +65,6 @@ def save_mapping(
         raise Invalid("reason: say why the table changes", [("reason", "required")])
     tables = {t.name: store.config_current(MAPPING, t.name) for t in store.config_tables(MAPPING)}
     contents = {n: v.content for n, v in tables.items() if v is not None and v.content}
-    old = contents.get(name)
     if content is None:
         contents.pop(name, None)
     else:
@@ -75,7 +74,13 @@ def save_mapping(
     except ValidationError as exc:
         raise _invalid(exc, "conceptMap") from exc
     version = store.config_save(
-        MAPPING, name, content, author, reason, mapping_diff(old, content), expect_version
+        MAPPING,
+        name,
+        content,
+        author,
+        reason,
+        lambda previous: mapping_diff(previous, content),  # against the version it follows
+        expect_version,
     )
     store.audit(
         author,
@@ -134,9 +139,16 @@ def _save_whole(
         check(content)
     except ValidationError as exc:
         raise _invalid(exc, kind) from exc
-    current = store.config_current(kind, name)
-    diff = _DIFFS[kind](current.content if current else shipped, content)
-    version = store.config_save(kind, name, content, author, reason, diff, expect_version)
+    changes = _DIFFS[kind]
+    version = store.config_save(
+        kind,
+        name,
+        content,
+        author,
+        reason,
+        lambda previous: changes(previous if previous is not None else shipped, content),
+        expect_version,
+    )
     store.audit(author, "save", kind, name, {"version": version, "reason": reason})
     return version
 

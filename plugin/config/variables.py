@@ -16,6 +16,9 @@ WRITE_MODES = ("direct", "system-actions", "preview")
 DEFAULT_MAX_REQUEST_BYTES = 5 * 1024 * 1024
 # A therapy visit documents a handful of procedures; hundreds are an error or an attack.
 DEFAULT_MAX_PROCEDURES = 200
+# gunicorn's worker timeout (plugin/web/server.py): no request's EHR work may come near it.
+WORKER_TIMEOUT_SECONDS = 60
+MOST_BUDGET_SECONDS = 45.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +41,16 @@ class ServiceConfig:
     public_url: str | None = None  # how the EHR reaches us: the audience of CDS clients' JWTs
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES  # a larger body: 413, never read
     max_procedures: int = DEFAULT_MAX_PROCEDURES  # per visit; more is refused (422)
-    notification_claim_seconds: float = 300.0  # a claim older than this is taken again
+    # a claim not renewed for this long is taken again (a live worker renews its claims every
+    # third of it: plugin/store/queue.py Heartbeat)
+    notification_claim_seconds: float = 60.0
+    # The time a CDS Hooks call may spend on the EHR (reads, the day lock, the write) before it
+    # answers with what the prefetch tells and queues the day (CDS clients wait seconds)
+    hook_budget_seconds: float = 4.0
+    # The same for every other request that reaches the EHR (the charges API, a page's SMART
+    # launch): then 504 with Retry-After
+    request_budget_seconds: float = 20.0
+    access_log: bool = False  # gunicorn's access log, as JSON lines, credentials redacted
     ledger_retention_days: float = 90.0  # run ledger rows older than this are deleted
     ledger_keep_preview: bool = False  # preview-only hook calls leave no ledger row
     # our client id as a SMART app registered with the EHR: cards then carry a SMART app link
@@ -153,12 +165,27 @@ def service_config(env: Mapping[str, str]) -> ServiceConfig:
         ),
         max_procedures=int(_number(env, "THERACHARGE_MAX_PROCEDURES", DEFAULT_MAX_PROCEDURES)),
         ledger_retention_days=_number(env, "THERACHARGE_LEDGER_RETENTION_DAYS", 90.0),
-        notification_claim_seconds=_number(env, "THERACHARGE_NOTIFICATION_CLAIM_SECONDS", 300.0),
+        notification_claim_seconds=_number(env, "THERACHARGE_NOTIFICATION_CLAIM_SECONDS", 60.0),
+        hook_budget_seconds=_budget(env, "THERACHARGE_HOOK_BUDGET_SECONDS", 4.0),
+        request_budget_seconds=_budget(env, "THERACHARGE_REQUEST_BUDGET_SECONDS", 20.0),
+        access_log=_flag(env, "THERACHARGE_ACCESS_LOG"),
         ledger_keep_preview=_flag(env, "THERACHARGE_LEDGER_KEEP_PREVIEW"),
         smart_app_client_id=env.get("THERACHARGE_SMART_APP_CLIENT_ID", "").strip() or None,
         broker_url=_broker(env),
         sweep_seconds=_number(env, "THERACHARGE_SWEEP_SECONDS", 30.0),
     )
+
+
+def _budget(env: Mapping[str, str], name: str, default: float) -> float:
+    """A request's time budget: more than 0, and well inside gunicorn's worker timeout (a
+    request that reaches it is killed with an HTML 500 and takes the worker with it)."""
+    value = _number(env, name, default)
+    if value > MOST_BUDGET_SECONDS:
+        raise ConfigError(
+            f"{name}: {value:g} s is too long; at most {MOST_BUDGET_SECONDS:g} s, inside the "
+            f"{WORKER_TIMEOUT_SECONDS} s worker timeout"
+        )
+    return value
 
 
 def _broker(env: Mapping[str, str]) -> str | None:

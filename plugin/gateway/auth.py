@@ -25,6 +25,7 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from plugin.deadline import OutOfTime, check, spent
 from plugin.gateway.errors import (
     TEMPORARY_STATUSES,
     FatalFhirError,
@@ -189,10 +190,20 @@ class SmartBackendAuth:
         return token, self.clock() + float(lifetime if isinstance(lifetime, int | float) else 300)
 
     def _post_or_get(self, method: str, url: str, form: dict[str, str] | None = None) -> Any:
+        left = check(f"{method} {url}")  # within the request's time budget (plugin.deadline)
+        timeout = (
+            self.timeout
+            if left is None
+            else (min(self.timeout[0], left), min(self.timeout[1], left))
+        )
         try:
             response = self.session.request(
-                method, url, data=form, timeout=self.timeout, headers={"Accept": "application/json"}
+                method, url, data=form, timeout=timeout, headers={"Accept": "application/json"}
             )
+        except requests.Timeout as exc:
+            if spent():
+                raise OutOfTime(f"{method} {url}: no answer within the time budget") from exc
+            raise TemporaryFhirError(f"{method} {url}: {type(exc).__name__}") from exc
         except requests.RequestException as exc:
             raise TemporaryFhirError(f"{method} {url}: {type(exc).__name__}") from exc
         try:

@@ -20,6 +20,7 @@ from requests.cookies import RequestsCookieJar
 from requests.hooks import default_hooks
 from requests.structures import CaseInsensitiveDict
 
+from plugin.deadline import OutOfTime, check, remaining, spent
 from plugin.gateway.auth import Auth, NoAuth
 from plugin.gateway.errors import FatalFhirError, FhirError, TemporaryFhirError, error_for
 
@@ -266,8 +267,8 @@ class FhirClient:
         if body is not None:
             headers["Content-Type"] = FHIR_JSON
             data = orjson.dumps(body)
-        timeout = (self.options.connect_timeout, self.options.read_timeout)
         for _ in range(MAX_REDIRECTS + 1):
+            timeout = self._timeouts(f"{method} {_path(url)}")
             response = self._request(method, url, data, headers, timeout)
             if response.status_code not in REDIRECT_STATUSES:
                 break
@@ -289,6 +290,15 @@ class FhirClient:
             raise TemporaryFhirError(what, response.status_code, url)
         return parsed
 
+    def _timeouts(self, what: str) -> tuple[float, float]:
+        """(connect, read) timeouts: the configured ones, cut to what is left of the request's
+        time budget (plugin.deadline); OutOfTime when nothing is left."""
+        left = check(what)
+        connect, read = self.options.connect_timeout, self.options.read_timeout
+        if left is None:
+            return connect, read
+        return min(connect, left), min(read, left)
+
     def _request(
         self, method: str, url: str, data: bytes | None, headers: dict[str, str], timeout: Any
     ) -> requests.Response:
@@ -297,6 +307,14 @@ class FhirClient:
             return self.session.request(
                 method, url, data=data, headers=headers, timeout=timeout, allow_redirects=False
             )
+        except requests.Timeout as exc:
+            if spent():
+                raise OutOfTime(
+                    f"{method} {_path(url)}: the EHR did not answer within the request's time "
+                    "budget"
+                ) from exc
+            what = f"{method} {_path(url)}: cannot reach the EHR ({type(exc).__name__})"
+            raise TemporaryFhirError(what, None, url) from exc
         except requests.RequestException as exc:
             what = f"{method} {_path(url)}: cannot reach the EHR ({type(exc).__name__})"
             raise TemporaryFhirError(what, None, url) from exc
@@ -311,6 +329,11 @@ class FhirClient:
         wait = hinted if hinted else random.uniform(backoff / 2, backoff)
         if self.clock() - started + wait > self.options.retry_total_seconds:
             return None
+        left = remaining()
+        if left is not None and wait >= left:
+            # the request's budget ends before the retry could be answered: say so, rather
+            # than the EHR's error (the caller answers with what it knows, or 504)
+            raise OutOfTime(f"the EHR failed ({error}) and the request's time budget is spent")
         return wait
 
 

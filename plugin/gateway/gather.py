@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from plugin.errors import Invalid
 from plugin.gateway.client import FhirClient, iter_resources
 from plugin.gateway.errors import FatalFhirError
 from plugin.jsontypes import Json
@@ -119,8 +120,7 @@ class Gatherer:
         the next day. So the search takes the day before and after as well (an offset is at
         most 14 hours), and the caller keeps the encounters whose date of service it is.
         """
-        day = dt.date.fromisoformat(date)
-        since, until = (day - dt.timedelta(days=1)).isoformat(), (day + dt.timedelta(days=1))
+        since, until = around(date, 1)
         return self._search([("subject", patient), ("date", f"ge{since}"), ("date", f"le{until}")])
 
     def read_encounter(self, encounter_id: str) -> Json:
@@ -154,8 +154,8 @@ class Gatherer:
         encounters `lookback_days` back, care plans, progress reports (Procedure, Observation,
         DocumentReference with a report code) and the year's charges before the date (for the
         KX estimate). Searches of types the server does not list are left out."""
-        day = dt.date.fromisoformat(date)
-        since = (day - dt.timedelta(days=lookback_days)).isoformat()
+        day = calendar_date(date)
+        since, _ = around(date, lookback_days)
         subject = quote(patient, safe="/")
         codes = quote(",".join(f"{s}|{c}" for s, c in sorted(report_codes)), safe="|,:/")
         searches = [
@@ -213,8 +213,7 @@ class Gatherer:
         if not wanted or (searchable and not {"performer", "date"} <= listed):
             # a server that does not search Procedure by performer and date: not checked
             return Gathered([], unread=("Procedure",) if wanted else ())
-        day = dt.date.fromisoformat(date)
-        since, until = (day - dt.timedelta(days=1)).isoformat(), (day + dt.timedelta(days=1))
+        since, until = around(date, 1)
         query = "Procedure?" + urlencode(
             [
                 ("performer", ",".join(wanted)),
@@ -237,10 +236,10 @@ class Gatherer:
         if not encounters:
             return gathered
         refs = {
-            "encounter": ",".join(quote(f"Encounter/{e.get('id')}", safe="") for e in encounters),
-            "patient": quote(
-                str((encounters[0].get("subject") or {}).get("reference", "")), safe=""
+            "encounter": ",".join(
+                quote(f"Encounter/{e['id']}", safe="") for e in encounters if _text(e.get("id"))
             ),
+            "patient": quote(_text(_field(encounters[0], "subject", "reference")), safe=""),
         }
         for _, _, fallback in fallbacks:
             extra = self.client.search(fallback.format(**refs))
@@ -257,10 +256,9 @@ class Gatherer:
             if r.get("resourceType") == "Condition"
         }
         wanted = [
-            str((d.get("condition") or {}).get("reference", ""))
+            _text(_field(d, "condition", "reference"))
             for encounter in encounters
-            for d in encounter.get("diagnosis") or ()
-            if isinstance(d, dict)
+            for d in _list(encounter.get("diagnosis"))
         ]
         missing = sorted(
             {w.split("/")[-1] for w in wanted if w.startswith("Condition/") and w not in have}
@@ -271,18 +269,80 @@ class Gatherer:
             gathered.capped = gathered.capped or page.capped
 
 
+def _field(value: Any, *path: str) -> Any:
+    """The element at `path` of a resource read from the EHR, or None where any step is not
+    an object (the EHR's JSON is input: any element may have any shape)."""
+    for step in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(step)
+    return value
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def is_encounter(resource: Json, encounter_id: str) -> bool:
     """The resource is the Encounter with this id."""
     return resource.get("resourceType") == "Encounter" and resource.get("id") == encounter_id
 
 
 def encounter_patient_and_date(encounter: Any) -> tuple[str | None, str | None]:
-    """The subject reference and the date of service (period.start's date) of an encounter."""
+    """The subject reference and the date of service (period.start's date) of an encounter;
+    None for a date that is no day of the calendar (`2026-13-45`): such an encounter is read
+    and decided on its own, where its unreadable date is a finding."""
     if not isinstance(encounter, dict):
         return None, None
     subject = encounter.get("subject")
     patient = subject.get("reference") if isinstance(subject, dict) else None
     period = encounter.get("period")
     start = period.get("start") if isinstance(period, dict) else None
-    date = start[:10] if isinstance(start, str) and len(start) >= 10 else None
+    date = start[:10] if isinstance(start, str) and _is_date(start[:10]) else None
     return (patient if isinstance(patient, str) and patient else None), date
+
+
+def _is_date(text: str) -> bool:
+    """YYYY-MM-DD in ASCII digits naming a real day (FHIR date, years 0001–9999)."""
+    if len(text) != 10 or not text.isascii():
+        return False
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+class UnreadableDate(Invalid):
+    """A date of service that is no day of the calendar: nothing to search by (422 naming it;
+    a visit whose encounter has it is read on its own, where the date is a finding)."""
+
+
+def calendar_date(date: str) -> dt.date:
+    """A date of service as a date; UnreadableDate (never a bare ValueError) otherwise."""
+    if not _is_date(date):
+        what = f"date of service {date[:40]!r} is not a calendar date"
+        raise UnreadableDate(what, [("date", what)])
+    return dt.date.fromisoformat(date)
+
+
+def around(date: str, days: int) -> tuple[str, str]:
+    """The dates `days` before and after a date of service, kept within the calendar's years
+    0001–9999 (a visit dated 0001-01-01 or 9999-12-31 searches up to the calendar's edge
+    instead of overflowing)."""
+    day = calendar_date(date)
+    before = (
+        day - dt.timedelta(days=days)
+        if day > dt.date.min + dt.timedelta(days=days)
+        else dt.date.min
+    )
+    after = (
+        day + dt.timedelta(days=days)
+        if day < dt.date.max - dt.timedelta(days=days)
+        else dt.date.max
+    )
+    return before.isoformat(), after.isoformat()

@@ -25,7 +25,7 @@ from plugin.gateway.gather import (
     is_encounter,
 )
 from plugin.jsontypes import Json
-from plugin.pipeline.stages import decide, render_context, translate_tables
+from plugin.pipeline.stages import decide, refuse_too_large, render_context, translate_tables
 from plugin.render.report import day_report
 from plugin.rules.concurrency import one_on_one
 from plugin.rules.day import day_for
@@ -247,8 +247,14 @@ def _patient_and_date(resources: list[Json], encounter_id: str) -> tuple[str | N
 
 def _merged(read: list[Json], prefetched: list[Json]) -> list[Json]:
     """The EHR's resources, and the prefetched ones it did not return (the EHR's copy wins)."""
-    have = {(r.get("resourceType"), r.get("id")) for r in read}
-    return read + [r for r in prefetched if (r.get("resourceType"), r.get("id")) not in have]
+    have = {_identity(r) for r in read}
+    return read + [r for r in prefetched if _identity(r) not in have]
+
+
+def _identity(resource: Json) -> tuple[str, str] | None:
+    """(type, id) of a resource; None when either is not a string (nothing to match by)."""
+    kind, rid = resource.get("resourceType"), resource.get("id")
+    return (kind, rid) if isinstance(kind, str) and isinstance(rid, str) else None
 
 
 class EhrReader:
@@ -303,6 +309,7 @@ def decide_gathered(
     for resource in resources:
         assembler.add(resource)
     visits = _day_of(assembler, encounter_id)
+    refuse_too_large(settings, visits)  # before the EHR is asked for more
     if reader is None:
         return decide(settings, visits)
     first = visits[0]

@@ -26,7 +26,12 @@ from celery import Celery, Task, signals
 
 from plugin.config.files import Settings, load_settings
 from plugin.pipeline.runtime import Runtime
-from plugin.pipeline.tasks import TaskResult, decide_backfill_day, process_notification
+from plugin.pipeline.tasks import (
+    TaskResult,
+    decide_backfill_day,
+    process_notification,
+    release_dead_claims,
+)
 from plugin.store import Store
 
 log = logging.getLogger(__name__)
@@ -138,7 +143,9 @@ class Sender:
 def worker_main(settings: Settings, concurrency: int, name: str) -> Any:
     """`theracharge worker`: a Celery worker in threads (the work waits on the EHR, not the CPU;
     run one worker process per core for more)."""
-    use_runtime(Runtime.opened(settings))
+    runtime = Runtime.opened(settings)
+    release_dead_claims(runtime)  # this host's work whose process was killed: taken again now
+    use_runtime(runtime)
     configure(settings)
     gc.freeze()  # the settings and tables live as long as the worker (as `serve` does)
     argv = [

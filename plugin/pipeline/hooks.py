@@ -7,6 +7,7 @@ shapes the answer (docs/architecture.md "Errors": blueprints stay thin).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -14,16 +15,18 @@ from urllib.parse import quote
 
 from fhir_mappings.delivery import WritePlan
 from plugin.config.files import Settings
+from plugin.deadline import OutOfTime
 from plugin.errors import BadRequest, DataUnavailable
 from plugin.gateway.auth import BearerAuth, NoAuth
 from plugin.gateway.client import FhirClient, iter_resources
 from plugin.gateway.errors import FatalFhirError, FhirError
 from plugin.gateway.factory import connect, connect_with
-from plugin.gateway.gather import Gatherer
+from plugin.gateway.gather import Gatherer, encounter_patient_and_date, is_encounter
 from plugin.jsontypes import Json
 from plugin.pipeline.billing_day import DayLock, DayRun, DaySource, WriteMode, run_day
 from plugin.render.cards import (
     decided_alone_card,
+    deferred_card,
     gap_cards,
     summary_card,
     write_failed_card,
@@ -105,19 +108,25 @@ class HookRequest:
 
 @dataclass
 class HookOutcome:
-    """The day's run and the answer made of it."""
+    """The day's run and the answer made of it (`run` None: the EHR was too slow and nothing
+    was prefetched to decide from)."""
 
-    run: DayRun
+    run: DayRun | None
     cards: list[Json]
     system_actions: list[Json]
+    deferred: bool = False  # the time budget ran out: the run is the prefetch's alone
 
     @property
-    def decision(self) -> Decision:
-        return self.run.decision
+    def decision(self) -> Decision | None:
+        return self.run.decision if self.run is not None else None
 
     @property
     def outcome(self) -> str:
-        """written, unchanged, preview, system-actions or failed (the ledger's word)."""
+        """written, unchanged, preview, system-actions, failed or deferred (the ledger's
+        word)."""
+        if self.deferred:
+            return "deferred"
+        assert self.run is not None
         if self.system_actions or (self.run.outcome == "planned"):
             return "system-actions"
         return self.run.outcome
@@ -149,12 +158,16 @@ def discovery() -> Json:
 MODES = {"preview": WriteMode.PREVIEW, "system-actions": WriteMode.PLAN, "direct": WriteMode.WRITE}
 
 
+Defer = Callable[[str, str | None], bool]  # (encounter, day name) → queued
+
+
 def handle_discharge(
     settings: Settings,
     request: HookRequest,
     now: datetime,
     ours: Gatherer | None = None,
     lock: DayLock | None = None,
+    defer: Defer | None = None,
 ) -> HookOutcome:
     """Decide the encounter's billing day and answer with cards (and, by the write mode,
     write the ChargeItems or propose them as systemActions).
@@ -184,6 +197,8 @@ def handle_discharge(
             report_write_errors=True,
             lock=lock,  # a direct write holds the billing day's lock (docs/deployment.md)
         )
+    except OutOfTime:
+        return _out_of_time(settings, request, prefetched if complete else None, now, defer)
     except FhirError as exc:
         if complete:
             raise
@@ -199,6 +214,36 @@ def handle_discharge(
     if mode is WriteMode.WRITE and run.plan is not None:
         cards.append(written_card(run.plan.summary(), run.written))
     return HookOutcome(run, cards, [])
+
+
+def _out_of_time(
+    settings: Settings,
+    request: HookRequest,
+    prefetched: list[Json] | None,
+    now: datetime,
+    defer: Defer | None,
+) -> HookOutcome:
+    """The answer when the time budget ran out: the prefetched visit decided alone (no EHR,
+    nothing written) with its cards, and a card saying the day is decided later. Queued only
+    in direct mode, the one where this call would have written (a notification's run writes)."""
+    log.warning("the EHR did not answer within the hook's time budget: answered from prefetch")
+    queued = False
+    if defer is not None and settings.service.write_mode == "direct":
+        day = None
+        if prefetched is not None:
+            encounter = next((r for r in prefetched if is_encounter(r, request.encounter_id)), None)
+            patient, date = encounter_patient_and_date(encounter)
+            day = f"{patient}|{date}" if patient and date else None
+        queued = defer(request.encounter_id, day)
+    run = None
+    cards: list[Json] = []
+    if prefetched is not None:
+        source = DaySource(None, prefetched)  # the prefetch alone: no EHR, no lock, no wait
+        run = run_day(settings, request.encounter_id, source, WriteMode.PREVIEW, now, "cds-hook")
+        cards = [summary_card(run.decision), *gap_cards(run.decision, _override_system(settings))]
+    cards.append(deferred_card(settings.service.hook_budget_seconds, queued))
+    _link_to_the_decision(cards, settings, request.encounter_id)
+    return HookOutcome(run, cards, [], deferred=True)
 
 
 def _link_to_the_decision(cards: list[Json], settings: Settings, encounter_id: str) -> None:

@@ -5,7 +5,6 @@ and the one place a decision is written to the run ledger."""
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +25,7 @@ class Runtime:
     base_settings: Settings | None = None  # from files and environment, before the database
     _local: threading.local = field(default_factory=threading.local)
     _revision: int = -1
-    _checked: float = 0.0
+    _loading: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def opened(cls, settings: Settings) -> Runtime:
@@ -36,19 +35,29 @@ class Runtime:
         with store.exclusive("theracharge-start"):
             store.migrate()
         runtime = cls(settings, store, base_settings=settings)
-        runtime.refresh(force=True)  # the managed tables as the database holds them
+        runtime.refresh()  # the managed tables as the database holds them
         return runtime
 
-    def refresh(self, force: bool = False) -> None:
-        """Pick up tables another process changed: at most one cheap query a second."""
-        now = time.monotonic()
-        if not force and now - self._checked < 1.0:
+    def refresh(self) -> None:
+        """Pick up tables any process changed, before every decision and request: one indexed
+        query (Store.config_revision, tens of µs), and the tables read again only when it moved.
+
+        A charge priced or coded with a superseded table is the worst error this product can
+        make, so there is no "checked a moment ago" shortcut: a decision that starts after a
+        save has committed is made with it (tests/test_config_freshness.py). Threads that find
+        the revision moved load it one at a time; each returns only once `settings` holds a
+        version at least as new as the revision it saw (the revision is read before the
+        tables, so a save landing during the load is picked up by the next call)."""
+        if self.base_settings is None:
             return
-        self._checked = now
         revision = self.store.config_revision()
-        if revision != self._revision and self.base_settings is not None:
-            self.settings = effective_settings(self.base_settings, self.store)
-            self._revision = revision
+        if revision == self._revision:
+            return
+        with self._loading:
+            if revision <= self._revision:
+                return  # another thread loaded this revision (or a newer one) meanwhile
+            settings = effective_settings(self.base_settings, self.store)
+            self.settings, self._revision = settings, revision
 
     def current(self) -> Settings:
         """The effective settings now: another process's saved change picked up first."""

@@ -79,13 +79,20 @@ def failure_reason(error: BaseException) -> str:
     return f"internal error ({type(error).__name__}); see the service log"
 
 
-def decide(settings: Settings, visits: tuple[Visit, ...]) -> Decision:
-    """The decision of one billing day; a visit with more procedures than the limit is refused
-    whole."""
+def refuse_too_large(settings: Settings, visits: tuple[Visit, ...]) -> None:
+    """VisitTooLarge (422) for a visit over THERACHARGE_MAX_PROCEDURES: checked as soon as the
+    day is assembled, before anything whose cost grows with it (reading the performers'
+    other services and the history, the overlap checks)."""
     limit = settings.service.max_procedures
     for visit in visits:
         if len(visit.services) > limit:
             raise VisitTooLarge(visit.encounter, len(visit.services), limit)
+
+
+def decide(settings: Settings, visits: tuple[Visit, ...]) -> Decision:
+    """The decision of one billing day; a visit with more procedures than the limit is refused
+    whole."""
+    refuse_too_large(settings, visits)
     return decide_day(
         visits,
         settings.catalog,

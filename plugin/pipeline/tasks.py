@@ -15,6 +15,7 @@ dead letters: GET /admin/api/v1/dead-letters).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -59,8 +60,48 @@ def retry_wait(attempts: int) -> timedelta:
 
 
 def worker_name() -> str:
-    """Who holds a claim: host and process (the admin API shows it; a fork has its own)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Who holds a claim: host, process and the process's start (the admin API shows it; a
+    fork has its own). The start tells a live process from a later one that reuses the
+    number, as a container restarted on the same host does."""
+    return _name_of(os.getpid())
+
+
+@functools.lru_cache(maxsize=4)
+def _name_of(pid: int) -> str:
+    started = _process_start(pid)
+    return f"{socket.gethostname()}:{pid}" + (f"@{started}" if started else "")
+
+
+def _process_start(pid: int) -> str | None:
+    """When a process started, in clock ticks since boot (/proc/PID/stat, field 22, proc(5));
+    None where there is no /proc or no such process."""
+    try:
+        stat = open(f"/proc/{pid}/stat", "rb").read()  # noqa: SIM115 -- one small read
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()  # after the command name, which may hold spaces
+    return fields[19].decode() if len(fields) > 19 else None
+
+
+def holder_alive(holder: str) -> bool:
+    """Whether the process a claim names (`worker_name()` of this host) still runs."""
+    _, _, process = holder.partition(":")
+    pid, _, started = process.partition("@")
+    if not pid.isdigit():
+        return True  # not one of ours: leave it to the claim timeout
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, another user's
+    return not started or _process_start(int(pid)) == started
+
+
+def release_dead_claims(runtime: Runtime) -> int:
+    """At start: this host's claims whose processes are gone (a SIGKILL, a crash, a restart of
+    the whole service) are taken again now rather than after the claim timeout."""
+    return runtime.store.release_dead_claims(socket.gethostname(), holder_alive)
 
 
 @dataclass(frozen=True)
@@ -116,8 +157,10 @@ def _claimed(runtime: Runtime, kind: str, row_id: int, work: Work) -> TaskResult
 
 
 def _execute(runtime: Runtime, kind: str, claimed: Claimed, work: Work) -> TaskResult:
+    beat = claim_timeout(runtime).total_seconds() / 3
     try:
-        run = work(runtime, claimed)
+        with runtime.store.keep_claim(kind, claimed.id, worker_name(), beat):
+            run = work(runtime, claimed)
     except NOT_RETRYABLE as exc:
         return _set_aside(runtime, kind, claimed, failure_reason(exc))
     except Exception as exc:  # noqa: BLE001 -- contained: recorded, retried, set aside

@@ -24,10 +24,13 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from plugin.pipeline.runtime import Runtime
-from plugin.pipeline.tasks import claim_timeout, next_due
+from plugin.pipeline.tasks import claim_timeout, next_due, release_dead_claims
 
 log = logging.getLogger(__name__)
 SWEPT = ("notification", "backfill-day")
+# A step this long is stuck (/readyz 503): longer than any day takes with the EHR's retries and
+# the day lock's wait; the claim timeout may be shorter, since a live step renews its claim.
+STUCK_SECONDS = 300.0
 
 
 class NotificationWorker:
@@ -70,11 +73,16 @@ class NotificationWorker:
         if not self._thread.is_alive():
             return f"the {self._thread.name} thread has stopped"
         busy = self.busy_since
-        if busy is not None and time.monotonic() - busy > self.stale_after.total_seconds():
+        stuck = max(STUCK_SECONDS, self.stale_after.total_seconds())
+        if busy is not None and time.monotonic() - busy > stuck:
             return f"one notification has been processing for {time.monotonic() - busy:.0f} s"
         return None
 
     def _loop(self) -> None:
+        try:  # work a killed process of this host held: taken again now, not after the timeout
+            release_dead_claims(self.runtime)
+        except Exception:  # the database away: the claim timeout still frees them
+            log.exception("could not release the claims of stopped processes")
         while not self._stop.is_set():
             try:
                 worked = self.run_once()

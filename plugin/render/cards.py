@@ -170,5 +170,25 @@ def write_failed_card(error: str) -> Card:
     }
 
 
+def deferred_card(seconds: float, queued: bool) -> Card:
+    """The EHR did not answer within the hook's time budget: what the cards above show is the
+    prefetched visit alone, and the billing day is decided later (queued) or on the next call."""
+    then = (
+        "The billing day is queued: it will be read, decided and written when the EHR answers, "
+        "and its charges and holds will then be on the worklist."
+        if queued
+        else "Nothing was written; the day is decided again on the next call."
+    )
+    return {
+        "summary": _short("EHR slow: billing day not decided yet, will be when the EHR answers")
+        if queued
+        else _short("EHR slow: billing day not decided; shown from this visit alone"),
+        "indicator": "warning",
+        "detail": f"The EHR did not answer within {seconds:g} s. Any cards above come from this "
+        f"visit's prefetched data alone. {then}",
+        "source": {"label": "TheraCharge"},
+    }
+
+
 def _plain(summary: str) -> Card:
     return {"summary": _short(summary), "indicator": "info", "source": {"label": "TheraCharge"}}

@@ -6,11 +6,13 @@ minutes cannot both be one-on-one (CMS Pub 100-04 ch.5 §20.2 A); the payer's gr
 
 from __future__ import annotations
 
+import bisect
 from datetime import datetime, timedelta
 
 from msgspec.structs import replace
 
 from plugin.rules.findings import FindingPolicy
+from plugin.rules.history import OtherService
 from plugin.rules.model import POOLED_KINDS, Catalog
 from plugin.rules.visit import Finding, Visit, VisitService
 
@@ -26,33 +28,44 @@ def one_on_one(code: str | None, catalog: Catalog) -> bool:
 
 
 def concurrent_gaps(
-    service: VisitService, visit: Visit, catalog: Catalog, policy: FindingPolicy
+    service: VisitService,
+    visit: Visit,
+    index: ColleagueIndex,
+    catalog: Catalog,
+    policy: FindingPolicy,
 ) -> list[Finding]:
     """`concurrent-patients` when a performer of this one-on-one timed service has a one-on-one
-    timed service of another patient that shares at least one whole minute with it."""
+    timed service of another patient that shares at least one whole minute with it.
+
+    Each performer's services for other patients are indexed once per visit
+    (`colleague_index`): the ones overlapping a service are counted by two binary searches and
+    the first named through a tree of their ends, so a day of n services against m others
+    costs (n + m) log m, not n × m (8,000 took 55 s).
+
+    Source: CMS Pub 100-04 ch.5 §20.2 A."""
     if (
         visit.colleagues is None
         or service.start is None
         or service.end is None
+        or service.end - service.start < _MINUTE
         or not one_on_one(service.code, catalog)
     ):
         return []
-    mine = {p.reference for p in service.performers if p.reference}
-    overlapping = [
-        (other, _minutes(max(service.start, other.start), min(service.end, other.end)))
-        for other in visit.colleagues
-        if other.performer in mine
-        and other.patient != visit.patient
-        and one_on_one(other.code, catalog)
-        and min(service.end, other.end) - max(service.start, other.start) >= _MINUTE
-    ]
-    if not overlapping:
+    overlapping: list[tuple[OtherService, int]] = []
+    count = 0
+    for performer in sorted({p.reference for p in service.performers if p.reference}):
+        others = index.get(performer)
+        if others is not None:
+            count += others.count(service.start, service.end)
+            overlapping += others.first(service.start, service.end, NAMED)
+    if not count:
         return []
+    overlapping.sort(key=lambda found: (found[0].start, found[0].reference))  # in time order
     named = ", ".join(
         f"{o.code} ({o.reference}) by {m} minutes, both by {o.performer}"
         for o, m in overlapping[:NAMED]
     )
-    more = f" and {len(overlapping) - NAMED} more" if len(overlapping) > NAMED else ""
+    more = f" and {count - NAMED} more" if count > NAMED else ""
     finding = policy.make(
         "concurrent-patients",
         f"{service.code} is billed one-on-one, but its performer treated another patient in the "
@@ -62,6 +75,88 @@ def concurrent_gaps(
         "Procedure.performedPeriod",
     )
     return [replace(finding, suggested_code=visit.group_code)]
+
+
+class _Performer:
+    """One performer's one-on-one services for other patients, in order of start."""
+
+    def __init__(self, others: list[OtherService]) -> None:
+        others.sort(key=_start)
+        self.others = others
+        self.starts = [o.start for o in others]
+        self.ends = sorted(o.end for o in others)
+        self.tree = _MaxTree([o.end for o in others])
+
+    def count(self, start: datetime, end: datetime) -> int:
+        """Those sharing a whole minute with [start, end): started by end − 1 min, less those
+        ended before start + 1 min (each of which started before start)."""
+        begun = bisect.bisect_right(self.starts, end - _MINUTE)
+        over = bisect.bisect_left(self.ends, start + _MINUTE)
+        return max(0, begun - over)
+
+    def first(self, start: datetime, end: datetime, most: int) -> list[tuple[OtherService, int]]:
+        """Up to `most` of them, latest started first, with the minutes shared."""
+        found: list[tuple[OtherService, int]] = []
+        before = bisect.bisect_right(self.starts, end - _MINUTE)
+        while len(found) < most:
+            at = self.tree.last_at_least(before, start + _MINUTE)
+            if at < 0:
+                break
+            other = self.others[at]
+            shared = _minutes(max(start, other.start), min(end, other.end))
+            found.append((other, shared))
+            before = at
+        return found
+
+
+class _MaxTree:
+    """The largest end over runs of positions: the last position before a bound whose end is
+    at least a time, found in log n (a segment tree)."""
+
+    def __init__(self, ends: list[datetime]) -> None:
+        self.size = 1
+        while self.size < len(ends):
+            self.size *= 2
+        self.tree: list[datetime | None] = [None] * (2 * self.size)
+        for i, end in enumerate(ends):
+            self.tree[self.size + i] = end
+        for node in range(self.size - 1, 0, -1):
+            left, right = self.tree[2 * node], self.tree[2 * node + 1]
+            self.tree[node] = right if left is None else left if right is None else max(left, right)
+
+    def last_at_least(self, before: int, at_least: datetime) -> int:
+        return self._find(1, 0, self.size, before, at_least)
+
+    def _find(self, node: int, low: int, high: int, before: int, at_least: datetime) -> int:
+        best = self.tree[node]
+        if low >= before or best is None or best < at_least:
+            return -1
+        if high - low == 1:
+            return low
+        middle = (low + high) // 2
+        found = self._find(2 * node + 1, middle, high, before, at_least)
+        return found if found >= 0 else self._find(2 * node, low, middle, before, at_least)
+
+
+ColleagueIndex = dict[str, "_Performer"]
+
+
+def colleague_index(visit: Visit, catalog: Catalog) -> ColleagueIndex:
+    """The visit's colleagues' one-on-one services for other patients that last a minute or
+    more, by performer (what `concurrent_gaps` compares each service with)."""
+    by_performer: dict[str, list[OtherService]] = {}
+    for other in visit.colleagues or ():
+        if (
+            other.patient != visit.patient
+            and other.end - other.start >= _MINUTE
+            and one_on_one(other.code, catalog)
+        ):
+            by_performer.setdefault(other.performer, []).append(other)
+    return {p: _Performer(others) for p, others in by_performer.items()}
+
+
+def _start(other: OtherService) -> datetime:
+    return other.start
 
 
 def _minutes(start: datetime, end: datetime) -> int:

@@ -17,7 +17,7 @@ from msgspec.structs import replace
 
 from plugin.rules.activity import Vocabulary
 from plugin.rules.assistants import service_shares
-from plugin.rules.concurrency import concurrent_gaps
+from plugin.rules.concurrency import ColleagueIndex, colleague_index, concurrent_gaps
 from plugin.rules.documentation import documentation_gaps
 from plugin.rules.findings import FindingPolicy
 from plugin.rules.model import POOLED_KINDS, Catalog, CodeKind, Discipline, UnitsResult
@@ -35,8 +35,9 @@ def with_record_gaps(
 
     Overlapping time is looked for over the whole billing day (`with_day_overlaps`).
     """
+    colleagues = colleague_index(visit, catalog)  # once per visit, not per service
     services = tuple(
-        _add(s, _service_gaps(s, s.code, visit, catalog, policy, vocabulary))
+        _add(s, _service_gaps(s, s.code, visit, colleagues, catalog, policy, vocabulary))
         if s.code and _checked(s)
         else s
         for s in visit.services
@@ -77,6 +78,7 @@ def _service_gaps(
     service: VisitService,
     code: str,
     visit: Visit,
+    colleagues: ColleagueIndex,
     catalog: Catalog,
     policy: FindingPolicy,
     vocabulary: Vocabulary | None,
@@ -86,7 +88,7 @@ def _service_gaps(
     found += _what_gaps(service, definition.is_timed, definition.body_site, policy)
     if definition.is_timed:
         found += documentation_gaps(service, code, policy, vocabulary)
-    found += concurrent_gaps(service, visit, catalog, policy)
+    found += concurrent_gaps(service, visit, colleagues, catalog, policy)
     found += _necessity_gaps(service, visit, policy)
     found += _who_gaps(service, definition.disciplines, policy)
     if visit.assistant_modifiers and service_shares(service) is None:

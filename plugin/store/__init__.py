@@ -70,7 +70,9 @@ class Store(ConfigStoreMixin, QueueStoreMixin):
         self.day_locks = DayLocks(self.engine, self.shared)
         self._ledger: LedgerWriter | None = None
         self.retention: timedelta | None = None  # ledger rows older than this are deleted
-        self._pruned = 0.0  # monotonic time of the last pruning in this process
+        # monotonic time of the last pruning in this process: none yet, so the first write
+        # prunes (0.0 would wait until the machine had been up PRUNE_EVERY seconds)
+        self._pruned = float("-inf")
 
     def migrate(self) -> None:
         """Bring the schema to the newest migration (run at start; safe to repeat)."""

@@ -13,10 +13,13 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+
+from plugin.deadline import OutOfTime, check
 
 LOCK_WAIT_SECONDS = 120  # longer than any day takes; then the run fails and is retried
 
@@ -28,7 +31,7 @@ def lock_number(key: str) -> int:
 
 @contextmanager
 def exclusive(
-    engine: Engine, shared: bool, name: str, wait_seconds: int | None = None
+    engine: Engine, shared: bool, name: str, wait_seconds: float | None = None
 ) -> Iterator[None]:
     """One process at a time across every instance (PostgreSQL), for as long as the block
     runs: starting instances migrate the schema and seed the managed tables one after another;
@@ -39,7 +42,8 @@ def exclusive(
         return
     with engine.connect() as connection, connection.begin():
         if wait_seconds is not None:
-            connection.execute(text(f"SET LOCAL lock_timeout = '{int(wait_seconds)}s'"))
+            milliseconds = max(1, int(wait_seconds * 1000))
+            connection.execute(text(f"SET LOCAL lock_timeout = '{milliseconds}ms'"))
         connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_number(name)})
         yield
 
@@ -53,14 +57,29 @@ class DayLocks:
 
     @contextmanager
     def hold(self, key: str) -> Iterator[None]:
+        """The day's lock for the block; waited for LOCK_WAIT_SECONDS at most, or what is left
+        of the request's time budget (plugin.deadline: then OutOfTime, the block never run)."""
+        left = check("the billing day's lock")
+        wait = LOCK_WAIT_SECONDS if left is None else min(LOCK_WAIT_SECONDS, left)
         if self.shared:
-            with exclusive(self.engine, True, key, LOCK_WAIT_SECONDS):
+            with ExitStack() as held:
+                try:
+                    held.enter_context(exclusive(self.engine, True, key, wait))
+                except OperationalError as exc:
+                    # SQLSTATE 55P03 lock_not_available: lock_timeout ran out
+                    if left is not None and getattr(exc.orig, "sqlstate", None) == "55P03":
+                        raise OutOfTime("another run held the billing day's lock") from exc
+                    raise
                 yield
             return
-        lock = self._enter(key)
+        local = self._enter(key)
         try:
-            with lock:
+            if not local.acquire(timeout=wait):
+                raise OutOfTime("another run held the billing day's lock")
+            try:
                 yield
+            finally:
+                local.release()
         finally:
             self._leave(key)
 

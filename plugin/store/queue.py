@@ -11,9 +11,11 @@ the row was last handed to the broker: the sweeper hands it over again when the 
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections import Counter
-from collections.abc import Iterable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -24,6 +26,7 @@ from sqlalchemy.orm import Session
 from plugin.store.clock import now
 from plugin.store.models import Backfill, BackfillDay, Notification
 
+log = logging.getLogger(__name__)
 QueueRow = type[Notification] | type[BackfillDay]
 KINDS: dict[str, QueueRow] = {"notification": Notification, "backfill-day": BackfillDay}
 
@@ -112,6 +115,71 @@ class QueueStoreMixin:
         raise NotImplementedError
 
     # --- claiming and finishing ------------------------------------------------------------------
+
+    @contextmanager
+    def keep_claim(self, kind: str, row_id: int, by: str, every: float) -> Iterator[None]:
+        """While the block runs, the claim is renewed every `every` seconds (a heartbeat), so
+        a claim expires only when its worker stopped, however long the work: the claim
+        timeout can be short (a crashed worker's work is taken again soon) without another
+        worker taking live work away. Renewal only touches a claim still ours."""
+        model = KINDS[kind]
+        done = threading.Event()
+
+        def beat() -> None:
+            while not done.wait(every):
+                try:
+                    with self.session() as session:
+                        session.execute(
+                            update(model)
+                            .where(
+                                model.id == row_id,
+                                model.status == "processing",
+                                model.claimed_by == by,
+                            )
+                            .values(claimed_at=now())
+                            .execution_options(synchronize_session=False)
+                        )
+                except Exception:  # noqa: BLE001 -- the database away: the next beat tries again
+                    log.warning("could not renew the claim on %s %d", kind, row_id)
+
+        thread = threading.Thread(target=beat, name=f"claim-{kind}-{row_id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
+
+    def release_dead_claims(self, host: str, alive: Callable[[str], bool]) -> int:
+        """At a worker's start: the claims held by processes of this host (`claimed_by`
+        "host:…") that no longer exist (`alive` says no) are released to be taken again at
+        once, instead of after the claim timeout. A compare-and-set on the holder, so a claim
+        renewed or taken meanwhile stays. How many were released."""
+        released = 0
+        for kind, model in KINDS.items():
+            with self.session() as session:
+                held = session.execute(
+                    select(model.id, model.claimed_by).where(
+                        model.status == "processing", model.claimed_by.startswith(f"{host}:")
+                    )
+                ).all()
+                for row_id, holder in held:
+                    if holder is None or alive(holder):
+                        continue
+                    result = session.execute(
+                        update(model)
+                        .where(
+                            model.id == row_id,
+                            model.status == "processing",
+                            model.claimed_by == holder,
+                        )
+                        .values(status="pending", claimed_at=None, claimed_by=None)
+                        .execution_options(synchronize_session=False)
+                    )
+                    if cast(CursorResult[Any], result).rowcount:
+                        released += 1
+                        log.info("released %s %d: its worker %s is gone", kind, row_id, holder)
+        return released
 
     def claim(
         self,

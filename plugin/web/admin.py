@@ -79,7 +79,7 @@ def _versions(kind: str, name: str) -> Response:
 def _saved(kind: str, name: str, action: Any) -> Response:
     """Run a save (Invalid is 422 naming each field, StaleVersion 409), then pick it up."""
     version = action()
-    _state().refresh(force=True)
+    _state().refresh()
     return jsonify({"kind": kind, "name": name, "version": version})
 
 
@@ -274,7 +274,7 @@ def put_ncci(table: str) -> Response:
     version, rows = import_ncci(
         state.store, state.settings, table, text, filename, author, reason, effective
     )
-    state.refresh(force=True)
+    state.refresh()
     return jsonify({"kind": NCCI, "name": table, "version": version, "rows": rows})
 
 
@@ -400,7 +400,7 @@ def import_fees() -> Response:
         author,
         request.args.get("reason", ""),
     )
-    state.refresh(force=True)
+    state.refresh()
     return jsonify({"kind": FEES, "name": FEE_TABLE, "version": version, "codes": codes})
 
 

@@ -112,6 +112,14 @@ ERRORS: list[tuple[str, str, str, dict[str, Any]]] = [
         {"error": "ehr-error", "message": "the EHR answered HTTP 503"},
     ),
     (
+        "504",
+        "EhrTooSlow",
+        "The EHR (or another run holding the billing day) did not answer within "
+        "THERACHARGE_REQUEST_BUDGET_SECONDS; nothing was half-written. Try again after "
+        "Retry-After.",
+        {"error": "ehr-too-slow", "message": "the request's time budget ran out"},
+    ),
+    (
         "503",
         "Unavailable",
         "Our database or the EHR connection is not available; try again.",
@@ -295,14 +303,14 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         ],
         "responses": {
             "200": _ok("The day's report: lines, problems, what was written", REPORT),
-            **_errors("400", "401", "403", "404", "502", "503"),
+            **_errors("400", "401", "403", "404", "502", "503", "504"),
         },
     },
     "get /api/v1/encounters/{encounter_id}/charges": {
         "security": TOKEN,
         "responses": {
             "200": _ok("The day's report as decided now (nothing written)", REPORT),
-            **_errors("401", "403", "404", "502", "503"),
+            **_errors("401", "403", "404", "502", "503", "504"),
         },
     },
     # --- notifications -----------------------------------------------------------------------

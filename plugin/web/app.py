@@ -3,6 +3,7 @@ through the app (app.extensions["theracharge"]), never module globals."""
 
 from __future__ import annotations
 
+import io
 import logging
 import secrets
 from collections.abc import Callable
@@ -12,13 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from flask import Flask, request
+from flask import Flask, g, request
 from flask.json.provider import DefaultJSONProvider
 from flask_smorest import Api
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from plugin.config.effective import seed
 from plugin.config.files import Settings, load_settings
+from plugin.deadline import close_budget, open_budget
+from plugin.errors import BadRequest
 from plugin.pipeline.runtime import Runtime
 from plugin.pipeline.worker import NotificationWorker
 from plugin.schemas.errors import ConfigError
@@ -111,14 +114,64 @@ def check_audience(settings: Settings, dev: bool) -> None:
     log.warning("THERACHARGE_PUBLIC_URL unset: --dev takes the JWT audience from the Host header")
 
 
+OVER_LIMIT = "theracharge.body_over_limit"  # set by BodyLimit, answered 413 by _limit_body
+
+
+class BodyLimit:
+    """WSGI middleware: a body sent without a length (chunked; gunicorn marks it
+    `wsgi.input_terminated`) is read here, at most one byte past the limit. Werkzeug would hand
+    the app such a body silently cut at the limit under gunicorn (a truncated JSON document,
+    then a 400 that says nothing of the size); here it is either whole, with its length set,
+    or refused with 413 by `_limit_body` (its rest never read)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if not environ.get("CONTENT_LENGTH") and environ.get("wsgi.input_terminated"):
+            raw = environ["wsgi.input"].read(self.limit + 1)
+            if len(raw) > self.limit:
+                environ[OVER_LIMIT], raw = True, b""
+            environ["wsgi.input"] = io.BytesIO(raw)
+            environ["CONTENT_LENGTH"] = str(len(raw))
+        return self.app(environ, start_response)
+
+
 def _limit_body(limit: int) -> Callable[[], None]:
-    """A body over the limit is refused with 413 before anything reads it, on every route."""
+    """A body over the limit is refused with 413 before anything reads it, on every route;
+    a bearer token in the query string is refused with 400 (RFC 6750 §2.3: it ends up in
+    logs and browser histories; send it in the Authorization header, §2.1)."""
 
     def check() -> None:
-        if request.content_length is not None and request.content_length > limit:
+        if request.environ.get(OVER_LIMIT) or (
+            request.content_length is not None and request.content_length > limit
+        ):
             raise RequestEntityTooLarge(f"the request body is over the {limit}-byte limit")
+        if "access_token" in request.args:
+            raise BadRequest(
+                "access_token: a token in the URL is refused (it would be written to logs); "
+                "send it as `Authorization: Bearer …`",
+                [("access_token", "not accepted in the query string")],
+            )
 
     return check
+
+
+def _budget_every_request(app: Flask, seconds: float) -> None:
+    """Every request's waits on the EHR and on a day's lock end within `seconds`
+    (THERACHARGE_REQUEST_BUDGET_SECONDS; a hook call: the shorter hook budget, opened inside
+    it): then 504 with Retry-After, never gunicorn's worker timeout (plugin.deadline)."""
+
+    @app.before_request
+    def start_budget() -> None:
+        g.budget = open_budget(seconds)
+
+    @app.teardown_request
+    def end_budget(_: BaseException | None) -> None:
+        token = g.pop("budget", None)
+        if token is not None:
+            close_budget(token)
 
 
 def create_app(
@@ -133,6 +186,7 @@ def create_app(
         MAX_FORM_MEMORY_SIZE=min(settings.service.max_request_bytes, 500_000),
     )
     app.before_request(_limit_body(settings.service.max_request_bytes))
+    _budget_every_request(app, settings.service.request_budget_seconds)
     app.json = OrjsonProvider(app)
     app.secret_key = _secret_key(settings)
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
@@ -162,7 +216,7 @@ def create_app(
     else:
         log.warning("THERACHARGE_CDS_AUTH=disabled: CDS Hooks calls are NOT authenticated")
     state = AppState(settings, store, base_settings=settings, cds_verifier=verifier)
-    state.refresh(force=True)
+    state.refresh()
     if settings.service.broker_url:
         # Imported only with a broker: the embedded default never loads Celery.
         from plugin.pipeline.celery_app import Sender
@@ -189,6 +243,8 @@ def create_app(
     observability.install(app)
     # the common CDS Hooks call answered before Flask's machinery (plugin/web/hook_route.py)
     app.wsgi_app = HookRoute(app, app.wsgi_app)  # type: ignore[method-assign]
+    # outermost: a chunked body is whole, or refused, before any route reads it
+    app.wsgi_app = BodyLimit(app.wsgi_app, settings.service.max_request_bytes)  # type: ignore[method-assign]
     if start_worker:
         state.worker.start()  # pending notifications resume at start
     return app

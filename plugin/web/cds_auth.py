@@ -143,6 +143,10 @@ class ClientVerifier:
         now = self.clock()
         if claims["iat"] > now + LEEWAY:
             raise Unauthorized("issued in the future")
+        if claims["iat"] < now - MAX_LIFETIME - LEEWAY:
+            # a token issued longer ago than any token may live: its exp is a forgery or a
+            # clock far off, and its jti may have left the replay cache
+            raise Unauthorized(f"issued more than {MAX_LIFETIME} s ago")
         if claims["exp"] > now + MAX_LIFETIME:
             raise Unauthorized(f"exp more than {MAX_LIFETIME} s ahead")
         return claims

@@ -9,6 +9,7 @@ from flask import Response, current_app, g, jsonify, request
 from flask_smorest import Blueprint
 from marshmallow import ValidationError
 
+from plugin.deadline import budget
 from plugin.errors import BadRequest, NotFoundError, describe
 from plugin.pipeline.hooks import SERVICE_ID, HookRequest, discovery, handle_discharge
 from plugin.schemas.cds import FeedbackSchema, HookRequestSchema, plain_hook_request
@@ -66,7 +67,8 @@ def call(service_id: str) -> Response:
 
 def answer(state: Any, data: dict[str, Any]) -> dict[str, Any]:
     """The answer to a loaded, trusted hook call (`state`: the app's AppState): decide the
-    day, count it, record it in the run ledger, and return the cards."""
+    day within the hook's time budget (THERACHARGE_HOOK_BUDGET_SECONDS), count it, record it
+    in the run ledger, and return the cards."""
     auth = data["fhirAuthorization"] or {}
     hook = HookRequest(
         encounter_id=data["context"]["encounterId"],
@@ -74,17 +76,31 @@ def answer(state: Any, data: dict[str, Any]) -> dict[str, Any]:
         access_token=auth.get("access_token"),
         prefetch=data["prefetch"],
     )
-    outcome = handle_discharge(
-        state.settings,
-        hook,
-        datetime.now().astimezone(),
-        state.gatherer(),
-        state.store.day_locks.hold,
-    )
-    count_decision(list(outcome.decision.lines), list(outcome.decision.findings))
+
+    def defer(encounter_id: str, day: str | None) -> bool:
+        """Queued as a notification is (recorded first, then handed to the worker)."""
+        queued = state.store.enqueue(encounter_id, f"hook:{data['hookInstance']}"[:64], day)
+        if queued is not None:
+            state.queue("notification", queued)
+        return queued is not None
+
+    with budget(state.settings.service.hook_budget_seconds):
+        outcome = handle_discharge(
+            state.settings,
+            hook,
+            datetime.now().astimezone(),
+            state.gatherer(),
+            state.store.day_locks.hold,
+            defer,
+        )
+    if outcome.deferred:
+        EHR_ERRORS.labels("too-slow").inc()
+    if outcome.decision is not None:
+        count_decision(list(outcome.decision.lines), list(outcome.decision.findings))
     if outcome.outcome == "failed":
         EHR_ERRORS.labels("write").inc()
-    state.record(hook.encounter_id, "cds-hook", outcome.run, outcome.outcome)
+    if outcome.run is not None:
+        state.record(hook.encounter_id, "cds-hook", outcome.run, outcome.outcome)
     return outcome.response()
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
+from plugin.deadline import RETRY_AFTER_SECONDS, OutOfTime
 from plugin.errors import DataUnavailable, TheraChargeError, Unauthorized, describe
 from plugin.gateway.errors import FhirError, TemporaryFhirError
 from plugin.web.observability import EHR_ERRORS
@@ -58,7 +59,11 @@ def register(app: Flask) -> None:
             response = jsonify(operation_outcome(error.message, describe(error.fields)))
             response.status_code = error.http_status
             return response
-        return _answer(error.http_status, error.body())
+        answered = _answer(error.http_status, error.body())
+        if isinstance(error, OutOfTime):  # the EHR too slow for this request: try again later
+            EHR_ERRORS.labels("too-slow").inc()
+            answered.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return answered
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(InterfaceError)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,15 +35,47 @@ EHR_ERRORS = Counter("theracharge_ehr_errors_total", "Failed calls to the EHR", 
 CALL: ContextVar[tuple[str, str | None] | None] = ContextVar("theracharge_call", default=None)
 
 
+# Query parameters that carry credentials, the one list: OAuth 2.0 bearer tokens (RFC 6750
+# §2.3), authorization codes and their state (RFC 6749 §4.1.2), the SMART EHR launch id (SMART
+# App Launch 2.x "launch"), refresh and id tokens, client secrets and assertions (RFC 7523),
+# and the generic names API gateways use. Their values never reach a log line, whoever writes
+# it (our loggers, gunicorn's, Werkzeug's request lines under --dev).
+SECRET_QUERY_PARAMETERS = (
+    "access_token",
+    "code",
+    "state",
+    "launch",
+    "refresh_token",
+    "id_token",
+    "client_secret",
+    "client_assertion",
+    "token",
+    "api_key",
+    "apikey",
+    "password",
+)
+_SECRET_IN_QUERY = re.compile(
+    r"(?i)([?&;](?:" + "|".join(SECRET_QUERY_PARAMETERS) + r")=)[^&;#\s\"']*"
+)
+
+
+def redact(text: str) -> str:
+    """`text` with the value of every credential-carrying query parameter replaced."""
+    if "=" not in text:
+        return text
+    return _SECRET_IN_QUERY.sub(r"\1[redacted]", text)
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, request id, hook instance."""
+    """One JSON object per line: time, level, logger, message, request id, hook instance; any
+    credential in a URL it quotes redacted (SECRET_QUERY_PARAMETERS)."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(record.created)),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         if (call := CALL.get()) is not None:
             entry["request_id"], hook = call
@@ -54,7 +87,7 @@ class JsonFormatter(logging.Formatter):
         if hook:
             entry["hookInstance"] = hook
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry)
 
 

@@ -465,7 +465,7 @@ def edit_entry(name: str) -> Any:
         return _mapping_page(name, form, exc.field_map, 422)
     except StaleVersion as exc:
         return _mapping_page(name, form, {"version": str(exc)}, 409)
-    state.refresh(force=True)
+    state.refresh()
     flash(f"Saved {name} version {version}.", "notice")
     return redirect(url_for("pages.mapping", name=name))
 
@@ -521,6 +521,6 @@ def rollback(name: str) -> Any:
     except (LookupError, Invalid) as exc:
         flash(f"Not rolled back: {exc}", "problem")
         return redirect(url_for("pages.mapping", name=name))
-    state.refresh(force=True)
+    state.refresh()
     flash(f"Rolled back to version {version}: now version {saved}.", "notice")
     return redirect(url_for("pages.mapping", name=name))

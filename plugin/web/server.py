@@ -12,6 +12,7 @@ from gunicorn.app.base import BaseApplication
 from prometheus_client import multiprocess
 
 from plugin.config.files import Settings
+from plugin.config.variables import WORKER_TIMEOUT_SECONDS
 from plugin.web.app import check_audience, create_app
 
 log = logging.getLogger(__name__)
@@ -151,8 +152,10 @@ def serve(settings: Settings, host: str, port: int, workers: int, dev: bool) -> 
         "workers": workers,
         "worker_class": "sync",
         "preload_app": True,
-        "accesslog": None,
-        "timeout": 60,
+        # "-": gunicorn's access log through its logger, as JSON lines like ours (GUNICORN_LOGGING),
+        # every credential in a URL redacted (plugin.web.observability.redact)
+        "accesslog": "-" if settings.service.access_log else None,
+        "timeout": WORKER_TIMEOUT_SECONDS,
         "logconfig_dict": GUNICORN_LOGGING,
     }
     GunicornServer(settings, options).run()

@@ -4,9 +4,15 @@ half-written; a rerun converges and writes nothing more."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+from typing import Any
+
 import pytest
 
-from tests.reliability.conftest import Stack
+from plugin.gateway.client import FhirClient
+from plugin.pipeline.hooks import prefetch_from
+from tests.reliability.conftest import Stack, stack_running
 
 pytestmark = pytest.mark.slow
 
@@ -123,3 +129,47 @@ def test_a_hook_whose_write_fails_answers_a_warning_card_and_a_rerun_converges(
     again = stack.hook(encounter, timeout=60)
     assert again.status_code == 200
     stack.converged(encounter)
+
+
+def test_an_ehr_answering_20_s_late_never_holds_a_request_past_its_budget(
+    tmp_path: Path, cds_key: Any
+) -> None:
+    """Every EHR request answered 20 s late, with timeouts and retries that would wait for it
+    (30 s each): the hook answers within its budget (3 s here) with the prefetch's cards and a
+    card saying the day is queued; the charges API answers 504 with Retry-After within its
+    budget (5 s here); nothing reaches gunicorn's 60 s worker timeout. Once the EHR is quick
+    again the queued day is written and converges."""
+    env = {
+        "THERACHARGE_HOOK_BUDGET_SECONDS": "3",
+        "THERACHARGE_REQUEST_BUDGET_SECONDS": "5",
+        "THERACHARGE_FHIR_READ_TIMEOUT": "30",
+        "THERACHARGE_FHIR_RETRY_SECONDS": "30",
+    }
+    with stack_running(tmp_path, cds_key, **env) as stack:
+        encounter = _encounter(3)
+        prefetch = prefetch_from(FhirClient(stack.ehr.direct_url), encounter)
+        for method in ("GET", "POST"):
+            stack.proxy.add(method, r"^/fhir", "slow", times=10_000, seconds=20)
+        started = time.monotonic()
+        answer = stack.hook(encounter, prefetch, timeout=60)
+        took = time.monotonic() - started
+        assert answer.status_code == 200, answer.text[:300]
+        assert took < 3 + 2, took
+        cards = answer.json()["cards"]
+        assert any(c["summary"].startswith("EHR slow: billing day not decided yet") for c in cards)
+        assert any(c["summary"].startswith("Charges") for c in cards)
+        started = time.monotonic()
+        api = stack.charges(_encounter(4), timeout=60)
+        took = time.monotonic() - started
+        assert api.status_code == 504, api.text[:300]
+        assert api.headers["Retry-After"].isdigit()
+        assert api.json()["error"] == "ehr-too-slow"
+        assert took < 5 + 2, took
+        stack.proxy.clear()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not stack.ours(encounter):
+            time.sleep(1)
+        assert stack.ours(encounter), "the queued day was never written"
+        stack.converged(encounter)
+        log = stack.service.log.read_text()
+        assert "WORKER TIMEOUT" not in log

@@ -242,3 +242,60 @@ def test_a_bad_dashboard_period_is_a_400_page_naming_it(make_app, query, said) -
     assert answer.status_code == 400
     assert said in answer.get_data(as_text=True)
     assert answer.mimetype == "text/html"
+
+
+@pytest.mark.parametrize("issued", [-(10**12), 0, "an hour and two minutes ago"])
+def test_a_token_issued_longer_ago_than_any_token_lives_is_refused(make_app, sign, issued) -> None:
+    import time
+
+    iat = int(time.time()) - 3720 if isinstance(issued, str) else issued
+    answer = call(make_app(), hook_body(), sign(iat=iat))
+    assert answer.status_code == 401
+    assert answer.json == {"error": "unauthorized"}
+
+
+def test_a_token_issued_a_minute_ago_is_accepted(make_app, sign) -> None:
+    import time
+
+    assert call(make_app(), hook_body(), sign(iat=int(time.time()) - 60)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/encounters/e1/charges", "/worklist", "/admin/api/v1/payers", "/healthz"]
+)
+def test_a_bearer_token_in_the_query_string_is_400_naming_it(make_app, path) -> None:
+    app = make_app(THERACHARGE_API_TOKENS=TOKENS)
+    answer = app.test_client().get(f"{path}?access_token=admin-token")
+    assert answer.status_code == 400
+    assert "access_token" in answer.get_data(as_text=True)
+    assert "Authorization" in answer.get_data(as_text=True)
+
+
+def test_credentials_in_urls_never_reach_a_log_line() -> None:
+    import logging
+
+    from plugin.web.observability import JsonFormatter
+
+    formatter = JsonFormatter()
+    lines = {
+        "werkzeug": (
+            '%s - - "%s" %s',
+            ("127.0.0.1", "GET /smart/callback?code=C0DE&state=ST4TE HTTP/1.1", 302),
+        ),
+        "gunicorn.access": (
+            '%s "%s"',
+            ("127.0.0.1", "GET /api/v1/x?a=1&access_token=T0KEN HTTP/1.1"),
+        ),
+        "gunicorn.error": (
+            "Error handling request %s",
+            ("/smart/launch?iss=https://ehr&launch=L4UNCH",),
+        ),
+    }
+    for logger, (message, args) in lines.items():
+        record = logging.LogRecord(logger, logging.INFO, __file__, 1, message, args, None)
+        written = formatter.format(record)
+        for secret in ("C0DE", "ST4TE", "T0KEN", "L4UNCH"):
+            assert secret not in written, written
+        assert "[redacted]" in written
+    plain = logging.LogRecord("x", logging.INFO, __file__, 1, "GET /worklist?codes=97110", (), None)
+    assert "codes=97110" in formatter.format(plain)  # other parameters stay readable
