@@ -57,7 +57,10 @@ test: lint $(EHR_STAMP) postgres redis browser
 # 10-minute soak of mixed signed traffic.
 reliability: $(STAMP) $(EHR_STAMP) postgres redis
 	THERACHARGE_TEST_SEKMET=$(CURDIR)/$(EHR_VENV)/bin/sekmet THERACHARGE_HOSTILE_EXAMPLES=3000 \
-		$(BIN)/pytest tests/reliability
+		$(BIN)/pytest tests/reliability tests/test_config_freshness.py tests/test_claims.py \
+		tests/web/test_hook_budget.py tests/web/test_hostile_input.py tests/test_serve.py \
+		tests/test_concurrency.py tests/test_overlaps.py tests/test_ledger_retention.py
+	$(BIN)/python bench/bench_overlaps.py --sizes 100,1000,2000,4000,8000,10000
 	THERACHARGE_TEST_SEKMET=$(CURDIR)/$(EHR_VENV)/bin/sekmet $(BIN)/python -m tests.reliability.soak --minutes 10
 
 # What `pip install .` gives users: the decision core compiled with mypyc (hatch_build.py).

@@ -267,3 +267,34 @@ def test_one_performers_overlaps_across_patients_agree_with_the_pairwise_definit
         named = min(expected[i], 3)
         assert finding.message.count("both by Practitioner/pt1") == named, (finding.message, spans)
         assert (f" and {more} more." in finding.message) is (more > 0), (finding.message, spans)
+
+
+def test_a_day_over_the_procedure_limit_is_refused_before_the_ehr_is_asked_for_more(
+    settings: Settings,
+) -> None:
+    """The limit is checked as soon as the day is assembled: the colleagues' search and the
+    history (and the checks whose cost grows with them) never run for a refused day."""
+    from plugin.pipeline.billing_day import decide_gathered
+    from plugin.errors import VisitTooLarge
+
+    class Untouchable:
+        error = None
+
+        def history(self, *_: Any) -> None:
+            raise AssertionError("history read for a day over the limit")
+
+        def colleagues(self, *_: Any) -> None:
+            raise AssertionError("colleagues read for a day over the limit")
+
+    services = [
+        {
+            "code": "97110",
+            "start": f"{9 + n // 60:02d}:{n % 60:02d}",
+            "minutes": 20,
+            "performer": "pt1",
+        }
+        for n in range(settings.service.max_procedures + 1)
+    ]
+    record = _patient_record("p1", services, "MEDICARE-B")
+    with pytest.raises(VisitTooLarge):
+        decide_gathered(settings, record, "p1-e1", Untouchable())  # type: ignore[arg-type]
