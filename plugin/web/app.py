@@ -242,9 +242,10 @@ def create_app(
     errors.register(app)
     observability.install(app)
     # the common CDS Hooks call answered before Flask's machinery (plugin/web/hook_route.py)
-    app.wsgi_app = HookRoute(app, app.wsgi_app)  # type: ignore[method-assign]
-    # outermost: a chunked body is whole, or refused, before any route reads it
-    app.wsgi_app = BodyLimit(app.wsgi_app, settings.service.max_request_bytes)  # type: ignore[method-assign]
+    # (the lean route takes only bodies of a known length: a chunked one goes on to Flask,
+    # through BodyLimit, whole or refused before any route reads it)
+    limited = BodyLimit(app.wsgi_app, settings.service.max_request_bytes)
+    app.wsgi_app = HookRoute(app, limited)  # type: ignore[method-assign]
     if start_worker:
         state.worker.start()  # pending notifications resume at start
     return app

@@ -136,6 +136,8 @@ def stack_running(
         "THERACHARGE_FHIR_READ_TIMEOUT": "2",
         "THERACHARGE_FHIR_RETRY_SECONDS": "8",
         "THERACHARGE_NOTIFICATION_CLAIM_SECONDS": "6",
+        # longer than the EHR retry budget above: the scenarios below see the EHR's own errors
+        "THERACHARGE_HOOK_BUDGET_SECONDS": "20",
         **env,
     }
     try:
