@@ -274,8 +274,8 @@ def test_a_day_over_the_procedure_limit_is_refused_before_the_ehr_is_asked_for_m
 ) -> None:
     """The limit is checked as soon as the day is assembled: the colleagues' search and the
     history (and the checks whose cost grows with them) never run for a refused day."""
-    from plugin.pipeline.billing_day import decide_gathered
     from plugin.errors import VisitTooLarge
+    from plugin.pipeline.billing_day import decide_gathered
 
     class Untouchable:
         error = None
