@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -29,6 +30,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="rewrite tests/golden/* from the current outputs (then review the diff)",
     )
+
+
+@pytest.fixture(autouse=True)
+def _command_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command run in a test (`process`, `backfill` …) records its runs in an instance folder
+    of the test's own (its default database), never in ./instance of the checkout; a command
+    given its own folder or database (the demo, a service's CLI) keeps it."""
+    if not {"THERACHARGE_DATABASE_URL", "THERACHARGE_INSTANCE_DIR"} & set(os.environ):
+        monkeypatch.setenv("THERACHARGE_INSTANCE_DIR", str(tmp_path / "commands"))
 
 
 @pytest.fixture(scope="session")

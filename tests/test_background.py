@@ -8,6 +8,7 @@ functions can be replaced by ones that record what they were given.
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 from collections.abc import Iterator
@@ -187,6 +188,31 @@ def test_the_day_lock_is_shared_by_two_engines_on_postgresql(postgres_url: str) 
         waited.append(time.monotonic() - started)
     thread.join(5)
     assert waited[0] >= 0.35
+
+
+def _hold_in_a_process(url: str, key: str, held: Any, seconds: float) -> None:
+    with Store(url).day_locks.hold(key):
+        held.set()
+        time.sleep(seconds)
+
+
+def test_the_day_lock_is_shared_by_processes_on_one_sqlite_file(tmp_path: Path) -> None:
+    """`serve`, `process` and `backfill` on one machine: a file lock next to the database."""
+    url = f"sqlite:///{tmp_path / 'tc.db'}"
+    fork = multiprocessing.get_context("fork")
+    held = fork.Event()
+    other = fork.Process(target=_hold_in_a_process, args=(url, "Patient/9|2026-11-02", held, 0.5))
+    other.start()
+    try:
+        assert held.wait(10)
+        started = time.monotonic()
+        with Store(url).day_locks.hold("Patient/8|2026-11-02"):
+            assert time.monotonic() - started < 0.3  # another day does not wait
+        with Store(url).day_locks.hold("Patient/9|2026-11-02"):
+            assert time.monotonic() - started >= 0.35  # the same day waits for the process
+    finally:
+        other.join(10)
+    assert (tmp_path / "tc.db.locks").is_dir()
 
 
 # --- the EHR's token, one for every instance -----------------------------------------------------

@@ -7,8 +7,6 @@ going past it; readiness says when the worker itself is dead or stuck.
 from __future__ import annotations
 
 import json
-import os
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -21,10 +19,9 @@ import pytest
 from sqlalchemy import update
 
 from plugin.commands import main as cli
-from plugin.commands import process_ehr as live
 from plugin.config.tokens import token_hash
 from plugin.gateway.errors import FatalFhirError
-from plugin.pipeline import tasks
+from plugin.pipeline import billing_day, service, tasks
 from plugin.pipeline.runtime import Runtime
 from plugin.pipeline.tasks import MAX_ATTEMPTS, retry_wait
 from plugin.pipeline.worker import NotificationWorker
@@ -48,16 +45,14 @@ def _worker(settings: Any, store: Store, monkeypatch: Any, fails: dict[str, Exce
     """A worker whose processing fails with `fails[encounter]`, else succeeds."""
     done: list[str] = []
 
-    def process(_settings: Any, encounter: str, *_: Any, **__: Any) -> Any:
-        if encounter in fails:
-            raise fails[encounter]
-        done.append(encounter)
+    def process(_runtime: Any, job: Any) -> Any:
+        if job.encounter_id in fails:
+            raise fails[job.encounter_id]
+        done.append(job.encounter_id)
         return SimpleNamespace(written=True)
 
-    monkeypatch.setattr(tasks, "run_day", process)
+    monkeypatch.setattr(tasks, "execute", process)
     runtime = Runtime(settings, store)
-    monkeypatch.setattr(runtime, "gatherer", lambda: object())
-    monkeypatch.setattr(runtime, "record", lambda *_, **__: None)
     return NotificationWorker(runtime, idle_seconds=0.01), done
 
 
@@ -191,19 +186,29 @@ def test_the_worklist_shows_what_was_set_aside(make_app) -> None:
     assert "900 procedures" in page
 
 
+def _since(
+    monkeypatch: pytest.MonkeyPatch, listed: list[dict[str, Any]], before: Callable[[str], None]
+) -> None:
+    """`process --since` over `listed`, each day's run calling `before` with its encounter."""
+    monkeypatch.setattr(billing_day, "days_between", lambda *_: listed)
+
+    def process(_runtime: Any, job: Any) -> Any:
+        before(job.encounter_id)
+        return SimpleNamespace(decision=SimpleNamespace(visits=(1,), lines=(), findings=()))
+
+    monkeypatch.setattr(service, "execute", process)
+    monkeypatch.setenv("THERACHARGE_FHIR_BASE_URL", "https://ehr.example.org/fhir")
+
+
 def test_process_since_goes_past_a_visit_that_fails_and_exits_1(monkeypatch, capsys) -> None:
-    monkeypatch.setattr(live, "connect", lambda *_: object())
-    monkeypatch.setattr(live, "days_between", lambda *_: [{"id": "a"}, {"id": "bad"}, {"id": "c"}])
     decided = []
 
-    def process(_s: Any, encounter: str, *_: Any, **__: Any) -> Any:
+    def before(encounter: str) -> None:
         if encounter == "bad":
             raise LookupError("no value in force")
         decided.append(encounter)
-        return SimpleNamespace(decision=SimpleNamespace(visits=(1,), lines=(), findings=()))
 
-    monkeypatch.setattr(live, "run_day", process)
-    monkeypatch.setenv("THERACHARGE_FHIR_BASE_URL", "https://ehr.example.org/fhir")
+    _since(monkeypatch, [{"id": "a"}, {"id": "bad"}, {"id": "c"}], before)
     code = cli.main(["process", "--since", "2026-11-01"])
     err = capsys.readouterr().err
     assert code == 1
@@ -224,65 +229,35 @@ def _listed(count: int) -> list[dict[str, Any]]:
     ]
 
 
-def _since_in_processes(
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    before: Callable[[str], None],
-    concurrency: int,
-) -> tuple[int, str]:
-    """`process --since --jobs 2` over 12 listed days, each day's run calling `before` with
-    its encounter first; the exit status and what was written to stderr."""
-    monkeypatch.setattr(live, "connect", lambda *_: object())
-    monkeypatch.setattr(live, "days_between", lambda *_: _listed(12))
-
-    def process(_s: Any, encounter: str, *_: Any, **__: Any) -> Any:
-        before(encounter)
-        return SimpleNamespace(decision=SimpleNamespace(visits=(1,), lines=(), findings=()))
-
-    monkeypatch.setattr(live, "run_day", process)
-    monkeypatch.setenv("THERACHARGE_FHIR_BASE_URL", "https://ehr.example.org/fhir")
-    monkeypatch.setenv("THERACHARGE_FHIR_CONCURRENCY", str(concurrency))
-    code = cli.main(["process", "--since", "2026-11-01", "--jobs", "2"])
-    return code, capsys.readouterr().err
-
-
-def test_process_since_in_processes_reports_every_day_and_each_failure_in_order(
+def test_process_since_runs_jobs_days_at_a_time_and_reports_each_failure_in_order(
     monkeypatch, capsys
 ) -> None:
-    def process(encounter: str) -> None:
-        if encounter in ("e3", "e9"):
+    running: set[str] = set()
+    most = 0
+    guard = threading.Lock()
+
+    def before(encounter: str) -> None:
+        nonlocal most
+        with guard:
+            running.add(encounter)
+            most = max(most, len(running))
+        time.sleep(0.02)
+        with guard:
+            running.discard(encounter)
+        if encounter in ("e9", "e3"):
             raise LookupError("no value in force")
 
-    code, err = _since_in_processes(monkeypatch, capsys, process, concurrency=4)
+    _since(monkeypatch, _listed(12), before)
+    code = cli.main(["process", "--since", "2026-11-01", "--jobs", "3"])
+    err = capsys.readouterr().err
     assert code == 1
-    assert "12 days in 2 processes, 2 at a time each" in err  # 4 days in flight in all
-    assert "visits: 10 in 10 billing day(s)" in err  # the others' totals, from both processes
+    assert most == 3  # --jobs: the local worker count
+    assert "visits: 10 in 10 billing day(s)" in err
     failed = [line.strip() for line in err.splitlines() if line.strip().startswith("failed")]
     assert [line.split(";")[0] for line in failed] == [
-        "failed Encounter/e3: internal error (LookupError)",
+        "failed Encounter/e3: internal error (LookupError)",  # in the order listed
         "failed Encounter/e9: internal error (LookupError)",
     ]
-
-
-def test_a_process_that_dies_fails_each_of_its_days_not_reported(monkeypatch, capsys) -> None:
-    def process(encounter: str) -> None:
-        if encounter == "e6":
-            os._exit(3)  # killed, out of memory …: no totals from this process
-
-    code, err = _since_in_processes(monkeypatch, capsys, process, concurrency=2)
-    assert code == 1
-    decided = int(re.search(r"visits: (\d+) in", err)[1])  # type: ignore[index]
-    failed = [line for line in err.splitlines() if line.strip().startswith("failed")]
-    assert any("Encounter/e6: process" in line and "(exit 3)" in line for line in failed)
-    assert decided + len(failed) == 12  # every day decided or named
-
-
-def test_days_are_shared_by_patient_among_processes() -> None:
-    shares = live._shares(_listed(12), 2)
-    patients = [{i % 5 for i in share} for share in shares]
-    assert patients[0].isdisjoint(patients[1])  # each patient's days in one process
-    assert sorted(i for share in shares for i in share) == list(range(12))
-    assert abs(len(shares[0]) - len(shares[1])) <= 3
 
 
 def test_a_file_with_a_visit_over_the_procedure_limit_writes_the_others_and_exits_1(

@@ -16,7 +16,6 @@ import getpass
 import socket
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +46,13 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     source.add_argument("--resume", type=int, metavar="ID", help="carry on with backfill ID")
     backfill.add_argument("--until", metavar="DATE", help="last date of service (inclusive)")
     backfill.add_argument("--dry-run", action="store_true", help="decide and plan; write nothing")
+    backfill.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="without a broker: decide N days at a time here (1-64, default "
+        "THERACHARGE_FHIR_CONCURRENCY)",
+    )
     backfill.add_argument(
         "--no-wait", action="store_true", help="queue the days and return (needs a broker)"
     )
@@ -89,6 +95,8 @@ def run_backfill(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--until goes with --since")
     if args.since and args.until and args.until < args.since:
         raise UsageError(f"--until: {args.until} is before --since {args.since}")
+    if args.jobs is not None and not 1 <= args.jobs <= 64:
+        raise UsageError("--jobs: a whole number from 1 to 64")
     if args.no_wait and not settings.service.broker_url:
         raise UsageError("--no-wait needs THERACHARGE_BROKER_URL: without one the days run here")
     if settings.fhir.base_url is None:
@@ -114,15 +122,16 @@ def run_backfill(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         _follow(store, backfill_id, send.queued)
     else:
-        _here(runtime, days, Progress(len(days), "days"))
+        workers = args.jobs or settings.fhir.concurrency
+        _here(runtime, days, Progress(len(days), "days"), workers)
     return _report(store, backfill_id)
 
 
 def _create(runtime: Runtime, args: argparse.Namespace) -> tuple[int, list[int]] | None:
     """List the range one date at a time, then record the backfill and its days."""
     from plugin.gateway.errors import FhirError
-    from plugin.gateway.gather import encounter_patient_and_date
     from plugin.pipeline.billing_day import days_by_date
+    from plugin.pipeline.service import day_of
 
     gatherer = runtime.gatherer()
     assert gatherer is not None
@@ -133,10 +142,7 @@ def _create(runtime: Runtime, args: argparse.Namespace) -> tuple[int, list[int]]
     except FhirError as exc:
         print(f"listing encounters: {exc}", file=sys.stderr)
         return None
-    days: list[tuple[str, str | None]] = []
-    for encounter in listed:
-        patient, day = encounter_patient_and_date(encounter)
-        days.append((str(encounter["id"]), f"{patient}|{day}" if patient and day else None))
+    days = [(str(encounter["id"]), day_of(encounter)) for encounter in listed]
     actor = f"cli:{getpass.getuser()}"
     return runtime.store.create_backfill(
         actor, since.isoformat(), until.isoformat(), args.dry_run, days
@@ -150,9 +156,11 @@ def _resumed(store: Store, backfill_id: int) -> tuple[int, list[int]]:
     return backfill_id, pending
 
 
-def _here(runtime: Runtime, days: list[int], progress: Progress) -> None:
-    """Without a broker: the days decided in this process, a few at a time; a day that failed
-    is tried again after its wait (retries and backoff as on a worker)."""
+def _here(runtime: Runtime, days: list[int], progress: Progress, workers: int) -> None:
+    """Without a broker: the days decided in this process on the local executor, `workers` at
+    a time; a day that failed is tried again after its wait (retries and backoff as on a
+    worker)."""
+    from plugin.pipeline.service import run_jobs
     from plugin.pipeline.tasks import decide_backfill_day
 
     def decide(day_id: int) -> None:
@@ -164,10 +172,10 @@ def _here(runtime: Runtime, days: list[int], progress: Progress) -> None:
             # each second until that thread is done with it
             time.sleep(result.wait if result.status != "busy" else min(result.wait, 1.0))
 
-    workers = min(runtime.settings.fhir.concurrency, max(1, len(days)))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for _ in pool.map(decide, days):
-            progress.step()
+    for _, failed in run_jobs(days, decide, workers):
+        if isinstance(failed, Exception):  # the task records its own failures: not one of those
+            raise failed
+        progress.step()
     progress.done()
 
 

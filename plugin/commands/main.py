@@ -257,12 +257,12 @@ def _process_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
     )
     process.add_argument(
         "--jobs",
-        type=_positive,
-        default=_cores(),
-        help="decide in up to N processes, each patient's days in one (default: the cores "
-        "this process may use, %(default)s). --bundle: files under "
-        f"{MIN_VISITS_PER_JOB} encounters a process take fewer; --since: the processes share "
-        "THERACHARGE_FHIR_CONCURRENCY, days at a time in all",
+        type=_jobs,
+        metavar="N",
+        help="--bundle: decide in up to N processes, each patient's days in one (default: the "
+        f"cores this process may use, {_cores()}; files under {MIN_VISITS_PER_JOB} encounters "
+        "a process take fewer). --since: run N billing days at a time, each on its own EHR "
+        "connection (default THERACHARGE_FHIR_CONCURRENCY)",
     )
     process.set_defaults(run=_run_process)
 
@@ -341,6 +341,14 @@ def _positive(text: str) -> int:
     return value
 
 
+def _jobs(text: str) -> int:
+    """--jobs: 1 to 64 (processes for a file, days at a time against the EHR)."""
+    value = _positive(text)
+    if value > 64:
+        raise argparse.ArgumentTypeError("at most 64")
+    return value
+
+
 def _rate(text: str) -> float:
     value = float(text)
     if not 0 <= value <= 1:
@@ -368,7 +376,12 @@ def _run_process(args: argparse.Namespace, settings: Settings) -> int:
             text = sys.stderr if args.format == "text" else None
             outputs = OfflineOutputs(bundle=out, report=report, text=text)
             summary = process_file(
-                args.bundle, settings, outputs, entered, strict=args.strict, jobs=args.jobs
+                args.bundle,
+                settings,
+                outputs,
+                entered,
+                strict=args.strict,
+                jobs=args.jobs or _cores(),
             )
     except InputError as exc:
         raise UsageError(str(exc)) from exc

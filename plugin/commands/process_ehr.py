@@ -1,30 +1,27 @@
-"""`theracharge process --encounter/--since`: the live pipeline from the command line."""
+"""`theracharge process --encounter/--since`: the live pipeline from the command line.
+
+Each billing day is a job of the one day-run service (plugin.pipeline.service): it holds the
+day's lock while it writes and records its ledger row, as the hook, notifications and
+backfills do; `--since` runs the listed days on the local executor, `--jobs` at a time."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
-import multiprocessing
-import queue
 import sys
-import threading
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from plugin.commands.progress import Progress
 from plugin.config.files import Settings
 from plugin.errors import UsageError
-from plugin.gateway.errors import FhirError
-from plugin.gateway.factory import connect
-from plugin.gateway.gather import Gatherer, encounter_patient_and_date
-from plugin.pipeline.billing_day import DaySource, WriteMode, days_between, run_day, run_report
-from plugin.pipeline.stages import failure_reason
-from plugin.render.report import RunSummary, summary_text
-from plugin.rules.decision import Decision
+
+if TYPE_CHECKING:  # imported where used: the store and the service bring prometheus_client,
+    # which must not be loaded before `serve` sets PROMETHEUS_MULTIPROC_DIR (main.py)
+    from plugin.pipeline.runtime import Runtime
 
 EXIT_FAILED = 1
 
@@ -34,33 +31,36 @@ def run_live(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--out and --report go with --bundle; against an EHR the report is stdout")
     if args.until and not args.since:
         raise UsageError("--until goes with --since")
-    # Imported here: the store brings prometheus_client, which must not be loaded before
-    # `serve` sets PROMETHEUS_MULTIPROC_DIR (plugin/commands/main.py).
-    from plugin.config.effective import effective_settings
+    from plugin.gateway.factory import connect
+    from plugin.pipeline.runtime import Runtime
 
-    settings = effective_settings(settings)
+    if args.fhir_base:
+        fhir = dataclasses.replace(settings.fhir, base_url=args.fhir_base.rstrip("/"))
+        settings = dataclasses.replace(settings, fhir=fhir)
     try:
-        gatherer = Gatherer(connect(settings.fhir, args.fhir_base))
+        connect(settings.fhir)  # names what is missing before the database is opened
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+    runtime = Runtime.opened(settings)
     entered = datetime.now().astimezone().replace(microsecond=0)
     # The settings, tables and vocabulary live as long as the run: out of the cyclic
     # collector's way, which otherwise looks through them all again at each full collection
     # (as `serve` does after loading the app; docs/performance.md).
     gc.freeze()
     if args.encounter:
-        return _one(settings, gatherer, args.encounter, entered, args.dry_run)
+        return _one(runtime, args.encounter, entered, args.dry_run)
     since, until = args.since.isoformat(), args.until.isoformat() if args.until else None
-    return _range(
-        settings, gatherer, since, until, entered, args.dry_run, args.fhir_base, args.jobs
-    )
+    workers = args.jobs or runtime.settings.fhir.concurrency
+    return _range(runtime, since, until, entered, args.dry_run, workers)
 
 
-def _one(
-    settings: Settings, gatherer: Gatherer, encounter: str, entered: datetime, dry: bool
-) -> int:
+def _one(runtime: Runtime, encounter: str, entered: datetime, dry: bool) -> int:
+    from plugin.pipeline.billing_day import run_report
+    from plugin.pipeline.service import Job, execute
+    from plugin.pipeline.stages import failure_reason
+
     try:
-        run = run_day(settings, encounter, DaySource(gatherer), _mode(dry), entered, "cli")
+        run = execute(runtime, Job(encounter, "cli", _mode(dry), entered=entered))
     except Exception as exc:  # noqa: BLE001 -- one line with the reason; failure_reason logs it
         print(f"Encounter/{encounter}: {failure_reason(exc)}", file=sys.stderr)
         return EXIT_FAILED
@@ -71,47 +71,38 @@ def _one(
     return 0
 
 
-# A process of its own for fewer days than this costs more (a fork, an EHR connection, a
-# token) than it saves.
-MIN_DAYS_PER_JOB = 4
-
-
 def _range(
-    settings: Settings,
-    gatherer: Gatherer,
-    since: str,
-    until: str | None,
-    entered: datetime,
-    dry: bool,
-    fhir_base: str | None = None,
-    jobs: int = 1,
+    runtime: Runtime, since: str, until: str | None, entered: datetime, dry: bool, workers: int
 ) -> int:
+    """The listed days, `workers` at a time (each thread on its own EHR connection), reported
+    in the order listed; one failing day never stops the others."""
+    from plugin.gateway.errors import FhirError
+    from plugin.pipeline.billing_day import days_between
+    from plugin.pipeline.service import Job, day_of, ehr, execute, run_jobs
+    from plugin.pipeline.stages import failure_reason
+    from plugin.render.report import RunSummary, summary_text
+    from plugin.rules.decision import Decision
+
     try:
-        days = days_between(gatherer, since, until)
+        days = days_between(ehr(runtime), since, until)
     except FhirError as exc:
         print(f"listing encounters: {exc}", file=sys.stderr)
         return EXIT_FAILED
     summary = RunSummary()
     progress = Progress(len(days), "days")
-    print(f"configuration: {_versions(settings)}", file=sys.stderr)
-    # THERACHARGE_FHIR_CONCURRENCY bounds the days in flight in all: `jobs` processes (each
-    # patient's days in one) share it, each deciding its share that many at a time.
-    concurrency = min(settings.fhir.concurrency, max(1, len(days)))
-    jobs = max(1, min(jobs, concurrency, len(days) // MIN_DAYS_PER_JOB))
-    at_once = max(1, concurrency // jobs)
-    failures: list[tuple[int, str]] = []
-    if jobs == 1:
-        decide = _day_decider(settings, entered, dry, gatherer if at_once == 1 else None, fhir_base)
-        for index, result in _decided(days, range(len(days)), decide, at_once):
-            _count(summary, failures, days, index, result)
-            progress.step()
-    else:
-        print(f"{len(days)} days in {jobs} processes, {at_once} at a time each", file=sys.stderr)
-        for totals, failed in _in_processes(settings, days, jobs, at_once, entered, dry, fhir_base):
-            summary.merge(totals)
-            failures += failed
-            progress.step()
-    summary.failures = [failure for _, failure in sorted(failures)]  # in the order listed
+    print(f"configuration: {_versions(runtime.settings)}", file=sys.stderr)
+    mode = _mode(dry)
+
+    def decide(listed: dict[str, Any]) -> Decision:
+        job = Job(str(listed["id"]), "cli", mode, day=day_of(listed), entered=entered)
+        return execute(runtime, job).decision
+
+    for listed, result in run_jobs(days, decide, workers):
+        if isinstance(result, Exception):
+            summary.failures.append(f"Encounter/{listed['id']}: {failure_reason(result)}")
+        else:
+            summary.add(result)
+        progress.step()
     progress.done()
     print(summary_text(summary), file=sys.stderr)
     for failure in summary.failures:
@@ -119,133 +110,11 @@ def _range(
     return EXIT_FAILED if summary.failures else 0
 
 
-def _day_decider(
-    settings: Settings, entered: datetime, dry: bool, gatherer: Gatherer | None,
-    fhir_base: str | None,
-) -> Callable[[dict[str, Any]], Decision]:  # fmt: skip
-    """Decides one listed day: its encounter names the day, and one search reads it all. With
-    no `gatherer` each thread makes its own connection to the EHR (session and token)."""
-    local = threading.local()
-
-    def decide_day(listed: dict[str, Any]) -> Decision:
-        own = gatherer or getattr(local, "gatherer", None)
-        if own is None:
-            own = local.gatherer = Gatherer(connect(settings.fhir, fhir_base))
-        encounter = str(listed["id"])
-        patient, day = encounter_patient_and_date(listed)
-        source = DaySource(own, None, (patient, day) if patient and day else None)
-        return run_day(settings, encounter, source, _mode(dry), entered, "cli").decision
-
-    return decide_day
-
-
-def _decided(
-    days: list[dict[str, Any]], indices: Iterable[int], decide: Callable[[Any], Decision],
-    at_once: int,
-) -> Iterator[tuple[int, Decision | Exception]]:  # fmt: skip
-    """Each day's decision (or what stopped it), `at_once` days at a time, in the order given;
-    one failing day never stops the others."""
-    wanted = list(indices)
-    if at_once == 1:  # one at a time: in this thread, no hand-off per day
-        for index in wanted:
-            yield index, _outcome(decide, days[index])
-        return
-    with ThreadPoolExecutor(max_workers=at_once) as pool:
-        futures = [pool.submit(_outcome, decide, days[index]) for index in wanted]
-        for index, future in zip(wanted, futures, strict=True):
-            yield index, future.result()
-
-
-def _count(
-    summary: RunSummary, failures: list[tuple[int, str]], days: list[dict[str, Any]],
-    index: int, result: Decision | Exception,
-) -> None:  # fmt: skip
-    if isinstance(result, Exception):
-        failures.append((index, f"Encounter/{days[index]['id']}: {failure_reason(result)}"))
-    else:
-        summary.add(result)
-
-
-def _shares(days: list[dict[str, Any]], jobs: int) -> list[list[int]]:
-    """The listed days split among `jobs` processes, each patient's days in one (as `process
-    --bundle` splits a file), the patients dealt in the order listed to the least loaded."""
-    shares: list[list[int]] = [[] for _ in range(jobs)]
-    owner: dict[str | None, int] = {}
-    for index, listed in enumerate(days):
-        patient = encounter_patient_and_date(listed)[0]
-        if patient is None:  # no patient named: the day is its own
-            patient = f"#{index}"
-        if patient not in owner:
-            owner[patient] = min(range(jobs), key=lambda j: len(shares[j]))
-        shares[owner[patient]].append(index)
-    return shares
-
-
-def _in_processes(
-    settings: Settings, days: list[dict[str, Any]], jobs: int, at_once: int, entered: datetime,
-    dry: bool, fhir_base: str | None,
-) -> Iterator[tuple[RunSummary, list[tuple[int, str]]]]:  # fmt: skip
-    """Decide the days in `jobs` forked processes; each day's totals or failure as it is done.
-    A process that ends without reporting a day of its own (killed, out of memory) fails
-    that day by name: it may or may not have been written, and a run again settles it."""
-    fork = multiprocessing.get_context("fork")
-    messages = fork.Queue()
-    shares = _shares(days, jobs)
-    children = [
-        fork.Process(
-            target=_child,
-            args=(number, settings, days, share, at_once, entered, dry, fhir_base, messages),
-        )
-        for number, share in enumerate(shares)
-    ]
-    for child in children:
-        child.start()
-    left = [set(share) for share in shares]
-    while any(left):
-        try:
-            number, index, totals, failures = messages.get(timeout=1.0)
-        except queue.Empty:
-            for number, child in enumerate(children):
-                if left[number] and child.exitcode is not None:  # gone before reporting them
-                    why = (
-                        f"process {number + 1} of {jobs} stopped (exit {child.exitcode}) before "
-                        "reporting this day; run again to settle it"
-                    )
-                    for index in sorted(left[number]):
-                        yield RunSummary(), [(index, f"Encounter/{days[index]['id']}: {why}")]
-                    left[number].clear()
-            continue
-        left[number].discard(index)
-        yield totals, failures
-    for child in children:
-        child.join()
-
-
-def _child(
-    number: int, settings: Settings, days: list[dict[str, Any]], share: list[int],
-    at_once: int, entered: datetime, dry: bool, fhir_base: str | None, messages: Any,
-) -> None:  # fmt: skip
-    """In a forked process: decide the days of `share` on connections of its own, and report
-    each one's totals or failure as it is done."""
-    decide = _day_decider(settings, entered, dry, None, fhir_base)
-    for index, result in _decided(days, share, decide, at_once):
-        totals = RunSummary()
-        failures: list[tuple[int, str]] = []
-        _count(totals, failures, days, index, result)
-        messages.put((number, index, totals, failures))
-
-
-def _outcome(decide: Callable[[Any], Decision], listed: Any) -> Decision | Exception:
-    """A day's decision, or what stopped it (one day never stops the others)."""
-    try:
-        return decide(listed)
-    except Exception as exc:  # noqa: BLE001 -- reported with the day, by the caller
-        return exc
-
-
 def _versions(settings: Settings) -> str:
     return ", ".join(f"{table} {version}" for table, version in sorted(settings.versions.items()))
 
 
-def _mode(dry: bool) -> WriteMode:
+def _mode(dry: bool) -> Any:
+    from plugin.pipeline.billing_day import WriteMode
+
     return WriteMode.PLAN if dry else WriteMode.WRITE

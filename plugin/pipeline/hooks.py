@@ -21,9 +21,12 @@ from plugin.gateway.auth import BearerAuth, NoAuth
 from plugin.gateway.client import FhirClient, iter_resources
 from plugin.gateway.errors import FatalFhirError, FhirError
 from plugin.gateway.factory import connect, connect_with
-from plugin.gateway.gather import Gatherer, encounter_patient_and_date, is_encounter
+from plugin.gateway.gather import Gatherer, is_encounter
 from plugin.jsontypes import Json
-from plugin.pipeline.billing_day import DayLock, DayRun, DaySource, WriteMode, run_day
+from plugin.pipeline.billing_day import DayRun, DaySource, WriteMode
+from plugin.pipeline.metrics import count_deferred
+from plugin.pipeline.runtime import Runtime
+from plugin.pipeline.service import Job, day_of, execute
 from plugin.render.cards import (
     decided_alone_card,
     deferred_card,
@@ -120,17 +123,6 @@ class HookOutcome:
     def decision(self) -> Decision | None:
         return self.run.decision if self.run is not None else None
 
-    @property
-    def outcome(self) -> str:
-        """written, unchanged, preview, system-actions, failed or deferred (the ledger's
-        word)."""
-        if self.deferred:
-            return "deferred"
-        assert self.run is not None
-        if self.system_actions or (self.run.outcome == "planned"):
-            return "system-actions"
-        return self.run.outcome
-
     def response(self) -> Json:
         body: Json = {"cards": self.cards}
         if self.system_actions:
@@ -162,22 +154,19 @@ Defer = Callable[[str, str | None], bool]  # (encounter, day name) → queued
 
 
 def handle_discharge(
-    settings: Settings,
-    request: HookRequest,
-    now: datetime,
-    ours: Gatherer | None = None,
-    lock: DayLock | None = None,
-    defer: Defer | None = None,
+    runtime: Runtime, request: HookRequest, now: datetime, defer: Defer | None = None
 ) -> HookOutcome:
     """Decide the encounter's billing day and answer with cards (and, by the write mode,
-    write the ChargeItems or propose them as systemActions).
+    write the ChargeItems or propose them as systemActions); the run is counted and recorded
+    in the ledger as every trigger's is (plugin.pipeline.service.execute).
 
     The prefetch names the day; the patient's other visits of that date are read from the
-    EHR (`ours`, the process's own connection, or an allow-listed `fhirServer` with the hook's
-    token). With no server to ask, the encounter is decided alone and the card says so.
+    EHR (our own connection, or an allow-listed `fhirServer` with the hook's token). With no
+    server to ask, the encounter is decided alone and the card says so.
     """
+    settings = runtime.current()
     prefetched, complete = _prefetched(request.prefetch, request.encounter_id)
-    server = _server_for(settings, request, ours)
+    server = _server_for(settings, request, runtime.gatherer())
     if not complete and server is None:
         raise PrefetchMissing(
             "prefetch key(s) "
@@ -185,20 +174,19 @@ def handle_discharge(
             + " absent or failed, and no allowed fhirServer to fetch them from"
         )
     mode = MODES[settings.service.write_mode]
-    source = DaySource(server, prefetched if complete else None)
+    job = Job(
+        request.encounter_id,
+        "cds-hook",
+        mode,
+        source=DaySource(server, prefetched if complete else None),
+        report_write_errors=True,  # a failed write is a card: the decision stands
+        proposes=True,  # in system-actions mode the plan goes back to the EHR to apply
+        entered=now,
+    )
     try:
-        run = run_day(
-            settings,
-            request.encounter_id,
-            source,
-            mode,
-            now,
-            "cds-hook",
-            report_write_errors=True,
-            lock=lock,  # a direct write holds the billing day's lock (docs/deployment.md)
-        )
+        run = execute(runtime, job)
     except OutOfTime:
-        return _out_of_time(settings, request, prefetched if complete else None, now, defer)
+        return _out_of_time(runtime, request, prefetched if complete else None, now, defer)
     except FhirError as exc:
         if complete:
             raise
@@ -217,7 +205,7 @@ def handle_discharge(
 
 
 def _out_of_time(
-    settings: Settings,
+    runtime: Runtime,
     request: HookRequest,
     prefetched: list[Json] | None,
     now: datetime,
@@ -227,19 +215,27 @@ def _out_of_time(
     nothing written) with its cards, and a card saying the day is decided later. Queued only
     in direct mode, the one where this call would have written (a notification's run writes)."""
     log.warning("the EHR did not answer within the hook's time budget: answered from prefetch")
+    settings = runtime.settings
+    count_deferred()
     queued = False
     if defer is not None and settings.service.write_mode == "direct":
         day = None
         if prefetched is not None:
             encounter = next((r for r in prefetched if is_encounter(r, request.encounter_id)), None)
-            patient, date = encounter_patient_and_date(encounter)
-            day = f"{patient}|{date}" if patient and date else None
+            day = day_of(encounter)
         queued = defer(request.encounter_id, day)
     run = None
     cards: list[Json] = []
     if prefetched is not None:
-        source = DaySource(None, prefetched)  # the prefetch alone: no EHR, no lock, no wait
-        run = run_day(settings, request.encounter_id, source, WriteMode.PREVIEW, now, "cds-hook")
+        job = Job(
+            request.encounter_id,
+            "cds-hook",
+            WriteMode.PREVIEW,
+            source=DaySource(None, prefetched),  # the prefetch alone: no EHR, no lock, no wait
+            outcome="deferred",
+            entered=now,
+        )
+        run = execute(runtime, job)
         cards = [summary_card(run.decision), *gap_cards(run.decision, _override_system(settings))]
     cards.append(deferred_card(settings.service.hook_budget_seconds, queued))
     _link_to_the_decision(cards, settings, request.encounter_id)

@@ -21,15 +21,15 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from prometheus_client import Counter
 
 from plugin.errors import Invalid
 from plugin.gateway.errors import FatalFhirError
-from plugin.gateway.gather import Gatherer
-from plugin.pipeline.billing_day import DayRun, DaySource, WriteMode, run_day
+from plugin.pipeline.billing_day import DayRun, WriteMode
 from plugin.pipeline.runtime import Runtime
+from plugin.pipeline.service import Job, execute
 from plugin.pipeline.stages import failure_reason
 from plugin.rules.lines import LineStatus
 from plugin.store import Claimed
@@ -172,50 +172,24 @@ def _execute(runtime: Runtime, kind: str, claimed: Claimed, work: Work) -> TaskR
     return TaskResult("done", run=run)
 
 
-def _ehr(runtime: Runtime) -> Gatherer:
-    gatherer = runtime.gatherer()
-    if gatherer is None:
-        raise _NoEhr("no EHR configured (THERACHARGE_FHIR_BASE_URL)")
-    return gatherer
-
-
 def _notification(runtime: Runtime, claimed: Claimed) -> DayRun | None:
-    settings = runtime.current()  # the managed tables as the database holds them now
-    gatherer = _ehr(runtime)
-    run = run_day(
-        settings,
-        claimed.encounter_id,
-        DaySource.named(gatherer, claimed.day),
-        WriteMode.WRITE,
-        datetime.now().astimezone(),
-        "notification",
-        lock=runtime.store.day_locks.hold,
-    )
-    runtime.record(claimed.encounter_id, "notification", run)
-    return run
+    return execute(runtime, Job(claimed.encounter_id, "notification", day=claimed.day))
 
 
 def _backfill_day(runtime: Runtime, claimed: Claimed) -> DayRun | None:
-    settings = runtime.current()
-    gatherer = _ehr(runtime)
     day = runtime.store.backfill_day(claimed.id)
     backfill = runtime.store.backfill(day.backfill_id) if day else None
     dry = bool(backfill and backfill.dry_run)
     # a page's re-run is a re-decision run of one day, recorded as its own ("page:<who>")
     actor = backfill.actor if backfill else ""
-    trigger = actor if actor.startswith("page:") else "backfill"
-    run = run_day(
-        settings,
+    job = Job(
         claimed.encounter_id,
-        DaySource.named(gatherer, claimed.day),
+        actor if actor.startswith("page:") else "backfill",
         WriteMode.PLAN if dry else WriteMode.WRITE,
-        datetime.now().astimezone(),
-        trigger,
-        lock=runtime.store.day_locks.hold,
+        day=claimed.day,
+        wait=True,  # on the table before the day is marked done: whoever waits reads it next
     )
-    if not dry:
-        # on the table before the day is marked done: whoever waits for the day reads it next
-        runtime.record(claimed.encounter_id, trigger, run, wait=True)
+    run = execute(runtime, job)
     lines = run.decision.lines
     runtime.store.finish_row(
         "backfill-day",
@@ -225,10 +199,6 @@ def _backfill_day(runtime: Runtime, claimed: Claimed) -> DayRun | None:
         held=sum(1 for ln in lines if ln.status is LineStatus.PLANNED),  # held for documentation
     )
     return run
-
-
-class _NoEhr(Invalid):
-    """Nothing to read the day from: trying again cannot help until an admin configures it."""
 
 
 def _failed(runtime: Runtime, kind: str, claimed: Claimed, reason: str) -> TaskResult:

@@ -14,7 +14,6 @@ from plugin.errors import BadRequest, NotFoundError, describe
 from plugin.pipeline.hooks import SERVICE_ID, HookRequest, discovery, handle_discharge
 from plugin.schemas.cds import FeedbackSchema, HookRequestSchema, plain_hook_request
 from plugin.schemas.errors import field_errors
-from plugin.web.observability import EHR_ERRORS, count_decision
 
 blp = Blueprint("cds", __name__, url_prefix="/cds-services", description="CDS Hooks 2.0")
 # Built once: a marshmallow schema is reusable, and building one costs more than a load.
@@ -66,9 +65,9 @@ def call(service_id: str) -> Response:
 
 
 def answer(state: Any, data: dict[str, Any]) -> dict[str, Any]:
-    """The answer to a loaded, trusted hook call (`state`: the app's AppState): decide the
-    day within the hook's time budget (THERACHARGE_HOOK_BUDGET_SECONDS), count it, record it
-    in the run ledger, and return the cards."""
+    """The answer to a loaded, trusted hook call (`state`: the app's AppState): the day run
+    within the hook's time budget (THERACHARGE_HOOK_BUDGET_SECONDS), counted and recorded as
+    every run is (plugin.pipeline.service), and its cards."""
     auth = data["fhirAuthorization"] or {}
     hook = HookRequest(
         encounter_id=data["context"]["encounterId"],
@@ -85,22 +84,7 @@ def answer(state: Any, data: dict[str, Any]) -> dict[str, Any]:
         return queued is not None
 
     with budget(state.settings.service.hook_budget_seconds):
-        outcome = handle_discharge(
-            state.settings,
-            hook,
-            datetime.now().astimezone(),
-            state.gatherer(),
-            state.store.day_locks.hold,
-            defer,
-        )
-    if outcome.deferred:
-        EHR_ERRORS.labels("too-slow").inc()
-    if outcome.decision is not None:
-        count_decision(list(outcome.decision.lines), list(outcome.decision.findings))
-    if outcome.outcome == "failed":
-        EHR_ERRORS.labels("write").inc()
-    if outcome.run is not None:
-        state.record(hook.encounter_id, "cds-hook", outcome.run, outcome.outcome)
+        outcome = handle_discharge(state, hook, datetime.now().astimezone(), defer)
     return outcome.response()
 
 

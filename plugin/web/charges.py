@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 
 from flask import Response, current_app, jsonify, request
 from flask_smorest import Blueprint
 
 from plugin.config.tokens import ROLES
 from plugin.errors import BadRequest, ServiceUnavailable
-from plugin.pipeline.billing_day import DaySource, WriteMode, run_day, run_report
+from plugin.pipeline.billing_day import WriteMode, run_report
+from plugin.pipeline.service import Job, execute
 from plugin.web.auth import bearer_caller
-from plugin.web.observability import count_decision
 
 log = logging.getLogger(__name__)
 blp = Blueprint(
@@ -23,24 +22,15 @@ blp = Blueprint(
 def _charges(encounter_id: str, dry_run: bool) -> Response:
     caller = bearer_caller("billing", "admin") if not dry_run else bearer_caller(*ROLES)
     state = current_app.extensions["theracharge"]
-    gatherer = state.gatherer()
-    if gatherer is None:
+    if state.gatherer() is None:
         raise ServiceUnavailable("no EHR configured: set THERACHARGE_FHIR_BASE_URL")
-    mode = WriteMode.PLAN if dry_run else WriteMode.WRITE
-    run = run_day(
-        state.settings,
+    job = Job(
         encounter_id,
-        DaySource(gatherer),
-        mode,
-        datetime.now().astimezone(),
         f"api:{caller}",
-        lock=state.store.day_locks.hold,
+        WriteMode.PLAN if dry_run else WriteMode.WRITE,
+        wait=True,  # billing tools read the worklist next, perhaps from another worker
     )
-    count_decision(list(run.decision.lines), list(run.decision.findings))
-    # Billing tools read the worklist next, perhaps from another worker: on the table first.
-    outcome = "preview" if dry_run else run.outcome
-    state.record(encounter_id, f"api:{caller}", run, outcome, wait=True)
-    body = run_report(run)
+    body = run_report(execute(state, job))
     body["dry_run"] = dry_run
     return jsonify(body)
 

@@ -14,8 +14,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 from plugin.deadline import RETRY_AFTER_SECONDS, OutOfTime
 from plugin.errors import DataUnavailable, TheraChargeError, Unauthorized, describe
-from plugin.gateway.errors import FhirError, TemporaryFhirError
-from plugin.web.observability import EHR_ERRORS
+from plugin.pipeline.metrics import count_ehr_error
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +51,13 @@ def register(app: Flask) -> None:
         if isinstance(error, Unauthorized):
             log.warning("refused an unauthenticated call: %s", error)  # the reason stays here
             return _answer(401, {"error": error.code})
-        if isinstance(error, FhirError) and error.http_status == 502:  # the EHR failed
-            kind = "temporary" if isinstance(error, TemporaryFhirError) else "fatal"
-            EHR_ERRORS.labels(kind).inc()
+        count_ehr_error(error)  # the EHR failed or was too slow: once (a run counted it first)
         if isinstance(error, DataUnavailable):  # CDS Hooks: an OperationOutcome, 412
             response = jsonify(operation_outcome(error.message, describe(error.fields)))
             response.status_code = error.http_status
             return response
         answered = _answer(error.http_status, error.body())
         if isinstance(error, OutOfTime):  # the EHR too slow for this request: try again later
-            EHR_ERRORS.labels("too-slow").inc()
             answered.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return answered
 

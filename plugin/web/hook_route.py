@@ -55,7 +55,6 @@ class HookRoute:
         request_id = environ.get("HTTP_X_REQUEST_ID") or uuid.uuid4().hex
         bound = CALL.set((request_id, data["hookInstance"]))
         try:
-            self.state.refresh()
             verifier = self.state.cds_verifier
             if verifier is not None:
                 audience = f"{self.state.settings.service.public_url}{PATH}"

@@ -10,7 +10,7 @@ from flask import Response, current_app, jsonify, request
 from flask_smorest import Blueprint
 
 from plugin.errors import BadRequest
-from plugin.gateway.gather import encounter_patient_and_date
+from plugin.pipeline.service import day_of
 from plugin.web.auth import notification_sender
 
 log = logging.getLogger(__name__)
@@ -34,13 +34,6 @@ def _enqueue(encounter_id: str, version: str | None, day: str | None = None) -> 
     return True
 
 
-def _day(resource: dict[str, Any]) -> str | None:
-    """The billing day a full-resource payload names ("Patient/123|2026-11-02"), so the worker
-    reads the day in one search; None when the payload lacks the patient or the date."""
-    patient, date = encounter_patient_and_date(resource)
-    return f"{patient}|{date}"[:300] if patient and date else None
-
-
 @blp.route("/Encounter/<encounter_id>", methods=["PUT"])
 @blp.doc(summary="R4 rest-hook with payload: the changed Encounter")
 def encounter_changed(encounter_id: str) -> Response:
@@ -52,7 +45,7 @@ def encounter_changed(encounter_id: str) -> Response:
         raise BadRequest("the Encounter's id differs from the URL")
     if resource.get("status") != "finished":
         return jsonify({"queued": False, "reason": "encounter not finished"})
-    queued = _enqueue(encounter_id, _version(resource) or "", _day(resource))
+    queued = _enqueue(encounter_id, _version(resource) or "", day_of(resource))
     return jsonify({"queued": queued})
 
 
@@ -92,7 +85,7 @@ def _encounters(bundle: dict[str, Any]) -> list[tuple[str, str | None, str | Non
         resource = entry.get("resource")
         if isinstance(resource, dict) and resource.get("resourceType") == "Encounter":
             if resource.get("status") == "finished" and resource.get("id"):
-                found.append((str(resource["id"]), _version(resource), _day(resource)))
+                found.append((str(resource["id"]), _version(resource), day_of(resource)))
             continue
         if resource is None:
             match = _ENCOUNTER_URL.search(str(entry.get("fullUrl", "")))

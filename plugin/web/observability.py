@@ -18,6 +18,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from plugin.pipeline.metrics import child
+
 REQUESTS = Counter("theracharge_requests_total", "HTTP requests", ["endpoint", "status"])
 LATENCY = Histogram(
     "theracharge_request_seconds",
@@ -25,9 +27,6 @@ LATENCY = Histogram(
     ["endpoint"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-DECISIONS = Counter("theracharge_charge_lines_total", "Charge lines decided, by status", ["status"])
-GAPS = Counter("theracharge_findings_total", "Findings, by code and severity", ["code", "severity"])
-EHR_ERRORS = Counter("theracharge_ehr_errors_total", "Failed calls to the EHR", ["kind"])
 
 
 # The request id and hook instance of a call answered outside Flask's request context (the lean
@@ -99,30 +98,10 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level)
 
 
-def _child(metric: Any, *labels: str) -> Any:
-    """A metric's child for these label values, looked up once per process (prometheus_client's
-    own `labels()` checks and locks on every call; a hook call counts a dozen)."""
-    key = (id(metric), labels)
-    child = _CHILDREN.get(key)
-    if child is None:
-        child = _CHILDREN[key] = metric.labels(*labels)
-    return child
-
-
-_CHILDREN: dict[tuple[int, tuple[str, ...]], Any] = {}
-
-
-def count_decision(lines: list[Any], findings: list[Any]) -> None:
-    for line in lines:
-        _child(DECISIONS, line.status.value).inc()
-    for item in findings:
-        _child(GAPS, item.code, item.severity.value).inc()
-
-
 def count_request(endpoint: str, status: int, started: float) -> None:
     """One answered request: its count by endpoint and status, and its latency."""
-    _child(REQUESTS, endpoint, str(status)).inc()
-    _child(LATENCY, endpoint).observe(time.perf_counter() - started)
+    child(REQUESTS, endpoint, str(status)).inc()
+    child(LATENCY, endpoint).observe(time.perf_counter() - started)
 
 
 def install(app: Flask) -> None:
