@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from plugin.config.edits import fees_content, rollback, save_fees, save_payers
-from plugin.config.effective import FEE_TABLE, FEES, PAYER_TABLE, PAYERS, fees_diff, seed
+from plugin.config.edits import rollback, save_table, table_content
+from plugin.config.effective import seed
 from plugin.config.files import Settings, load_settings
+from plugin.config.tables import FEES, PAYERS, fees_diff
 from plugin.pipeline.runtime import Runtime
 from plugin.store import Store
 from plugin.store.config import StaleVersion
@@ -46,8 +47,8 @@ def test_no_decision_after_a_fee_change_uses_the_old_fees(tmp_path: Path, store:
     settings = _settings(tmp_path, store)
     seed(store, settings)
     admin = Store(store.url)  # the admin API's process
-    shipped, _ = fees_content(admin, settings)
-    committed = [save_fees(admin, _fees_priced(shipped, 1), "ann", "first", None)]
+    shipped, _ = table_content(admin, settings, FEES)
+    committed = [save_table(admin, settings, FEES, _fees_priced(shipped, 1), "ann", "first", None)]
     runtime = Runtime(settings, store, base_settings=settings)
     runtime.refresh()
     stale: list[tuple[int, int]] = []
@@ -67,7 +68,9 @@ def test_no_decision_after_a_fee_change_uses_the_old_fees(tmp_path: Path, store:
         thread.start()
     try:
         for amount in range(2, 27):
-            version = save_fees(admin, _fees_priced(shipped, amount), "ann", f"{amount}", None)
+            version = save_table(
+                admin, settings, FEES, _fees_priced(shipped, amount), "ann", f"{amount}", None
+            )
             committed.append(version)
             time.sleep(0.04)
     finally:
@@ -85,8 +88,10 @@ def test_a_decision_records_the_version_of_every_table_it_used(make_app, sign) -
 
     app = make_app(THERACHARGE_LEDGER_KEEP_PREVIEW="true")
     state = app.extensions["theracharge"]
-    content, _ = fees_content(state.store, state.settings)
-    version = save_fees(state.store, _fees_priced(content, 31), "ann", "new fees", None)
+    content, _ = table_content(state.store, state.settings, FEES)
+    version = save_table(
+        state.store, state.settings, FEES, _fees_priced(content, 31), "ann", "new fees", None
+    )
     assert call(app, hook_body(), sign()).status_code == 200
     (run,) = state.store.runs()
     configuration = run.report["configuration"]
@@ -122,18 +127,24 @@ def test_saves_at_once_without_if_match_all_land_as_successive_versions(
 ) -> None:
     settings = _settings(tmp_path, store)
     seed(store, settings)
-    shipped, _ = fees_content(store, settings)
+    shipped, _ = table_content(store, settings, FEES)
     stores = [Store(store.url) for _ in range(4)]  # four processes, one database
     for _ in range(5):
         results, errors = _save_at_once(
             4,
-            lambda i: save_fees(
-                stores[i], _fees_priced(shipped, 40 + i), f"admin{i}", "at once", None
+            lambda i: save_table(
+                stores[i],
+                settings,
+                FEES,
+                _fees_priced(shipped, 40 + i),
+                f"admin{i}",
+                "at once",
+                None,
             ),
         )
         assert errors == []
         assert len(set(results)) == 4
-    versions = store.config_versions(FEES, FEE_TABLE)
+    versions = store.config_versions(FEES.kind, FEES.name)
     assert [v.version for v in versions] == list(range(20, 0, -1))  # none lost, none twice
     # each version's diff is against the version before it, whoever saved that one
     for newer, older in itertools.pairwise(versions):
@@ -145,32 +156,34 @@ def test_saves_at_once_with_the_same_if_match_keep_one_and_refuse_the_rest(
 ) -> None:
     settings = _settings(tmp_path, store)
     seed(store, settings)
-    current = store.config_current(PAYERS, PAYER_TABLE)
+    current = store.config_current(PAYERS.kind, PAYERS.name)
     assert current is not None
     stores = [Store(store.url) for _ in range(4)]
     results, errors = _save_at_once(
         4,
-        lambda i: save_payers(
-            stores[i], settings, current.content, f"admin{i}", "at once", current.version
+        lambda i: save_table(
+            stores[i], settings, PAYERS, current.content, f"admin{i}", "at once", current.version
         ),
     )
     assert len(results) == 1
     assert len(errors) == 3
     assert all(isinstance(e, StaleVersion) for e in errors), errors
-    assert store.config_current(PAYERS, PAYER_TABLE).version == current.version + 1
+    assert store.config_current(PAYERS.kind, PAYERS.name).version == current.version + 1
 
 
 def test_rollbacks_and_saves_at_once_all_land(tmp_path: Path, store: Store) -> None:
     settings = _settings(tmp_path, store)
     seed(store, settings)
-    shipped, _ = fees_content(store, settings)
-    first = save_fees(store, _fees_priced(shipped, 10), "ann", "first", None)
+    shipped, _ = table_content(store, settings, FEES)
+    first = save_table(store, settings, FEES, _fees_priced(shipped, 10), "ann", "first", None)
     stores = [Store(store.url) for _ in range(4)]
 
     def one(i: int) -> int:
         if i % 2:
-            return rollback(stores[i], settings, FEES, FEE_TABLE, first, f"a{i}", "undo")
-        return save_fees(stores[i], _fees_priced(shipped, 50 + i), f"a{i}", "at once", None)
+            return rollback(stores[i], settings, FEES.kind, FEES.name, first, f"a{i}", "undo")
+        return save_table(
+            stores[i], settings, FEES, _fees_priced(shipped, 50 + i), f"a{i}", "at once", None
+        )
 
     results, errors = _save_at_once(4, one)
     assert errors == []
@@ -185,8 +198,8 @@ def test_current_is_never_missing_while_tables_are_saved(
     StopIteration (the current number and the versions were read in two transactions)."""
     settings = _settings(tmp_path, store)
     seed(store, settings)
-    shipped, _ = fees_content(store, settings)
-    save_fees(store, _fees_priced(shipped, 1), "ann", "first", None)
+    shipped, _ = table_content(store, settings, FEES)
+    save_table(store, settings, FEES, _fees_priced(shipped, 1), "ann", "first", None)
     stop = threading.Event()
     missing: list[str] = []
 
@@ -194,7 +207,7 @@ def test_current_is_never_missing_while_tables_are_saved(
         reader = Store(store.url)
         while not stop.is_set():
             try:
-                if reader.config_current(FEES, FEE_TABLE) is None:
+                if reader.config_current(FEES.kind, FEES.name) is None:
                     missing.append("none")
             except Exception as exc:  # noqa: BLE001 -- collected: the test says which
                 missing.append(type(exc).__name__)
@@ -204,7 +217,7 @@ def test_current_is_never_missing_while_tables_are_saved(
         reader.start()
     try:
         for amount in range(2, 22):
-            save_fees(store, _fees_priced(shipped, amount), "ann", "again", None)
+            save_table(store, settings, FEES, _fees_priced(shipped, amount), "ann", "again", None)
     finally:
         stop.set()
         for reader in readers:

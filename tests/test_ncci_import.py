@@ -149,7 +149,7 @@ def test_the_admin_api_imports_a_ptp_file_and_the_hook_applies_it(admin_app: Any
 @pytest.mark.parametrize(
     ("path", "status"),
     [
-        ("/admin/api/v1/ncci/ptp?filename=x.txt", 422),  # no reason
+        ("/admin/api/v1/ncci/ptp?filename=x.txt", 400),  # no reason: a required parameter
         ("/admin/api/v1/ncci/nope?reason=x", 404),
         ("/admin/api/v1/ncci/mue?reason=x&filename=mue.csv", 422),  # no effective date
         ("/admin/api/v1/ncci/mue?reason=x&effective=soon", 400),

@@ -4,33 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import yaml
 from marshmallow import ValidationError
 
-from plugin.config.effective import (
-    FEE_TABLE,
-    FEES,
-    MAPPING,
-    NCCI,
-    NCCI_TABLES,
-    PAYER_TABLE,
-    PAYERS,
-    VOCABULARY,
-    VOCABULARY_TABLE,
-    fees_diff,
-    mapping_diff,
-    payers_diff,
-    validate_fees,
-    validate_mappings,
-    validate_payers,
-    validate_vocabulary,
-    vocabulary_diff,
-)
+from plugin.config.effective import MAPPING, NCCI, NCCI_TABLES, mapping_diff, validate_mappings
 from plugin.config.files import (
     MUE_COLUMNS,
     PTP_COLUMNS,
@@ -40,6 +20,7 @@ from plugin.config.files import (
     stored_rows,
 )
 from plugin.config.ncci_import import NcciFileError, mue_rows, ptp_rows
+from plugin.config.tables import BY_KIND, FEES, Table
 from plugin.errors import Invalid, NotFoundError, describe
 from plugin.rules.code_mapping import resolve_code
 from plugin.schemas.errors import ConfigError, field_errors
@@ -92,64 +73,36 @@ def save_mapping(
     return version
 
 
-def save_payers(
+def save_table(
     store: Store,
     settings: Settings,
+    table: Table,
     content: dict[str, Any],
     author: str,
     reason: str,
     expect_version: int | None,
 ) -> int:
-    return _save_whole(
-        store,
-        PAYERS,
-        PAYER_TABLE,
-        content,
-        author,
-        reason,
-        expect_version,
-        what="the payer rules change",
-        check=lambda c: validate_payers(c, settings),
-    )
-
-
-_DIFFS = {PAYERS: payers_diff, FEES: fees_diff, VOCABULARY: vocabulary_diff}
-
-
-def _save_whole(
-    store: Store,
-    kind: str,
-    name: str,
-    content: dict[str, Any],
-    author: str,
-    reason: str,
-    expect_version: int | None,
-    *,
-    what: str,
-    check: Callable[[dict[str, Any]], object],
-    shipped: dict[str, Any] | None = None,
-) -> int:
-    """A table that is replaced whole (payers, fees, vocabulary), with a reason (`what` says
-    what changes) and valid (`check`, its schema; the fields at fault named under the kind): a
-    new version with its diff against the current one (the first, against the shipped
-    file's), audited."""
+    """A new version of a table replaced whole (plugin/config/tables.py), with a reason and
+    valid (its schema; the fields at fault named under the request's field): stored with its
+    diff against the version it follows (the first, against the shipped file), audited."""
     if not reason.strip():
-        raise Invalid(f"reason: say why {what}", [("reason", "required")])
+        raise Invalid(f"reason: say why {table.title} change", [("reason", "required")])
     try:
-        check(content)
+        table.load(content, settings)
     except ValidationError as exc:
-        raise _invalid(exc, kind) from exc
-    changes = _DIFFS[kind]
+        raise _invalid(exc, table.field) from exc
     version = store.config_save(
-        kind,
-        name,
+        table.kind,
+        table.name,
         content,
         author,
         reason,
-        lambda previous: changes(previous if previous is not None else shipped, content),
+        lambda previous: table.diff(
+            previous if previous is not None else table.shipped(settings), content
+        ),
         expect_version,
     )
-    store.audit(author, "save", kind, name, {"version": version, "reason": reason})
+    store.audit(author, "save", table.kind, table.name, {"version": version, "reason": reason})
     return version
 
 
@@ -163,80 +116,21 @@ def rollback(
     why = f"rollback to version {version}: {reason}"
     if kind == MAPPING:
         return save_mapping(store, settings, name, earlier.content, author, why, None)
-    if kind == FEES and earlier.content is not None:
-        return save_fees(store, earlier.content, author, why, None)
-    if kind == VOCABULARY and earlier.content is not None:
-        return save_vocabulary(store, earlier.content, author, why, None)
+    table = BY_KIND[kind]
     if earlier.content is None:
-        raise Invalid("version: the payer rules cannot be deleted", [("version", str(version))])
-    return save_payers(store, settings, earlier.content, author, why, None)
+        raise Invalid(f"version: {table.title} cannot be deleted", [("version", str(version))])
+    return save_table(store, settings, table, earlier.content, author, why, None)
 
 
-def save_fees(
-    store: Store,
-    content: dict[str, Any],
-    author: str,
-    reason: str,
-    expect_version: int | None,
-) -> int:
-    """A new version of the fee schedule (config/fees.yaml's shape), validated whole."""
-    return _save_whole(
-        store,
-        FEES,
-        FEE_TABLE,
-        content,
-        author,
-        reason,
-        expect_version,
-        what="the fee schedule changes",
-        check=validate_fees,
-    )
-
-
-def save_vocabulary(
-    store: Store,
-    content: dict[str, Any],
-    author: str,
-    reason: str,
-    expect_version: int | None,
-    settings: Settings | None = None,
-) -> int:
-    """A new version of the documentation vocabulary (config/rules/activities.yaml's shape),
-    validated whole (every term list, every measure pattern compiled); the first version's
-    diff is against the shipped file when `settings` names it."""
-    return _save_whole(
-        store,
-        VOCABULARY,
-        VOCABULARY_TABLE,
-        content,
-        author,
-        reason,
-        expect_version,
-        what="the vocabulary changes",
-        check=validate_vocabulary,
-        shipped=vocabulary_content(store, settings)[0] if settings is not None else None,
-    )
-
-
-def vocabulary_content(store: Store, settings: Settings) -> tuple[dict[str, Any], int | None]:
-    """The vocabulary in force as JSON content and its stored version: the admin's stored
-    table, else the shipped config/rules/activities.yaml."""
-    current = store.config_current(VOCABULARY, VOCABULARY_TABLE)
+def table_content(
+    store: Store, settings: Settings, table: Table
+) -> tuple[dict[str, Any], int | None]:
+    """The table in force as JSON content, and its stored version: the admin's stored table,
+    else the shipped file (its version None)."""
+    current = store.config_current(table.kind, table.name)
     if current is not None and current.content:
         return dict(current.content), current.version
-    shipped = yaml.safe_load(settings.sources["vocabulary"].read_text(encoding="utf-8"))
-    return dict(shipped), None
-
-
-def fees_content(store: Store, settings: Settings) -> tuple[dict[str, Any], int | None]:
-    """The fee schedule in force as JSON content, and its stored version: the admin's stored
-    table, else the shipped config/fees.yaml (its dates as ISO strings, as the API sends them)."""
-    current = store.config_current(FEES, FEE_TABLE)
-    if current is not None and current.content:
-        return dict(current.content), current.version
-    shipped = yaml.safe_load(settings.sources["fees"].read_text(encoding="utf-8"))
-    schedules = [dict(s, effective=str(s["effective"])) for s in shipped.get("schedules") or ()]
-    return {"currency": shipped.get("currency", "USD"), "schedules": schedules}, None
+    return table.shipped(settings), None
 
 
 _CODE_COLUMNS = ("code", "hcpcs", "hcpcs code", "cpt", "procedure code", "proc code")
@@ -293,7 +187,7 @@ def import_fee_schedule(
             raise Invalid(f"{filename}: {message}", [("file", message)]) from exc
     if not amounts:
         raise Invalid(f"{filename}: no amount for a code of the catalog", [("file", "empty")])
-    content, _ = fees_content(store, settings)
+    content, _ = table_content(store, settings, FEES)
     schedules = [
         s for s in content.get("schedules") or () if s.get("effective") != effective.isoformat()
     ]
@@ -305,7 +199,7 @@ def import_fee_schedule(
         }
     )
     content = {"currency": content.get("currency", "USD"), "schedules": schedules}
-    version = save_fees(store, content, author, f"{reason} ({filename})", None)
+    version = save_table(store, settings, FEES, content, author, f"{reason} ({filename})", None)
     return version, len(amounts)
 
 

@@ -7,7 +7,10 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, fields, validate
 
-_ENCOUNTER_ID = r"^[A-Za-z0-9\-.]{1,64}\Z"
+# `$(?!\n)`: the end of the text in Python (whose `$` also matches before a final newline) and
+# in the ECMAScript regexes of /openapi.json, which document these patterns (`\Z` is Python's)
+END = r"$(?!\n)"
+_ENCOUNTER_ID = r"^[A-Za-z0-9\-.]{1,64}" + END
 
 
 class FhirAuthorizationSchema(Schema):
@@ -19,7 +22,8 @@ class FhirAuthorizationSchema(Schema):
     access_token = fields.String(
         required=True,
         validate=validate.Regexp(
-            r"^[A-Za-z0-9\-._~+/]+=*\Z", error="not a bearer token (RFC 6750 b64token characters)"
+            r"^[A-Za-z0-9\-._~+/]+=*" + END,
+            error="not a bearer token (RFC 6750 b64token characters)",
         ),
     )
     token_type = fields.String(required=True, validate=validate.Equal("Bearer"))

@@ -1,59 +1,48 @@
-"""The admin API: managed mapping tables and payer rules (versioned, audited), the audit log."""
+"""The admin API: the managed tables (versioned, audited) and the audit log.
+
+The tables replaced whole get their four routes from the registry (plugin/config/tables.py):
+GET and PUT /{path}, GET /{path}/versions, POST /{path}/rollback. The mapping tables (named, one
+file each) and the NCCI files (imported from CMS) have routes of their own shape."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
-from flask import Response, current_app, jsonify, request
-from flask_smorest import Blueprint
+from flask import Response, current_app, g, jsonify, request
 
 from plugin.config.edits import (
-    fees_content,
     import_fee_schedule,
     import_ncci,
     rollback,
-    save_fees,
     save_mapping,
-    save_payers,
-    save_vocabulary,
+    save_table,
+    table_content,
     try_coding,
-    vocabulary_content,
 )
-from plugin.config.effective import (
-    FEE_TABLE,
-    FEES,
-    MAPPING,
-    NCCI,
-    NCCI_TABLES,
-    PAYER_TABLE,
-    PAYERS,
-    VOCABULARY,
-    VOCABULARY_TABLE,
-)
+from plugin.config.effective import MAPPING, NCCI, NCCI_TABLES
+from plugin.config.tables import FEES, TABLES, Table
 from plugin.config.tokens import ROLES
-from plugin.errors import BadRequest, Invalid, NotFoundError
+from plugin.errors import BadRequest, NotFoundError
+from plugin.schemas import api
+from plugin.schemas.conceptmap import ConceptMapSchema
 from plugin.store.config import VersionInfo
-from plugin.web.auth import bearer_caller
-from plugin.web.params import date_arg
+from plugin.web import examples
+from plugin.web.api_docs import TOKEN, Blueprint, raw_body
+from plugin.web.auth import requires
 
 blp = Blueprint(
     "admin",
     __name__,
     url_prefix="/admin/api/v1",
-    description="Mapping tables, payer rules, audit log (IT admins)",
+    description="Mapping tables, payer rules, fees, vocabulary, NCCI files, audit log (IT admins)",
 )
+ADMIN = ("admin",)
 
 
 def _state() -> Any:
     return current_app.extensions["theracharge"]
-
-
-def _body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    return body
 
 
 def _version_json(v: VersionInfo, content: bool = False) -> dict[str, Any]:
@@ -70,13 +59,16 @@ def _version_json(v: VersionInfo, content: bool = False) -> dict[str, Any]:
     return body
 
 
-def _versions(kind: str, name: str) -> Response:
-    """Every version of a managed table: who, when, why, what changed."""
-    bearer_caller(*ROLES)
-    return jsonify([_version_json(v) for v in _state().store.config_versions(kind, name)])
+def _versions(kind: str, name: str, named: bool = False) -> Response:
+    """Every version of a managed table: who, when, why, what changed. None yet: [] (the
+    shipped file is in force), or 404 for a table that exists only by its name (`named`)."""
+    versions = _state().store.config_versions(kind, name)
+    if not versions and named:
+        raise NotFoundError(f"no {kind} table {name!r}")
+    return jsonify([_version_json(v) for v in versions])
 
 
-def _saved(kind: str, name: str, action: Any) -> Response:
+def _saved(kind: str, name: str, action: Callable[[], int]) -> Response:
     """Run a save (Invalid is 422 naming each field, StaleVersion 409), then pick it up."""
     version = action()
     _state().refresh()
@@ -92,104 +84,10 @@ def _expect() -> int | None:
     return int(value)
 
 
-# --- mapping tables -------------------------------------------------------------------------
-
-
-@blp.route("/mappings", methods=["GET"])
-@blp.doc(summary="The mapping tables and their current versions")
-def list_mappings() -> Response:
-    bearer_caller(*ROLES)
-    tables = _state().store.config_tables(MAPPING)
-    return jsonify(
-        [
-            {
-                "name": t.name,
-                "version": t.version,
-                "updated": t.updated.isoformat(),
-                "author": t.author,
-            }
-            for t in tables
-        ]
-    )
-
-
-@blp.route("/mappings/<name>", methods=["GET"])
-@blp.doc(summary="Export a mapping table: its current FHIR R4 ConceptMap")
-def get_mapping(name: str) -> Response:
-    bearer_caller(*ROLES)
-    current = _state().store.config_current(MAPPING, name)
-    if current is None:
-        raise NotFoundError(f"no mapping table {name!r}")
-    response = jsonify(current.content)
-    response.headers["ETag"] = f'W/"{current.version}"'
-    return response
-
-
-@blp.route("/mappings/<name>", methods=["PUT"])
-@blp.doc(summary="Create or replace (import) a mapping table: {reason, conceptMap}")
-def put_mapping(name: str) -> Response:
-    author = bearer_caller("admin")
-    body = _body()
-    return _save_mapping(name, body.get("conceptMap"), author, str(body.get("reason", "")))
-
-
-@blp.route("/mappings/<name>", methods=["DELETE"])
-@blp.doc(summary="Delete a mapping table (a new version; history stays): ?reason=…")
-def delete_mapping(name: str) -> Response:
-    author = bearer_caller("admin")
-    if _state().store.config_current(MAPPING, name) is None:
-        raise NotFoundError(f"no mapping table {name!r}")
-    return _save_mapping(name, None, author, request.args.get("reason", ""))
-
-
-def _save_mapping(name: str, content: Any, author: str, reason: str) -> Response:
-    """A new version of the table (None deletes it), guarded by If-Match, then picked up."""
-    state = _state()
-    expect = _expect()
-    return _saved(
-        MAPPING,
-        name,
-        lambda: save_mapping(state.store, state.settings, name, content, author, reason, expect),
-    )
-
-
-@blp.route("/mappings/<name>/versions", methods=["GET"])
-@blp.doc(summary="Every version: who, when, why, what changed")
-def mapping_versions(name: str) -> Response:
-    bearer_caller(*ROLES)
-    versions = _state().store.config_versions(MAPPING, name)
-    if not versions:
-        raise NotFoundError(f"no mapping table {name!r}")
-    return jsonify([_version_json(v) for v in versions])
-
-
-@blp.route("/mappings/<name>/versions/<int(max=2147483647):version>", methods=["GET"])
-@blp.doc(summary="One version, with its content")
-def mapping_version(name: str, version: int) -> Response:
-    bearer_caller(*ROLES)
-    found = next(
-        (v for v in _state().store.config_versions(MAPPING, name) if v.version == version), None
-    )
-    if found is None:
-        raise NotFoundError(f"mapping table {name!r} has no version {version}")
-    return jsonify(_version_json(found, content=True))
-
-
-@blp.route("/mappings/<name>/rollback", methods=["POST"])
-@blp.doc(summary="Make an earlier version current again: {version, reason}")
-def rollback_mapping(name: str) -> Response:
-    return _rollback(MAPPING, name)
-
-
-def _rollback(kind: str, name: str) -> Response:
+def _rollback(kind: str, name: str, body: dict[str, Any]) -> Response:
     """A new version with an earlier version's content (admin only)."""
-    author = bearer_caller("admin")
-    body = _body()
-    version = body.get("version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise Invalid("version: a version number", [("version", "required integer")])
     state = _state()
-    reason = str(body.get("reason", ""))
+    version, reason, author = body["version"], body["reason"], g.caller
     try:
         return _saved(
             kind,
@@ -200,79 +98,217 @@ def _rollback(kind: str, name: str) -> Response:
         raise NotFoundError(str(exc)) from exc
 
 
-@blp.route("/mappings/try", methods=["POST"])
-@blp.doc(summary="Which CPT/HCPCS code a coding (or a whole Procedure) bills under, and why")
-def try_mapping() -> Response:
-    bearer_caller(*ROLES)
-    body = _body()
-    if "procedure" in body:
-        procedure = body["procedure"]
-        if not isinstance(procedure, dict):
-            raise Invalid("procedure: expected a Procedure object", [("procedure", "object")])
-        concept = procedure.get("code")
-        codings = concept.get("coding") if isinstance(concept, dict) else None
-    else:
-        codings = [body.get("coding")]
-    if codings is not None and not isinstance(codings, list):
-        raise Invalid("procedure.code.coding: expected a list", [("procedure.code.coding", "list")])
-    pairs = [
-        (str(c.get("system")), str(c.get("code")))
-        for c in codings or ()
-        if isinstance(c, dict) and c.get("system") and c.get("code")
-    ]
-    if not pairs:
-        raise Invalid(
-            "coding: give {system, code} or a Procedure with code.coding", [("coding", "required")]
+# --- the tables replaced whole: four routes each, from the registry -------------------------
+
+
+def _table_routes(table: Table) -> None:
+    body = api.Body.from_dict(
+        {
+            "reason": api.reason_field(f"{table.title} change"),
+            table.field: api.TableContent(table.schema, required=True, error_messages=api.REQUIRED),
+        },
+        name=f"{table.path.title()}Put",
+    )
+    saved = {**examples.SAVED, "kind": table.kind, "name": table.name}
+
+    @blp.route(f"/{table.path}", methods=["GET"], endpoint=f"get_{table.path}")
+    @blp.doc(summary=f"{table.summary}; ETag: its stored version")
+    @blp.access(TOKEN, 401, 403)
+    @blp.response(200, table.schema, example=table.example, description="The table in force")
+    @requires(*ROLES)
+    def get_table() -> Response:
+        state = _state()
+        content, version = table_content(state.store, state.settings, table)
+        response = jsonify(content)
+        if version is not None:
+            response.headers["ETag"] = f'W/"{version}"'
+        return response
+
+    @blp.route(f"/{table.path}", methods=["PUT"], endpoint=f"put_{table.path}")
+    @blp.doc(
+        summary=f"Replace {table.title}: {{reason, {table.field}}}, validated whole; "
+        'If-Match: W/"<version>" refuses a change made meanwhile'
+    )
+    @blp.access(TOKEN, 400, 401, 403, 409, 422)
+    @blp.response(200, api.Saved, example=saved, description="Stored as a new version")
+    @requires(*ADMIN)
+    @blp.arguments(body, example={"reason": "our contract changed", table.field: table.example})
+    def put_table(sent: dict[str, Any]) -> Response:
+        state, author = _state(), g.caller
+        return _saved(
+            table.kind,
+            table.name,
+            lambda: save_table(
+                state.store,
+                state.settings,
+                table,
+                sent[table.field],
+                author,
+                sent["reason"],
+                _expect(),
+            ),
         )
-    return jsonify(try_coding(_state().settings, pairs))
+
+    @blp.route(f"/{table.path}/versions", methods=["GET"], endpoint=f"{table.path}_versions")
+    @blp.doc(summary=f"Every version of {table.title}: who, when, why, what changed")
+    @blp.access(TOKEN, 401, 403, 404)
+    @blp.response(200, api.Version(many=True), example=examples.VERSIONS)
+    @requires(*ROLES)
+    def table_versions() -> Response:
+        return _versions(table.kind, table.name)
+
+    @blp.route(f"/{table.path}/rollback", methods=["POST"], endpoint=f"rollback_{table.path}")
+    @blp.doc(summary=f"Make an earlier version of {table.title} current again: {{version, reason}}")
+    @blp.access(TOKEN, 400, 401, 403, 404, 422)
+    @blp.response(200, api.Saved, example=saved, description="Stored as a new version")
+    @requires(*ADMIN)
+    @blp.arguments(api.Rollback, example=examples.ROLLBACK)
+    def rollback_table(sent: dict[str, Any]) -> Response:
+        return _rollback(table.kind, table.name, sent)
 
 
-# --- payer rules ----------------------------------------------------------------------------
+for _table in TABLES:
+    _table_routes(_table)
 
 
-@blp.route("/payers", methods=["GET"])
-@blp.doc(summary="The payer rule set: default method, payers, identifiers, gap severities")
-def get_payers() -> Response:
-    bearer_caller(*ROLES)
-    current = _state().store.config_current(PAYERS, PAYER_TABLE)
-    response = jsonify(current.content if current else {})
-    if current:
-        response.headers["ETag"] = f'W/"{current.version}"'
+# --- mapping tables -------------------------------------------------------------------------
+
+
+@blp.route("/mappings", methods=["GET"])
+@blp.doc(summary="The mapping tables and their current versions")
+@blp.access(TOKEN, 401, 403)
+@blp.response(200, api.MappingTable(many=True), example=examples.MAPPINGS)
+@requires(*ROLES)
+def list_mappings() -> Response:
+    return jsonify(
+        [
+            {
+                "name": t.name,
+                "version": t.version,
+                "updated": t.updated.isoformat(),
+                "author": t.author,
+            }
+            for t in _state().store.config_tables(MAPPING)
+        ]
+    )
+
+
+@blp.route("/mappings/<name>", methods=["GET"])
+@blp.doc(summary="Export a mapping table: its current FHIR R4 ConceptMap; ETag: its version")
+@blp.access(TOKEN, 401, 403, 404)
+@blp.response(200, ConceptMapSchema, example=examples.CONCEPT_MAP)
+@requires(*ROLES)
+def get_mapping(name: str) -> Response:
+    current = _state().store.config_current(MAPPING, name)
+    if current is None:
+        raise NotFoundError(f"no mapping table {name!r}")
+    response = jsonify(current.content)
+    response.headers["ETag"] = f'W/"{current.version}"'
     return response
 
 
-@blp.route("/payers", methods=["PUT"])
-@blp.doc(summary="Replace the payer rule set: {reason, payers: {default_method, …}}")
-def put_payers() -> Response:
-    author = bearer_caller("admin")
-    body = _body()
-    content = body.get("payers")
-    if not isinstance(content, dict):
-        raise Invalid("payers: the payer rule set object", [("payers", "required object")])
-    state = _state()
+@blp.route("/mappings/<name>", methods=["PUT"])
+@blp.doc(summary="Create or replace (import) a mapping table: {reason, conceptMap}")
+@blp.access(TOKEN, 400, 401, 403, 409, 422)
+@blp.response(200, api.Saved, example={"kind": MAPPING, "name": "local.json", "version": 2})
+@requires(*ADMIN)
+@blp.arguments(api.MappingPut, example=examples.MAPPING_PUT)
+def put_mapping(sent: dict[str, Any], name: str) -> Response:
+    return _save_mapping(name, sent["conceptMap"], sent["reason"])
+
+
+@blp.route("/mappings/<name>", methods=["DELETE"])
+@blp.doc(summary="Delete a mapping table (a new version; history stays): ?reason=…")
+@blp.access(TOKEN, 400, 401, 403, 404, 409, 422)
+@blp.response(200, api.Saved, example={"kind": MAPPING, "name": "local.json", "version": 3})
+@requires(*ADMIN)
+@blp.arguments(api.DeleteQuery, location="query", error_status_code=400)
+def delete_mapping(query: dict[str, Any], name: str) -> Response:
+    if _state().store.config_current(MAPPING, name) is None:
+        raise NotFoundError(f"no mapping table {name!r}")
+    return _save_mapping(name, None, query["reason"])
+
+
+def _save_mapping(name: str, content: Any, reason: str) -> Response:
+    """A new version of the table (None deletes it), guarded by If-Match, then picked up."""
+    state, author, expect = _state(), g.caller, _expect()
     return _saved(
-        PAYERS,
-        PAYER_TABLE,
-        lambda: save_payers(
-            state.store, state.settings, content, author, str(body.get("reason", "")), _expect()
-        ),
+        MAPPING,
+        name,
+        lambda: save_mapping(state.store, state.settings, name, content, author, reason, expect),
     )
+
+
+@blp.route("/mappings/<name>/versions", methods=["GET"])
+@blp.doc(summary="Every version: who, when, why, what changed")
+@blp.access(TOKEN, 401, 403, 404)
+@blp.response(200, api.Version(many=True), example=examples.VERSIONS)
+@requires(*ROLES)
+def mapping_versions(name: str) -> Response:
+    return _versions(MAPPING, name, named=True)
+
+
+@blp.route("/mappings/<name>/versions/<int(max=2147483647):version>", methods=["GET"])
+@blp.doc(summary="One version, with its content")
+@blp.access(TOKEN, 401, 403, 404)
+@blp.response(200, api.Version, example=examples.MAPPING_VERSION)
+@requires(*ROLES)
+def mapping_version(name: str, version: int) -> Response:
+    found = next(
+        (v for v in _state().store.config_versions(MAPPING, name) if v.version == version), None
+    )
+    if found is None:
+        raise NotFoundError(f"mapping table {name!r} has no version {version}")
+    return jsonify(_version_json(found, content=True))
+
+
+@blp.route("/mappings/<name>/rollback", methods=["POST"])
+@blp.doc(summary="Make an earlier version current again: {version, reason}")
+@blp.access(TOKEN, 400, 401, 403, 404, 422)
+@blp.response(200, api.Saved, example={"kind": MAPPING, "name": "local.json", "version": 4})
+@requires(*ADMIN)
+@blp.arguments(api.Rollback, example=examples.ROLLBACK)
+def rollback_mapping(sent: dict[str, Any], name: str) -> Response:
+    return _rollback(MAPPING, name, sent)
+
+
+@blp.route("/mappings/try", methods=["POST"])
+@blp.doc(summary="Which CPT/HCPCS code a coding (or a whole Procedure) bills under, and why")
+@blp.access(TOKEN, 400, 401, 403, 422)
+@blp.response(200, api.TryResult, example=examples.TRIED)
+@requires(*ROLES)
+@blp.arguments(api.TryMapping, example=examples.TRY)
+def try_mapping(sent: dict[str, Any]) -> Response:
+    codings = [sent["coding"]] if "coding" in sent else sent["procedure"]["code"]["coding"]
+    pairs = [(c["system"], c["code"]) for c in codings]
+    return jsonify(try_coding(_state().settings, pairs))
+
+
+# --- files imported as new versions: NCCI, a fee schedule's CSV ------------------------------
 
 
 @blp.route("/ncci/<table>", methods=["PUT"])
 @blp.doc(
     summary="Import CMS's quarterly NCCI file (body: the file) as a new version of ptp or mue: "
-    "?reason=…&filename=…[&effective=YYYY-MM-DD]"
+    "?reason=…&filename=…[&effective=YYYY-MM-DD]",
+    **raw_body("CMS's quarterly practitioner file(s) as text", "text/plain", examples.NCCI_FILE),
 )
-def put_ncci(table: str) -> Response:
-    author = bearer_caller("admin")
-    reason = request.args.get("reason", "")
-    filename = request.args.get("filename", "").strip() or f"ncci-{table}"
-    effective = date_arg("effective")
-    text = request.get_data(as_text=True)
+@blp.access(TOKEN, 400, 401, 403, 404, 422)
+@blp.response(200, api.Saved, example={"kind": NCCI, "name": "ptp", "version": 2, "rows": 1})
+@requires(*ADMIN)
+@blp.arguments(api.NcciImportQuery, location="query", error_status_code=400)
+def put_ncci(query: dict[str, Any], table: str) -> Response:
+    filename = (query.get("filename") or "").strip() or f"ncci-{table}"
     state = _state()
     version, rows = import_ncci(
-        state.store, state.settings, table, text, filename, author, reason, effective
+        state.store,
+        state.settings,
+        table,
+        request.get_data(as_text=True),
+        filename,
+        g.caller,
+        query["reason"],
+        query.get("effective"),
     )
     state.refresh()
     return jsonify({"kind": NCCI, "name": table, "version": version, "rows": rows})
@@ -280,140 +316,40 @@ def put_ncci(table: str) -> Response:
 
 @blp.route("/ncci/<table>/versions", methods=["GET"])
 @blp.doc(summary="Every imported version of an NCCI table (ptp or mue): who, when, why, rows")
+@blp.access(TOKEN, 401, 403, 404)
+@blp.response(200, api.Version(many=True), example=examples.VERSIONS)
+@requires(*ROLES)
 def ncci_versions(table: str) -> Response:
     if table not in NCCI_TABLES:
         raise NotFoundError(f"no NCCI table {table!r}: one of {', '.join(NCCI_TABLES)}")
     return _versions(NCCI, table)
 
 
-@blp.route("/payers/versions", methods=["GET"])
-@blp.doc(summary="Every version of the payer rules")
-def payer_versions() -> Response:
-    return _versions(PAYERS, PAYER_TABLE)
-
-
-@blp.route("/payers/rollback", methods=["POST"])
-@blp.doc(summary="Make an earlier version of the payer rules current again: {version, reason}")
-def rollback_payers() -> Response:
-    return _rollback(PAYERS, PAYER_TABLE)
-
-
-# --- tables replaced whole: the fee schedule, the documentation vocabulary -------------------
-
-
-def _whole_table(content: Any) -> Response:
-    """The table in force as JSON, with its stored version as the ETag (none: the file)."""
-    bearer_caller(*ROLES)
-    state = _state()
-    body, version = content(state.store, state.settings)
-    response = jsonify(body)
-    if version is not None:
-        response.headers["ETag"] = f'W/"{version}"'
-    return response
-
-
-def _put_whole(kind: str, name: str, field: str, save: Any) -> Response:
-    """Replace a whole table from `{reason, <field>: {…}}` (admin only; If-Match honoured)."""
-    author = bearer_caller("admin")
-    body = _body()
-    content = body.get(field)
-    if not isinstance(content, dict):
-        raise Invalid(f"{field}: the table's object", [(field, "required object")])
-    state = _state()
-    reason = str(body.get("reason", ""))
-    return _saved(kind, name, lambda: save(state.store, content, author, reason, _expect()))
-
-
-@blp.route("/vocabulary", methods=["GET"])
-@blp.doc(
-    summary="The documentation vocabulary: codes and their distinctions, neighbour groups, "
-    "concepts (terms, SNOMED codes, measure names, weight, source), negation, skill, vague "
-    "phrases, measure patterns, review thresholds"
-)
-def get_vocabulary() -> Response:
-    return _whole_table(vocabulary_content)
-
-
-@blp.route("/vocabulary", methods=["PUT"])
-@blp.doc(
-    summary="Replace the documentation vocabulary: {reason, vocabulary: {…}} (the shape of "
-    'config/rules/activities.yaml), validated whole; If-Match: W/"<version>"'
-)
-def put_vocabulary() -> Response:
-    settings = _state().settings
-
-    def save(store: Any, content: Any, author: str, reason: str, expect: int | None) -> int:
-        return save_vocabulary(store, content, author, reason, expect, settings)
-
-    return _put_whole(VOCABULARY, VOCABULARY_TABLE, "vocabulary", save)
-
-
-@blp.route("/vocabulary/versions", methods=["GET"])
-@blp.doc(summary="Every version of the vocabulary: who, when, why, which concepts changed")
-def vocabulary_versions() -> Response:
-    return _versions(VOCABULARY, VOCABULARY_TABLE)
-
-
-@blp.route("/vocabulary/rollback", methods=["POST"])
-@blp.doc(summary="Make an earlier version of the vocabulary current again: {version, reason}")
-def rollback_vocabulary() -> Response:
-    return _rollback(VOCABULARY, VOCABULARY_TABLE)
-
-
-# --- fee schedule ---------------------------------------------------------------------------
-
-
-@blp.route("/fees", methods=["GET"])
-@blp.doc(summary="The fee schedule: currency and dated schedules of allowed amounts per code")
-def get_fees() -> Response:
-    return _whole_table(fees_content)
-
-
-@blp.route("/fees", methods=["PUT"])
-@blp.doc(
-    summary="Replace the fee schedule: {reason, fees: {currency, schedules: [{effective, "
-    "source, amounts: {code: amount}}]}}"
-)
-def put_fees() -> Response:
-    return _put_whole(FEES, FEE_TABLE, "fees", save_fees)
-
-
 @blp.route("/fees/import", methods=["PUT"])
 @blp.doc(
     summary="Add a CSV of allowed amounts (body: the file; code and amount columns) as the "
-    "schedule in force from ?effective=YYYY-MM-DD&reason=…[&source=…&filename=…]"
+    "schedule in force from ?effective=YYYY-MM-DD&reason=…[&source=…&filename=…]",
+    **raw_body("A CSV with a code and an amount column", "text/csv", examples.FEE_CSV),
 )
-def import_fees() -> Response:
-    author = bearer_caller("admin")
-    effective = date_arg("effective")
-    if effective is None:
-        raise BadRequest("effective: the date the amounts apply from", [("effective", "required")])
+@blp.access(TOKEN, 400, 401, 403, 422)
+@blp.response(200, api.Saved, example={"kind": "fees", "name": "fee-schedule", "version": 2})
+@requires(*ADMIN)
+@blp.arguments(api.FeeImportQuery, location="query", error_status_code=400)
+def import_fees(query: dict[str, Any]) -> Response:
     state = _state()
-    filename = request.args.get("filename", "").strip() or "fee-schedule.csv"
+    filename = (query.get("filename") or "").strip() or "fee-schedule.csv"
     version, codes = import_fee_schedule(
         state.store,
         state.settings,
         request.get_data(as_text=True),
         filename,
-        effective,
-        request.args.get("source", ""),
-        author,
-        request.args.get("reason", ""),
+        query["effective"],
+        query.get("source", ""),
+        g.caller,
+        query["reason"],
     )
     state.refresh()
-    return jsonify({"kind": FEES, "name": FEE_TABLE, "version": version, "codes": codes})
-
-
-@blp.route("/fees/versions", methods=["GET"])
-@blp.doc(summary="Every version of the fee schedule: who, when, why, what changed")
-def fee_versions() -> Response:
-    return _versions(FEES, FEE_TABLE)
-
-
-@blp.route("/fees/rollback", methods=["POST"])
-@blp.doc(summary="Make an earlier version of the fee schedule current again: {version, reason}")
-def rollback_fees() -> Response:
-    return _rollback(FEES, FEE_TABLE)
+    return jsonify({"kind": FEES.kind, "name": FEES.name, "version": version, "codes": codes})
 
 
 # --- audit log ------------------------------------------------------------------------------
@@ -421,12 +357,13 @@ def rollback_fees() -> Response:
 
 @blp.route("/audit", methods=["GET"])
 @blp.doc(summary="The audit log, newest first: ?actor=&object_type=&object_id=&since=&until=")
-def audit() -> Response:
-    bearer_caller(*ROLES)
-    filters = {
-        k: request.args[k] for k in ("actor", "object_type", "object_id") if request.args.get(k)
-    }
-    since, until = _when("since"), _when("until")
+@blp.access(TOKEN, 400, 401, 403)
+@blp.response(200, api.AuditEntry(many=True), example=examples.AUDIT)
+@requires(*ROLES)
+@blp.arguments(api.AuditQuery, location="query", error_status_code=400)
+def audit(query: dict[str, Any]) -> Response:
+    filters = {k: query[k] for k in ("actor", "object_type", "object_id") if query.get(k)}
+    since, until = (_aware(query.get(k)) for k in ("since", "until"))
     entries = _state().store.audit_entries(limit=500, **filters)
     return jsonify(
         [
@@ -439,17 +376,18 @@ def audit() -> Response:
                 "detail": e.detail,
             }
             for e in entries
-            if (since is None or e.at >= since) and (until is None or e.at <= until)
+            if (since is None or _utc(e.at) >= since) and (until is None or _utc(e.at) <= until)
         ]
     )
 
 
-def _when(name: str) -> datetime | None:
-    value = request.args.get(name)
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise BadRequest(f"{name}: expected an ISO date-time", [(name, value)]) from exc
-    return parsed if parsed.tzinfo else parsed.astimezone()
+def _aware(value: datetime | None) -> datetime | None:
+    """A date-time without an offset is taken as this machine's local time (its offset now)."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=datetime.now().astimezone().tzinfo)
+
+
+def _utc(value: datetime) -> datetime:
+    """When an audit entry was made: the store keeps UTC (SQLite without its offset)."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

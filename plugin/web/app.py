@@ -9,13 +9,13 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import orjson
 from flask import Flask, g, request
 from flask.json.provider import DefaultJSONProvider
-from flask_smorest import Api
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from plugin.config.effective import seed
@@ -59,6 +59,8 @@ class OrjsonProvider(DefaultJSONProvider):
 def _default(obj: Any) -> Any:
     if isinstance(obj, set | frozenset | tuple):
         return list(obj)
+    if isinstance(obj, Decimal):  # a schema's bound in /openapi.json: a JSON number
+        return float(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
@@ -225,7 +227,7 @@ def create_app(
     # without a broker the worker; with one, the sweeper (plugin/pipeline/worker.py)
     state.worker = NotificationWorker(state, send=state.send)
     app.extensions["theracharge"] = state
-    api = Api(app, spec_kwargs={"extra_plugins": [api_docs.OperationDocs()]})
+    api = api_docs.Api(app, spec_kwargs={"extra_plugins": [api_docs.Components()]})
     app.add_url_rule("/api-docs/assets/<path:name>", "api_docs_assets", api_docs.asset)
     for blueprint in (
         cds_hooks.blp,

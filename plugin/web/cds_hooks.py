@@ -6,14 +6,16 @@ from datetime import datetime
 from typing import Any
 
 from flask import Response, current_app, g, jsonify, request
-from flask_smorest import Blueprint
 from marshmallow import ValidationError
 
 from plugin.deadline import budget
 from plugin.errors import BadRequest, NotFoundError, describe
 from plugin.pipeline.hooks import SERVICE_ID, HookRequest, discovery, handle_discharge
+from plugin.schemas import api
 from plugin.schemas.cds import FeedbackSchema, HookRequestSchema, plain_hook_request
 from plugin.schemas.errors import field_errors
+from plugin.web import examples
+from plugin.web.api_docs import CDS_CLIENT, JSON, OUTCOME_SCHEMA, PUBLIC, Blueprint
 
 blp = Blueprint("cds", __name__, url_prefix="/cds-services", description="CDS Hooks 2.0")
 # Built once: a marshmallow schema is reusable, and building one costs more than a load.
@@ -23,6 +25,8 @@ FEEDBACK = FeedbackSchema()
 
 @blp.route("", methods=["GET"])
 @blp.doc(summary="Discovery: the services and their prefetch templates")
+@blp.access(PUBLIC)
+@blp.response(200, api.Discovery, example=examples.DISCOVERY, description="CDS Hooks 2.0")
 def services() -> Response:
     return jsonify(discovery())
 
@@ -54,7 +58,24 @@ def _trusted(service_id: str) -> None:
 
 
 @blp.route("/<service_id>", methods=["POST"])
-@blp.doc(summary="Call a CDS service (therapy-charges on encounter-discharge)")
+@blp.doc(
+    summary="Call a CDS service (therapy-charges on encounter-discharge)",
+    # validated by the same schema (plugin.web.cds_hooks._body; the plain call by hand, held
+    # to the schema's answers by tests/web/test_cds_hooks.py)
+    requestBody={
+        "required": True,
+        "description": "A CDS Hooks request: hook, hookInstance, context, prefetch",
+        "content": {JSON: {"schema": HookRequestSchema, "example": examples.HOOK_REQUEST}},
+    },
+)
+@blp.access(CDS_CLIENT, 400, 401, 404, 413, 502)
+@blp.alt_response(
+    412,
+    description="The prefetch lacks what the decision needs and there is no EHR to read it "
+    "from (CDS Hooks: an OperationOutcome)",
+    schema=OUTCOME_SCHEMA,
+)
+@blp.response(200, api.Cards, example=examples.CARDS, description="Cards and systemActions")
 def call(service_id: str) -> Response:
     """Every call the lean route (plugin.web.hook_route) leaves to Flask: another service id,
     a body the schema must load or refuse, any error."""
@@ -89,7 +110,15 @@ def answer(state: Any, data: dict[str, Any]) -> dict[str, Any]:
 
 
 @blp.route("/<service_id>/feedback", methods=["POST"])
-@blp.doc(summary="Feedback on cards: accepted or overridden, with the reason")
+@blp.doc(
+    summary="Feedback on cards: accepted or overridden, with the reason",
+    requestBody={
+        "required": True,
+        "content": {JSON: {"schema": FeedbackSchema, "example": examples.FEEDBACK}},
+    },
+)
+@blp.access(CDS_CLIENT, 400, 401, 404)
+@blp.response(200, api.Recorded, example={}, description="Recorded in the audit log")
 def feedback(service_id: str) -> Response:
     _trusted(service_id)
     data = _body(FEEDBACK)

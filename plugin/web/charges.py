@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from flask import Response, current_app, jsonify, request
-from flask_smorest import Blueprint
+from flask import Response, current_app, g, jsonify
 
 from plugin.config.tokens import ROLES
-from plugin.errors import BadRequest, ServiceUnavailable
+from plugin.errors import Forbidden, ServiceUnavailable
 from plugin.pipeline.billing_day import WriteMode, run_report
 from plugin.pipeline.service import Job, execute
-from plugin.web.auth import bearer_caller
+from plugin.schemas import api
+from plugin.web import examples
+from plugin.web.api_docs import TOKEN, Blueprint
+from plugin.web.auth import current_role, requires
 
 log = logging.getLogger(__name__)
 blp = Blueprint(
@@ -20,13 +23,12 @@ blp = Blueprint(
 
 
 def _charges(encounter_id: str, dry_run: bool) -> Response:
-    caller = bearer_caller("billing", "admin") if not dry_run else bearer_caller(*ROLES)
     state = current_app.extensions["theracharge"]
     if state.gatherer() is None:
         raise ServiceUnavailable("no EHR configured: set THERACHARGE_FHIR_BASE_URL")
     job = Job(
         encounter_id,
-        f"api:{caller}",
+        f"api:{g.caller}",
         WriteMode.PLAN if dry_run else WriteMode.WRITE,
         wait=True,  # billing tools read the worklist next, perhaps from another worker
     )
@@ -37,16 +39,24 @@ def _charges(encounter_id: str, dry_run: bool) -> Response:
 
 @blp.route("/encounters/<encounter_id>/charges", methods=["POST"])
 @blp.doc(
-    summary="Decide and write the charges of the encounter's billing day (dry_run=true: plan only)"
+    summary="Decide and write the charges of the encounter's billing day (dry_run=true: plan "
+    "only, any role; writing: the billing or admin role)"
 )
-def post_charges(encounter_id: str) -> Response:
-    flag = request.args.get("dry_run", "false").lower()
-    if flag not in ("true", "false"):
-        raise BadRequest("dry_run: expected true or false", [("dry_run", flag)])
-    return _charges(encounter_id, flag == "true")
+@blp.access(TOKEN, 400, 401, 403, 404, 502, 503, 504)
+@blp.response(200, api.DayReport, example=examples.REPORT, description="The day's report")
+@requires(*ROLES)
+@blp.arguments(api.ChargesQuery, location="query", error_status_code=400)
+def post_charges(query: dict[str, Any], encounter_id: str) -> Response:
+    if not query["dry_run"] and current_role() not in ("billing", "admin"):
+        log.warning("token %s (role %s) refused for writing charges", g.caller, current_role())
+        raise Forbidden(f"the {current_role()} role cannot do this")
+    return _charges(encounter_id, query["dry_run"])
 
 
 @blp.route("/encounters/<encounter_id>/charges", methods=["GET"])
 @blp.doc(summary="The charges of the encounter's billing day as decided now, without writing")
+@blp.access(TOKEN, 401, 403, 404, 502, 503, 504)
+@blp.response(200, api.DayReport, example={**examples.REPORT, "dry_run": True})
+@requires(*ROLES)
 def get_charges(encounter_id: str) -> Response:
     return _charges(encounter_id, True)

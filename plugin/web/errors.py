@@ -75,13 +75,17 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
-        return _answer(
+        answered = _answer(
             error.code or 500,
             {
                 "error": (error.name or "error").lower().replace(" ", "-"),
                 "message": error.description or "",
             },
         )
+        allowed = dict(error.get_headers()).get("Allow")
+        if allowed:  # 405: the methods the path takes (RFC 9110 §15.5.6)
+            answered.headers["Allow"] = allowed
+        return answered
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Response:  # the one place a broad except is allowed

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Response, current_app, jsonify
-from flask_smorest import Blueprint
 from sqlalchemy.exc import SQLAlchemyError
 
 from plugin.gateway.errors import FhirError
+from plugin.schemas import api
+from plugin.web import examples
+from plugin.web.api_docs import PUBLIC, Blueprint
 from plugin.web.observability import metrics_response
 
 blp = Blueprint("health", __name__, description="Health and metrics")
@@ -16,6 +18,8 @@ blp = Blueprint("health", __name__, description="Health and metrics")
 
 @blp.route("/healthz", methods=["GET"])
 @blp.doc(summary="Alive")
+@blp.access(PUBLIC)
+@blp.response(200, api.Health, example={"status": "ok"}, description="Alive")
 def healthz() -> Response:
     return jsonify({"status": "ok"})
 
@@ -25,6 +29,14 @@ def healthz() -> Response:
     summary="Ready: settings valid, database reachable, the notification worker alive and not "
     "stuck, EHR reachable when configured"
 )
+@blp.access(PUBLIC)
+@blp.alt_response(
+    503,
+    schema=api.Health,
+    example={"status": "not-ready", "checks": {"settings": "ok", "database": "failed: …"}},
+    description="Something it needs does not answer (named)",
+)
+@blp.response(200, api.Health, example=examples.READY, description="Everything it needs answers")
 def readyz() -> Response:
     state = current_app.extensions["theracharge"]
     checks: dict[str, Any] = {"settings": "ok"}
@@ -53,6 +65,14 @@ def readyz() -> Response:
 
 @blp.route("/metrics", methods=["GET"])
 @blp.doc(summary="Prometheus metrics")
+@blp.access(PUBLIC)
+@blp.response(
+    200,
+    {"type": "string"},
+    example='theracharge_charge_lines_total{status="billable"} 12\n',
+    content_type="text/plain",
+    description="Prometheus text exposition",
+)
 def metrics() -> Response:
     store = current_app.extensions["theracharge"].store
     try:

@@ -7,10 +7,12 @@ import re
 from typing import Any
 
 from flask import Response, current_app, jsonify, request
-from flask_smorest import Blueprint
 
 from plugin.errors import BadRequest
 from plugin.pipeline.service import day_of
+from plugin.schemas import api
+from plugin.web import examples
+from plugin.web.api_docs import FHIR, NOTIFIER, Blueprint, raw_body
 from plugin.web.auth import notification_sender
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,12 @@ def _enqueue(encounter_id: str, version: str | None, day: str | None = None) -> 
 
 
 @blp.route("/Encounter/<encounter_id>", methods=["PUT"])
-@blp.doc(summary="R4 rest-hook with payload: the changed Encounter")
+@blp.doc(
+    summary="R4 rest-hook with payload: the changed Encounter",
+    **raw_body("The changed Encounter (a FHIR R4 resource)", FHIR, examples.ENCOUNTER),
+)
+@blp.access(NOTIFIER, 400, 401, 413, 503)
+@blp.response(200, api.Queued, example={"queued": True}, description="Recorded; decided later")
 def encounter_changed(encounter_id: str) -> Response:
     notification_sender()
     resource = request.get_json(silent=True)
@@ -50,7 +57,17 @@ def encounter_changed(encounter_id: str) -> Response:
 
 
 @blp.route("", methods=["POST"])
-@blp.doc(summary="An empty ping, or an R4 Backport notification Bundle (id-only or full-resource)")
+@blp.doc(
+    summary="An empty ping, or an R4 Backport notification Bundle (id-only or full-resource)",
+    **raw_body(
+        "Nothing (a ping), or an R4 Backport notification Bundle (id-only or full-resource)",
+        FHIR,
+        examples.NOTIFICATION_BUNDLE,
+        required=False,
+    ),
+)
+@blp.access(NOTIFIER, 400, 401, 413, 503)
+@blp.response(200, api.QueuedCount, example={"queued": 1}, description="Encounters queued")
 def bundle_notification() -> Response:
     notification_sender()
     if not request.data.strip():

@@ -6,21 +6,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, current_app, jsonify, request
-from flask_smorest import Blueprint
+from flask import Response, current_app, g, jsonify
 
 from plugin.config.tokens import ROLES
-from plugin.errors import BadRequest, Conflict, NotFoundError
+from plugin.errors import Conflict, NotFoundError
+from plugin.schemas import api
 from plugin.store.queue import KINDS, DeadLetter
-from plugin.web.auth import bearer_caller
+from plugin.web import examples
+from plugin.web.api_docs import TOKEN, Blueprint
+from plugin.web.auth import requires
 
+WORKERS = ("admin", "billing")  # who may put work back in the queue
 blp = Blueprint(
     "work",
     __name__,
     url_prefix="/admin/api/v1",
     description="Background work: notifications, backfills, dead letters (IT admins, billing)",
 )
-NOTIFICATION_STATUSES = ("pending", "processing", "done", "failed")
 
 
 def _state() -> Any:
@@ -51,24 +53,27 @@ def notification_json(n: Any) -> dict[str, Any]:
     summary="Received notifications by status (default `failed`: set aside after their "
     "attempts, with the last error); ?status=pending|processing|done|failed"
 )
-def notifications() -> Response:
-    bearer_caller(*ROLES)
-    status = request.args.get("status", "failed")
-    if status not in NOTIFICATION_STATUSES:
-        raise BadRequest(f"status: one of {', '.join(NOTIFICATION_STATUSES)}", [("status", status)])
-    rows = _state().store.notifications(status=status, limit=500)
+@blp.access(TOKEN, 400, 401, 403)
+@blp.response(200, api.Notification(many=True), example=examples.NOTIFICATIONS)
+@requires(*ROLES)
+@blp.arguments(api.NotificationsQuery, location="query", error_status_code=400)
+def notifications(query: dict[str, Any]) -> Response:
+    rows = _state().store.notifications(status=query["status"], limit=500)
     return jsonify([notification_json(n) for n in rows])
 
 
 @blp.route("/notifications/<int(max=2147483647):notification_id>/retry", methods=["POST"])
 @blp.doc(summary="Put a set-aside notification back in the queue (attempts reset), audited")
+@blp.access(TOKEN, 401, 403, 404, 409)
+@blp.response(200, api.Notification, example={**examples.NOTIFICATIONS[0], "status": "pending"})
+@requires(*WORKERS)
 def retry_notification(notification_id: int) -> Response:
     return jsonify(notification_json(_retried("notification", notification_id)))
 
 
 def _retried(kind: str, row_id: int) -> Any:
     """Set-aside work back in the queue (404 when there is none, 409 when not set aside)."""
-    row, queued = _state().retry(kind, row_id, bearer_caller("admin", "billing"))
+    row, queued = _state().retry(kind, row_id, g.caller)
     if row is None:
         raise NotFoundError(f"no {kind} {row_id}")
     if not queued:
@@ -93,8 +98,10 @@ def dead_letter_json(letter: DeadLetter) -> dict[str, Any]:
     summary="Work set aside after its retries (notifications, backfill days), newest first: "
     "what failed, why, how many attempts; and how often each reason occurs"
 )
+@blp.access(TOKEN, 401, 403)
+@blp.response(200, api.DeadLetters, example=examples.DEAD_LETTERS)
+@requires(*ROLES)
 def dead_letters() -> Response:
-    bearer_caller(*ROLES)
     letters = _state().store.dead_letters(limit=500)
     reasons: dict[str, int] = {}
     for letter in letters:
@@ -113,9 +120,11 @@ def dead_letters() -> Response:
 
 @blp.route("/dead-letters/<kind>/<int(max=2147483647):row_id>/retry", methods=["POST"])
 @blp.doc(summary="Put a dead letter (notification or backfill-day) back in the queue, audited")
+@blp.access(TOKEN, 401, 403, 404, 409)
+@blp.response(200, api.Requeued, example=examples.REQUEUED)
+@requires(*WORKERS)
 def retry_dead_letter(kind: str, row_id: int) -> Response:
     if kind not in KINDS:
-        bearer_caller("admin", "billing")  # who may ask is checked before what is asked
         raise NotFoundError(f"no kind of work {kind!r}: {', '.join(KINDS)}")
     _retried(kind, row_id)
     return jsonify({"kind": kind, "id": row_id, "status": "pending"})
@@ -135,8 +144,10 @@ def backfill_json(backfill: Any, progress: dict[str, Any]) -> dict[str, Any]:
 
 @blp.route("/backfills", methods=["GET"])
 @blp.doc(summary="Backfill runs, newest first, each with its progress and outcome counts")
+@blp.access(TOKEN, 401, 403)
+@blp.response(200, api.Backfill(many=True), example=[examples.BACKFILL])
+@requires(*ROLES)
 def backfills() -> Response:
-    bearer_caller(*ROLES)
     store = _state().store
     return jsonify([backfill_json(b, store.backfill_progress(b.id)) for b in store.backfills()])
 
@@ -146,8 +157,10 @@ def backfills() -> Response:
     summary="One backfill: days by status; of those decided, written, unchanged, planned (a "
     "dry run), held (days with lines held for documentation); failed, with the reasons"
 )
+@blp.access(TOKEN, 401, 403, 404)
+@blp.response(200, api.Backfill, example=examples.BACKFILL)
+@requires(*ROLES)
 def backfill(backfill_id: int) -> Response:
-    bearer_caller(*ROLES)
     store = _state().store
     found = store.backfill(backfill_id)
     if found is None:

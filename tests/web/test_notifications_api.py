@@ -107,7 +107,7 @@ def test_the_charges_api_needs_a_known_token(make_app) -> None:
     assert answer.status_code == 503  # the token is good; no EHR is configured here
     assert "THERACHARGE_FHIR_BASE_URL" in answer.json["message"]
     bad = client.post(f"{url}?dry_run=maybe", headers={"Authorization": "Bearer right-token"})
-    assert (bad.status_code, bad.json["fields"]) == (400, {"dry_run": "maybe"})
+    assert (bad.status_code, bad.json["fields"]) == (400, {"dry_run": "expected true or false"})
 
 
 def test_health_readiness_metrics_and_openapi(make_app) -> None:
