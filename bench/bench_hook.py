@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT))  # after site-packages: a compiled install is measured as such
 
 from tests import builders  # noqa: E402
-from tests.web.conftest import prefetch_of  # noqa: E402
+from tests.helpers.hooks import prefetch_of  # noqa: E402
 
 # One request per call from a list: each wrk thread takes every n-th line, so no two calls
 # share a token; bodies cycle. {tokens}: one "Bearer …" per line, or an empty file (unsigned).

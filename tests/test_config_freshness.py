@@ -83,8 +83,7 @@ def test_no_decision_after_a_fee_change_uses_the_old_fees(tmp_path: Path, store:
 
 
 def test_a_decision_records_the_version_of_every_table_it_used(make_app, sign) -> None:
-    from tests.web.conftest import hook_body
-    from tests.web.test_cds_hooks import call
+    from tests.helpers.hooks import call, hook_body
 
     app = make_app(THERACHARGE_LEDGER_KEEP_PREVIEW="true")
     state = app.extensions["theracharge"]

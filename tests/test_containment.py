@@ -294,8 +294,7 @@ def test_a_file_with_a_visit_over_the_procedure_limit_writes_the_others_and_exit
 
 
 def test_the_hook_refuses_a_visit_over_the_procedure_limit_with_422(make_app, sign) -> None:
-    from tests.web.conftest import hook_body, prefetch_of
-    from tests.web.test_cds_hooks import call
+    from tests.helpers.hooks import call, hook_body, prefetch_of
 
     procedures = [builders.procedure(f"p{i}") for i in range(4)]
     body = hook_body(prefetch_of(builders.complete_record(*procedures)))
@@ -307,8 +306,7 @@ def test_the_hook_refuses_a_visit_over_the_procedure_limit_with_422(make_app, si
 def test_the_database_away_is_a_503_saying_so_not_a_500(make_app, sign, monkeypatch) -> None:
     from sqlalchemy.exc import OperationalError
 
-    from tests.web.conftest import hook_body
-    from tests.web.test_cds_hooks import call
+    from tests.helpers.hooks import call, hook_body
 
     app = make_app()
     store = app.extensions["theracharge"].store

@@ -20,8 +20,7 @@ from plugin.pipeline import metrics
 from plugin.pipeline.tasks import process_notification
 from plugin.store import Store
 from plugin.store.locks import DayLocks
-from tests.web.conftest import hook_body
-from tests.web.test_cds_hooks import call, serve_the_day
+from tests.helpers.hooks import call, hook_body, serve_the_day
 
 BASE = "https://ehr.example.org/fhir"
 DAY = "Patient/p1|2026-11-02"

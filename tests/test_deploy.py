@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from plugin.commands.main import _parser
-from tests.reliability.test_layout import SERVICES, layout_env
+from tests.helpers.stack import SERVICES, layout_env
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_TIMINGS = {"THERACHARGE_FHIR_READ_TIMEOUT", "THERACHARGE_FHIR_RETRY_SECONDS"}

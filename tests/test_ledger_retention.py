@@ -6,8 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from plugin.store.clock import now
-from tests.web.conftest import hook_body
-from tests.web.test_cds_hooks import call
+from tests.helpers.hooks import call, hook_body
 
 
 def _rows(app: Any) -> int:

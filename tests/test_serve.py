@@ -166,7 +166,7 @@ def test_a_chunked_body_over_the_limit_is_413_and_one_under_it_is_read_whole(
     400 "the body must be a JSON object")."""
     import json
 
-    from tests.web.conftest import hook_body
+    from tests.helpers.hooks import hook_body
 
     env = {"THERACHARGE_CDS_AUTH": "disabled", "THERACHARGE_MAX_REQUEST_BYTES": "20000"}
     with running_service(tmp_path, env, workers=1) as service:

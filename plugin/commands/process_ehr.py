@@ -42,16 +42,20 @@ def run_live(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     runtime = Runtime.opened(settings)
+    runtime.store.defer_ledger()  # the days' ledger rows written in batches, as `serve` does
     entered = datetime.now().astimezone().replace(microsecond=0)
     # The settings, tables and vocabulary live as long as the run: out of the cyclic
     # collector's way, which otherwise looks through them all again at each full collection
     # (as `serve` does after loading the app; docs/performance.md).
     gc.freeze()
-    if args.encounter:
-        return _one(runtime, args.encounter, entered, args.dry_run)
-    since, until = args.since.isoformat(), args.until.isoformat() if args.until else None
-    workers = args.jobs or runtime.settings.fhir.concurrency
-    return _range(runtime, since, until, entered, args.dry_run, workers)
+    try:
+        if args.encounter:
+            return _one(runtime, args.encounter, entered, args.dry_run)
+        since, until = args.since.isoformat(), args.until.isoformat() if args.until else None
+        workers = args.jobs or runtime.settings.fhir.concurrency
+        return _range(runtime, since, until, entered, args.dry_run, workers)
+    finally:
+        runtime.store.close()  # every ledger row written before the command ends
 
 
 def _one(runtime: Runtime, encounter: str, entered: datetime, dry: bool) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 from datetime import date
@@ -23,6 +24,8 @@ from plugin.config.ncci_import import NcciFileError, mue_rows, ptp_rows
 from plugin.config.tables import BY_KIND, FEES, Table
 from plugin.errors import Invalid, NotFoundError, describe
 from plugin.rules.code_mapping import resolve_code
+from plugin.rules.model import Catalog
+from plugin.rules.systems import CPT
 from plugin.schemas.errors import ConfigError, field_errors
 from plugin.store import Store
 
@@ -290,3 +293,32 @@ def import_ncci(
         {"version": version, "reason": reason, "file": filename, "rows": len(rows)},
     )
     return version, len(rows)
+
+
+def with_mapping_entry(
+    content: dict[str, Any], catalog: Catalog, system: str, code: str, target: dict[str, str]
+) -> dict[str, Any]:
+    """A mapping table (a ConceptMap) with the entry for `system|code` added or replaced by
+    `target` ({code, equivalence, comment}), in the group of its source system and of the
+    target code's own system (the catalog's; CPT for a code it does not hold)."""
+    table = copy.deepcopy(content)
+    for group in table.get("group", []):
+        for element in group.get("element", []):
+            if group.get("source") == system and element.get("code") == code:
+                element["target"] = [target]
+                return table
+    definition = catalog.codes.get(target["code"])
+    target_system = definition.system if definition else CPT
+    group = next(
+        (
+            g
+            for g in table.get("group", [])
+            if g.get("source") == system and g.get("target") == target_system
+        ),
+        None,
+    )
+    if group is None:
+        group = {"source": system, "target": target_system, "element": []}
+        table.setdefault("group", []).append(group)
+    group["element"].append({"code": code, "target": [target]})
+    return table

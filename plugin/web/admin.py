@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Response, current_app, g, jsonify, request
+from flask import Response, g, jsonify, request
 
 from plugin.config.edits import (
     import_fee_schedule,
@@ -31,6 +31,7 @@ from plugin.store.config import VersionInfo
 from plugin.web import examples
 from plugin.web.api_docs import TOKEN, Blueprint, raw_body
 from plugin.web.auth import requires
+from plugin.web.state import app_state
 
 blp = Blueprint(
     "admin",
@@ -39,10 +40,6 @@ blp = Blueprint(
     description="Mapping tables, payer rules, fees, vocabulary, NCCI files, audit log (IT admins)",
 )
 ADMIN = ("admin",)
-
-
-def _state() -> Any:
-    return current_app.extensions["theracharge"]
 
 
 def _version_json(v: VersionInfo, content: bool = False) -> dict[str, Any]:
@@ -62,7 +59,7 @@ def _version_json(v: VersionInfo, content: bool = False) -> dict[str, Any]:
 def _versions(kind: str, name: str, named: bool = False) -> Response:
     """Every version of a managed table: who, when, why, what changed. None yet: [] (the
     shipped file is in force), or 404 for a table that exists only by its name (`named`)."""
-    versions = _state().store.config_versions(kind, name)
+    versions = app_state().store.config_versions(kind, name)
     if not versions and named:
         raise NotFoundError(f"no {kind} table {name!r}")
     return jsonify([_version_json(v) for v in versions])
@@ -71,7 +68,7 @@ def _versions(kind: str, name: str, named: bool = False) -> Response:
 def _saved(kind: str, name: str, action: Callable[[], int]) -> Response:
     """Run a save (Invalid is 422 naming each field, StaleVersion 409), then pick it up."""
     version = action()
-    _state().refresh()
+    app_state().refresh()
     return jsonify({"kind": kind, "name": name, "version": version})
 
 
@@ -86,7 +83,7 @@ def _expect() -> int | None:
 
 def _rollback(kind: str, name: str, body: dict[str, Any]) -> Response:
     """A new version with an earlier version's content (admin only)."""
-    state = _state()
+    state = app_state()
     version, reason, author = body["version"], body["reason"], g.caller
     try:
         return _saved(
@@ -117,7 +114,7 @@ def _table_routes(table: Table) -> None:
     @blp.response(200, table.schema, example=table.example, description="The table in force")
     @requires(*ROLES)
     def get_table() -> Response:
-        state = _state()
+        state = app_state()
         content, version = table_content(state.store, state.settings, table)
         response = jsonify(content)
         if version is not None:
@@ -134,7 +131,7 @@ def _table_routes(table: Table) -> None:
     @requires(*ADMIN)
     @blp.arguments(body, example={"reason": "our contract changed", table.field: table.example})
     def put_table(sent: dict[str, Any]) -> Response:
-        state, author = _state(), g.caller
+        state, author = app_state(), g.caller
         return _saved(
             table.kind,
             table.name,
@@ -188,7 +185,7 @@ def list_mappings() -> Response:
                 "updated": t.updated.isoformat(),
                 "author": t.author,
             }
-            for t in _state().store.config_tables(MAPPING)
+            for t in app_state().store.config_tables(MAPPING)
         ]
     )
 
@@ -199,7 +196,7 @@ def list_mappings() -> Response:
 @blp.response(200, ConceptMapSchema, example=examples.CONCEPT_MAP)
 @requires(*ROLES)
 def get_mapping(name: str) -> Response:
-    current = _state().store.config_current(MAPPING, name)
+    current = app_state().store.config_current(MAPPING, name)
     if current is None:
         raise NotFoundError(f"no mapping table {name!r}")
     response = jsonify(current.content)
@@ -224,14 +221,14 @@ def put_mapping(sent: dict[str, Any], name: str) -> Response:
 @requires(*ADMIN)
 @blp.arguments(api.DeleteQuery, location="query", error_status_code=400)
 def delete_mapping(query: dict[str, Any], name: str) -> Response:
-    if _state().store.config_current(MAPPING, name) is None:
+    if app_state().store.config_current(MAPPING, name) is None:
         raise NotFoundError(f"no mapping table {name!r}")
     return _save_mapping(name, None, query["reason"])
 
 
 def _save_mapping(name: str, content: Any, reason: str) -> Response:
     """A new version of the table (None deletes it), guarded by If-Match, then picked up."""
-    state, author, expect = _state(), g.caller, _expect()
+    state, author, expect = app_state(), g.caller, _expect()
     return _saved(
         MAPPING,
         name,
@@ -255,7 +252,7 @@ def mapping_versions(name: str) -> Response:
 @requires(*ROLES)
 def mapping_version(name: str, version: int) -> Response:
     found = next(
-        (v for v in _state().store.config_versions(MAPPING, name) if v.version == version), None
+        (v for v in app_state().store.config_versions(MAPPING, name) if v.version == version), None
     )
     if found is None:
         raise NotFoundError(f"mapping table {name!r} has no version {version}")
@@ -281,7 +278,7 @@ def rollback_mapping(sent: dict[str, Any], name: str) -> Response:
 def try_mapping(sent: dict[str, Any]) -> Response:
     codings = [sent["coding"]] if "coding" in sent else sent["procedure"]["code"]["coding"]
     pairs = [(c["system"], c["code"]) for c in codings]
-    return jsonify(try_coding(_state().settings, pairs))
+    return jsonify(try_coding(app_state().settings, pairs))
 
 
 # --- files imported as new versions: NCCI, a fee schedule's CSV ------------------------------
@@ -299,7 +296,7 @@ def try_mapping(sent: dict[str, Any]) -> Response:
 @blp.arguments(api.NcciImportQuery, location="query", error_status_code=400)
 def put_ncci(query: dict[str, Any], table: str) -> Response:
     filename = (query.get("filename") or "").strip() or f"ncci-{table}"
-    state = _state()
+    state = app_state()
     version, rows = import_ncci(
         state.store,
         state.settings,
@@ -336,7 +333,7 @@ def ncci_versions(table: str) -> Response:
 @requires(*ADMIN)
 @blp.arguments(api.FeeImportQuery, location="query", error_status_code=400)
 def import_fees(query: dict[str, Any]) -> Response:
-    state = _state()
+    state = app_state()
     filename = (query.get("filename") or "").strip() or "fee-schedule.csv"
     version, codes = import_fee_schedule(
         state.store,
@@ -364,7 +361,7 @@ def import_fees(query: dict[str, Any]) -> Response:
 def audit(query: dict[str, Any]) -> Response:
     filters = {k: query[k] for k in ("actor", "object_type", "object_id") if query.get(k)}
     since, until = (_aware(query.get(k)) for k in ("since", "until"))
-    entries = _state().store.audit_entries(limit=500, **filters)
+    entries = app_state().store.audit_entries(limit=500, **filters)
     return jsonify(
         [
             {

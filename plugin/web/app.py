@@ -7,7 +7,6 @@ import io
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -22,7 +21,6 @@ from plugin.config.effective import seed
 from plugin.config.files import Settings, load_settings
 from plugin.deadline import close_budget, open_budget
 from plugin.errors import BadRequest
-from plugin.pipeline.runtime import Runtime
 from plugin.pipeline.worker import NotificationWorker
 from plugin.schemas.errors import ConfigError
 from plugin.store import Store
@@ -41,6 +39,7 @@ from plugin.web import (
 )
 from plugin.web.cds_auth import ClientVerifier
 from plugin.web.hook_route import HookRoute
+from plugin.web.state import AppState
 
 log = logging.getLogger(__name__)
 
@@ -62,30 +61,6 @@ def _default(obj: Any) -> Any:
     if isinstance(obj, Decimal):  # a schema's bound in /openapi.json: a JSON number
         return float(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-@dataclass
-class AppState(Runtime):
-    """What every request may use: the runtime (settings, store, EHR, ledger), the CDS
-    verifier, the background thread and, with a broker, the way work is handed to it."""
-
-    cds_verifier: ClientVerifier | None = None
-    worker: NotificationWorker | None = None
-    send: Callable[[str, int], bool] | None = None  # with THERACHARGE_BROKER_URL
-
-    def queue(self, kind: str, row_id: int) -> None:
-        """Recorded work handed to the task queue now (with a broker; without one the
-        in-process worker finds it in the table)."""
-        if self.send is not None:
-            self.send(kind, row_id)
-
-    def retry(self, kind: str, row_id: int, actor: str) -> tuple[Any, bool]:
-        """Set-aside work back in the queue, audited (Store.retry_row): (the row, None if there
-        is none; whether it was set aside)."""
-        row, queued = self.store.retry_row(kind, row_id, actor)
-        if queued:
-            self.queue(kind, row_id)
-        return row, queued
 
 
 def _secret_key(settings: Settings) -> str:

@@ -10,10 +10,11 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-from flask import current_app, g, request
+from flask import g, request
 
-from plugin.config.tokens import token_hash
+from plugin.config.tokens import match_token
 from plugin.errors import Forbidden, Unauthorized
+from plugin.web.state import app_state
 
 log = logging.getLogger(__name__)
 View = TypeVar("View", bound=Callable[..., Any])
@@ -24,24 +25,24 @@ def bearer_caller(*roles: str) -> str:
 
     Tokens are compared by their SHA-256 only; none is ever logged.
     """
-    tokens = current_app.extensions["theracharge"].settings.service.api_tokens
+    tokens = app_state().settings.service.api_tokens
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer ") or not tokens:
         raise Unauthorized("no API bearer token")
-    presented = token_hash(header.removeprefix("Bearer ").strip())
-    for digest, (name, role) in tokens.items():
-        if hmac.compare_digest(digest, presented):
-            if role not in roles:
-                log.warning("token %s (role %s) refused for %s", name, role, request.path)
-                raise Forbidden(f"the {role} role cannot do this")
-            g.caller_role = role
-            return str(name)
-    raise Unauthorized("unknown API token")
+    found = match_token(tokens, header.removeprefix("Bearer "))
+    if found is None:
+        raise Unauthorized("unknown API token")
+    name, role = found
+    if role not in roles:
+        log.warning("token %s (role %s) refused for %s", name, role, request.path)
+        raise Forbidden(f"the {role} role cannot do this")
+    g.caller_role = role
+    return name
 
 
 def notification_sender() -> None:
     """The notification carries our shared secret in its header (401 otherwise)."""
-    settings = current_app.extensions["theracharge"].settings.service
+    settings = app_state().settings.service
     expected = settings.notification_secret
     given = request.headers.get(settings.notification_header, "")
     if not expected or not hmac.compare_digest(given.encode(), expected.encode()):

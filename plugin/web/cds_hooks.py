@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from flask import Response, current_app, g, jsonify, request
+from flask import Response, g, jsonify, request
 from marshmallow import ValidationError
 
 from plugin.deadline import budget
@@ -16,6 +16,7 @@ from plugin.schemas.cds import FeedbackSchema, HookRequestSchema, plain_hook_req
 from plugin.schemas.errors import field_errors
 from plugin.web import examples
 from plugin.web.api_docs import CDS_CLIENT, JSON, OUTCOME_SCHEMA, PUBLIC, Blueprint
+from plugin.web.state import app_state
 
 blp = Blueprint("cds", __name__, url_prefix="/cds-services", description="CDS Hooks 2.0")
 # Built once: a marshmallow schema is reusable, and building one costs more than a load.
@@ -49,10 +50,10 @@ def _trusted(service_id: str) -> None:
     """The call names our service and carries a valid CDS Client JWT (aud: the exact URL)."""
     if service_id != SERVICE_ID:
         raise NotFoundError(f"no CDS service {service_id!r}")
-    verifier = current_app.extensions["theracharge"].cds_verifier
+    verifier = app_state().cds_verifier
     if verifier is None:
         return
-    public = current_app.extensions["theracharge"].settings.service.public_url
+    public = app_state().settings.service.public_url
     audience = f"{public}{request.path}" if public else request.base_url
     verifier.verify(request.headers.get("Authorization"), audience)
 
@@ -82,7 +83,7 @@ def call(service_id: str) -> Response:
     _trusted(service_id)
     data = _body(HOOK_REQUEST)
     g.hook_instance = data["hookInstance"]
-    return jsonify(answer(current_app.extensions["theracharge"], data))
+    return jsonify(answer(app_state(), data))
 
 
 def answer(state: Any, data: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +123,7 @@ def answer(state: Any, data: dict[str, Any]) -> dict[str, Any]:
 def feedback(service_id: str) -> Response:
     _trusted(service_id)
     data = _body(FEEDBACK)
-    store = current_app.extensions["theracharge"].store
+    store = app_state().store
     for item in data["feedback"]:
         detail = {"outcome": item["outcome"], "at": item["outcomeTimestamp"]}
         if item["overrideReason"]:

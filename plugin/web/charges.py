@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Response, current_app, g, jsonify
+from flask import Response, g, jsonify
 
 from plugin.config.tokens import ROLES
 from plugin.errors import Forbidden, ServiceUnavailable
@@ -15,6 +15,7 @@ from plugin.schemas import api
 from plugin.web import examples
 from plugin.web.api_docs import TOKEN, Blueprint
 from plugin.web.auth import current_role, requires
+from plugin.web.state import app_state
 
 log = logging.getLogger(__name__)
 blp = Blueprint(
@@ -23,7 +24,7 @@ blp = Blueprint(
 
 
 def _charges(encounter_id: str, dry_run: bool) -> Response:
-    state = current_app.extensions["theracharge"]
+    state = app_state()
     if state.gatherer() is None:
         raise ServiceUnavailable("no EHR configured: set THERACHARGE_FHIR_BASE_URL")
     job = Job(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, current_app, jsonify
+from flask import Response, jsonify
 from sqlalchemy.exc import SQLAlchemyError
 
 from plugin.gateway.errors import FhirError
@@ -12,6 +12,7 @@ from plugin.schemas import api
 from plugin.web import examples
 from plugin.web.api_docs import PUBLIC, Blueprint
 from plugin.web.observability import metrics_response
+from plugin.web.state import app_state
 
 blp = Blueprint("health", __name__, description="Health and metrics")
 
@@ -38,7 +39,7 @@ def healthz() -> Response:
 )
 @blp.response(200, api.Health, example=examples.READY, description="Everything it needs answers")
 def readyz() -> Response:
-    state = current_app.extensions["theracharge"]
+    state = app_state()
     checks: dict[str, Any] = {"settings": "ok"}
     ready = True
     try:
@@ -74,7 +75,7 @@ def readyz() -> Response:
     description="Prometheus text exposition",
 )
 def metrics() -> Response:
-    store = current_app.extensions["theracharge"].store
+    store = app_state().store
     try:
         work = store.work_counts()
     except SQLAlchemyError:  # the database away: the process's own metrics still answer

@@ -6,7 +6,7 @@ import logging
 import re
 from typing import Any
 
-from flask import Response, current_app, jsonify, request
+from flask import Response, jsonify, request
 
 from plugin.errors import BadRequest
 from plugin.pipeline.service import day_of
@@ -14,6 +14,7 @@ from plugin.schemas import api
 from plugin.web import examples
 from plugin.web.api_docs import FHIR, NOTIFIER, Blueprint, raw_body
 from plugin.web.auth import notification_sender
+from plugin.web.state import app_state
 
 log = logging.getLogger(__name__)
 blp = Blueprint(
@@ -28,7 +29,7 @@ _ENCOUNTER_URL = re.compile(r"(?:^|/)Encounter/([A-Za-z0-9\-.]{1,64})(?:/_histor
 def _enqueue(encounter_id: str, version: str | None, day: str | None = None) -> bool:
     """Recorded (before the EHR gets its 200), then handed to the task queue when there is one;
     False when this encounter version was recorded before."""
-    state = current_app.extensions["theracharge"]
+    state = app_state()
     notification_id = state.store.enqueue(encounter_id, version or "", day)
     if notification_id is None:
         return False

@@ -13,18 +13,19 @@ import secrets
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, abort, current_app, redirect, request, session, url_for
+from flask import Blueprint, abort, redirect, request, session, url_for
 from werkzeug.wrappers import Response
 
 from plugin.gateway.errors import FhirError
 from plugin.gateway.smart_app import exchange_code, pkce_pair, smart_configuration
+from plugin.web.state import app_state
 
 bp = Blueprint("smart", __name__, url_prefix="/smart")
 SCOPES = "launch openid fhirUser user/Encounter.read"
 
 
 def _settings() -> Any:
-    return current_app.extensions["theracharge"].settings
+    return app_state().settings
 
 
 def _redirect_uri() -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, current_app, g, jsonify
+from flask import Response, g, jsonify
 
 from plugin.config.tokens import ROLES
 from plugin.errors import Conflict, NotFoundError
@@ -15,6 +15,7 @@ from plugin.store.queue import KINDS, DeadLetter
 from plugin.web import examples
 from plugin.web.api_docs import TOKEN, Blueprint
 from plugin.web.auth import requires
+from plugin.web.state import app_state
 
 WORKERS = ("admin", "billing")  # who may put work back in the queue
 blp = Blueprint(
@@ -23,10 +24,6 @@ blp = Blueprint(
     url_prefix="/admin/api/v1",
     description="Background work: notifications, backfills, dead letters (IT admins, billing)",
 )
-
-
-def _state() -> Any:
-    return current_app.extensions["theracharge"]
 
 
 def _time(value: Any) -> str | None:
@@ -58,7 +55,7 @@ def notification_json(n: Any) -> dict[str, Any]:
 @requires(*ROLES)
 @blp.arguments(api.NotificationsQuery, location="query", error_status_code=400)
 def notifications(query: dict[str, Any]) -> Response:
-    rows = _state().store.notifications(status=query["status"], limit=500)
+    rows = app_state().store.notifications(status=query["status"], limit=500)
     return jsonify([notification_json(n) for n in rows])
 
 
@@ -73,7 +70,7 @@ def retry_notification(notification_id: int) -> Response:
 
 def _retried(kind: str, row_id: int) -> Any:
     """Set-aside work back in the queue (404 when there is none, 409 when not set aside)."""
-    row, queued = _state().retry(kind, row_id, g.caller)
+    row, queued = app_state().retry(kind, row_id, g.caller)
     if row is None:
         raise NotFoundError(f"no {kind} {row_id}")
     if not queued:
@@ -102,13 +99,13 @@ def dead_letter_json(letter: DeadLetter) -> dict[str, Any]:
 @blp.response(200, api.DeadLetters, example=examples.DEAD_LETTERS)
 @requires(*ROLES)
 def dead_letters() -> Response:
-    letters = _state().store.dead_letters(limit=500)
+    letters = app_state().store.dead_letters(limit=500)
     reasons: dict[str, int] = {}
     for letter in letters:
         reasons[letter.reason] = reasons.get(letter.reason, 0) + 1
     return jsonify(
         {
-            "counts": _state().store.dead_letter_counts(),
+            "counts": app_state().store.dead_letter_counts(),
             "reasons": [
                 {"reason": reason, "count": count}
                 for reason, count in sorted(reasons.items(), key=lambda item: (-item[1], item[0]))
@@ -148,7 +145,7 @@ def backfill_json(backfill: Any, progress: dict[str, Any]) -> dict[str, Any]:
 @blp.response(200, api.Backfill(many=True), example=[examples.BACKFILL])
 @requires(*ROLES)
 def backfills() -> Response:
-    store = _state().store
+    store = app_state().store
     return jsonify([backfill_json(b, store.backfill_progress(b.id)) for b in store.backfills()])
 
 
@@ -161,7 +158,7 @@ def backfills() -> Response:
 @blp.response(200, api.Backfill, example=examples.BACKFILL)
 @requires(*ROLES)
 def backfill(backfill_id: int) -> Response:
-    store = _state().store
+    store = app_state().store
     found = store.backfill(backfill_id)
     if found is None:
         raise NotFoundError(f"no backfill {backfill_id}")

@@ -22,7 +22,7 @@ from plugin.config.tokens import token_hash
 from plugin.rules.systems import IDENTIFIER_TYPE, NPI
 from tests import builders
 from tests.ehr import free_port
-from tests.web.conftest import hook_body, prefetch_of
+from tests.helpers.hooks import hook_body, prefetch_of
 
 SHOTS = Path(__file__).resolve().parents[2] / ".artifacts" / "screenshots"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -23,9 +23,8 @@ from plugin.pipeline.hooks import prefetch_from
 from plugin.web.app import create_app
 from tests import builders
 from tests.ehr import Ehr
+from tests.helpers.live import SECRET, env_for, ours
 from tests.integration.conftest import ENTERED
-from tests.integration.test_live_ehr import ours
-from tests.integration.test_service_live import SECRET, env_for
 
 DAY = "Patient/p1/2026-11-02/PT/Organization/clinic"
 MORNING = "2026-11-02T08:00:00-05:00"

@@ -21,21 +21,10 @@ from plugin.gateway.gather import Gatherer
 from plugin.pipeline.billing_day import DayRun, DaySource, WriteMode, days_between, run_day
 from plugin.store import Store
 from tests.ehr import Ehr, copy_key_pair, load_sample, running_ehr, smart_server_auth
+from tests.helpers.live import ours
 from tests.integration.conftest import ENTERED
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def ours(ehr: Ehr, settings: Settings) -> dict[str, dict[str, Any]]:
-    """Our ChargeItems on the server, by line key."""
-    system = f"{settings.extension_base}/NamingSystem/charge-line"
-    found: dict[str, dict[str, Any]] = {}
-    for item in ehr.search("ChargeItem?_count=100"):
-        for ident in item.get("identifier", []):
-            if ident.get("system") == system:
-                assert ident["value"] not in found, f"two ChargeItems for {ident['value']}"
-                found[ident["value"]] = item
-    return found
 
 
 def run(settings: Settings, gatherer: Gatherer, encounter: str, when: datetime = ENTERED) -> DayRun:

@@ -14,16 +14,12 @@ from flask import Flask
 from werkzeug.serving import make_server
 
 from plugin.config.files import load_settings
-from plugin.config.tokens import token_hash
 from plugin.gateway.client import FhirClient
 from plugin.pipeline.hooks import prefetch_from
 from plugin.store import Store
 from plugin.web.app import create_app
-from tests.conftest import ISSUER
 from tests.ehr import Ehr, free_port
-from tests.integration.test_live_ehr import ours
-
-SECRET = "notify-me"
+from tests.helpers.live import SECRET, env_for, ours
 
 
 @contextmanager
@@ -38,19 +34,6 @@ def serving(app: Flask) -> Iterator[str]:
     finally:
         server.shutdown()
         thread.join(5)
-
-
-def env_for(ehr: Ehr, tmp_path: Path, jwks_file: Path, **extra: str) -> dict[str, str]:
-    return {
-        "THERACHARGE_INSTANCE_DIR": str(tmp_path / "instance"),
-        "THERACHARGE_FHIR_BASE_URL": ehr.base_url,
-        "THERACHARGE_CDS_ISSUERS": ISSUER,
-        "THERACHARGE_CDS_JWKS": str(jwks_file),
-        "THERACHARGE_PUBLIC_URL": "http://localhost",
-        "THERACHARGE_NOTIFICATION_SECRET": SECRET,
-        "THERACHARGE_API_TOKENS": f"billing=sha256:{token_hash('api-token')}",
-        **extra,
-    }
 
 
 def test_a_signed_hook_call_with_prefetch_writes_the_visits_charge_items(

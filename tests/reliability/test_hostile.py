@@ -25,7 +25,7 @@ from plugin.config.files import load_settings
 from plugin.config.tokens import token_hash
 from plugin.web.app import create_app
 from tests import builders
-from tests.web.conftest import hook_body, prefetch_of
+from tests.helpers.hooks import hook_body, prefetch_of
 
 ROLES = {
     "admin": {"Authorization": "Bearer admin-token"},

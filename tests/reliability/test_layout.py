@@ -33,17 +33,15 @@ from sqlalchemy import create_engine, text
 
 from plugin.config.files import load_settings
 from tests.ehr import Ehr, free_port, load_sample, running_ehr
+from tests.helpers.stack import layout_env, notifications, notify, wait_until_done
 from tests.pg import running_postgres
 from tests.redis_server import RedisServer, running_redis
 from tests.reliability.conftest import (
     ISSUER,
     KID,
-    SECRET,
-    TOKENS,
     Stack,
 )
 from tests.reliability.faults import FaultProxy
-from tests.reliability.test_process_faults import notifications, notify, wait_until_done
 from tests.service import THERACHARGE, running_service
 
 pytestmark = pytest.mark.slow
@@ -83,37 +81,6 @@ class Layout:
                 return [(int(i), str(s), str(c)) for i, s, c in rows]
         finally:
             engine.dispose()
-
-
-def layout_env(database: str, broker: str, fhir_base: str, jwks: Path) -> dict[str, str]:
-    """The settings of every instance and worker: those of deploy/compose.yaml (tests/
-    test_deploy.py holds the two alike), with the test's own timings."""
-    return {
-        "THERACHARGE_DATABASE_URL": database,
-        "THERACHARGE_BROKER_URL": broker,
-        "THERACHARGE_FHIR_BASE_URL": fhir_base,
-        "THERACHARGE_WRITE_MODE": "direct",
-        "THERACHARGE_API_TOKENS": TOKENS,
-        "THERACHARGE_NOTIFICATION_SECRET": SECRET,
-        "THERACHARGE_CDS_ISSUERS": ISSUER,
-        "THERACHARGE_CDS_JWKS": str(jwks),
-        "THERACHARGE_SECRET_KEY": "one-key-for-every-instance",
-        # the test's timings: short, so a killed worker's claim expires within the test
-        "THERACHARGE_NOTIFICATION_CLAIM_SECONDS": "5",
-        "THERACHARGE_SWEEP_SECONDS": "1",
-        "THERACHARGE_FHIR_READ_TIMEOUT": "10",
-        "THERACHARGE_FHIR_RETRY_SECONDS": "8",
-        # the hooks here answer from the EHR, not past their budget (the count of work below)
-        "THERACHARGE_HOOK_BUDGET_SECONDS": "30",
-    }
-
-
-SERVICES = {  # what the test starts: deploy/compose.yaml's services
-    "web-1": "serve",
-    "web-2": "serve",
-    "worker-1": "worker",
-    "worker-2": "worker",
-}
 
 
 @contextmanager

@@ -14,49 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from plugin.gateway.client import FhirClient
 from plugin.pipeline.hooks import prefetch_from
 from tests.ehr import copy_key_pair, smart_server_auth
-from tests.reliability.conftest import ADMIN, SECRET, Stack, stack_running
+from tests.helpers.stack import notifications, notify, wait_until_done
+from tests.reliability.conftest import Stack, stack_running
 
 pytestmark = pytest.mark.slow
-
-
-def notify(stack: Stack, encounter: str) -> requests.Response:
-    """The EHR's Subscription: the finished Encounter, PUT with our shared secret."""
-    resource = FhirClient(stack.ehr.direct_url).read(f"Encounter/{encounter}")
-    return requests.put(
-        f"{stack.service.url}/notifications/fhir/Encounter/{encounter}",
-        json=resource,
-        headers={"X-TheraCharge-Secret": SECRET},
-        timeout=30,
-    )
-
-
-def notifications(stack: Stack, status: str) -> list[dict[str, Any]]:
-    answer = requests.get(
-        f"{stack.service.url}/admin/api/v1/notifications?status={status}",
-        headers=ADMIN,
-        timeout=30,
-    )
-    assert answer.status_code == 200
-    return answer.json()  # type: ignore[no-any-return]
-
-
-def wait_until_done(stack: Stack, count: int, seconds: float = 90) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        done = notifications(stack, "done")
-        if len(done) >= count:
-            return done
-        time.sleep(0.5)
-    raise AssertionError(
-        f"only {len(notifications(stack, 'done'))} of {count} notifications done; pending "
-        f"{notifications(stack, 'pending')}, processing {notifications(stack, 'processing')}, "
-        f"failed {notifications(stack, 'failed')}"
-    )
 
 
 def test_a_worker_sigkilled_mid_notification_loses_nothing_and_duplicates_nothing(

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from plugin.config.tokens import token_hash
-from tests.web.conftest import hook_body
+from tests.helpers.hooks import hook_body
 
 TOKENS = ",".join(
     [

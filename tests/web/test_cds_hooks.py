@@ -15,16 +15,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from plugin.web.cds_auth import JwksSource
 from tests import builders
-from tests.web.conftest import ISSUER, KID, SERVICE_URL, hook_body
+from tests.conftest import ISSUER, KID, SERVICE_URL
+from tests.helpers.hooks import call, hook_body, serve_the_day
 
 SPEC = Path(__file__).resolve().parents[1] / "fixtures" / "spec" / "cds-hooks"
-
-
-def call(
-    app: Any, body: Any, token: str | None = None, path: str = "/cds-services/therapy-charges"
-) -> Any:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return app.test_client().post(path, json=body, headers=headers)
 
 
 def test_discovery_has_the_spec_shape_and_prefetch_templates(make_app) -> None:
@@ -353,37 +347,6 @@ def test_without_the_visit_in_prefetch_or_a_server_it_is_412(make_app, sign, pre
     answer = call(make_app(), hook_body(prefetch=prefetch), sign())
     assert answer.status_code == 412
     assert answer.json["resourceType"] == "OperationOutcome"
-
-
-def serve_the_day(base: str, prefetch: dict[str, Any], *extra: dict[str, Any]) -> None:
-    """The EHR answering the day search with what the hook prefetched (and `extra`), and a
-    CapabilityStatement that offers every include the gather asks for."""
-    from plugin.gateway.gather import WANTED
-
-    resources = [
-        r
-        for value in prefetch.values()
-        if isinstance(value, dict)
-        for r in ([e["resource"] for e in value.get("entry", [])] if "entry" in value else [value])
-    ]
-    every = {
-        "type": "Encounter",
-        "searchInclude": [v for n, v, _ in WANTED if n.startswith("_include")],
-        "searchRevInclude": [v for n, v, _ in WANTED if n.startswith("_revinclude")],
-        "searchParam": [{"name": "_id"}],
-    }
-    responses.get(
-        f"{base}/metadata",
-        json={"resourceType": "CapabilityStatement", "rest": [{"resource": [every]}]},
-    )
-    responses.get(
-        f"{base}/Encounter",
-        json={
-            "resourceType": "Bundle",
-            "type": "searchset",
-            "entry": [{"resource": r} for r in [*resources, *extra]],
-        },
-    )
 
 
 @responses.activate

@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 import responses
 
-from tests.web.conftest import hook_body
-from tests.web.test_cds_hooks import call, serve_the_day
+from tests.helpers.hooks import call, hook_body, serve_the_day
 
 BASE = "https://ehr.example.org/fhir"
 

@@ -14,7 +14,7 @@ from werkzeug.wrappers import Response
 
 from plugin.web import hook_route
 from plugin.web.observability import CALL, JsonFormatter
-from tests.web.conftest import hook_body
+from tests.helpers.hooks import hook_body
 
 PATH = "/cds-services/therapy-charges"
 

@@ -12,8 +12,7 @@ import responses
 from plugin.config.tokens import token_hash
 from plugin.schemas.errors import ConfigError
 from tests import builders
-from tests.web.conftest import hook_body, prefetch_of
-from tests.web.test_cds_hooks import call
+from tests.helpers.hooks import call, hook_body, prefetch_of
 
 TOKENS = f"ann:admin=sha256:{token_hash('admin-token')}"
 ADMIN = {"Authorization": "Bearer admin-token"}

@@ -1,0 +1,69 @@
+"""What every page shares: the blueprint, the words people read, signing in by role, CSRF."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from functools import wraps
+from typing import Any
+
+from flask import Blueprint, abort, redirect, request, session, url_for
+
+from plugin.render.report import STATUS_WORDS
+
+bp = Blueprint("pages", __name__, template_folder="../templates")
+
+# The words people read for what FHIR and our ledger call things (issue 17: "held", not the
+# ChargeItem status `planned`; no snake_case on a page).
+WORDS = {
+    **STATUS_WORDS,
+    "created": "created",
+    "updated": "updated",
+    "unchanged": "unchanged",
+    "entered_in_error": "set entered-in-error (no longer billed)",
+    "corrections_needed": "corrections needed (already billed: a corrected claim)",
+}
+
+
+@bp.app_template_filter("words")
+def words(value: object) -> str:
+    """What a status or a ledger key reads as on a page."""
+    return WORDS.get(str(value), str(value).replace("_", " "))
+
+
+CHANGERS = ("admin",)
+WORKERS = ("admin", "billing")
+
+
+def csrf() -> str:
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(24)
+    return str(session["csrf"])
+
+
+@bp.app_context_processor
+def _template_helpers() -> dict[str, Any]:
+    return {"csrf": csrf}
+
+
+@bp.before_request
+def _check_csrf() -> None:
+    if request.method == "POST" and not hmac.compare_digest(
+        request.form.get("csrf", ""), session.get("csrf", "-")
+    ):
+        abort(400, "the form expired; reload the page and try again")
+
+
+def signed_in(*roles: str) -> Any:
+    def decorate(view: Any) -> Any:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if not session.get("who"):
+                return redirect(url_for("pages.login", next=request.full_path))
+            if roles and session.get("role") not in roles:
+                abort(403, f"the {session.get('role')} role cannot do this")
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
