@@ -12,6 +12,7 @@ import json
 import os
 import time
 from collections.abc import Callable
+from datetime import date
 
 import orjson
 
@@ -21,6 +22,7 @@ from plugin.rules.units import decide_units
 from plugin.schemas.units_request import parse_units_request
 
 # A typical PT visit: an evaluation, four timed procedures and unattended e-stim.
+ON = date(2026, 11, 2)  # the date of service the rules are taken for
 VISIT = {
     "method": "cms",
     "services": [
@@ -64,11 +66,13 @@ def main() -> None:
     gc.freeze()
     print(f"typical visit: {len(services)} services, {len(raw)} bytes of JSON, one core")
     decided = rate(
-        "decide (pure core, CMS)", lambda: decide_units(services, catalog, parameters), args.seconds
+        "decide (pure core, CMS)",
+        lambda: decide_units(services, catalog, parameters, on=ON),
+        args.seconds,
     )
     rate(
         "decide (pure core, AMA)",
-        lambda: decide_units(services, catalog, parameters, method=Method.AMA),
+        lambda: decide_units(services, catalog, parameters, on=ON, method=Method.AMA),
         args.seconds,
     )
     parsed = rate("orjson.loads of the visit JSON", lambda: orjson.loads(raw), args.seconds)

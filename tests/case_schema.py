@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +45,16 @@ class ExpectSchema(Schema):
             raise ValidationError("give exactly one of units (one group) or lines")
 
 
+# Every case is decided under the rules in force on its date of service (as OpenFisca's cases
+# carry a period), never on the day the tests run: a dated table that changes later cannot
+# change a case's outcome. Without its own, a case's date is the file's sample day.
+def case_date() -> fields.Date:
+    return fields.Date(load_default=lambda: date(2026, 11, 2))
+
+
 class UnitCaseSchema(Schema):
     name = fields.String(required=True, validate=validate.Length(min=10))
+    date = case_date()
     method = fields.String(load_default="cms", validate=validate.OneOf(["cms", "ama"]))
     tie_break = fields.List(fields.String(), load_default=None)
     services = fields.List(fields.Nested(CaseServiceSchema), required=True)

@@ -8,9 +8,10 @@ from typing import Any
 
 from fhir_mappings.assemble import VisitAssembler
 from plugin.config.files import Settings
+from plugin.pipeline import stages
 from plugin.pipeline.stages import translate_tables
 from plugin.render.cards import SUMMARY_LIMIT, gap_cards, summary_card
-from plugin.rules.decision import Decision, decide_visit
+from plugin.rules.decision import Decision
 from tests import builders
 
 SPEC = Path(__file__).resolve().parent / "fixtures" / "spec" / "cds-hooks"
@@ -22,7 +23,7 @@ def decide(settings: Settings, resources: list[dict[str, Any]]) -> Decision:
     for resource in resources:
         assembler.add(resource)
     (visit,) = list(assembler.visits())
-    return decide_visit(visit, settings.catalog, settings.unit_parameters, settings.findings)
+    return stages.decide(settings, (visit,))
 
 
 def messy(settings: Settings) -> Decision:

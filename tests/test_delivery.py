@@ -11,8 +11,9 @@ import pytest
 from fhir_mappings.assemble import VisitAssembler
 from fhir_mappings.delivery import of_the_day, our_charge_items, plan_writes
 from plugin.config.files import Settings
+from plugin.pipeline import stages
 from plugin.pipeline.stages import render_context, translate_tables
-from plugin.rules.decision import Decision, decide_visit
+from plugin.rules.decision import Decision
 from tests import builders
 
 SERVER = "https://ehr.example.org/fhir"
@@ -25,7 +26,7 @@ def decide(settings: Settings, *procedures: dict[str, Any]) -> Decision:
     for resource in builders.complete_record(*procedures):
         assembler.add(resource)
     (visit,) = list(assembler.visits())
-    return decide_visit(visit, settings.catalog, settings.unit_parameters, settings.findings)
+    return stages.decide(settings, (visit,))
 
 
 def stored(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import pytest
@@ -9,13 +10,13 @@ from marshmallow import Schema, fields, validate
 
 from fhir_mappings.assemble import VisitAssembler
 from plugin.config.files import Settings
+from plugin.pipeline import stages
 from plugin.pipeline.stages import translate_tables
-from plugin.rules.decision import Decision, decide_visit
+from plugin.rules.decision import Decision
 from plugin.rules.visit import Severity
 from tests import builders
-from tests.case_schema import load_cases
+from tests.case_schema import case_date, load_cases
 
-DAY = "2026-11-02"
 HCPCS = "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
 
 
@@ -65,6 +66,7 @@ class GapExpectSchema(Schema):
 
 class GapCaseSchema(Schema):
     name = fields.String(required=True, validate=validate.Length(min=10))
+    date = case_date()  # the date of service, whose rules decide it
     procedures = fields.List(fields.Nested(GapProcedureSchema), required=True)
     diagnosis = fields.Boolean(load_default=True)
     goal = fields.Boolean(load_default=True)
@@ -81,12 +83,12 @@ HCPCS = "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
 ROLE_CODES = {"aide": ("https://theracharge.example/fhir/CodeSystem/therapy-role", "aide")}
 
 
-def _procedure(spec: dict[str, Any]) -> dict[str, Any]:
+def _procedure(spec: dict[str, Any], day: date) -> dict[str, Any]:
     role = None if spec["role"] == "none" else spec["role"]
     resource = builders.procedure(
         spec["id"],
         spec["code"],
-        f"{DAY}T{spec['start']}:00-05:00",
+        f"{day.isoformat()}T{spec['start']}:00-05:00",
         spec["minutes"],
         role=None if role in ROLE_CODES else role,
         status=spec["status"],
@@ -118,7 +120,8 @@ def _measure(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def decide(case: dict[str, Any], settings: Settings) -> Decision:
-    encounter = builders.encounter(hours=case["hours"])
+    day = case["date"]
+    encounter = builders.encounter(start=f"{day.isoformat()}T08:00:00-05:00", hours=case["hours"])
     if not case["diagnosis"]:
         del encounter["diagnosis"]
     if case["total_timed"] is not None:
@@ -140,20 +143,14 @@ def decide(case: dict[str, Any], settings: Settings) -> Decision:
         goal["addresses"] = [{"reference": case["goal_addresses"]}]
         resources.append(goal)
     for spec in case["procedures"]:
-        resources.append(_procedure(spec))
+        resources.append(_procedure(spec, day))
         if spec["measure"]:
             resources.append(_measure(spec))
     assembler = VisitAssembler(translate_tables(settings))
     for resource in resources:
         assembler.add(resource)
     (visit,) = list(assembler.visits())
-    return decide_visit(
-        visit,
-        settings.catalog,
-        settings.unit_parameters,
-        settings.findings,
-        vocabulary=settings.vocabulary,
-    )
+    return stages.decide(settings, (visit,))  # the production path, as the claim cases
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])

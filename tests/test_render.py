@@ -16,8 +16,9 @@ from fhir.resources.R4B.provenance import Provenance
 from fhir_mappings.assemble import VisitAssembler
 from fhir_mappings.chargeitem import CPT, HCPCS, charge_item, name_uuid, transaction_entries
 from plugin.config.files import Settings
+from plugin.pipeline import stages
 from plugin.pipeline.stages import render_context, translate_tables
-from plugin.rules.decision import Decision, decide_visit
+from plugin.rules.decision import Decision
 from plugin.rules.lines import LineStatus
 from tests.builders import complete_record, procedure
 
@@ -39,7 +40,7 @@ def decide(settings: Settings, *procedures: dict) -> Decision:
     for resource in complete_record(*procedures):
         assembler.add(resource)
     (visit,) = list(assembler.visits())
-    return decide_visit(visit, settings.catalog, settings.unit_parameters, settings.findings)
+    return stages.decide(settings, (visit,))
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ from collections import defaultdict
 
 from fhir_mappings.assemble import VisitAssembler
 from plugin.config.files import Settings
+from plugin.pipeline import stages
 from plugin.pipeline.stages import translate_tables
-from plugin.rules.decision import decide_visit
 from plugin.rules.visit import Severity
 from plugin.sample import PROBLEM_TAG, PROBLEMS, SampleSpec, generate
 
@@ -61,13 +61,7 @@ def test_each_planted_problem_is_found_and_clean_visits_have_no_findings(
             tags[f"Encounter/{resource['id']}"] = tag[0] if tag else None
     seen: dict[str, int] = defaultdict(int)
     for visit in assembler.visits():
-        decision = decide_visit(
-            visit,
-            settings.catalog,
-            settings.unit_parameters,
-            settings.findings,
-            vocabulary=settings.vocabulary,
-        )
+        decision = stages.decide(settings, (visit,))
         found = {f.code for f in decision.findings}
         gaps = {f.code for f in decision.findings if f.severity is not Severity.INFO}
         problem = tags[visit.encounter]

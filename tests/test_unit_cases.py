@@ -31,6 +31,7 @@ def _run(case: dict[str, Any], settings: Settings):  # type: ignore[no-untyped-d
         services,
         settings.catalog,
         settings.unit_parameters,
+        on=case["date"],
         method=Method(case["method"]),
         tie_break=tie_break,
     )

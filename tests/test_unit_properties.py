@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from hypothesis import given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
@@ -12,6 +14,7 @@ from plugin.rules.units import decide_units, units_for_minutes
 
 SETTINGS = load_settings({})
 TABLE = SETTINGS.unit_parameters.unit_table.at(__import__("datetime").date(2026, 1, 1)).value
+ON = date(2026, 11, 2)  # the rules in force on this date of service
 TIMED = ["97110", "97112", "97116", "97140", "97530", "97035", "97032", "97750"]
 
 visits = st.lists(
@@ -23,7 +26,7 @@ visits = st.lists(
 
 def _decide(pairs: list[tuple[str, int]], method: Method):  # type: ignore[no-untyped-def]
     services = [Service(code, minutes) for code, minutes in pairs]
-    return decide_units(services, SETTINGS.catalog, SETTINGS.unit_parameters, method=method)
+    return decide_units(services, SETTINGS.catalog, SETTINGS.unit_parameters, on=ON, method=method)
 
 
 def _minutes_by_code(pairs: list[tuple[str, int]]) -> dict[str, int]:

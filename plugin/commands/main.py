@@ -436,7 +436,7 @@ def units_for_request(raw: object, settings: Settings) -> dict[str, object]:
         settings.catalog,
         settings.unit_parameters,
         method=request.method,
-        on=request.date_of_service,
+        on=request.date_of_service or date.today(),  # no date given: the rules in force today
         tie_break=request.tie_break,
     )
     return {"json": units_json(result), "text": units_text(result)}

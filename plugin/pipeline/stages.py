@@ -98,6 +98,6 @@ def decide(settings: Settings, visits: tuple[Visit, ...]) -> Decision:
         settings.catalog,
         settings.unit_parameters,
         settings.findings,
-        claims=ClaimTables(settings.ncci, settings.fees, settings.episode),
-        vocabulary=settings.vocabulary,
+        ClaimTables(settings.ncci, settings.fees, settings.episode),
+        settings.vocabulary,
     )

@@ -35,7 +35,6 @@ from plugin.rules.model import (
     UnitLine,
     UnitsResult,
 )
-from plugin.rules.ncci import NcciTables
 from plugin.rules.parameters import UnitParameters
 from plugin.rules.records import Record
 from plugin.rules.systems import ICD10CM
@@ -92,34 +91,21 @@ def line_key(owner: str, key: GroupKey, code: str) -> str:
     return f"{owner}/{key.date or 'undated'}/{key.discipline.value}/{provider}/{code}"
 
 
-def decide_visit(
-    visit: Visit,
-    catalog: Catalog,
-    parameters: UnitParameters,
-    policy: FindingPolicy,
-    on: date | None = None,
-    edits: NcciTables | None = None,
-    claims: ClaimTables | None = None,
-    vocabulary: Vocabulary | None = None,
-) -> Decision:
-    """One visit decided as a day of its own (a file of one visit, the tests)."""
-    return decide_day((visit,), catalog, parameters, policy, on, edits, claims, vocabulary)
-
-
 def decide_day(
     visits: Sequence[Visit],
     catalog: Catalog,
     parameters: UnitParameters,
     policy: FindingPolicy,
-    on: date | None = None,
-    edits: NcciTables | None = None,
-    claims: ClaimTables | None = None,
+    claims: ClaimTables,
     vocabulary: Vocabulary | None = None,
+    on: date | None = None,
 ) -> Decision:
     """Documentation gaps of each visit (with `vocabulary`: what each note says was done),
     then units for the day's completed, coded procedures
     under its payer's method, as charge lines held, billable or not billable; then, for a payer
-    that applies them, the CMS NCCI edits (`edits`: PTP pairs and MUEs).
+    that applies them, the CMS NCCI edits (`claims.edits`: PTP pairs and MUEs), the fee
+    schedule's prices and the episode rules. The rules in force on `on` (default: the first
+    visit's date of service) decide it.
 
     Minutes are totalled per patient, date of service, discipline and billing provider across
     every visit of the day (CMS Pub 100-04 ch.5 §20.2 C "in a single day", §20.2 D).
@@ -170,10 +156,8 @@ def decide_day(
         lines, assistant_notes = with_assistant_modifiers(lines, when)
     edit_notes: tuple[Explanation, ...] = ()
     edit_findings: tuple[Finding, ...] = ()
-    claims = claims or ClaimTables(edits=edits)
-    edits = edits or claims.edits
-    if edits is not None and first.ncci_edits:
-        lines, edit_findings, edit_notes = with_ncci_edits(lines, edits, when, first, policy)
+    if claims.edits is not None and first.ncci_edits:
+        lines, edit_findings, edit_notes = with_ncci_edits(lines, claims.edits, when, first, policy)
     if claims.fees is not None:
         lines = tuple(priced(ln, claims.fees, when) for ln in lines)
     episode_findings: tuple[Finding, ...] = ()

@@ -50,17 +50,19 @@ def decide_units(
     services: Iterable[Service],
     catalog: Catalog,
     parameters: UnitParameters,
+    *,
+    on: date,
     method: Method = Method.CMS,
-    on: date | None = None,
     tie_break: Sequence[TieBreak] | None = None,
 ) -> UnitsResult:
     """Group the services, then count each group's units under `method`.
 
     Minutes are totalled per patient, date of service, discipline and billing provider
     (CMS Pub 100-04 ch.5 §20.2 C, D; Pub 100-02 ch.15 §220.1.2). Every service's code must be
-    in the catalog. `on` picks the dated rule values in force (default: today).
+    in the catalog. `on` (the date of service) picks the dated rule values in force: a
+    decision never depends on the day it is made.
     """
-    table = parameters.unit_table.at(on or date.today()).value
+    table = parameters.unit_table.at(on).value
     order = tuple(tie_break) if tie_break else parameters.tie_break
     groups = gather(services, catalog)
     several = len(groups) > 1
