@@ -30,7 +30,7 @@ from plugin.rules.episode import EpisodeRules
 from plugin.rules.findings import TIME_FINDINGS, FindingPolicy
 from plugin.rules.history import GoalFacts, History, OtherService
 from plugin.rules.model import Catalog, CodeKind, Discipline
-from plugin.rules.payers import CodingTables, Payer, PayerTable
+from plugin.rules.payers import CodingTables, PayerTable
 from plugin.rules.systems import ICD10CM, PLACE_OF_SERVICE
 from plugin.rules.visit import (
     ROLE_DISCIPLINE,
@@ -382,7 +382,6 @@ class VisitAssembler:
         method, reason, payer, coverage = self._coverages.payer(
             patient, day, encounter.key, found, self.tables.payers, self.tables.findings, self.norm
         )
-        payer_rules = self.tables.payers.by_id(payer)
         patient_name, patient_mrn = self._people.patient(patient)
         return Visit(
             encounter=encounter.key,
@@ -406,18 +405,11 @@ class VisitAssembler:
             care_plans=self._episode.plans_of(patient),
             findings=tuple(found),
             documented_timed_minutes=self._documented_total(encounter, found),
-            plan_of_care_modifiers=_modifier_policy(self.tables.payers.by_id(payer)),
-            assistant_modifiers=_assistant_policy(self.tables.payers.by_id(payer)),
             place_of_service=self._place_of_service(encounter),
-            plan_of_care_required=bool(payer_rules and payer_rules.plan_of_care_required),
-            progress_reports_required=bool(payer_rules and payer_rules.progress_reports_required),
-            kx_threshold=bool(payer_rules and payer_rules.kx_threshold),
             history=self.history_of(patient),
             colleagues=self._colleagues(patient, services),
             patient_name=patient_name,
             patient_mrn=patient_mrn,
-            group_code=payer_rules.group_code if payer_rules else "97150",
-            **_ncci_policy(self.tables.payers.by_id(payer)),
         )
 
     def _supervised(
@@ -740,26 +732,9 @@ class VisitAssembler:
         return tuple(diagnoses)
 
 
-def _ncci_policy(payer: Payer | None) -> dict[str, Any]:
-    """Unknown or default payers get the CMS NCCI edits with XU (NCCI Policy Manual ch.1 §E)."""
-    if payer is None:
-        return {"ncci_edits": True, "ptp_modifier": "XU"}
-    return {"ncci_edits": payer.ncci_edits, "ptp_modifier": payer.ptp_modifier}
-
-
 def _icd_first(codes: tuple[fx.CodingTuple, ...]) -> tuple[Coding, ...]:
     ordered = sorted(codes, key=lambda c: c[0] != ICD10CM)  # ICD-10-CM first
     return tuple(Coding(s, c, d) for s, c, d in ordered)
-
-
-def _modifier_policy(payer: Payer | None) -> bool:
-    """Unknown or default payers get the plan-of-care modifier (Pub 100-04 ch.5 §20.1)."""
-    return payer.plan_of_care_modifiers if payer else True
-
-
-def _assistant_policy(payer: Payer | None) -> bool:
-    """CQ/CO only for a payer whose entry asks for them (config/payers.yaml)."""
-    return payer.assistant_modifiers if payer else False
 
 
 def _period(procedure: fx.ProcedureFacts) -> tuple[datetime | None, datetime | None]:

@@ -313,7 +313,8 @@ def decide_gathered(
     if reader is None:
         return decide(settings, visits)
     first = visits[0]
-    wanted = first.plan_of_care_required or first.progress_reports_required or first.kx_threshold
+    payer = settings.payers.resolved(first.payer)
+    wanted = payer.plan_of_care_required or payer.progress_reports_required or payer.kx_threshold
     history = colleagues = None
     if wanted and first.patient and first.date_of_service:
         history = reader.history(first.patient, first.date_of_service)

@@ -98,6 +98,6 @@ def decide(settings: Settings, visits: tuple[Visit, ...]) -> Decision:
         settings.catalog,
         settings.unit_parameters,
         settings.findings,
-        ClaimTables(settings.ncci, settings.fees, settings.episode),
+        ClaimTables(settings.ncci, settings.fees, settings.episode, settings.payers),
         settings.vocabulary,
     )

@@ -18,17 +18,24 @@ from plugin.rules.history import History
 from plugin.rules.lines import ChargeLine, LineStatus, line_status
 from plugin.rules.model import Discipline, Explanation
 from plugin.rules.ncci import EditedLine, NcciTables, apply_edits
+from plugin.rules.payers import DEFAULT_PAYER, Payer, PayerTable
 from plugin.rules.visit import Finding, Severity, Visit
 
 
 @dataclass(frozen=True, slots=True)
 class ClaimTables:
     """The tables that make lines claim-ready: the CMS NCCI edits, the fee schedule, the
-    episode rules (plan of care, progress reports, KX)."""
+    episode rules (plan of care, progress reports, KX), and the payers whose policies say
+    which of them apply."""
 
     edits: NcciTables | None = None
     fees: FeeSchedule | None = None
     episode: EpisodeRules | None = None
+    payers: PayerTable | None = None
+
+    def payer(self, payer_id: str | None) -> Payer:
+        """The resolved payer of a day whose first visit names `payer_id`."""
+        return self.payers.resolved(payer_id) if self.payers is not None else DEFAULT_PAYER
 
 
 def with_assistant_modifiers(
@@ -100,6 +107,7 @@ def with_episode(
     on: date,
     visits: list[Visit],
     policy: FindingPolicy,
+    payer: Payer,
 ) -> tuple[tuple[ChargeLine, ...], tuple[Finding, ...], tuple[Explanation, ...]]:
     """Per discipline of the day's billed lines: the plan of care and progress reports its
     payer requires, then the KX threshold per bucket (PT and SLP together, OT apart)."""
@@ -109,7 +117,7 @@ def with_episode(
     assert rules is not None
     billed = [ln for ln in lines if ln.status is not LineStatus.NOT_BILLABLE and ln.units]
     disciplines = list(dict.fromkeys(ln.discipline for ln in billed))
-    wanted = first.plan_of_care_required or first.progress_reports_required or first.kx_threshold
+    wanted = payer.plan_of_care_required or payer.progress_reports_required or payer.kx_threshold
     if not disciplines or not wanted:
         return lines, (), ()
     if history is None:
@@ -125,14 +133,14 @@ def with_episode(
     missing = set(history.unread)
     # (the payer wants it, the EHR let us read what it needs, what it is)
     checks = (
-        (first.plan_of_care_required, "CarePlan" not in missing, "the plan of care", "CarePlan"),
+        (payer.plan_of_care_required, "CarePlan" not in missing, "the plan of care", "CarePlan"),
         (
-            first.progress_reports_required,
+            payer.progress_reports_required,
             "Encounter" not in missing and not missing.issuperset(_REPORT_TYPES),
             "progress reports",
             "Encounter or progress report",
         ),
-        (first.kx_threshold, "ChargeItem" not in missing, "the KX threshold", "ChargeItem"),
+        (payer.kx_threshold, "ChargeItem" not in missing, "the KX threshold", "ChargeItem"),
     )
     for wanted_by, readable, rule, kind in checks:
         if wanted_by and not readable:
@@ -269,9 +277,11 @@ def with_ncci_edits(
     on: date,
     visit: Visit,
     policy: FindingPolicy,
+    payer: Payer,
 ) -> tuple[tuple[ChargeLine, ...], tuple[Finding, ...], tuple[Explanation, ...]]:
     """The lines after the NCCI edits: a denied column-two line not billable, a distinct one
-    with the payer's modifier, an undistinguished one held, units over an MUE held apart.
+    with the payer's modifier (`payer.ptp_modifier`), an undistinguished one held, units over
+    an MUE held apart.
 
     Source: NCCI Policy Manual ch.1 §A, §E; ch.11 §P; CMS MUE program."""
     edited = [
@@ -280,7 +290,7 @@ def with_ncci_edits(
         if ln.status is not LineStatus.NOT_BILLABLE
     ]
     billed = [ln for ln in lines if ln.status is not LineStatus.NOT_BILLABLE]
-    result = apply_edits(edited, tables, on, visit.ptp_modifier, policy, visit.encounter)
+    result = apply_edits(edited, tables, on, payer.ptp_modifier, policy, visit.encounter)
     done = {id(ln): ln for ln in lines}
     extra: list[ChargeLine] = []
     for index, (line, edit) in enumerate(zip(billed, edited, strict=True)):

@@ -33,6 +33,7 @@ def concurrent_gaps(
     index: ColleagueIndex,
     catalog: Catalog,
     policy: FindingPolicy,
+    group_code: str,
 ) -> list[Finding]:
     """`concurrent-patients` when a performer of this one-on-one timed service has a one-on-one
     timed service of another patient that shares at least one whole minute with it.
@@ -69,12 +70,12 @@ def concurrent_gaps(
     finding = policy.make(
         "concurrent-patients",
         f"{service.code} is billed one-on-one, but its performer treated another patient in the "
-        f"same minutes: {named}{more}. Bill both patients' services as {visit.group_code} "
+        f"same minutes: {named}{more}. Bill both patients' services as {group_code} "
         "(group therapy) if they were treated together.",
         service.reference,
         "Procedure.performedPeriod",
     )
-    return [replace(finding, suggested_code=visit.group_code)]
+    return [replace(finding, suggested_code=group_code)]
 
 
 class _Performer:

@@ -36,6 +36,7 @@ from plugin.rules.model import (
     UnitsResult,
 )
 from plugin.rules.parameters import UnitParameters
+from plugin.rules.payers import DEFAULT_PAYER, Payer
 from plugin.rules.records import Record
 from plugin.rules.systems import ICD10CM
 from plugin.rules.units import decide_units
@@ -55,6 +56,7 @@ class Decision:
     explanation: tuple[Explanation, ...]
     units: UnitsResult
     visits: tuple[Visit, ...] = ()
+    payer: Payer = DEFAULT_PAYER  # the day's payer, resolved: the policies its lines were billed by
 
     def __post_init__(self) -> None:
         if not self.visits:
@@ -111,7 +113,8 @@ def decide_day(
     every visit of the day (CMS Pub 100-04 ch.5 §20.2 C "in a single day", §20.2 D).
     """
     ordered = sorted(visits, key=visit_order)
-    checked = [with_record_gaps(v, catalog, policy, vocabulary) for v in ordered]
+    payer = claims.payer(ordered[0].payer)  # the day's payer: its first visit's, resolved
+    checked = [with_record_gaps(v, catalog, policy, payer, vocabulary) for v in ordered]
     checked = [_at_payer_severity(v, policy) for v in with_day_overlaps(checked, catalog, policy)]
     first = checked[0]
     billed = [
@@ -147,23 +150,28 @@ def decide_day(
             + (pool_holds.get(group.key, ()) if line.kind in POOLED_KINDS else ()),
             catalog,
             policy,
+            payer,
         )
         for group in units.groups
         for line in group.lines
     )
     assistant_notes: tuple[Explanation, ...] = ()
-    if first.assistant_modifiers:
+    if payer.assistant_modifiers:
         lines, assistant_notes = with_assistant_modifiers(lines, when)
     edit_notes: tuple[Explanation, ...] = ()
     edit_findings: tuple[Finding, ...] = ()
-    if claims.edits is not None and first.ncci_edits:
-        lines, edit_findings, edit_notes = with_ncci_edits(lines, claims.edits, when, first, policy)
+    if claims.edits is not None and payer.ncci_edits:
+        lines, edit_findings, edit_notes = with_ncci_edits(
+            lines, claims.edits, when, first, policy, payer
+        )
     if claims.fees is not None:
         lines = tuple(priced(ln, claims.fees, when) for ln in lines)
     episode_findings: tuple[Finding, ...] = ()
     episode_notes: tuple[Explanation, ...] = ()
     if claims.episode is not None:
-        lines, episode_findings, episode_notes = with_episode(lines, claims, when, checked, policy)
+        lines, episode_findings, episode_notes = with_episode(
+            lines, claims, when, checked, policy, payer
+        )
     findings = tuple(f for v in checked for f in (*v.findings, *_service_findings(v)))
     findings += tuple(
         dict.fromkeys(h for ln in lines for h in ln.holds if h.code == "diagnosis-not-icd10")
@@ -181,7 +189,7 @@ def decide_day(
     )
     # each step said once (visits of one day can bring the same note twice)
     explanation = tuple(dict.fromkeys(explanation))
-    return Decision(first, lines, findings, explanation, units, tuple(checked))
+    return Decision(first, lines, findings, explanation, units, tuple(checked), payer)
 
 
 def _translated_diagnoses(lines: tuple[ChargeLine, ...]) -> tuple[Explanation, ...]:
@@ -363,6 +371,7 @@ def _line(
     visit_holds: tuple[Finding, ...],
     catalog: Catalog,
     policy: FindingPolicy,
+    payer: Payer,
 ) -> ChargeLine:
     definition = catalog.codes[line.code]
     services = tuple(b.service for b in billed)
@@ -382,7 +391,7 @@ def _line(
         minutes=line.minutes,
         discipline=key.discipline,
         date=key.date,
-        modifiers=(PLAN_OF_CARE_MODIFIER[key.discipline],) if visit.plan_of_care_modifiers else (),
+        modifiers=(PLAN_OF_CARE_MODIFIER[key.discipline],) if payer.plan_of_care_modifiers else (),
         status=status,
         holds=holds,
         note=note,

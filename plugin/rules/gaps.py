@@ -22,22 +22,28 @@ from plugin.rules.documentation import documentation_gaps
 from plugin.rules.findings import FindingPolicy
 from plugin.rules.model import POOLED_KINDS, Catalog, CodeKind, Discipline, UnitsResult
 from plugin.rules.parameters import UnitTable
+from plugin.rules.payers import Payer
 from plugin.rules.visit import ROLE_DISCIPLINE, Finding, Role, Visit, VisitService
 
 _ASSISTANTS = (Role.PTA, Role.OTA)
 
 
 def with_record_gaps(
-    visit: Visit, catalog: Catalog, policy: FindingPolicy, vocabulary: Vocabulary | None = None
+    visit: Visit,
+    catalog: Catalog,
+    policy: FindingPolicy,
+    payer: Payer,
+    vocabulary: Vocabulary | None = None,
 ) -> Visit:
-    """The visit with every documentation gap of its own record added to its findings; with a
+    """The visit with every documentation gap of its own record added to its findings, under
+    the day's payer (`payer`: whether it wants CQ/CO, its code for a group); with a
     vocabulary, what each timed service's note says is read as well (plugin.rules.documentation).
 
     Overlapping time is looked for over the whole billing day (`with_day_overlaps`).
     """
     colleagues = colleague_index(visit, catalog)  # once per visit, not per service
     services = tuple(
-        _add(s, _service_gaps(s, s.code, visit, colleagues, catalog, policy, vocabulary))
+        _add(s, _service_gaps(s, s.code, visit, colleagues, catalog, policy, payer, vocabulary))
         if s.code and _checked(s)
         else s
         for s in visit.services
@@ -81,6 +87,7 @@ def _service_gaps(
     colleagues: ColleagueIndex,
     catalog: Catalog,
     policy: FindingPolicy,
+    payer: Payer,
     vocabulary: Vocabulary | None,
 ) -> list[Finding]:
     definition = catalog.codes[code]
@@ -88,10 +95,10 @@ def _service_gaps(
     found += _what_gaps(service, definition.is_timed, definition.body_site, policy)
     if definition.is_timed:
         found += documentation_gaps(service, code, policy, vocabulary)
-    found += concurrent_gaps(service, visit, colleagues, catalog, policy)
+    found += concurrent_gaps(service, visit, colleagues, catalog, policy, payer.group_code)
     found += _necessity_gaps(service, visit, policy)
     found += _who_gaps(service, definition.disciplines, policy)
-    if visit.assistant_modifiers and service_shares(service) is None:
+    if payer.assistant_modifiers and service_shares(service) is None:
         found.append(
             policy.make(
                 "assistant-minutes-unknown",

@@ -40,6 +40,19 @@ class Payer:
     group_code: str = "97150"
 
 
+# The payer of a visit whose Coverage names no payer of the table (or that has none): every
+# policy at its default above — Medicare's modifiers (GP/GO/GN), the CMS NCCI edits with XU,
+# 97150 for a group — and no CQ/CO or episode rule unless a payer's entry asks for them. Its
+# method is the table's default (PayerTable.resolved).
+DEFAULT_PAYER = Payer(
+    id="default",
+    name="no payer of the table",
+    method=Method.CMS,
+    identifiers=(),
+    source="CMS Pub 100-04 ch.5 §20.1, §20.2; NCCI Policy Manual ch.1 §E",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class PayerTable:
     payers: tuple[Payer, ...]
@@ -48,6 +61,20 @@ class PayerTable:
 
     def by_id(self, payer_id: str | None) -> Payer | None:
         return next((p for p in self.payers if p.id == payer_id), None)
+
+    def resolved(self, payer_id: str | None) -> Payer:
+        """The payer whose rules bill a visit of `payer_id`: its entry, else DEFAULT_PAYER
+        under the table's default method."""
+        found = self.by_id(payer_id)
+        if found is not None:
+            return found
+        return Payer(
+            id=DEFAULT_PAYER.id,
+            name=DEFAULT_PAYER.name,
+            method=self.default_method,
+            identifiers=(),
+            source=self.default_source,
+        )
 
     def find(self, identifiers: Iterable[tuple[str, str]]) -> Payer | None:
         """The payer one of whose identifiers matches; None when no payer does."""

@@ -159,23 +159,13 @@ class Visit(Record, frozen=True, gc=False):
     care_plans: tuple[CarePlanFacts, ...] = ()  # the patient's plans of care read with the day
     findings: tuple[Finding, ...] = ()
     documented_timed_minutes: int | None = None  # the visit's own total, when the EHR sends one
-    plan_of_care_modifiers: bool = True  # the payer's modifier policy (config/payers.yaml)
-    assistant_modifiers: bool = False  # the payer wants CQ/CO (config/payers.yaml)
-    ncci_edits: bool = True  # the payer applies the CMS NCCI PTP and MUE edits (payers.yaml)
     place_of_service: str = "11"  # CMS place-of-service code: Location.type, facility, default
-    ptp_modifier: str = "XU"  # the modifier the payer wants on a distinct column-two service
-    # The payer's episode rules (config/payers.yaml `episode`): a certified plan of care,
-    # progress reports every 10 treatment days, KX above the year's threshold
-    plan_of_care_required: bool = False
-    progress_reports_required: bool = False
-    kx_threshold: bool = False
     # The patient's episode as read (earlier visits, care plans, reports, the year's charges);
     # None when it could not be read (a hook decided without the EHR)
     history: History | None = None
     # Other patients' services by this visit's performers around its date (from the file, or
     # one search of the EHR); None when they could not be read (one-on-one not checked)
     colleagues: tuple[OtherService, ...] | None = None
-    group_code: str = "97150"  # the payer's code for two or more patients at once
     # the patient as billing staff look them up (the worklist): never in a log
     patient_name: str = ""
     patient_mrn: str = ""
