@@ -21,9 +21,6 @@ from marshmallow import (
 )
 
 from plugin.schemas.conceptmap import ConceptMapSchema
-from plugin.schemas.episode import FeeScheduleSchema
-from plugin.schemas.site_tables import PayerTableSchema
-from plugin.schemas.vocabulary import VocabularySchema
 
 REQUIRED: dict[str, str | list[Any] | dict[Any, Any]] = {
     "required": "required"
@@ -70,27 +67,13 @@ def reason_field(what: str) -> fields.String:
     )
 
 
-# --- managed tables: requests ------------------------------------------------------------------
+# --- managed tables: requests (a table replaced whole gets its own from its registry entry,
+# plugin/web/admin.py) ------------------------------------------------------------------
 
 
 class MappingPut(Body):
     reason = reason_field("the table changes")
     conceptMap = TableContent(ConceptMapSchema, required=True, error_messages=REQUIRED)
-
-
-class PayersPut(Body):
-    reason = reason_field("the payer rules change")
-    payers = TableContent(PayerTableSchema, required=True, error_messages=REQUIRED)
-
-
-class FeesPut(Body):
-    reason = reason_field("the fee schedule changes")
-    fees = TableContent(FeeScheduleSchema, required=True, error_messages=REQUIRED)
-
-
-class VocabularyPut(Body):
-    reason = reason_field("the vocabulary changes")
-    vocabulary = TableContent(VocabularySchema, required=True, error_messages=REQUIRED)
 
 
 class Rollback(Body):

@@ -71,24 +71,13 @@ def call(
 def serve_the_day(base: str, prefetch: dict[str, Any], *extra: dict[str, Any]) -> None:
     """The EHR answering the day search with what the hook prefetched (and `extra`), and a
     CapabilityStatement that offers every include the gather asks for."""
-    from plugin.gateway.gather import WANTED
-
     resources = [
         r
         for value in prefetch.values()
         if isinstance(value, dict)
         for r in ([e["resource"] for e in value.get("entry", [])] if "entry" in value else [value])
     ]
-    every = {
-        "type": "Encounter",
-        "searchInclude": [v for n, v, _ in WANTED if n.startswith("_include")],
-        "searchRevInclude": [v for n, v, _ in WANTED if n.startswith("_revinclude")],
-        "searchParam": [{"name": "_id"}],
-    }
-    responses.get(
-        f"{base}/metadata",
-        json={"resourceType": "CapabilityStatement", "rest": [{"resource": [every]}]},
-    )
+    responses.get(f"{base}/metadata", json=capability_statement())
     responses.get(
         f"{base}/Encounter",
         json={
@@ -97,3 +86,16 @@ def serve_the_day(base: str, prefetch: dict[str, Any], *extra: dict[str, Any]) -
             "entry": [{"resource": r} for r in [*resources, *extra]],
         },
     )
+
+
+def capability_statement() -> dict[str, Any]:
+    """An EHR's CapabilityStatement offering every include and revinclude the gather asks for."""
+    from plugin.gateway.gather import WANTED
+
+    every = {
+        "type": "Encounter",
+        "searchInclude": [v for n, v, _ in WANTED if n.startswith("_include")],
+        "searchRevInclude": [v for n, v, _ in WANTED if n.startswith("_revinclude")],
+        "searchParam": [{"name": "_id"}],
+    }
+    return {"resourceType": "CapabilityStatement", "rest": [{"resource": [every]}]}

@@ -25,7 +25,7 @@ from plugin.config.files import load_settings
 from plugin.config.tokens import token_hash
 from plugin.web.app import create_app
 from tests import builders
-from tests.helpers.hooks import hook_body, prefetch_of
+from tests.helpers.hooks import capability_statement, hook_body, prefetch_of
 
 ROLES = {
     "admin": {"Authorization": "Bearer admin-token"},
@@ -263,18 +263,7 @@ def _written_for(record: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _serve(ehr: responses.RequestsMock, resources: list[Any]) -> None:
     """The EHR: every search answers with the day's resources (whatever their shape), the
     encounter's read with the encounter, a write with an empty transaction-response."""
-    from plugin.gateway.gather import WANTED
-
-    every = {
-        "type": "Encounter",
-        "searchInclude": [v for n, v, _ in WANTED if n.startswith("_include")],
-        "searchRevInclude": [v for n, v, _ in WANTED if n.startswith("_revinclude")],
-        "searchParam": [{"name": "_id"}],
-    }
-    ehr.get(
-        f"{EHR}/metadata",
-        json={"resourceType": "CapabilityStatement", "rest": [{"resource": [every]}]},
-    )
+    ehr.get(f"{EHR}/metadata", json=capability_statement())
     encounter = next(
         (r for r in resources if isinstance(r, dict) and r.get("resourceType") == "Encounter"),
         {"resourceType": "Encounter", "id": "e1"},
