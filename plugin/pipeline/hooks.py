@@ -24,7 +24,6 @@ from plugin.gateway.factory import connect, connect_with
 from plugin.gateway.gather import Gatherer, is_encounter
 from plugin.jsontypes import Json
 from plugin.pipeline.billing_day import DayRun, DaySource, WriteMode
-from plugin.pipeline.metrics import count_deferred
 from plugin.pipeline.runtime import Runtime
 from plugin.pipeline.service import Job, day_of, execute
 from plugin.render.cards import (
@@ -215,8 +214,7 @@ def _out_of_time(
     nothing written) with its cards, and a card saying the day is decided later. Queued only
     in direct mode, the one where this call would have written (a notification's run writes)."""
     log.warning("the EHR did not answer within the hook's time budget: answered from prefetch")
-    settings = runtime.settings
-    count_deferred()
+    settings = runtime.settings  # (the run that ran out of time counted it: too-slow)
     queued = False
     if defer is not None and settings.service.write_mode == "direct":
         day = None

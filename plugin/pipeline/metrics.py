@@ -66,8 +66,3 @@ def count_ehr_error(error: BaseException) -> None:
 def count_write_failed() -> None:
     """A write the EHR refused, reported on the hook's cards rather than raised."""
     child(EHR_ERRORS, "write").inc()
-
-
-def count_deferred() -> None:
-    """A hook whose time budget ran out: answered from the prefetch, the day decided later."""
-    child(EHR_ERRORS, "too-slow").inc()

@@ -9,10 +9,17 @@ from typing import Any
 
 import pytest
 import responses
+from prometheus_client import REGISTRY
 
 from tests.helpers.hooks import call, hook_body, serve_the_day
 
 BASE = "https://ehr.example.org/fhir"
+
+
+def too_slow() -> float:
+    """theracharge_ehr_errors_total{kind="too-slow"} in this process."""
+    value = REGISTRY.get_sample_value("theracharge_ehr_errors_total", {"kind": "too-slow"})
+    return value or 0.0
 
 
 def _slow_day(body: dict[str, Any], seconds: float) -> None:
@@ -41,8 +48,10 @@ def test_past_the_budget_the_hook_answers_from_the_prefetch(
         THERACHARGE_WRITE_MODE=mode,
         THERACHARGE_HOOK_BUDGET_SECONDS="0.5",
     )
+    slow = too_slow()
     answer = call(app, body, sign())
     assert answer.status_code == 200
+    assert too_slow() == slow + 1  # counted once (by the run that ran out of time)
     summaries = [c["summary"] for c in answer.json["cards"]]
     assert any(s.startswith("EHR slow") for s in summaries), summaries
     assert any(s.startswith("Charges") for s in summaries), summaries  # the prefetched visit
@@ -72,10 +81,12 @@ def test_past_the_budget_the_charges_api_is_504_with_retry_after(make_app) -> No
         THERACHARGE_REQUEST_BUDGET_SECONDS="0.5",
         THERACHARGE_API_TOKENS=f"bill=sha256:{token_hash('billing-token')}",
     )
+    slow = too_slow()
     answer = app.test_client().post(
         "/api/v1/encounters/e1/charges", headers={"Authorization": "Bearer billing-token"}
     )
     assert answer.status_code == 504
+    assert too_slow() == slow + 1  # the run and the error handler both saw it: counted once
     assert answer.json["error"] == "ehr-too-slow"
     assert int(answer.headers["Retry-After"]) > 0
 
