@@ -114,11 +114,16 @@ class EpisodeFacts:
         subject = self.norm(fx.reference(resource.get("subject")))
         period = resource.get("period")
         period = period if isinstance(period, dict) else {}
-        certified = None
+        certified = delay_reason = None
         rules = self.rules
         for ext in resource.get("extension") or ():
-            if isinstance(ext, dict) and rules and ext.get("url") == rules.certification_extension:
+            if not isinstance(ext, dict) or not rules:
+                continue
+            if ext.get("url") == rules.certification_extension:
                 certified = first_day(ext.get("valueDate"), ext.get("valueDateTime"))
+            elif rules.delay_reason_extension and ext.get("url") == rules.delay_reason_extension:
+                text = ext.get("valueString")
+                delay_reason = text.strip() or None if isinstance(text, str) else None
         disciplines = tuple(
             dict.fromkeys(
                 d
@@ -138,6 +143,7 @@ class EpisodeFacts:
                     _references(resource.get("addresses"), self.norm),
                     _references(resource.get("goal"), self.norm),
                     resource.get("status") == "active",
+                    delay_reason,
                 )
             )
 

@@ -130,6 +130,9 @@ def observation(oid: str, procedure_id: str, value: float = 95) -> Json:
 
 
 CERTIFIED_URL = "https://theracharge.example/fhir/StructureDefinition/plan-of-care-certified"
+DELAY_REASON_URL = (
+    "https://theracharge.example/fhir/StructureDefinition/plan-of-care-certification-delay-reason"
+)
 DISCIPLINE_CODES = "https://theracharge.example/fhir/CodeSystem/therapy-discipline"
 
 
@@ -140,8 +143,10 @@ def care_plan(
     certified: str | None = "2026-10-28",
     discipline: str | None = None,
     status: str = "active",
+    delay_reason: str | None = None,
 ) -> Json:
-    """A therapy plan of care: its period starts on the first treatment; certified on a date."""
+    """A therapy plan of care: its period starts on the first treatment; certified on a date
+    (with the reason a delayed certification gives, in the site's extension)."""
     resource: Json = {
         "resourceType": "CarePlan",
         "id": cid,
@@ -153,6 +158,9 @@ def care_plan(
     }
     if certified:
         resource["extension"] = [{"url": CERTIFIED_URL, "valueDate": certified}]
+    if delay_reason:
+        extension = {"url": DELAY_REASON_URL, "valueString": delay_reason}
+        resource.setdefault("extension", []).append(extension)
     if discipline:
         resource["category"] = [{"coding": [{"system": DISCIPLINE_CODES, "code": discipline}]}]
     return resource

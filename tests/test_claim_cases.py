@@ -48,6 +48,7 @@ class PlanSchema(Schema):
     certified = fields.String(load_default="start", allow_none=True)
     end = fields.String(load_default=None)
     discipline = fields.String(load_default=None)
+    delay_reason = fields.String(load_default=None)  # a delayed certification's reason
 
 
 class ChargeSchema(Schema):
@@ -92,7 +93,13 @@ class ClaimCaseSchema(Schema):
     plan_of_care = fields.Nested(
         PlanSchema,
         allow_none=True,
-        load_default=lambda: {"start": None, "certified": "start", "end": None, "discipline": None},
+        load_default=lambda: {
+            "start": None,
+            "certified": "start",
+            "end": None,
+            "discipline": None,
+            "delay_reason": None,
+        },
     )
     history = fields.Nested(HistorySchema, load_default=dict)
     procedures = fields.List(fields.Nested(ProcedureSchema), required=True)
@@ -159,6 +166,7 @@ def decide_case(case: dict[str, Any], settings: Settings) -> Decision:
                 end=plan["end"],
                 certified=start if plan["certified"] == "start" else plan["certified"],
                 discipline=plan["discipline"],
+                delay_reason=plan["delay_reason"],
             )
         )
     for index, spec in enumerate(case["procedures"], start=1):

@@ -21,8 +21,13 @@ from plugin.rules.concurrency import one_on_one
 from plugin.rules.day import visit_order
 from plugin.rules.families import group_key
 from plugin.rules.findings import TIME_FINDINGS, FindingPolicy
-from plugin.rules.gaps import unit_gaps, with_day_overlaps, with_record_gaps
-from plugin.rules.lines import ChargeLine, line_status
+from plugin.rules.gaps import (
+    EVALUATION_BY_ASSISTANT,
+    unit_gaps,
+    with_day_overlaps,
+    with_record_gaps,
+)
+from plugin.rules.lines import ChargeLine, LineStatus, line_status
 from plugin.rules.model import (
     POOLED_KINDS,
     Catalog,
@@ -381,6 +386,10 @@ def _line(
     if uncoded and not diagnoses and line.units:
         holds += (_not_icd10(uncoded, services, visit, policy),)
     status, note = line_status(line, holds, visit.method, services)
+    by_assistant = [f for s in services for f in s.findings if f.code == EVALUATION_BY_ASSISTANT]
+    if by_assistant and line.units:  # never billed, whatever else holds it
+        status = LineStatus.NOT_BILLABLE
+        note = f"Not billable: {by_assistant[0].message} (Pub 100-02 ch.15 §230.1 B, §230.2 B)"
     return ChargeLine(
         key=line_key(owner, key, line.code),
         code=line.code,

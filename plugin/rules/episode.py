@@ -53,6 +53,8 @@ class EpisodeRules:
     certify_within_days: int = 30
     plan_max_days: int = 90
     certification_extension: str = ""
+    accept_late_days: int = 30  # a delayed certification needs no reason this long after due
+    delay_reason_extension: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,16 +138,31 @@ def _plan_problem(
             "CarePlan.extension(certified)",
         )
     late = (plan.certified - start).days
-    if late > rules.certify_within_days:
+    if late <= rules.certify_within_days:
+        return None
+    after_due = late - rules.certify_within_days
+    said = (
+        f"{plan.reference} was certified on {plan.certified.isoformat()}, {late} days after the "
+        f"first treatment ({start.isoformat()}), {after_due} day(s) after it was due"
+    )
+    if after_due <= rules.accept_late_days:
+        why = f"within {rules.accept_late_days} days of it, accepted without a reason"
+    elif plan.delay_reason:
+        why = "accepted with the reason for the delay recorded on the plan"
+    else:
         return policy.make(
-            "plan-of-care-certified-late",
-            f"{plan.reference} was certified on {plan.certified.isoformat()}, {late} days after "
-            f"the first treatment ({start.isoformat()}); a certification more than "
-            f"{rules.certify_within_days} days later is delayed and needs its reason recorded.",
+            "plan-of-care-delay-unexplained",
+            f"{said}: more than {rules.accept_late_days} days after it was due, a delayed "
+            "certification is accepted with the reason for the delay, and none is recorded.",
             plan.reference,
-            "CarePlan.extension(certified)",
+            "CarePlan.extension(delay reason)",
         )
-    return None
+    return policy.make(
+        "plan-of-care-certified-late",
+        f"{said}: a delayed certification, {why} (Pub 100-02 ch.15 §220.1.3 D).",
+        plan.reference,
+        "CarePlan.extension(certified)",
+    )
 
 
 # --- progress reports ---------------------------------------------------------------------------

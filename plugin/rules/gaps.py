@@ -26,6 +26,7 @@ from plugin.rules.payers import Payer
 from plugin.rules.visit import ROLE_DISCIPLINE, Finding, Role, Visit, VisitService
 
 _ASSISTANTS = (Role.PTA, Role.OTA)
+EVALUATION_BY_ASSISTANT = "evaluation-by-assistant"
 
 
 def with_record_gaps(
@@ -98,6 +99,8 @@ def _service_gaps(
     found += concurrent_gaps(service, visit, colleagues, catalog, policy, payer.group_code)
     found += _necessity_gaps(service, visit, policy)
     found += _who_gaps(service, definition.disciplines, policy)
+    if definition.evaluative:
+        found += _evaluation_gaps(service, policy)
     if payer.assistant_modifiers and service_shares(service) is None:
         found.append(
             policy.make(
@@ -271,6 +274,31 @@ def _covers(start: date | None, end: date | None, when: str | None) -> bool:
         return True
     day = date.fromisoformat(when[:10])
     return (start is None or start <= day) and (end is None or day <= end)
+
+
+THERAPISTS = (Role.PT, Role.OT, Role.SLP)
+
+
+def _evaluation_gaps(service: VisitService, policy: FindingPolicy) -> list[Finding]:
+    """An evaluative service (an evaluation, re-evaluation, assessment) that no therapist
+    furnished, only an assistant: not billable, whatever supervision is recorded. With a
+    therapist among its performers the evaluation is the therapist's and bills.
+
+    Source: Pub 100-02 ch.15 §230.1 B ("PTAs may not provide evaluative or assessment
+    services"), §230.2 B (OTAs likewise)."""
+    roles = {p.role for p in service.performers}
+    if not roles & set(_ASSISTANTS) or roles & set(THERAPISTS):
+        return []
+    return [
+        policy.make(
+            EVALUATION_BY_ASSISTANT,
+            f"{service.code} is an evaluation or assessment, furnished by an assistant with no "
+            "therapist: assistants may not provide evaluative or assessment services, so it is "
+            "not billable.",
+            service.reference,
+            "Procedure.performer.function",
+        )
+    ]
 
 
 def _who_gaps(

@@ -30,6 +30,7 @@ class CarePlanFacts(NamedTuple):
     addresses: tuple[str, ...] = ()  # the Conditions the plan addresses (CarePlan.addresses)
     goals: tuple[str, ...] = ()  # its Goals (CarePlan.goal)
     active: bool = True  # status active (a completed plan informs the episode only)
+    delay_reason: str | None = None  # why its certification was delayed (the site's extension)
 
 
 class GoalFacts(NamedTuple):

@@ -67,6 +67,9 @@ class CodeDefinition:
     addon_minutes: int = 15  # length of each add-on increment
     body_site: bool = False  # the record must name the body part treated
     supervised: bool = False  # a supervised modality: may share minutes with another service
+    # an evaluation, re-evaluation or assessment: the therapist's own service, never an
+    # assistant's (Pub 100-02 ch.15 §230.1 B, §230.2 B)
+    evaluative: bool = False
 
     @property
     def is_timed(self) -> bool:

@@ -27,6 +27,7 @@ class CodeSchema(Schema):
     addon_minutes = fields.Integer(load_default=15, strict=True, validate=validate.Range(min=1))
     body_site = fields.Boolean(load_default=False)
     supervised = fields.Boolean(load_default=False)
+    evaluative = fields.Boolean(load_default=False)
 
     @validates_schema
     def _family_fields(self, data: dict[str, Any], **_: Any) -> None:
@@ -75,6 +76,7 @@ class CatalogSchema(Schema):
                 addon_minutes=c["addon_minutes"],
                 body_site=c["body_site"],
                 supervised=c["supervised"],
+                evaluative=c["evaluative"],
             )
             for c in data["codes"]
         }

@@ -22,6 +22,8 @@ class PlanOfCareSchema(Schema):
     certification_extension = fields.Url(required=True, require_tld=False)
     certify_within_days = fields.Integer(load_default=30, validate=validate.Range(min=0))
     max_days = fields.Integer(load_default=90, validate=validate.Range(min=1))
+    accept_late_days = fields.Integer(load_default=30, validate=validate.Range(min=0))
+    delay_reason_extension = fields.Url(load_default=None, require_tld=False)
 
 
 class ReportCodeSchema(Schema):
@@ -82,6 +84,8 @@ class EpisodeRulesSchema(Schema):
             certify_within_days=plan["certify_within_days"],
             plan_max_days=plan["max_days"],
             certification_extension=plan["certification_extension"],
+            accept_late_days=plan["accept_late_days"],
+            delay_reason_extension=plan["delay_reason_extension"] or "",
         )
 
 
