@@ -214,9 +214,10 @@ def _performers(line: ChargeLine, defs: Definitions) -> list[Json]:
                 system, code = performer.role_coding
                 entry["function"] = {"coding": [{"system": system, "code": code}]}
             performers.append(entry)
+    # the supervisor named as such even when they also performed part of the line (an OT with
+    # an OTA's CO line, as a PT with a PTA's CQ line): the claim's supervising provider is read
+    # from this function, not from the performer's own role
     for supervisor in dict.fromkeys(s.supervisor for s in line.services if s.supervisor):
-        if any(p["actor"]["reference"] == supervisor for p in performers):
-            continue  # a therapist who performed is named already
         performers.append(
             {
                 "function": {

@@ -66,3 +66,31 @@ def test_without_any_supervisor_the_line_is_held(settings: Settings) -> None:
     decision = decide_gathered(settings, _record(), "e1")
     (line,) = decision.lines
     assert [h.code for h in line.holds] == ["supervision-missing"]
+
+
+def test_a_supervisor_who_also_treated_is_named_as_supervisor_on_the_co_line(
+    settings: Settings,
+) -> None:
+    """The OT who treated part of the minutes and supervised the OTA's: the CO line names the
+    OT with the supervising function, as a CQ line names the PT (issue 32)."""
+    ot, ota = "225X00000X", "224Z00000X"
+    own = builders.procedure("p1", "97530", "2026-11-02T09:00:00-05:00", 15, role=ot)
+    own["performer"][0]["actor"]["reference"] = "Practitioner/ot1"
+    assisted = builders.procedure("p2", "97530", "2026-11-02T09:15:00-05:00", 15, role=ota)
+    assisted["performer"][0]["actor"]["reference"] = "Practitioner/ota1"
+    participant = {
+        "type": [{"coding": [{"system": builders.NUCC, "code": ot}]}],
+        "individual": {"reference": "Practitioner/ot1"},
+    }
+    record = builders.complete_record(
+        own, assisted, visit=builders.encounter("e1", participant=[participant])
+    )
+    decision = decide_gathered(settings, record, "e1")
+    co = next(ln for ln in decision.lines if "CO" in ln.modifiers)
+    item = charge_item(co, decision, render_context(settings, WHEN))
+    functions = {
+        (p["actor"]["reference"], p.get("function", {}).get("coding", [{}])[0].get("code"))
+        for p in item["performer"]
+    }
+    assert ("Practitioner/ot1", "supervising") in functions
+    assert ("Practitioner/ota1", ota) in functions
