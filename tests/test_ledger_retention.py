@@ -27,24 +27,18 @@ def test_preview_rows_are_kept_when_asked(make_app, sign) -> None:
     assert run.outcome == "preview"
 
 
+def _write_old_row(store: Any) -> None:
+    """A ledger row of Encounter/old written 31 days ago, straight to the table."""
+    row = {"encounter_id": "old", "trigger": "cds-hook", "outcome": "written"}
+    row |= {"at": now() - timedelta(days=31), "lines": [], "gaps": [], "written": {}}
+    store._write_runs([{**row, "error": None, "report": None}])
+
+
 def test_rows_older_than_the_retention_are_deleted_as_new_ones_are_written(make_app) -> None:
     app = make_app(THERACHARGE_LEDGER_RETENTION_DAYS="30")
     store = app.extensions["theracharge"].store
     assert store.retention == timedelta(days=30)
-    old = {"encounter_id": "old", "trigger": "cds-hook", "outcome": "written"}
-    store._write_runs(
-        [
-            {
-                **old,
-                "at": now() - timedelta(days=31),
-                "lines": [],
-                "gaps": [],
-                "written": {},
-                "error": None,
-                "report": None,
-            }
-        ]
-    )
+    _write_old_row(store)
     store.record_run("new", "cds-hook", "written", [], [], {}, wait=True)
     assert [r.encounter_id for r in store.runs()] == ["new"]
 
@@ -116,21 +110,8 @@ def test_the_first_write_after_start_prunes_even_on_a_machine_just_booted(
 
     store = make_app(THERACHARGE_LEDGER_RETENTION_DAYS="30").extensions["theracharge"].store
     monkeypatch.setattr(store_module.time, "monotonic", lambda: 5.0)  # up for five seconds
-    old = {"encounter_id": "old", "trigger": "cds-hook", "outcome": "written"}
     store.retention = None  # written without pruning, then the first pruning write
-    store._write_runs(
-        [
-            {
-                **old,
-                "at": now() - timedelta(days=31),
-                "lines": [],
-                "gaps": [],
-                "written": {},
-                "error": None,
-                "report": None,
-            }
-        ]
-    )
+    _write_old_row(store)
     store.retention = timedelta(days=30)
     store.record_run("new", "cds-hook", "written", [], [], {}, wait=True)
     assert [r.encounter_id for r in store.runs()] == ["new"]
