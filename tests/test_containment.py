@@ -19,9 +19,10 @@ import pytest
 from sqlalchemy import update
 
 from plugin.commands import main as cli
+from plugin.commands import process_ehr
 from plugin.config.tokens import token_hash
 from plugin.gateway.errors import FatalFhirError
-from plugin.pipeline import billing_day, service, tasks
+from plugin.pipeline import service, tasks
 from plugin.pipeline.runtime import Runtime
 from plugin.pipeline.tasks import MAX_ATTEMPTS, retry_wait
 from plugin.pipeline.worker import NotificationWorker
@@ -190,7 +191,7 @@ def _since(
     monkeypatch: pytest.MonkeyPatch, listed: list[dict[str, Any]], before: Callable[[str], None]
 ) -> None:
     """`process --since` over `listed`, each day's run calling `before` with its encounter."""
-    monkeypatch.setattr(billing_day, "days_between", lambda *_: listed)
+    monkeypatch.setattr(process_ehr, "days_between", lambda *_: listed)
 
     def process(_runtime: Any, job: Any) -> Any:
         before(job.encounter_id)

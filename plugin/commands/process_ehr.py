@@ -18,9 +18,16 @@ import orjson
 from plugin.commands.progress import Progress
 from plugin.config.files import Settings
 from plugin.errors import UsageError
+from plugin.gateway.errors import FhirError
+from plugin.gateway.factory import connect
+from plugin.pipeline.billing_day import WriteMode, days_between, run_report
+from plugin.pipeline.stages import failure_reason
+from plugin.render.report import RunSummary, summary_text
+from plugin.rules.decision import Decision
 
 if TYPE_CHECKING:  # imported where used: the store and the service bring prometheus_client,
-    # which must not be loaded before `serve` sets PROMETHEUS_MULTIPROC_DIR (main.py)
+    # which must not be loaded before `serve` sets PROMETHEUS_MULTIPROC_DIR (main.py); the
+    # rest of the pipeline these functions use does not bring it and is imported above
     from plugin.pipeline.runtime import Runtime
 
 EXIT_FAILED = 1
@@ -31,7 +38,6 @@ def run_live(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--out and --report go with --bundle; against an EHR the report is stdout")
     if args.until and not args.since:
         raise UsageError("--until goes with --since")
-    from plugin.gateway.factory import connect
     from plugin.pipeline.runtime import Runtime
 
     if args.fhir_base:
@@ -59,9 +65,7 @@ def run_live(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _one(runtime: Runtime, encounter: str, entered: datetime, dry: bool) -> int:
-    from plugin.pipeline.billing_day import run_report
     from plugin.pipeline.service import Job, execute
-    from plugin.pipeline.stages import failure_reason
 
     try:
         run = execute(runtime, Job(encounter, "cli", _mode(dry), entered=entered))
@@ -80,12 +84,7 @@ def _range(
 ) -> int:
     """The listed days, `workers` at a time (each thread on its own EHR connection), reported
     in the order listed; one failing day never stops the others."""
-    from plugin.gateway.errors import FhirError
-    from plugin.pipeline.billing_day import days_between
     from plugin.pipeline.service import Job, day_of, ehr, execute, run_jobs
-    from plugin.pipeline.stages import failure_reason
-    from plugin.render.report import RunSummary, summary_text
-    from plugin.rules.decision import Decision
 
     try:
         days = days_between(ehr(runtime), since, until)
@@ -118,7 +117,5 @@ def _versions(settings: Settings) -> str:
     return ", ".join(f"{table} {version}" for table, version in sorted(settings.versions.items()))
 
 
-def _mode(dry: bool) -> Any:
-    from plugin.pipeline.billing_day import WriteMode
-
+def _mode(dry: bool) -> WriteMode:
     return WriteMode.PLAN if dry else WriteMode.WRITE

@@ -163,7 +163,9 @@ def handle_discharge(
     EHR (our own connection, or an allow-listed `fhirServer` with the hook's token). With no
     server to ask, the encounter is decided alone and the card says so.
     """
-    settings = runtime.current()
+    # the service's own settings (write mode, servers, URLs), which no admin table changes:
+    # execute() reads the managed tables in force once, for the decision itself
+    settings = runtime.settings
     prefetched, complete = _prefetched(request.prefetch, request.encounter_id)
     server = _server_for(settings, request, runtime.gatherer())
     if not complete and server is None:
