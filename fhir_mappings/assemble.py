@@ -182,7 +182,10 @@ class VisitAssembler:
                 )
             elif kind == "Procedure":
                 self._episode.is_report(resource, key)  # recorded when it is one; never a service
-            elif kind in ("ChargeItem", "CarePlan", "Observation", "DocumentReference"):
+            elif kind in (
+                "ChargeItem", "CarePlan", "Observation", "DocumentReference", "PractitionerRole",
+                "Practitioner",
+            ):  # fmt: skip
                 self._take(kind, resource, key)
         except (TypeError, AttributeError, ValueError, KeyError) as exc:
             raise InvalidResource(key, validation_error(resource) or type(exc).__name__) from exc
@@ -302,7 +305,10 @@ class VisitAssembler:
         if not self.history_read:
             return None
         return self._episode.history(
-            patient, self._patient_days().get(patient, ()), self.history_unread
+            patient,
+            self._patient_days().get(patient, ()),
+            lambda functions, actor: self._role(functions, actor)[0],
+            self.history_unread,
         )
 
     def _patient_days(self) -> dict[str | None, list[tuple[date, Discipline | None]]]:

@@ -10,8 +10,12 @@ from typing import Any
 
 from fhir_mappings import facts as fx
 from plugin.rules.episode import MODIFIER_DISCIPLINE, EpisodeRules
-from plugin.rules.history import CarePlanFacts, History, PriorCharge
-from plugin.rules.model import Discipline
+from plugin.rules.history import CarePlanFacts, History, PriorCharge, ReportFacts
+from plugin.rules.model import Discipline, Role
+
+# Who wrote a report as read: (the actor's reference, the codings of its performer.function)
+Writer = tuple[str, tuple[fx.CodingTuple, ...]]
+RoleOf = Callable[[tuple[fx.CodingTuple, ...], str | None], Role | None]
 
 
 def first_day(*values: object) -> date | None:
@@ -46,7 +50,9 @@ class EpisodeFacts:
         self.norm = norm
         self.charges: dict[str, list[PriorCharge]] = {}
         self.care_plans: dict[str, list[CarePlanFacts]] = {}
-        self.reports: dict[str, list[tuple[date, str]]] = {}
+        # per patient: (key, written, authors, co-signers, linked plans), roles read later
+        self.reports: dict[str, list[tuple[str, date, list[Writer], list[Writer], tuple[str, ...]]]]
+        self.reports = {}
 
     def is_report(self, resource: dict[str, Any], key: str) -> bool:
         """A progress report (config/rules/episode.yaml codes): recorded with its date; a
@@ -71,8 +77,38 @@ class EpisodeFacts:
         )
         subject = self.norm(fx.reference(resource.get("subject")))
         if when is not None and subject:
-            self.reports.setdefault(subject, []).append((when, key))
+            authors, cosigners, plans = self._writers(resource)
+            self.reports.setdefault(subject, []).append((key, when, authors, cosigners, plans))
         return True
+
+    def _writers(
+        self, resource: dict[str, Any]
+    ) -> tuple[list[Writer], list[Writer], tuple[str, ...]]:
+        """Who wrote a report, who signed it off, and the plans it is linked to: a Procedure's
+        performers (actor and function) and basedOn; an Observation's performers and basedOn;
+        a DocumentReference's authors, its authenticator and context.related."""
+        kind = resource.get("resourceType")
+        authors: list[Writer] = []
+        cosigners: list[Writer] = []
+        if kind == "Procedure":
+            for performer in resource.get("performer") or ():
+                if isinstance(performer, dict):
+                    actor = self.norm(fx.reference(performer.get("actor")))
+                    if actor:
+                        authors.append((actor, fx.codings(performer.get("function"))))
+            linked = resource.get("basedOn")
+        elif kind == "Observation":
+            authors += [(r, ()) for r in _references(resource.get("performer"), self.norm)]
+            linked = resource.get("basedOn")
+        else:
+            authors += [(r, ()) for r in _references(resource.get("author"), self.norm)]
+            signer = self.norm(fx.reference(resource.get("authenticator")))
+            if signer:
+                cosigners.append((signer, ()))
+            context = resource.get("context")
+            linked = context.get("related") if isinstance(context, dict) else None
+        plans = tuple(r for r in _references(linked, self.norm) if r.startswith("CarePlan/"))
+        return authors, cosigners, plans
 
     def add_charge(self, resource: dict[str, Any], key: str) -> None:
         """A charge of the patient, for the year's KX estimate: billable or billed, with a date
@@ -155,15 +191,27 @@ class EpisodeFacts:
         self,
         patient: str | None,
         days: Iterable[tuple[date, Discipline | None]],
+        role_of: RoleOf,
         unread: tuple[str, ...] = (),
     ) -> History:
-        """The patient's history, with the dates of their finished visits (`days`) and the
-        resource types the EHR would not let us search (`unread`)."""
+        """The patient's history, with the dates of their finished visits (`days`), the roles of
+        the reports' writers (`role_of`, once every PractitionerRole is read) and the resource
+        types the EHR would not let us search (`unread`)."""
         key = patient or ""
+        reports = tuple(
+            ReportFacts(
+                ref,
+                when,
+                tuple((actor, role_of(functions, actor)) for actor, functions in authors),
+                tuple((actor, role_of(functions, actor)) for actor, functions in cosigners),
+                plans,
+            )
+            for ref, when, authors, cosigners, plans in self.reports.get(key, ())
+        )
         return History(
             tuple(self.charges.get(key, ())),
             tuple(self.care_plans.get(key, ())),
             tuple(dict.fromkeys(days)),
-            tuple(self.reports.get(key, ())),
+            reports,
             unread,
         )

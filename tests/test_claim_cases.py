@@ -6,7 +6,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, fields, pre_load, validate
 
 from fhir_mappings.assemble import VisitAssembler
 from plugin.config.files import Settings
@@ -23,6 +23,7 @@ ROLES = {
     "OT": "225X00000X",
     "OTA": "224Z00000X",
     "SLP": "235Z00000X",
+    "physician": "208100000X",  # physical medicine and rehabilitation
 }
 ROLE = validate.OneOf(list(ROLES))
 HHMM = validate.Regexp(r"^\d{2}:\d{2}$")
@@ -59,9 +60,28 @@ class ChargeSchema(Schema):
     modifier = fields.String(load_default="GP", validate=validate.OneOf(["GP", "GO", "GN"]))
 
 
+class ReportSchema(Schema):
+    """A progress report: written on `date` by `author` (Practitioner/{role}1, its role on a
+    PractitionerRole), signed off by `cosigner` (a DocumentReference's authenticator, or a
+    second performer of a Procedure or Observation), linked to the case's plan when `plan`."""
+
+    date = fields.String(required=True)
+    author = fields.String(load_default="PT", allow_none=True, validate=ROLE)
+    cosigner = fields.String(load_default=None, validate=ROLE)
+    resource = fields.String(
+        load_default="Observation",
+        validate=validate.OneOf(["Observation", "Procedure", "DocumentReference"]),
+    )
+    plan = fields.Boolean(load_default=False)
+
+    @pre_load
+    def from_date(self, data: Any, **_: Any) -> Any:
+        return {"date": data} if isinstance(data, str) else data  # a date alone: the PT's
+
+
 class HistorySchema(Schema):
     visits = fields.List(fields.String(), load_default=list)  # earlier finished PT visits
-    reports = fields.List(fields.String(), load_default=list)  # progress reports' dates
+    reports = fields.List(fields.Nested(ReportSchema), load_default=list)
     charges = fields.List(fields.Nested(ChargeSchema), load_default=list)
 
 
@@ -185,18 +205,8 @@ def _history(history: dict[str, Any]) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     for index, day in enumerate(history.get("visits", ()), start=1):
         found.append(builders.encounter(f"earlier{index}", start=_at(day, "08:00"), hours=1))
-    for index, day in enumerate(history.get("reports", ()), start=1):
-        found.append(
-            {
-                "resourceType": "Observation",
-                "id": f"report{index}",
-                "status": "final",
-                "subject": {"reference": "Patient/p1"},
-                "code": {"coding": [{"system": "http://loinc.org", "code": "11506-3"}]},
-                "effectiveDateTime": _at(day, "17:00"),
-                "valueString": "Progress toward goals as documented",
-            }
-        )
+    for index, report in enumerate(history.get("reports", ()), start=1):
+        found += _report(index, report)
     for index, charge in enumerate(history.get("charges", ()), start=1):
         item: dict[str, Any] = {
             "resourceType": "ChargeItem",
@@ -219,6 +229,44 @@ def _history(history: dict[str, Any]) -> list[dict[str, Any]]:
             item["priceOverride"] = {"value": charge["amount"], "currency": "USD"}
         found.append(item)
     return found
+
+
+def _report(index: int, spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """A progress report as the EHR holds it, with its writers' PractitionerRoles."""
+    kind, when = spec["resource"], _at(spec["date"], "17:00")
+    code = {"coding": [{"system": "http://loinc.org", "code": "11506-3"}]}
+    writers = [r for r in (spec["author"], spec["cosigner"]) if r]
+    refs = [{"reference": f"Practitioner/{role.lower()}1"} for role in writers]
+    report: dict[str, Any] = {"resourceType": kind, "id": f"report{index}"}
+    report["subject"] = {"reference": "Patient/p1"}
+    plan = [{"reference": "CarePlan/poc1"}] if spec["plan"] else []
+    if kind == "DocumentReference":
+        author = refs[:1] if spec["author"] else []
+        report |= {"status": "current", "type": code, "date": when, "author": author}
+        if spec["cosigner"]:
+            report["authenticator"] = refs[-1]
+        if plan:
+            report["context"] = {"related": plan}
+    elif kind == "Procedure":
+        report |= {"status": "completed", "code": code, "performedDateTime": when}
+        report["performer"] = [{"actor": ref} for ref in refs]
+        if plan:
+            report["basedOn"] = plan
+    else:
+        report |= {"status": "final", "code": code, "effectiveDateTime": when, "performer": refs}
+        report["valueString"] = "Progress toward goals as documented"
+        if plan:
+            report["basedOn"] = plan
+    roles = [
+        {
+            "resourceType": "PractitionerRole",
+            "id": f"role-{role.lower()}",
+            "practitioner": {"reference": f"Practitioner/{role.lower()}1"},
+            "code": [{"coding": [{"system": builders.NUCC, "code": ROLES[role]}]}],
+        }
+        for role in writers
+    ]
+    return [report, *roles]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])

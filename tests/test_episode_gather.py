@@ -24,7 +24,8 @@ def _serve(types: list[str], batch: bool, resources: list[dict[str, Any]]) -> No
     from plugin.gateway.gather import WANTED
 
     every = {  # every include the day's search asks for: that search is one request
-        "searchInclude": [v for n, v, _ in WANTED if n.startswith("_include")],
+        "searchInclude": [v for n, v, _ in WANTED if n.startswith("_include")]
+        + ["Observation:performer", "DocumentReference:author"],  # the reports' writers
         "searchRevInclude": [v for n, v, _ in WANTED if n.startswith("_revinclude")],
     }
     rest: dict[str, Any] = {
@@ -114,3 +115,95 @@ def test_a_type_the_ehr_does_not_offer_is_not_checked_rather_than_taken_as_empty
     gets = [c.request.url for c in responses.calls if c.request.method == "GET"]
     assert any("/ChargeItem?subject=" in u for u in gets)  # searches one by one: no batch
     assert not any("/CarePlan?" in u for u in gets)
+
+
+def _history_answers(encounters: list[dict[str, Any]], reports: list[dict[str, Any]]) -> None:
+    """The history batch's answer: the plan, the earlier encounters, the reports found by the
+    Observation search (with what it included)."""
+    searchset = {"resourceType": "Bundle", "type": "searchset"}
+    answers: list[dict[str, Any]] = [{**searchset, "entry": []} for _ in range(6)]
+    answers[0]["entry"] = [{"resource": e} for e in encounters]
+    answers[1]["entry"] = [{"resource": builders.care_plan(start="2026-10-16")}]
+    answers[4]["entry"] = [{"resource": r} for r in reports]
+    responses.post(
+        BASE,
+        json={
+            "resourceType": "Bundle",
+            "type": "batch-response",
+            "entry": [{"resource": a, "response": {"status": "200 OK"}} for a in answers],
+        },
+    )
+
+
+TEN_DAYS = ["16", "19", "20", "21", "22", "23", "26", "27", "28", "29"]
+
+
+@responses.activate
+def test_the_reports_writers_are_read_with_them_and_an_assistants_report_does_not_count(
+    settings: Settings,
+) -> None:
+    everything = ["Encounter", "CarePlan", "ChargeItem", "Procedure", "Observation"]
+    _serve([*everything, "DocumentReference"], True, _record())
+    earlier = [
+        builders.encounter(f"earlier{d}", start=f"2026-10-{d}T08:00:00-05:00", hours=1)
+        for d in TEN_DAYS
+    ]
+    report = {
+        "resourceType": "Observation",
+        "id": "note1",
+        "status": "final",
+        "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": "http://loinc.org", "code": "11506-3"}]},
+        "effectiveDateTime": "2026-10-27T17:00:00-05:00",
+        "performer": [{"reference": "Practitioner/pta9"}],
+    }
+    role = {  # included by the search: the writer's role
+        "resourceType": "PractitionerRole",
+        "id": "pta9-role",
+        "practitioner": {"reference": "Practitioner/pta9"},
+        "code": [{"coding": [{"system": builders.NUCC, "code": "225200000X"}]}],
+    }
+    _history_answers(earlier, [report, role])
+    run = run_day(settings, "e1", DaySource(Gatherer(FhirClient(BASE))), WriteMode.PLAN, WHEN, "t")
+    (post,) = [json.loads(c.request.body) for c in responses.calls if c.request.method == "POST"]
+    urls = {e["request"]["url"].split("?")[0]: e["request"]["url"] for e in post["entry"]}
+    assert "&_include=Observation:performer" in urls["Observation"]
+    assert "&_revinclude:iterate=PractitionerRole:practitioner" in urls["Observation"]
+    assert "&_include=Procedure:performer" in urls["Procedure"]
+    assert "&_include=DocumentReference:author" in urls["DocumentReference"]
+    assert "authenticator" not in urls["DocumentReference"]  # not listed: not asked for
+    (line,) = run.decision.lines
+    assert line.status.value == "planned"
+    (overdue,) = [f for f in run.decision.findings if f.code == "progress-report-overdue"]
+    assert "treatment day 11" in overdue.message
+    assert "Observation/note1 of 2026-10-27, written by an assistant" in overdue.message
+    assert "§220.3 D" in overdue.source
+
+
+@responses.activate
+def test_the_same_report_with_the_therapists_role_closes_the_period(settings: Settings) -> None:
+    _serve(["Encounter", "CarePlan", "ChargeItem", "Procedure", "Observation"], True, _record())
+    earlier = [
+        builders.encounter(f"earlier{d}", start=f"2026-10-{d}T08:00:00-05:00", hours=1)
+        for d in TEN_DAYS
+    ]
+    report = {
+        "resourceType": "Observation",
+        "id": "note1",
+        "status": "final",
+        "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": "http://loinc.org", "code": "11506-3"}]},
+        "effectiveDateTime": "2026-10-27T17:00:00-05:00",
+        "performer": [{"reference": "PractitionerRole/pt9-role"}],
+    }
+    role = {
+        "resourceType": "PractitionerRole",
+        "id": "pt9-role",
+        "practitioner": {"reference": "Practitioner/pt9"},
+        "code": [{"coding": [{"system": builders.NUCC, "code": "225100000X"}]}],
+    }
+    _history_answers(earlier, [report, role])
+    run = run_day(settings, "e1", DaySource(Gatherer(FhirClient(BASE))), WriteMode.PLAN, WHEN, "t")
+    (line,) = run.decision.lines
+    assert line.status.value == "billable"
+    assert not [f for f in run.decision.findings if f.code.startswith("progress-report")]

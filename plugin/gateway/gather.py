@@ -152,8 +152,9 @@ class Gatherer:
     ) -> Gathered:
         """The patient's episode around a billing day, in one batch of searches: finished
         encounters `lookback_days` back, care plans, progress reports (Procedure, Observation,
-        DocumentReference with a report code) and the year's charges before the date (for the
-        KX estimate). Searches of types the server does not list are left out."""
+        DocumentReference with a report code, with their writers and the writers' roles where
+        the server can include them) and the year's charges before the date (for the KX
+        estimate). Searches of types the server does not list are left out."""
         day = calendar_date(date)
         since, _ = around(date, lookback_days)
         subject = quote(patient, safe="/")
@@ -164,13 +165,30 @@ class Gatherer:
             f"ChargeItem?subject={subject}&occurrence=ge{day.year}-01-01&occurrence=lt{date}"
             "&_count=1000",
         ]
+        includes, revincludes, searchable = self.supported()
         if codes:
-            searches += [
-                f"Procedure?subject={subject}&code={codes}&date=ge{since}&_count=100",
-                f"Observation?subject={subject}&code={codes}&date=ge{since}&_count=100",
-                f"DocumentReference?subject={subject}&type={codes}&date=ge{since}&_count=100",
-            ]
-        _, _, searchable = self.supported()
+            # who wrote each report, and their roles: whose report counts (§220.3 D)
+            writers = {
+                "Procedure": ("Procedure:performer",),
+                "Observation": ("Observation:performer",),
+                "DocumentReference": (
+                    "DocumentReference:author",
+                    "DocumentReference:authenticator",
+                ),
+            }
+            roles = (
+                "&_revinclude:iterate=PractitionerRole:practitioner"
+                if "PractitionerRole:practitioner" in revincludes
+                else ""
+            )
+            for kind, by in (
+                ("Procedure", "code"), ("Observation", "code"), ("DocumentReference", "type"),
+            ):  # fmt: skip
+                wanted = "".join(f"&_include={i}" for i in writers[kind] if i in includes)
+                searches.append(
+                    f"{kind}?subject={subject}&{by}={codes}&date=ge{since}&_count=100"
+                    + (wanted + roles if wanted else "")
+                )
         if searchable:  # a server that lists none is not taken at its word: ask anyway
             unread = tuple(
                 q.split("?", 1)[0] for q in searches if q.split("?", 1)[0] not in searchable

@@ -17,13 +17,15 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from plugin.rules.findings import FindingPolicy
-from plugin.rules.history import CarePlanFacts, History
-from plugin.rules.model import Discipline
+from plugin.rules.history import CarePlanFacts, History, ReportFacts
+from plugin.rules.model import Discipline, Role
 from plugin.rules.parameters import DatedParameter, Reference
 from plugin.rules.visit import Finding
 
 PLAN_SOURCE = "Pub 100-02 ch.15 §220.1.2, §220.1.3 (plan of care; certification)"
-PROGRESS_SOURCE = "Pub 100-02 ch.15 §220.3 D (progress report at least every 10 treatment days)"
+PROGRESS_SOURCE = (
+    "Pub 100-02 ch.15 §220.3 D (a clinician's progress report at least every 10 treatment days)"
+)
 KX_SOURCE = "Pub 100-04 ch.5 §10.2, §10.3 (KX modifier threshold); SSA §1833(g)"
 
 # The KX threshold applies to PT and SLP combined, and to OT apart (Pub 100-04 ch.5 §10.2).
@@ -168,20 +170,114 @@ def _plan_problem(
 # --- progress reports ---------------------------------------------------------------------------
 
 
-def treatment_day(
-    discipline: Discipline, on: date, history: History, plan_start: date | None
-) -> tuple[int, date | None]:
-    """Which treatment day of its reporting period `on` is, and the period's last report.
-    A treatment day is a date with a finished visit (of the discipline, or naming none); the
-    period begins the day after the last progress report, else on the episode's first day."""
-    last = max((d for d, _ in history.reports if d <= on), default=None)
-    days = {d for d, of in history.treatment_days if (of is None or of is discipline) and d <= on}
-    days.add(on)
-    if last is not None:
-        days = {d for d in days if d > last}
-    elif plan_start is not None:
-        days = {d for d in days if d >= plan_start}
-    return len(days), last
+# Who writes a complete progress report for a discipline's plan (Pub 100-02 ch.15 §220.3 D):
+# "a clinician that is, either the physician/NPP who provides or supervises the services, or
+# ... the therapist who provides the services and supervises an assistant"; "Reports written by
+# assistants are not complete progress reports."
+CLINICIAN_OF = {Role.PT: Discipline.PT, Role.OT: Discipline.OT, Role.SLP: Discipline.SLP}
+ASSISTANT_OF = {Role.PTA: Discipline.PT, Role.OTA: Discipline.OT}
+
+
+def report_verdict(report: ReportFacts, discipline: Discipline, history: History) -> str | None:
+    """None when the report is a complete progress report for the discipline's plan; else why
+    it is not. It counts when a therapist of the discipline wrote or signed it off, or a
+    physician/NPP did and it is linked to none of the patient's plans or to the discipline's."""
+    signers = report.authors + report.cosigners
+    if any(CLINICIAN_OF.get(role) is discipline for _, role in signers if role):
+        return None
+    linked = [p for p in history.care_plans if p.reference in report.plans]
+    for_discipline = not linked or any(
+        not p.disciplines or discipline in p.disciplines for p in linked
+    )
+    physician = any(role is Role.PHYSICIAN for _, role in signers)
+    if physician and for_discipline:
+        return None
+    roles = [role for _, role in report.authors]
+    if any(ASSISTANT_OF.get(role) is discipline for role in roles if role):
+        return (
+            "written by an assistant and signed off by no therapist of the discipline (reports "
+            "written by assistants are not complete progress reports)"
+        )
+    others = sorted(
+        {
+            (CLINICIAN_OF.get(role) or ASSISTANT_OF.get(role) or discipline).value
+            for _, role in signers
+            if role in CLINICIAN_OF or role in ASSISTANT_OF
+        }
+    )
+    if others or physician:
+        whose = " and ".join(others) if others else "another discipline's plan"
+        return f"a report for {whose}: each discipline's plan has its own reporting period"
+    if not report.authors:
+        return "no author recorded (the clinician who wrote it is not known)"
+    return "no known role for its author " + ", ".join(ref for ref, _ in report.authors)
+
+
+class ReportingPeriod(NamedTuple):
+    """The progress-reporting period a date of service falls in."""
+
+    start: date  # its first treatment day
+    day: int  # which treatment day of it the date of service is
+    closed_by: ReportFacts | None  # the complete report that closes it (written on or after)
+    after: ReportFacts | None  # the report that closed the period before it
+    uncounted: tuple[tuple[ReportFacts, str], ...]  # reports written in it that do not count
+
+
+def reporting_period(
+    discipline: Discipline,
+    on: date,
+    history: History,
+    rules: EpisodeRules,
+    episode_start: date | None,
+) -> ReportingPeriod:
+    """The period `on` falls in (Pub 100-02 ch.15 §220.3 D). The first period begins on the
+    first treatment day of the episode (the plan of care's first day; treatment days are read
+    `lookback_days` back). Each complete report closes the earliest period open when it was
+    written, with every treatment day up to its date — "Date that the report was written (not
+    required to be within the reporting period)" — and the next period begins with the next
+    treatment day. So a report written after the 10th day closes the period it reports on, and
+    the days held in it bill when they are run again."""
+    first = on - timedelta(days=rules.lookback_days)
+    if episode_start is not None and episode_start > first:
+        first = episode_start
+    days = sorted(
+        {d for d, of in history.treatment_days if (of is None or of is discipline) and first <= d}
+        | {on}
+    )
+    days = [d for d in days if d <= on]
+    counted: list[ReportFacts] = []
+    uncounted: list[tuple[ReportFacts, str]] = []
+    for report in sorted(history.reports, key=lambda r: (r.written, r.reference)):
+        if report.written < first:
+            continue
+        why = report_verdict(report, discipline, history)
+        if why is None:
+            counted.append(report)
+        else:
+            uncounted.append((report, why))
+    start, after = days[0], None
+    for report in counted:
+        if report.written < start:
+            continue  # written before this period's first day: no period was open
+        if on <= report.written:
+            return ReportingPeriod(
+                start, _days_between(days, start, on), report, after, _within(uncounted, start)
+            )
+        after = report
+        start = next(d for d in days if d > report.written)
+    return ReportingPeriod(
+        start, _days_between(days, start, on), None, after, _within(uncounted, start)
+    )
+
+
+def _days_between(days: list[date], start: date, end: date) -> int:
+    return sum(1 for d in days if start <= d <= end)
+
+
+def _within(
+    uncounted: list[tuple[ReportFacts, str]], start: date
+) -> tuple[tuple[ReportFacts, str], ...]:
+    return tuple((r, why) for r, why in uncounted if r.written >= start)
 
 
 def progress_findings(
@@ -196,14 +292,37 @@ def progress_findings(
         (p.start for p in _plans_of(history, discipline) if p.start and p.start <= on),
         default=None,
     )
-    number, last = treatment_day(discipline, on, history, plan_start)
-    since = f"since the progress report of {last.isoformat()}" if last else "of the episode"
+    period = reporting_period(discipline, on, history, rules, plan_start)
+    if period.closed_by is not None:
+        return []
+    number = period.day
+    if period.after is not None:
+        since = (
+            f"of the {discipline.value} reporting period that began on "
+            f"{period.start.isoformat()}, after the progress report {period.after.reference} "
+            f"of {period.after.written.isoformat()}"
+        )
+    else:
+        since = (
+            f"of the {discipline.value} reporting period that began on "
+            f"{period.start.isoformat()}, the episode's first"
+        )
+    not_counted = ""
+    if period.uncounted:
+        not_counted = (
+            " Not counted: "
+            + "; ".join(
+                f"{r.reference} of {r.written.isoformat()}, {why}" for r, why in period.uncounted
+            )
+            + "."
+        )
     if number > rules.progress_hold_after:
         return [
             policy.make(
                 "progress-report-overdue",
                 f"{on.isoformat()} is treatment day {number} {since}: a progress report was "
-                f"due by the {rules.progress_hold_after}th.",
+                f"due by the {rules.progress_hold_after}th. A report written now closes the "
+                f"period, and its held days bill when they are run again.{not_counted}",
                 where,
                 "Encounter",
             )
@@ -213,7 +332,7 @@ def progress_findings(
             policy.make(
                 "progress-report-due",
                 f"{on.isoformat()} is treatment day {number} {since}: a progress report is "
-                f"due by the {rules.progress_hold_after}th treatment day.",
+                f"due by the {rules.progress_hold_after}th treatment day.{not_counted}",
                 where,
                 "Encounter",
             )

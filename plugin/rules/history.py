@@ -6,7 +6,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import NamedTuple
 
-from plugin.rules.model import Discipline
+from plugin.rules.model import Discipline, Role
 from plugin.rules.records import Record
 
 
@@ -33,6 +33,21 @@ class CarePlanFacts(NamedTuple):
     delay_reason: str | None = None  # why its certification was delayed (the site's extension)
 
 
+class ReportFacts(NamedTuple):
+    """A progress report of the patient as read (plugin.rules.episode decides whose counts).
+
+    Who wrote it: a Procedure's or an Observation's performers, a DocumentReference's authors;
+    who signed it off: a DocumentReference's authenticator (a therapist co-signing an
+    assistant's note). Each with the role read for them (performer.function, else the code of
+    the PractitionerRole that is or belongs to them; None: no known role)."""
+
+    reference: str
+    written: date  # performed/effective date, else issued, else the document's date
+    authors: tuple[tuple[str, Role | None], ...] = ()
+    cosigners: tuple[tuple[str, Role | None], ...] = ()
+    plans: tuple[str, ...] = ()  # the CarePlans it is linked to (basedOn, context.related)
+
+
 class GoalFacts(NamedTuple):
     """A goal of the patient and the conditions it addresses (Goal.addresses)."""
 
@@ -47,7 +62,7 @@ class History(NamedTuple):
     care_plans: tuple[CarePlanFacts, ...] = ()
     # (date of service, discipline or None when the encounter names none) of finished visits
     treatment_days: tuple[tuple[date, Discipline | None], ...] = ()
-    reports: tuple[tuple[date, str], ...] = ()  # (date, reference) of progress reports
+    reports: tuple[ReportFacts, ...] = ()  # progress reports, any author
     # resource types the EHR would not let us search: the rules that need them are not checked
     unread: tuple[str, ...] = ()
 

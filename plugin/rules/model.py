@@ -18,6 +18,29 @@ class Discipline(StrEnum):
     SLP = "SLP"
 
 
+class Role(StrEnum):
+    """Who performed a service or wrote a report (Pub 100-02 ch.15 §230; §220.3 D: a physician
+    or NPP is a clinician who may write progress reports)."""
+
+    PT = "PT"
+    PTA = "PTA"
+    OT = "OT"
+    OTA = "OTA"
+    SLP = "SLP"
+    AIDE = "aide"
+    PHYSICIAN = "physician"  # a physician or non-physician practitioner (NP, PA, CNS)
+    OTHER = "other"
+
+
+ROLE_DISCIPLINE = {
+    Role.PT: Discipline.PT,
+    Role.PTA: Discipline.PT,
+    Role.OT: Discipline.OT,
+    Role.OTA: Discipline.OT,
+    Role.SLP: Discipline.SLP,
+}
+
+
 class CodeKind(StrEnum):
     """How a code's units are counted (CPT descriptors; CMS Pub 100-04 ch.5 §20.2 A/B)."""
 

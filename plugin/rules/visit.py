@@ -7,8 +7,10 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from plugin.rules.history import CarePlanFacts, GoalFacts, History, OtherService
-from plugin.rules.model import Discipline, Method
+from plugin.rules.model import ROLE_DISCIPLINE, Discipline, Method, Role
 from plugin.rules.records import Record
+
+__all__ = ["ROLE_DISCIPLINE", "Role"]  # defined with the disciplines; read from here too
 
 
 class Severity(StrEnum):
@@ -20,27 +22,6 @@ class Severity(StrEnum):
 
 
 SEVERITY_ORDER = {Severity.HOLD: 0, Severity.WARN: 1, Severity.INFO: 2}
-
-
-class Role(StrEnum):
-    """Who performed a service (Pub 100-02 ch.15 §230)."""
-
-    PT = "PT"
-    PTA = "PTA"
-    OT = "OT"
-    OTA = "OTA"
-    SLP = "SLP"
-    AIDE = "aide"
-    OTHER = "other"
-
-
-ROLE_DISCIPLINE = {
-    Role.PT: Discipline.PT,
-    Role.PTA: Discipline.PT,
-    Role.OT: Discipline.OT,
-    Role.OTA: Discipline.OT,
-    Role.SLP: Discipline.SLP,
-}
 
 
 class Finding(Record, frozen=True, gc=False):
