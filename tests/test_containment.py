@@ -195,7 +195,8 @@ def _since(
 
     def process(_runtime: Any, job: Any) -> Any:
         before(job.encounter_id)
-        return SimpleNamespace(decision=SimpleNamespace(visits=(1,), lines=(), findings=()))
+        visit = SimpleNamespace(findings=(), services=())
+        return SimpleNamespace(decision=SimpleNamespace(visits=(visit,), lines=(), findings=()))
 
     monkeypatch.setattr(service, "execute", process)
     monkeypatch.setenv("THERACHARGE_FHIR_BASE_URL", "https://ehr.example.org/fhir")

@@ -76,10 +76,42 @@ def line_reasons(lines: Iterable[Mapping[str, Any]]) -> tuple[Counter[str], Coun
 
 
 def line_warnings(line: ChargeLine) -> list[str]:
-    """The warnings of the procedures a line counts (billed; someone should look)."""
-    return sorted(
-        {f.code for s in line.services for f in s.findings if f.severity is Severity.WARN}
-    )
+    """The warnings that concern a line (billed; someone should look): its procedures' own and
+    the day's that concern it (its discipline's progress report, its KX bucket)."""
+    own = {f.code for s in line.services for f in s.findings if f.severity is Severity.WARN}
+    return sorted(own | {f.code for f in line.warnings if f.severity is Severity.WARN})
+
+
+def problems_by_encounter(decision: Decision) -> list[tuple[Visit, list[Finding]]]:
+    """Every finding of the day once, under the visit it is reported with: a visit's own and
+    its procedures' under that visit, the day's own (the episode rules, the claim edits, a
+    line's diagnosis) under the first; each list most severe first. The one reading of a
+    decision's findings that the file report, the text output, the cards, the run summary and
+    the worklist count, so they agree."""
+    owned: Counter[Finding] = Counter()
+    for visit in decision.visits:
+        owned.update((*visit.findings, *(f for s in visit.services for f in s.findings)))
+    days_own = []
+    for item in decision.findings:
+        if owned[item] > 0:
+            owned[item] -= 1
+        else:
+            days_own.append(item)
+    return [
+        (
+            visit,
+            ordered_findings(
+                [*visit.findings, *(f for s in visit.services for f in s.findings)]
+                + (days_own if index == 0 else [])
+            ),
+        )
+        for index, visit in enumerate(decision.visits)
+    ]
+
+
+def decision_findings(decision: Decision) -> list[Finding]:
+    """The day's findings as `problems_by_encounter` reads them, in one list."""
+    return [f for _, found in problems_by_encounter(decision) for f in found]
 
 
 def line_therapists(line: ChargeLine) -> list[dict[str, str]]:
@@ -121,7 +153,7 @@ def day_report(decision: Decision) -> dict[str, Any]:
         "day": decision.day,
         "encounters": [v.encounter for v in decision.visits],
         "lines": [line_json(line) for line in decision.lines],
-        "problems": [finding_json(f) for f in ordered_findings(decision.findings)],
+        "problems": [finding_json(f) for f in ordered_findings(decision_findings(decision))],
         "alternatives": [dict(a) for a in decision.alternatives],
         "explanation": [{"text": e.text, "source": e.source} for e in decision.explanation],
     }
@@ -134,12 +166,11 @@ def encounter_reports(decision: Decision) -> list[dict[str, Any]]:
     alternatives and explanation under the first visit."""
     entries = []
     several = len(decision.visits) > 1
-    for index, visit in enumerate(decision.visits):
-        found = list(visit.findings) + [f for s in visit.services for f in s.findings]
+    for index, (visit, found) in enumerate(problems_by_encounter(decision)):
         entry = {
             **_visit_head(visit),
             "lines": [line_json(ln) for ln in decision.lines if ln.context == visit.encounter],
-            "problems": [finding_json(f) for f in ordered_findings(found)],
+            "problems": [finding_json(f) for f in found],
             "alternatives": [dict(a) for a in decision.alternatives] if index == 0 else [],
             "explanation": [{"text": e.text, "source": e.source} for e in decision.explanation]
             if index == 0
@@ -190,7 +221,7 @@ class RunSummary:
         )  # fmt: skip
         self.holds_by_code.update(held)
         self.warnings_by_code.update(warned)
-        for item in decision.findings:
+        for item in decision_findings(decision):
             self.findings_by_code[item.code] += 1
 
     def merge(self, other: RunSummary) -> None:
@@ -235,7 +266,7 @@ def visit_text(decision: Decision) -> str:
         price = f"  {line.price:>8.2f} {line.currency}" if line.price is not None else ""
         head = f"  {line.code}-{mods:<9} {line.units:>2} unit(s) {line.minutes:>4} min"
         out.append(f"{head}  {status}{price}")
-    for item in ordered_findings(decision.findings):
+    for item in ordered_findings(decision_findings(decision)):
         where = f" [{item.resource}]" if item.resource else ""
         out.append(f"  {item.severity.value:<4} {item.code}: {item.message}{where}")
     return "\n".join(out)

@@ -129,7 +129,9 @@ def with_episode(
         return lines, (), (unread,)
     findings: list[Finding] = []
     notes: list[Explanation] = []
-    holds: dict[Discipline, list[Finding]] = {}
+    # the findings that concern each discipline's lines: its holds hold them, its warnings are
+    # theirs to show (plan of care, progress reports; KX per bucket)
+    concerns: dict[Discipline, list[Finding]] = {}
     missing = set(history.unread)
     # (the payer wants it, the EHR let us read what it needs, what it is)
     checks = (
@@ -163,15 +165,21 @@ def with_episode(
             )
         found = [policy.for_payer(f, first.payer) for f in found]
         findings += found
-        holds[discipline] = [f for f in found if f.severity is Severity.HOLD]
+        concerns[discipline] = found
     out = list(lines)
     if kx:
-        kx_findings, kx_notes = _kx(out, claims, on, history, policy, first, holds)
+        kx_findings, kx_notes = _kx(out, claims, on, history, policy, first, concerns)
         findings += kx_findings
         notes += kx_notes
     for index, line in enumerate(out):
-        extra = tuple(f for f in holds.get(line.discipline, ()) if f not in line.holds)
-        if extra and line.status is not LineStatus.NOT_BILLABLE and line.units:
+        if line.status is LineStatus.NOT_BILLABLE or not line.units:
+            continue
+        mine = concerns.get(line.discipline, ())
+        warned = tuple(f for f in mine if f.severity is Severity.WARN and f not in line.warnings)
+        if warned:
+            line = out[index] = replace(line, warnings=line.warnings + warned)
+        extra = tuple(f for f in mine if f.severity is Severity.HOLD and f not in line.holds)
+        if extra:
             held = line.holds + extra
             status, note = line_status(line, held, first.method)
             out[index] = replace(line, holds=held, status=status, note=note)
@@ -185,11 +193,12 @@ def _kx(
     history: History,
     policy: FindingPolicy,
     visit: Visit,
-    holds: dict[Discipline, list[Finding]],
+    concerns: dict[Discipline, list[Finding]],
 ) -> tuple[list[Finding], list[Explanation]]:
     """KX on every line of a bucket whose estimated year-to-date allowed amounts pass the
     threshold with this day, when the record supports medical necessity; else the lines are
-    held. A warning once the estimate nears it. Source: Pub 100-04 ch.5 §10.3."""
+    held. A warning once the estimate nears it. Each finding concerns the bucket's lines
+    (added to `concerns`). Source: Pub 100-04 ch.5 §10.3."""
     rules, fees = claims.episode, claims.fees or FeeSchedule()
     assert rules is not None
     findings: list[Finding] = []
@@ -208,62 +217,47 @@ def _kx(
             continue
         said = episode.describe_estimate(estimate, on)
         source = f"{episode.KX_SOURCE}; {episode.kx_reference(on, rules).title}"
+        found: Finding | None = None
         if estimate.total > estimate.threshold:
-            unsupported = [
-                f
-                for i in indexes
-                for s in lines[i].services
-                for f in s.findings
-                if f.code in _NECESSITY
-            ]
-            if unsupported:
-                finding = policy.for_payer(
-                    policy.make(
-                        "kx-necessity-unsupported",
-                        f"{said} Above it KX attests medical necessity, and the record lacks "
-                        f"it ({', '.join(sorted({f.code for f in unsupported}))}).",
-                        visit.encounter,
-                        "Procedure.reasonReference",
-                    ),
-                    visit.payer,
-                )
-                findings.append(finding)
-                if finding.severity is Severity.HOLD:
-                    holds.setdefault(discipline, []).append(finding)
-                    for other in (d for d, b in episode.BUCKET.items() if b == estimate.bucket):
-                        if other is not discipline:
-                            holds.setdefault(other, []).append(finding)
-                continue
-            for i in indexes:
-                if "KX" not in lines[i].modifiers:
-                    lines[i] = replace(lines[i], modifiers=(*lines[i].modifiers, "KX"))
-            findings.append(
-                policy.for_payer(
-                    policy.make(
-                        "kx-threshold-exceeded",
-                        f"{said} KX is added to the day's {estimate.bucket} lines.",
-                        visit.encounter,
-                        "ChargeItem",
-                    ),
-                    visit.payer,
-                )
+            unsupported = sorted(
+                {f.code for i in indexes for s in lines[i].services for f in s.findings}
+                & set(_NECESSITY)
             )
-            notes.append(Explanation(f"{said} KX is added.", source))
-        elif estimate.total >= estimate.threshold * rules.kx_warn_at:
-            findings.append(
-                policy.for_payer(
-                    policy.make(
-                        "kx-threshold-near",
-                        f"{said} Past it, KX and documented medical necessity are required.",
-                        visit.encounter,
-                        "ChargeItem",
-                    ),
-                    visit.payer,
+            if unsupported:
+                found = policy.make(
+                    "kx-necessity-unsupported",
+                    f"{said} Above it KX attests medical necessity, and the record lacks it "
+                    f"({', '.join(unsupported)}).",
+                    visit.encounter,
+                    "Procedure.reasonReference",
                 )
+            else:
+                for i in indexes:
+                    if "KX" not in lines[i].modifiers:
+                        lines[i] = replace(lines[i], modifiers=(*lines[i].modifiers, "KX"))
+                found = policy.make(
+                    "kx-threshold-exceeded",
+                    f"{said} KX is added to the day's {estimate.bucket} lines.",
+                    visit.encounter,
+                    "ChargeItem",
+                )
+                notes.append(Explanation(f"{said} KX is added.", source))
+        elif estimate.total >= estimate.threshold * rules.kx_warn_at:
+            found = policy.make(
+                "kx-threshold-near",
+                f"{said} Past it, KX and documented medical necessity are required.",
+                visit.encounter,
+                "ChargeItem",
             )
             notes.append(Explanation(said, source))
         else:
             notes.append(Explanation(said, source))
+        if found is not None:
+            found = policy.for_payer(found, visit.payer)
+            findings.append(found)
+            for member, bucket in episode.BUCKET.items():
+                if bucket == estimate.bucket:
+                    concerns.setdefault(member, []).append(found)
     return findings, notes
 
 

@@ -305,7 +305,7 @@ def progress_findings(
     else:
         since = (
             f"of the {discipline.value} reporting period that began on "
-            f"{period.start.isoformat()}, the episode's first"
+            f"{period.start.isoformat()} (no complete progress report closes a period before it)"
         )
     not_counted = ""
     if period.uncounted:

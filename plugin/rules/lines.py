@@ -46,6 +46,9 @@ class ChargeLine(Record, frozen=True, gc=False):
     price: Decimal | None = None  # units × the fee schedule's amount (priceOverride)
     currency: str = "USD"
     price_basis: str = ""  # how the price was reached, in words (ChargeItem.overrideReason)
+    # The day's warnings that concern the line (its discipline's progress report, its KX
+    # bucket), besides its procedures' own: the line is billed, someone should look
+    warnings: tuple[Finding, ...] = ()
 
     @property
     def context(self) -> str | None:
