@@ -29,6 +29,7 @@ from fhir_mappings.strict import validation_error
 from plugin.config.files import Settings
 from plugin.jsontypes import Json
 from plugin.pipeline.stages import decide, failure_reason, render_context, translate_tables
+from plugin.pipeline.year_to_date import YearToDate
 from plugin.render.report import RunSummary, encounter_reports, visit_text
 from plugin.rules.day import days_of
 from plugin.rules.visit import Finding
@@ -243,10 +244,16 @@ class _Work:
     ) -> Iterator[_DayOutput]:
         """The billing days read, decided and rendered in the order first seen; `summary`
         counts them (failures excepted: the writer adds those in the file's order)."""
-        for day in days_of(assembler.visits()):
+        days = days_of(assembler.visits())
+        year = YearToDate(
+            days,
+            lambda day: decide(self.settings, day),
+            lambda visit: self.settings.payers.resolved(visit.payer).kx_threshold,
+        )
+        for index, day in enumerate(days):
             position = min(positions.get(v.encounter, -1) for v in day)
             try:
-                decision = decide(self.settings, day)
+                decision = year.decision(index)
             except Exception as exc:  # noqa: BLE001 -- one day never stops the file; reported
                 names = ", ".join(v.encounter for v in day)
                 yield _DayOutput(position, [], [], failure=f"{names}: {failure_reason(exc)}")

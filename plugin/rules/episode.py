@@ -352,6 +352,7 @@ class KxEstimate(NamedTuple):
     today: Decimal  # this billing day's lines
     charges: int  # earlier charges counted
     unpriced: int  # earlier charges with no amount and no fee for their code
+    decided: int = 0  # of the charges counted, lines of earlier days this run decided
 
     @property
     def total(self) -> Decimal:
@@ -372,7 +373,7 @@ def kx_estimate(
     bucket = BUCKET[discipline]
     threshold = rules.kx_thresholds.at(on).value.of(discipline)
     before = Decimal(0)
-    counted = unpriced = 0
+    counted = unpriced = decided = 0
     for charge in history.charges:
         if BUCKET[charge.discipline] != bucket or charge.date.year != on.year or charge.date >= on:
             continue
@@ -385,7 +386,8 @@ def kx_estimate(
             continue
         before += amount
         counted += 1
-    return KxEstimate(bucket, threshold, before, today, counted, unpriced)
+        decided += charge.decided
+    return KxEstimate(bucket, threshold, before, today, counted, unpriced, decided)
 
 
 def kx_reference(on: date, rules: EpisodeRules) -> Reference:
@@ -396,9 +398,15 @@ def describe_estimate(estimate: KxEstimate, on: date) -> str:
     unpriced = (
         f", {estimate.unpriced} without a price or fee not counted" if estimate.unpriced else ""
     )
+    where = (
+        f"{estimate.charges - estimate.decided} earlier charge(s) read and "
+        f"{estimate.decided} line(s) of earlier days decided in this run"
+        if estimate.decided
+        else f"{estimate.charges} earlier charge(s) in the EHR"
+    )
     return (
         f"Estimated {on.year} {estimate.bucket} allowed amounts: ${estimate.before:,.2f} on "
-        f"{estimate.charges} earlier charge(s) in the EHR{unpriced}, + ${estimate.today:,.2f} "
+        f"{where}{unpriced}, + ${estimate.today:,.2f} "
         f"today = ${estimate.total:,.2f}, against the KX threshold of "
         f"${estimate.threshold:,.2f}. An estimate: charges billed by other providers are not "
         "seen."

@@ -19,6 +19,7 @@ class PriorCharge(NamedTuple):
     code: str
     units: int
     amount: Decimal | None  # its priceOverride, when it carries one
+    decided: bool = False  # a line of an earlier day this run decided (a file), not the EHR's
 
 
 class CarePlanFacts(NamedTuple):
