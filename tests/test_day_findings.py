@@ -79,3 +79,14 @@ def test_the_text_the_cards_and_the_summary_count_the_same_findings(settings: Se
     for code, count in reported.items():
         assert details.count(f"**{code}**") == count, code  # one card line per finding
     assert Counter(f.code for f in decision_findings(decision)) == reported
+
+
+def test_the_cards_name_the_manual_section_of_each_day_finding(settings: Settings) -> None:
+    decision = _decision(settings)
+    labels = {c["summary"]: c["source"]["label"] for c in gap_cards(decision, "sys")}
+    progress = [label for summary, label in labels.items() if "treatment day 8" in summary]
+    kx = [label for summary, label in labels.items() if "allowed amounts" in summary]
+    assert progress
+    assert "Pub 100-02 ch.15 §220.3 D" in progress[0]
+    assert kx
+    assert "Pub 100-04 ch.5 §10.3" in kx[0]
