@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from datetime import date
 from decimal import Decimal
@@ -34,6 +35,15 @@ def _references(values: object, norm: Callable[[str | None], str | None]) -> tup
     if not isinstance(values, list):
         return ()
     return tuple(r for r in (norm(fx.reference(v)) for v in values) if r)
+
+
+def _number(element: object) -> float | None:
+    """The finite number of a Quantity or Money element's `value` (None for anything else: a
+    boolean, a string, infinity)."""
+    value = element.get("value") if isinstance(element, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
 
 
 class EpisodeFacts:
@@ -131,16 +141,16 @@ class EpisodeFacts:
                     discipline = discipline or MODIFIER_DISCIPLINE.get(code)
         if discipline is None:
             return
-        quantity = (resource.get("quantity") or {}).get("value")
-        price = (resource.get("priceOverride") or {}).get("value")
+        quantity = _number(resource.get("quantity"))
+        price = _number(resource.get("priceOverride"))
         self.charges.setdefault(subject, []).append(
             PriorCharge(
                 key,
                 when,
                 discipline,
                 codes[0][1],
-                int(quantity) if isinstance(quantity, int | float) else 1,
-                Decimal(str(price)) if isinstance(price, int | float) else None,
+                int(quantity) if quantity is not None else 1,
+                Decimal(str(price)) if price is not None else None,
             )
         )
 
