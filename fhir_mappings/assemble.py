@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -22,6 +22,7 @@ from fhir_mappings.fhirtime import FhirValueError, date_part, parse_instant
 from fhir_mappings.history import EpisodeFacts, first_day
 from fhir_mappings.minutes import procedure_timing
 from fhir_mappings.people import People
+from fhir_mappings.roles import RoleFound, Roles
 from fhir_mappings.strict import validation_error
 from plugin.errors import Invalid
 from plugin.rules.code_mapping import CodeMap, Resolution, resolve_code
@@ -30,7 +31,7 @@ from plugin.rules.episode import EpisodeRules
 from plugin.rules.findings import TIME_FINDINGS, FindingPolicy
 from plugin.rules.history import GoalFacts, History, OtherService
 from plugin.rules.model import Catalog, CodeKind, Discipline
-from plugin.rules.payers import CodingTables, PayerTable
+from plugin.rules.payers import CodingTables, PayerTable, PractitionerTable
 from plugin.rules.systems import ICD10CM, PLACE_OF_SERVICE
 from plugin.rules.visit import (
     ROLE_DISCIPLINE,
@@ -57,6 +58,7 @@ class TranslateTables:
     findings: FindingPolicy
     total_timed_extension: str
     episode: EpisodeRules | None = None  # what a progress report is, the certification extension
+    practitioners: PractitionerTable = field(default_factory=PractitionerTable)  # site table
 
 
 # An assistant's discipline, and a therapist's (Pub 100-02 ch.15 §230.1, §230.2)
@@ -127,8 +129,7 @@ class VisitAssembler:
         self._procedures: list[fx.ProcedureFacts] = []
         self._conditions: dict[str, tuple[fx.CodingTuple, ...]] = {}
         self._coverages = Coverages()
-        self._roles_by_key: dict[str, tuple[fx.CodingTuple, ...]] = {}
-        self._roles_by_practitioner: dict[str, tuple[fx.CodingTuple, ...]] = {}
+        self._roles = Roles(tables.coding_tables, tables.practitioners.roles, self.norm)
         self._observations: dict[str, list[Measure]] = {}
         self._goals: dict[str, list[GoalFacts]] = {}
         self._places: dict[str, str] = {}  # Location → its CMS place-of-service code
@@ -226,11 +227,13 @@ class VisitAssembler:
         elif kind == "Organization":
             self._coverages.add_organization(key, fx.identifier_pairs(resource.get("identifier")))
         elif kind == "PractitionerRole":
-            self._add_practitioner_role(resource, key)
+            self._roles.add_role(resource, key)
         elif kind == "Observation" and not self._episode.is_report(resource, key):
             self._add_observation(fx.observation_facts(resource, key))
         elif kind in ("Patient", "Practitioner"):
             self._people.add(kind, resource, key)
+            if kind == "Practitioner":
+                self._roles.add_practitioner(resource, key)
         elif kind == "Location":
             for system, code, _ in (c for t in resource.get("type") or () for c in fx.codings(t)):
                 if system == PLACE_OF_SERVICE and len(code) == 2 and code.isdigit():
@@ -252,12 +255,13 @@ class VisitAssembler:
         clear: each container is emptied by name.)"""
         for container in (
             self._aliases, self._encounters, self._procedures, self._conditions,
-            self._roles_by_key, self._roles_by_practitioner, self._observations, self._goals,
+            self._observations, self._goals,
             self._places, self._invalid, self._history_encounters, self._elsewhere, self._codes,
             self._by_codings,
         ):  # fmt: skip
             container.clear()
         self._coverages, self._people = Coverages(), People()
+        self._roles.clear()
         self._days_by_patient = self._by_performer = None
         self._episode = EpisodeFacts(
             self.tables.episode, self.tables.coding_tables.service_types, self.norm
@@ -291,13 +295,6 @@ class VisitAssembler:
             return sys.intern(f"{kind}/{rid}")  # the same string as references to it
         return full_url or f"{kind}/#{id(resource)}"
 
-    def _add_practitioner_role(self, resource: dict[str, Any], key: str) -> None:
-        found = tuple(c for concept in resource.get("code") or () for c in fx.codings(concept))
-        self._roles_by_key[key] = found
-        practitioner = fx.reference(resource.get("practitioner"))
-        if practitioner:
-            self._roles_by_practitioner.setdefault(practitioner, found)
-
     def history_of(self, patient: str | None) -> History | None:
         """What was read of the patient's episode (None: it could not be read). The dates of
         every patient's finished visits are gathered in one pass, on the first call (after the
@@ -307,7 +304,7 @@ class VisitAssembler:
         return self._episode.history(
             patient,
             self._patient_days().get(patient, ()),
-            lambda functions, actor: self._role(functions, actor)[0],
+            lambda functions, actor: self._roles.role(functions, actor).role,
             self.history_unread,
         )
 
@@ -431,7 +428,7 @@ class VisitAssembler:
         if not any(p.role in _ASSISTANT_OF for s in services for p in s.performers):
             return services
         participants = [
-            (ref, self._role(types, ref)[0])
+            (ref, self._roles.role(types, ref).role)
             for ref, types in ((self.norm(r) or r, t) for r, t in encounter.participants)
         ]
         others = [(p.reference, p.role) for s in services for p in s.performers]
@@ -586,8 +583,11 @@ class VisitAssembler:
             self.tables.catalog.codes[resolution.code].kind is not CodeKind.UNTIMED
         )
         found.extend(f for f in timing.findings if timed or f.code not in TIME_FINDINGS)
+        allowed = self.tables.catalog.codes[resolution.code].disciplines if resolution.code else ()
+        # the disciplines the service may be of: what decides between two roles of a performer
+        hint = allowed if len(allowed) == 1 else tuple(d for d in allowed if d is service_type)
         performers = tuple(
-            self._performer(p, t, procedure.key, found)
+            self._performer(p, t, procedure.key, found, hint)
             for p, t in zip(procedure.performers, timing.performer_times, strict=True)
         )
         discipline = self._discipline(resolution.code, performers, service_type)
@@ -654,37 +654,34 @@ class VisitAssembler:
         time: tuple[int | None, Any, Any],
         key: str,
         found: list[Finding],
+        disciplines: tuple[Discipline, ...] = (),
     ) -> Performer:
         actor = self.norm(performer.actor)
-        role, coding = self._role(performer.functions, actor)
-        if role is None:
-            found.append(
-                self.tables.findings.make(
-                    "performer-role-unknown",
-                    f"No known role for performer {actor or '(no actor)'}.",
-                    key,
-                    "Procedure.performer.function",
-                )
-            )
+        role = self._roles.role(performer.functions, actor, disciplines)
+        if role.role is None:
+            found.append(self._role_problem(role, actor, key))
         minutes, start, end = time
         name, credential, npi = self._people.practitioner(actor)
         return Performer(
-            actor, role, coding, minutes, start, end, name, credential or (role or ""), npi
-        )
+            actor, role.role, role.coding, minutes, start, end, name,
+            credential or (role.role or ""), npi, role.where,
+        )  # fmt: skip
 
-    def _role(
-        self, functions: tuple[fx.CodingTuple, ...], actor: str | None
-    ) -> tuple[Role | None, tuple[str, str] | None]:
-        """The performer's role: performer.function first, then the PractitionerRole's code."""
-        candidates = list(functions)
-        if actor is not None:
-            candidates += self._roles_by_key.get(actor, ())
-            candidates += self._roles_by_practitioner.get(actor, ())
-        for system, code, _ in candidates:
-            role = self.tables.coding_tables.roles.get((system, code))
-            if role is not None:
-                return role, (system, code)
-        return None, None
+    def _role_problem(self, role: RoleFound, actor: str | None, key: str) -> Finding:
+        """No role could be told: ambiguous (two roles, the discipline does not decide), or
+        unknown (nowhere the EHR writes one, or a role resource of the wrong shape)."""
+        if role.ambiguous:
+            return self.tables.findings.make(
+                "performer-role-ambiguous", role.problem + ".", key, "Procedure.performer"
+            )
+        return self.tables.findings.make(
+            "performer-role-unknown",
+            f"No known role for performer {actor or '(no actor)'}: {role.problem} (read from "
+            "performer.function, PractitionerRole.specialty and .code, "
+            "Practitioner.qualification and the site's practitioner table).",
+            key,
+            "Procedure.performer.function",
+        )
 
     def _discipline(
         self, code: str | None, performers: tuple[Performer, ...], service_type: Discipline | None

@@ -31,13 +31,13 @@ from plugin.rules.findings import FindingPolicy
 from plugin.rules.model import Catalog
 from plugin.rules.ncci import Mue, NcciTables, PtpEdit
 from plugin.rules.parameters import UnitParameters
-from plugin.rules.payers import CodingTables, PayerTable
+from plugin.rules.payers import CodingTables, PayerTable, PractitionerTable
 from plugin.schemas.catalog import CatalogSchema
 from plugin.schemas.conceptmap import load_concept_map, merge_concept_maps
 from plugin.schemas.episode import EpisodeRulesSchema, FeeScheduleSchema
 from plugin.schemas.errors import ConfigError, field_errors
 from plugin.schemas.findings import FindingRegistrySchema
-from plugin.schemas.site_tables import CodingTablesSchema, PayerTableSchema
+from plugin.schemas.site_tables import CodingTablesSchema, PayerTableSchema, PractitionerTableSchema
 from plugin.schemas.unit_rules import UnitRulesSchema
 from plugin.schemas.vocabulary import VocabularySchema
 
@@ -55,6 +55,7 @@ MAPPINGS_DIR = "mappings"
 EPISODE_FILE = "rules/episode.yaml"
 FEES_FILE = "fees.yaml"
 VOCABULARY_FILE = "rules/activities.yaml"
+PRACTITIONERS_FILE = "practitioners.yaml"
 PTP_FILE = "ncci/ptp_practitioner.csv"
 MUE_FILE = "ncci/mue_practitioner.csv"
 
@@ -84,6 +85,8 @@ class Settings:
     fees: FeeSchedule  # allowed amounts per code (config/fees.yaml, or the stored version)
     # what notes say was done: activities by code, negation, skill, measures (activities.yaml)
     vocabulary: Vocabulary
+    # the site's practitioners whose role the EHR does not say (config/practitioners.yaml)
+    practitioners: PractitionerTable
     extension_base: str  # base URL of our extensions, identifier and code systems
     minutes_extension: str  # the Procedure extension read first for billable minutes
     total_timed_extension: str  # the Encounter extension with the documented total timed minutes
@@ -112,6 +115,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "episode": _locate(EPISODE_FILE, site),
         "fees": _locate(FEES_FILE, site),
         "vocabulary": _locate(VOCABULARY_FILE, site),
+        "practitioners": _locate(PRACTITIONERS_FILE, site),
     }
     catalog: Catalog = load_table(paths["catalog"], CatalogSchema())
     mapping_paths = mapping_files(site)
@@ -133,6 +137,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         payers=payers,
         findings=findings,
         coding_tables=load_table(paths["roles"], CodingTablesSchema()),
+        practitioners=load_table(paths["practitioners"], PractitionerTableSchema()),
         code_map=load_code_map(mapping_paths, catalog),
         extension_base=base,
         minutes_extension=url_setting(env, ENV_MINUTES_EXTENSION, minutes_default),

@@ -23,7 +23,7 @@ from marshmallow import Schema, ValidationError
 
 from plugin.config.files import Settings, unknown_finding_codes, with_payer_overrides
 from plugin.schemas.episode import FeeScheduleSchema
-from plugin.schemas.site_tables import PayerTableSchema
+from plugin.schemas.site_tables import PayerTableSchema, PractitionerTableSchema
 from plugin.schemas.vocabulary import VocabularySchema
 
 Diff = Callable[[dict[str, Any] | None, dict[str, Any] | None], list[dict[str, Any]]]
@@ -257,6 +257,56 @@ VOCABULARY = Table(
         "review": {"strong": 3, "confidence": 0.6, "source": "our review thresholds"},
     },
 )
+
+
+def load_practitioners(content: Any, _: Settings | None = None) -> Any:
+    """The site's practitioner table (config/practitioners.yaml's shape)."""
+    return PractitionerTableSchema().load(_object(content, "source and practitioners"))
+
+
+def practitioners_diff(
+    old: dict[str, Any] | None, new: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """Practitioner by practitioner (reference or NPI): added, removed, or a changed role."""
+
+    def entries(content: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            str(e.get("reference") or f"NPI|{e.get('npi')}"): e
+            for e in (content or {}).get("practitioners") or ()
+        }
+
+    return [
+        {
+            "change": change,
+            "practitioner": key,
+            "before": (was or {}).get("role"),
+            "after": (now or {}).get("role"),
+        }
+        for key, was, now, change in changes(entries(old), entries(new))
+    ]
+
+
+PRACTITIONERS = Table(
+    kind="practitioners",
+    name="practitioners",
+    path="practitioners",
+    field="practitioners",
+    title="the practitioner table",
+    summary="The site's practitioners whose role the EHR does not say, by reference or NPI, "
+    "with the role and where the site knows it from (config/practitioners.yaml's shape)",
+    schema=PractitionerTableSchema,
+    version_key="practitioners",
+    source="practitioners",
+    load=load_practitioners,
+    apply=lambda settings, table: dataclasses.replace(settings, practitioners=table),
+    diff=practitioners_diff,
+    example={
+        "source": "Site credentialing records",
+        "practitioners": [
+            {"npi": "1234567893", "role": "PTA", "source": "HR credential file 2026-11"}
+        ],
+    },
+)
 # In the order they are applied (the payer rules first: they set the findings' severities).
-TABLES: tuple[Table, ...] = (PAYERS, FEES, VOCABULARY)
+TABLES: tuple[Table, ...] = (PAYERS, FEES, VOCABULARY, PRACTITIONERS)
 BY_KIND = {table.kind: table for table in TABLES}

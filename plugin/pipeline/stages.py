@@ -39,6 +39,7 @@ def translate_tables(settings: Settings) -> TranslateTables:
         findings=settings.findings,
         total_timed_extension=settings.total_timed_extension,
         episode=settings.episode,
+        practitioners=settings.practitioners,
     )
 
 

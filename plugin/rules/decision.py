@@ -185,6 +185,7 @@ def decide_day(
     explanation = (
         Explanation(first.method_reason, _method_source(first.method)),
         *_day_note(checked),
+        *_roles_note(checked),
         *_one_on_one_note(checked, catalog),
         *(e for g in units.groups for e in g.explanation),
         *_translated_diagnoses(lines),
@@ -233,6 +234,28 @@ def _one_on_one_note(visits: list[Visit], catalog: Catalog) -> tuple[Explanation
             "One-on-one across patients was not checked: the performers' services for other "
             "patients at the same time could not be read.",
             "CMS Pub 100-04 ch.5 §20.2 A (timed codes: direct one-on-one contact)",
+        ),
+    )
+
+
+def _roles_note(visits: list[Visit]) -> tuple[Explanation, ...]:
+    """Who each performer is, and where their role was read (the order of
+    fhir_mappings.roles): what CQ/CO, the discipline and the supervision rules rest on."""
+    said: dict[str, str] = {}
+    for visit in visits:
+        for service in visit.services:
+            for p in service.performers:
+                if p.reference and p.role is not None and p.reference not in said:
+                    coding = f" {p.role_coding[0]}|{p.role_coding[1]}" if p.role_coding else ""
+                    said[p.reference] = f"{p.reference} {p.role.value} ({p.role_source}{coding})"
+    if not said:
+        return ()
+    return (
+        Explanation(
+            "Performer roles: " + "; ".join(said.values()) + ".",
+            "Pub 100-02 ch.15 §230 (who furnishes therapy); config/roles.yaml (performer.function, "
+            "PractitionerRole.specialty and .code, Practitioner.qualification, the site's "
+            "practitioner table)",
         ),
     )
 

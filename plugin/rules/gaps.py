@@ -23,7 +23,7 @@ from plugin.rules.findings import FindingPolicy
 from plugin.rules.model import POOLED_KINDS, Catalog, CodeKind, Discipline, UnitsResult
 from plugin.rules.parameters import UnitTable
 from plugin.rules.payers import Payer
-from plugin.rules.visit import ROLE_DISCIPLINE, Finding, Role, Visit, VisitService
+from plugin.rules.visit import ROLE_DISCIPLINE, Finding, Role, Severity, Visit, VisitService
 
 _ASSISTANTS = (Role.PTA, Role.OTA)
 EVALUATION_BY_ASSISTANT = "evaluation-by-assistant"
@@ -44,7 +44,10 @@ def with_record_gaps(
     """
     colleagues = colleague_index(visit, catalog)  # once per visit, not per service
     services = tuple(
-        _add(s, _service_gaps(s, s.code, visit, colleagues, catalog, policy, payer, vocabulary))
+        _add(
+            _role_held(s, catalog, payer),
+            _service_gaps(s, s.code, visit, colleagues, catalog, policy, payer, vocabulary),
+        )
         if s.code and _checked(s)
         else s
         for s in visit.services
@@ -75,6 +78,31 @@ def with_day_overlaps(
 def _checked(service: VisitService) -> bool:
     """Gaps are looked for on what will be billed: completed procedures with a billing code."""
     return service.billable_status and service.code is not None
+
+
+def _role_held(service: VisitService, catalog: Catalog, payer: Payer) -> VisitService:
+    """A timed service whose performer's role cannot be told is held for a payer that applies
+    CQ/CO or the episode rules: it may be an assistant's service, which would go out as a
+    therapist's (Pub 100-04 ch.5 §20.1); for other payers it stays a warning."""
+    if not (payer.assistant_modifiers or payer.plan_of_care_required):
+        return service
+    if service.code is None or catalog.codes[service.code].kind is CodeKind.UNTIMED:
+        return service
+    if not any(f.code == "performer-role-unknown" for f in service.findings):
+        return service
+    why = (
+        f" Held for {payer.name}: it may be an assistant's service, which needs "
+        f"{'CQ/CO' if payer.assistant_modifiers else 'its discipline'} (Pub 100-04 ch.5 §20.1)."
+    )
+    return replace(
+        service,
+        findings=tuple(
+            replace(f, severity=Severity.HOLD, message=f.message + why)
+            if f.code == "performer-role-unknown" and f.severity is Severity.WARN
+            else f
+            for f in service.findings
+        ),
+    )
 
 
 def _add(service: VisitService, found: list[Finding]) -> VisitService:

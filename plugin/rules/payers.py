@@ -97,3 +97,25 @@ class CodingTables:
     # An assistant's supervising therapist when the record names none (config/roles.yaml
     # supervisors): assistant reference → therapist reference. Pub 100-02 ch.15 §230.1, §230.2.
     supervisors: Mapping[str, str] = field(default_factory=dict)
+    # (system, code prefix, role): a NUCC taxonomy family (2251… physical therapists of every
+    # specialisation), longest prefix first
+    role_prefixes: tuple[tuple[str, str, Role], ...] = ()
+
+    def role_of(self, system: str, code: str) -> Role | None:
+        """The role of a coding: its exact entry, else the longest prefix entry of its system."""
+        role = self.roles.get((system, code))
+        if role is not None:
+            return role
+        for prefix_system, prefix, found in self.role_prefixes:
+            if prefix_system == system and code.startswith(prefix):
+                return found
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class PractitionerTable:
+    """The site's practitioners whose role the EHR does not say (config/practitioners.yaml):
+    by reference ("Practitioner/x") or by NPI ("NPI|1234567893")."""
+
+    roles: Mapping[str, Role] = field(default_factory=dict)
+    source: str = ""

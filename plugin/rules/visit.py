@@ -52,6 +52,7 @@ class Performer(Record, frozen=True, gc=False):
     name: str = ""
     credential: str = ""  # the qualifications written on the Practitioner, else the role
     npi: str = ""
+    role_source: str = ""  # where the role was read ("PractitionerRole/r1.specialty" …)
 
 
 class Coding(Record, frozen=True, gc=False):

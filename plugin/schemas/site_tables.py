@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from plugin.rules.model import Discipline, Method
-from plugin.rules.payers import CodingTables, Payer, PayerTable
+from plugin.rules.payers import CodingTables, Payer, PayerTable, PractitionerTable
 from plugin.rules.visit import Role, Severity
 
 
@@ -117,6 +118,8 @@ class RoleEntrySchema(Schema):
     display = fields.String(load_default="")
     role = fields.Enum(Role, by_value=True, required=True)
     source = fields.String(required=True, validate=validate.Length(min=1))
+    # exact: this code; prefix: every code that begins with it (a NUCC taxonomy family)
+    match = fields.String(load_default="exact", validate=validate.OneOf(["exact", "prefix"]))
 
 
 class ServiceTypeEntrySchema(Schema):
@@ -182,7 +185,19 @@ class CodingTablesSchema(Schema):
     @post_load
     def _build(self, data: dict[str, Any], **_: Any) -> CodingTables:
         return CodingTables(
-            roles={(e["system"], e["code"]): e["role"] for e in data["roles"]},
+            roles={
+                (e["system"], e["code"]): e["role"] for e in data["roles"] if e["match"] == "exact"
+            },
+            role_prefixes=tuple(
+                sorted(
+                    (
+                        (e["system"], e["code"], e["role"])
+                        for e in data["roles"]
+                        if e["match"] == "prefix"
+                    ),
+                    key=lambda entry: -len(entry[1]),
+                )
+            ),
             service_types={
                 (e["system"], e["code"]): e["discipline"] for e in data["service_types"]
             },
@@ -190,3 +205,53 @@ class CodingTablesSchema(Schema):
             default_place_of_service=data["place_of_service"]["default"],
             supervisors={e["assistant"]: e["therapist"] for e in data["supervisors"]},
         )
+
+
+class PractitionerEntrySchema(Schema):
+    """One practitioner of the site's table: by reference or by NPI, never both."""
+
+    reference = fields.String(
+        load_default=None, validate=validate.Regexp(r"^Practitioner/[^/\s]+$")
+    )
+    npi = fields.String(load_default=None, validate=validate.Regexp(r"^\d{10}$"))
+    role = fields.Enum(Role, by_value=True, required=True)
+    name = fields.String(load_default="")
+    source = fields.String(required=True, validate=validate.Length(min=1))
+
+    @validates_schema
+    def _one_key(self, data: dict[str, Any], **_: Any) -> None:
+        if (data.get("reference") is None) == (data.get("npi") is None):
+            raise ValidationError("give the practitioner's reference or its NPI (one of them)")
+
+
+class PractitionerTableSchema(Schema):
+    """config/practitioners.yaml: the site's practitioners whose role the EHR does not say."""
+
+    source = fields.String(load_default="")
+    practitioners = fields.List(fields.Nested(PractitionerEntrySchema), required=True)
+
+    @validates_schema
+    def _unique(self, data: dict[str, Any], **_: Any) -> None:
+        seen: dict[str, int] = {}
+        errors: dict[int, dict[str, list[str]]] = {}
+        for index, entry in enumerate(data["practitioners"]):
+            key = _practitioner_key(entry)
+            if key in seen:
+                errors[index] = {
+                    "reference" if entry["reference"] else "npi": [
+                        f"duplicate {key} (first at practitioners[{seen[key]}])"
+                    ]
+                }
+            seen.setdefault(key, index)
+        if errors:
+            raise ValidationError({"practitioners": errors})
+
+    @post_load
+    def _build(self, data: dict[str, Any], **_: Any) -> PractitionerTable:
+        return PractitionerTable(
+            {_practitioner_key(e): e["role"] for e in data["practitioners"]}, data["source"]
+        )
+
+
+def _practitioner_key(entry: Mapping[str, Any]) -> str:
+    return entry["reference"] or f"NPI|{entry['npi']}"
