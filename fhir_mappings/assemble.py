@@ -185,7 +185,7 @@ class VisitAssembler:
                 self._episode.is_report(resource, key)  # recorded when it is one; never a service
             elif kind in (
                 "ChargeItem", "CarePlan", "Observation", "DocumentReference", "PractitionerRole",
-                "Practitioner",
+                "Practitioner", "Provenance",
             ):  # fmt: skip
                 self._take(kind, resource, key)
         except (TypeError, AttributeError, ValueError, KeyError) as exc:
@@ -211,7 +211,9 @@ class VisitAssembler:
         elif kind == "CarePlan":
             self._episode.add_care_plan(resource, key)
         elif kind == "DocumentReference":
-            self._episode.is_report(resource, key)
+            self._episode.is_report(resource, key) or self._episode.is_plan_document(resource, key)
+        elif kind == "Provenance":
+            self._episode.certifications.add_provenance(resource, key)
         if kind == "Procedure":
             self._procedures.append(
                 fx.procedure_facts(resource, key, self.tables.minutes_extension)

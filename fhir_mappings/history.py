@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from fhir_mappings import facts as fx
+from fhir_mappings.certification import Certifications, certifier
 from plugin.rules.episode import MODIFIER_DISCIPLINE, EpisodeRules
 from plugin.rules.history import CarePlanFacts, History, PriorCharge, ReportFacts
 from plugin.rules.model import Discipline, Role
@@ -63,6 +64,20 @@ class EpisodeFacts:
         # per patient: (key, written, authors, co-signers, linked plans), roles read later
         self.reports: dict[str, list[tuple[str, date, list[Writer], list[Writer], tuple[str, ...]]]]
         self.reports = {}
+        self.certifications = Certifications(norm)  # signed plan documents, signatures
+
+    def is_plan_document(self, resource: dict[str, Any], key: str) -> bool:
+        """A signed plan of care (a DocumentReference of a `plan_document_codes` type):
+        recorded for the certification of the patient's CarePlans."""
+        rules = self.rules
+        if rules is None or not rules.plan_document_codes:
+            return False
+        if not any(
+            (s, c) in rules.plan_document_codes for s, c, _ in fx.codings(resource.get("type"))
+        ):
+            return False
+        self.certifications.add_document(resource, key)
+        return True
 
     def is_report(self, resource: dict[str, Any], key: str) -> bool:
         """A progress report (config/rules/episode.yaml codes): recorded with its date; a
@@ -208,6 +223,21 @@ class EpisodeFacts:
         the reports' writers (`role_of`, once every PractitionerRole is read) and the resource
         types the EHR would not let us search (`unread`)."""
         key = patient or ""
+        certifies = certifier(lambda who: role_of((), who))
+        routes = self.rules.certification_routes if self.rules else ("extension",)
+        plans = tuple(
+            plan._replace(certified=found.on, certified_by=found.how)
+            if (
+                found := self.certifications.certified(
+                    plan.reference, key, (plan.start, plan.end), plan.certified, routes, certifies
+                )
+            )
+            else plan._replace(
+                certified=None,
+                certified_by="; ".join(self.certifications.unreadable(plan.reference, key)),
+            )
+            for plan in self.care_plans.get(key, ())
+        )
         reports = tuple(
             ReportFacts(
                 ref,
@@ -220,7 +250,7 @@ class EpisodeFacts:
         )
         return History(
             tuple(self.charges.get(key, ())),
-            tuple(self.care_plans.get(key, ())),
+            plans,
             tuple(dict.fromkeys(days)),
             reports,
             unread,

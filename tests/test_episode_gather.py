@@ -26,7 +26,8 @@ def _serve(types: list[str], batch: bool, resources: list[dict[str, Any]]) -> No
     every = {  # every include the day's search asks for: that search is one request
         "searchInclude": [v for n, v, _ in WANTED if n.startswith("_include")]
         + ["Observation:performer", "DocumentReference:author"],  # the reports' writers
-        "searchRevInclude": [v for n, v, _ in WANTED if n.startswith("_revinclude")],
+        "searchRevInclude": [v for n, v, _ in WANTED if n.startswith("_revinclude")]
+        + ["Provenance:target"],  # the signatures of plans of care
     }
     rest: dict[str, Any] = {
         "resource": [
@@ -207,3 +208,50 @@ def test_the_same_report_with_the_therapists_role_closes_the_period(settings: Se
     (line,) = run.decision.lines
     assert line.status.value == "billable"
     assert not [f for f in run.decision.findings if f.code.startswith("progress-report")]
+
+
+@responses.activate
+def test_a_signed_plan_document_read_with_the_history_certifies_the_plan(
+    settings: Settings,
+) -> None:
+    everything = ["Encounter", "CarePlan", "ChargeItem", "Procedure", "Observation"]
+    _serve([*everything, "DocumentReference"], True, _record())
+    searchset = {"resourceType": "Bundle", "type": "searchset"}
+    answers: list[dict[str, Any]] = [{**searchset, "entry": []} for _ in range(6)]
+    answers[1]["entry"] = [{"resource": builders.care_plan(certified=None)}]  # no extension
+    document = {
+        "resourceType": "DocumentReference",
+        "id": "pocdoc1",
+        "status": "current",
+        "type": {"coding": [{"system": "http://loinc.org", "code": "18776-5"}]},
+        "subject": {"reference": "Patient/p1"},
+        "date": "2026-10-29T10:00:00-05:00",
+        "authenticator": {"reference": "Practitioner/md1"},
+        "context": {"related": [{"reference": "CarePlan/poc1"}]},
+        "content": [{"attachment": {"url": "Binary/pocdoc1"}}],
+    }
+    role = {
+        "resourceType": "PractitionerRole",
+        "id": "md1-role",
+        "practitioner": {"reference": "Practitioner/md1"},
+        "specialty": [{"coding": [{"system": builders.NUCC, "code": "208100000X"}]}],
+    }
+    answers[5]["entry"] = [{"resource": document}, {"resource": role}]
+    responses.post(
+        BASE,
+        json={
+            "resourceType": "Bundle",
+            "type": "batch-response",
+            "entry": [{"resource": a, "response": {"status": "200 OK"}} for a in answers],
+        },
+    )
+    run = run_day(settings, "e1", DaySource(Gatherer(FhirClient(BASE))), WriteMode.PLAN, WHEN, "t")
+    (post,) = [json.loads(c.request.body) for c in responses.calls if c.request.method == "POST"]
+    urls = {e["request"]["url"].split("?")[0]: e["request"]["url"] for e in post["entry"]}
+    assert "&_revinclude=Provenance:target" in urls["CarePlan"]
+    assert "&_revinclude=Provenance:target" in urls["DocumentReference"]
+    assert "18776-5" in urls["DocumentReference"]
+    (line,) = run.decision.lines
+    assert line.status.value == "billable"
+    said = " ".join(e.text for e in run.decision.explanation)
+    assert "certified on 2026-10-29 (DocumentReference/pocdoc1, authenticated by" in said

@@ -153,19 +153,22 @@ class Gatherer:
         """The patient's episode around a billing day, in one batch of searches: finished
         encounters `lookback_days` back, care plans, progress reports (Procedure, Observation,
         DocumentReference with a report code, with their writers and the writers' roles where
-        the server can include them) and the year's charges before the date (for the KX
-        estimate). Searches of types the server does not list are left out."""
+        the server can include them), signed plans of care (DocumentReference with a plan code,
+        the Provenance signatures of plans and documents) and the year's charges before the
+        date (for the KX estimate). Searches of types the server does not list are left out."""
         day = calendar_date(date)
         since, _ = around(date, lookback_days)
         subject = quote(patient, safe="/")
         codes = quote(",".join(f"{s}|{c}" for s, c in sorted(report_codes)), safe="|,:/")
+        includes, revincludes, searchable = self.supported()
+        # the signatures that certify a plan (a Provenance targeting the plan or its document)
+        signatures = "&_revinclude=Provenance:target" if "Provenance:target" in revincludes else ""
         searches = [
             f"Encounter?subject={subject}&status=finished&date=ge{since}&date=le{date}&_count=500",
-            f"CarePlan?subject={subject}&_count=100",
+            f"CarePlan?subject={subject}&_count=100{signatures}",
             f"ChargeItem?subject={subject}&occurrence=ge{day.year}-01-01&occurrence=lt{date}"
             "&_count=1000",
         ]
-        includes, revincludes, searchable = self.supported()
         if codes:
             # who wrote each report, and their roles: whose report counts (§220.3 D)
             writers = {
@@ -188,6 +191,7 @@ class Gatherer:
                 searches.append(
                     f"{kind}?subject={subject}&{by}={codes}&date=ge{since}&_count=100"
                     + (wanted + roles if wanted else "")
+                    + (signatures if kind == "DocumentReference" else "")
                 )
         if searchable:  # a server that lists none is not taken at its word: ask anyway
             unread = tuple(

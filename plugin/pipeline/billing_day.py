@@ -273,7 +273,10 @@ class EhrReader:
             return None
         try:
             return self.gatherer.history(
-                patient, date, self.rules.lookback_days, self.rules.report_codes
+                patient,
+                date,
+                self.rules.lookback_days,
+                self.rules.report_codes | self.rules.plan_document_codes,
             )
         except FhirError as exc:
             log.warning("reading the patient's history failed; episode rules not checked: %s", exc)

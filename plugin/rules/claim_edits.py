@@ -159,6 +159,9 @@ def with_episode(
             found += episode.plan_of_care_findings(
                 discipline, on, history, rules, policy, first.encounter
             )
+            said = episode.certification_note(discipline, on, history)
+            if said:
+                notes.append(Explanation(said, episode.PLAN_SOURCE))
         if progress:
             found += episode.progress_findings(
                 discipline, on, history, rules, policy, first.encounter

@@ -57,6 +57,9 @@ class EpisodeRules:
     certification_extension: str = ""
     accept_late_days: int = 30  # a delayed certification needs no reason this long after due
     delay_reason_extension: str = ""
+    # where a certification is read, first found (fhir_mappings/certification.py)
+    certification_routes: tuple[str, ...] = ("document", "provenance", "extension")
+    plan_document_codes: frozenset[tuple[str, str]] = frozenset()  # a signed plan's type
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +113,19 @@ def plan_of_care_findings(
     return problems[:1]
 
 
+def certification_note(discipline: Discipline, on: date, history: History) -> str | None:
+    """Where the certification of the discipline's plan covering `on` was read (the route and
+    the resource), for the explanation; None when no covering plan is certified."""
+    for plan in _plans_of(history, discipline):
+        covers = (
+            plan.start is not None and plan.start <= on and (plan.end is None or on <= plan.end)
+        )
+        if covers and plan.certified is not None:
+            how = f" ({plan.certified_by})" if plan.certified_by else ""
+            return f"{plan.reference} was certified on {plan.certified.isoformat()}{how}."
+    return None
+
+
 def _plans_of(history: History, discipline: Discipline) -> list[CarePlanFacts]:
     """The patient's plans of care for the discipline (a plan naming none is everyone's)."""
     return [p for p in history.care_plans if not p.disciplines or discipline in p.disciplines]
@@ -131,11 +147,12 @@ def _plan_problem(
             "CarePlan.period",
         )
     if plan.certified is None:
+        unread = f" Not read: {plan.certified_by}." if plan.certified_by else ""
         return policy.make(
             "plan-of-care-not-certified",
             f"{plan.reference} is not certified; certification is due within "
             f"{rules.certify_within_days} days of the first treatment ({start.isoformat()}), "
-            f"by {due.isoformat()}.",
+            f"by {due.isoformat()}.{unread}",
             plan.reference,
             "CarePlan.extension(certified)",
         )

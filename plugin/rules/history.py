@@ -32,6 +32,9 @@ class CarePlanFacts(NamedTuple):
     goals: tuple[str, ...] = ()  # its Goals (CarePlan.goal)
     active: bool = True  # status active (a completed plan informs the episode only)
     delay_reason: str | None = None  # why its certification was delayed (the site's extension)
+    # where the certification was read (the route and the resource); when not certified, the
+    # certification resources that could not be read
+    certified_by: str = ""
 
 
 class ReportFacts(NamedTuple):

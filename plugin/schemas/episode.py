@@ -18,19 +18,25 @@ _CODE = re.compile(r"[A-Z0-9]{5}")
 _AMOUNT = fields.Decimal(required=True, places=2, validate=validate.Range(min=0))
 
 
+class ReportCodeSchema(Schema):
+    system = fields.String(required=True, validate=validate.Length(min=1))
+    code = fields.String(required=True, validate=validate.Length(min=1))
+    display = fields.String(load_default="")
+    source = fields.String(required=True, validate=validate.Length(min=1))
+
+
 class PlanOfCareSchema(Schema):
     certification_extension = fields.Url(required=True, require_tld=False)
     certify_within_days = fields.Integer(load_default=30, validate=validate.Range(min=0))
     max_days = fields.Integer(load_default=90, validate=validate.Range(min=1))
     accept_late_days = fields.Integer(load_default=30, validate=validate.Range(min=0))
     delay_reason_extension = fields.Url(load_default=None, require_tld=False)
-
-
-class ReportCodeSchema(Schema):
-    system = fields.String(required=True, validate=validate.Length(min=1))
-    code = fields.String(required=True, validate=validate.Length(min=1))
-    display = fields.String(load_default="")
-    source = fields.String(required=True, validate=validate.Length(min=1))
+    certification_routes = fields.List(
+        fields.String(validate=validate.OneOf(["document", "provenance", "extension"])),
+        load_default=lambda: ["document", "provenance", "extension"],
+        validate=validate.Length(min=1),
+    )
+    plan_document_codes = fields.List(fields.Nested(ReportCodeSchema), load_default=list)
 
 
 class ProgressSchema(Schema):
@@ -86,6 +92,10 @@ class EpisodeRulesSchema(Schema):
             certification_extension=plan["certification_extension"],
             accept_late_days=plan["accept_late_days"],
             delay_reason_extension=plan["delay_reason_extension"] or "",
+            certification_routes=tuple(dict.fromkeys(plan["certification_routes"])),
+            plan_document_codes=frozenset(
+                (c["system"], c["code"]) for c in plan["plan_document_codes"]
+            ),
         )
 
 
