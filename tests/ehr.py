@@ -159,11 +159,15 @@ def wait_ready(
     raise RuntimeError(f"{name} did not become ready within {seconds:.0f} s")
 
 
-def load_sample(ehr: Ehr, visits: int, seed: int, **extra: Any) -> dict[str, Any]:
-    """Generate sample visits and load them with one transaction; return the Bundle."""
-    from plugin.sample import SampleSpec, as_transaction, generate
+def load_sample(
+    ehr: Ehr, visits: int, seed: int, shape: str = "theracharge", **extra: Any
+) -> dict[str, Any]:
+    """Generate sample visits (written the `shape` way) and load them with one transaction;
+    return the Bundle."""
+    from plugin.sample import SampleSpec, as_transaction, generate, us_core
 
-    bundle = as_transaction(generate(SampleSpec(visits=visits, seed=seed, **extra)))
+    resources = generate(SampleSpec(visits=visits, seed=seed, **extra))
+    bundle = as_transaction(us_core(resources) if shape == "us-core" else resources)
     ehr.post(json.loads(json.dumps(bundle)))
     return bundle
 

@@ -38,7 +38,7 @@ from plugin.gateway.factory import connect
 from plugin.jsontypes import Json
 from plugin.pipeline.hooks import prefetch_from
 from plugin.render.report import line_reasons
-from plugin.sample import SampleSpec, as_transaction, generate
+from plugin.sample import SampleSpec, as_transaction, generate, us_core
 
 CLIENT_ID = "theracharge"
 EHR_ISSUER = "http://127.0.0.1/demo-ehr"
@@ -53,6 +53,9 @@ class Demo:
     sekmet: str
     visits: int = 16
     seed: int = 2026
+    # how the sandbox EHR holds the day: as a US Core 6.1 EHR writes it (roles in
+    # PractitionerRole.specialty, a signed plan document), or our own sample's way
+    shape: str = "us-core"
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     ehr_url: str = ""
     service_url: str = ""
@@ -169,6 +172,8 @@ class Demo:
         every afternoon session (`-pm`, the patient's second visit of the day) are still open
         and finish later, through the Subscription — their day is decided again."""
         resources = list(generate(demo_sample(self.visits, self.seed)))
+        if self.shape == "us-core":
+            resources = list(us_core(resources))
         encounters = [r["id"] for r in resources if r["resourceType"] == "Encounter"]
         mornings = [e for e in encounters if not e.endswith("-pm")]
         by_hook = mornings[::2]
@@ -376,11 +381,13 @@ def print_report(body: Json, running: bool = True) -> None:
     print("  (the ports are chosen afresh on each run)")
 
 
-def run(root: Path, keys: Path, sekmet: str, once: bool, visits: int) -> int:
+def run(
+    root: Path, keys: Path, sekmet: str, once: bool, visits: int, shape: str = "us-core"
+) -> int:
     if not Path(sekmet).is_file():
         print(f"demo: sekmet-fhir not found at {sekmet}; run `make demo`", file=sys.stderr)
         return 2
-    demo = Demo(root, keys, sekmet, visits=visits)
+    demo = Demo(root, keys, sekmet, visits=visits, shape=shape)
     try:
         print("starting the sandbox EHR and TheraCharge …", file=sys.stderr)
         demo.start()

@@ -24,7 +24,7 @@ from plugin.pipeline.files import MIN_VISITS_PER_JOB, OfflineOutputs, process_fi
 from plugin.render.report import summary_text
 from plugin.render.units_report import units_json, units_text
 from plugin.rules.units import decide_units
-from plugin.sample import SampleSpec, as_transaction, generate
+from plugin.sample import SHAPES, SampleSpec, as_transaction, generate, us_core
 from plugin.schemas.errors import ConfigError, field_errors
 from plugin.schemas.units_request import parse_units_request
 
@@ -72,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--sekmet", default=".ehr-venv/bin/sekmet", help="the sandbox EHR's command")
     demo.add_argument("--visits", type=_positive, default=16, help="visits in the clinic day")
     demo.add_argument("--dir", default=".demo", help="working folder, made fresh each run")
+    demo.add_argument(
+        "--shape",
+        choices=SHAPES,
+        default="us-core",
+        help="how the sandbox EHR holds the day (default: as a US Core 6.1 EHR writes it)",
+    )
     demo.set_defaults(run=_run_demo)
     _process_parser(commands)
     _sample_parser(commands)
@@ -283,6 +289,13 @@ def _sample_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         help="share of patients seen again that afternoon (one billing day, two encounters)",
     )
     sample.add_argument(
+        "--shape",
+        choices=SHAPES,
+        default="theracharge",
+        help="us-core: roles in PractitionerRole.specialty/code and certification as a signed "
+        "plan DocumentReference + Provenance, as a US Core 6.1 EHR writes them",
+    )
+    sample.add_argument(
         "--out",
         required=True,
         metavar="FILE",
@@ -401,6 +414,8 @@ def _run_sample(args: argparse.Namespace, settings: Settings) -> int:
         args.visits, args.seed, args.date, args.problem_rate, args.days, args.second_visits
     )
     resources = generate(spec)
+    if args.shape == "us-core":
+        resources = us_core(resources)
     with atomic_output(args.out) as handle:
         if handle is None:  # argparse requires --out; kept for the type checker
             raise UsageError("sample: --out is required")
@@ -505,6 +520,7 @@ def _run_demo(args: argparse.Namespace, settings: Settings) -> int:
         str(Path(args.sekmet).resolve()),
         args.once,
         args.visits,
+        args.shape,
     )
 
 

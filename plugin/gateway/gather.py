@@ -161,8 +161,18 @@ class Gatherer:
         subject = quote(patient, safe="/")
         codes = quote(",".join(f"{s}|{c}" for s, c in sorted(report_codes)), safe="|,:/")
         includes, revincludes, searchable = self.supported()
-        # the signatures that certify a plan (a Provenance targeting the plan or its document)
-        signatures = "&_revinclude=Provenance:target" if "Provenance:target" in revincludes else ""
+        roles = (
+            "&_revinclude:iterate=PractitionerRole:practitioner"
+            if "PractitionerRole:practitioner" in revincludes
+            else ""
+        )
+        # the signatures that certify a plan (a Provenance targeting the plan or its document),
+        # their signers and the signers' roles
+        signatures = ""
+        if "Provenance:target" in revincludes:
+            signatures = "&_revinclude=Provenance:target"
+            if "Provenance:agent" in includes:
+                signatures += "&_include:iterate=Provenance:agent" + roles
         searches = [
             f"Encounter?subject={subject}&status=finished&date=ge{since}&date=le{date}&_count=500",
             f"CarePlan?subject={subject}&_count=100{signatures}",
@@ -170,7 +180,7 @@ class Gatherer:
             "&_count=1000",
         ]
         if codes:
-            # who wrote each report, and their roles: whose report counts (§220.3 D)
+            # who wrote each report (or authenticated a plan), and their roles (§220.3 D)
             writers = {
                 "Procedure": ("Procedure:performer",),
                 "Observation": ("Observation:performer",),
@@ -179,19 +189,19 @@ class Gatherer:
                     "DocumentReference:authenticator",
                 ),
             }
-            roles = (
-                "&_revinclude:iterate=PractitionerRole:practitioner"
-                if "PractitionerRole:practitioner" in revincludes
-                else ""
-            )
             for kind, by in (
                 ("Procedure", "code"), ("Observation", "code"), ("DocumentReference", "type"),
             ):  # fmt: skip
                 wanted = "".join(f"&_include={i}" for i in writers[kind] if i in includes)
+                if wanted and roles:
+                    wanted += roles
+                if kind == "DocumentReference" and signatures:
+                    # the writers' roles are asked for once
+                    wanted += (
+                        signatures.replace(roles, "") if roles and roles in wanted else (signatures)
+                    )
                 searches.append(
-                    f"{kind}?subject={subject}&{by}={codes}&date=ge{since}&_count=100"
-                    + (wanted + roles if wanted else "")
-                    + (signatures if kind == "DocumentReference" else "")
+                    f"{kind}?subject={subject}&{by}={codes}&date=ge{since}&_count=100{wanted}"
                 )
         if searchable:  # a server that lists none is not taken at its word: ask anyway
             unread = tuple(
