@@ -54,4 +54,3 @@ def test_the_us_core_sample_decides_every_day_as_todays_sample(tmp_path: Path) -
     assert "DocumentReference/plan-doc-" in said  # and the certification from the signed plan
     modifiers = {m for lines, _, _ in written.values() for line in lines for m in line[2]}
     assert {"CQ", "CO"} & modifiers
-
