@@ -207,6 +207,26 @@ def test_edit_a_mapping_with_a_validation_error_then_a_valid_value_and_roll_back
     shot(page, "mapping-rolled-back")
 
 
+def test_add_a_practitioner_whose_role_the_ehr_does_not_say(browser: Browser, site: str) -> None:
+    page = browser.new_page()
+    sign_in(page, site, "/admin/practitioners")
+    expect(page.get_by_role("heading", name="Practitioners as shipped")).to_be_visible()
+    expect(page.locator("body")).to_contain_text("None listed.")
+    page.get_by_label("Practitioner/id or NPI").fill("12345")  # not an NPI
+    page.get_by_label("Role", exact=True).select_option("PTA")
+    page.get_by_label("Where the role is known from").fill("HR credential file 2026-11")
+    page.get_by_label("Reason for the change").fill("new assistant")
+    page.get_by_role("button", name="Save as a new version").click()
+    expect(page.get_by_role("alert")).to_contain_text("practitioners")
+    page.get_by_label("Practitioner/id or NPI").fill("1234567893")
+    page.get_by_role("button", name="Save as a new version").click()
+    expect(page.get_by_role("heading", name="Practitioners version 1")).to_be_visible()
+    expect(page.get_by_role("status")).to_contain_text("Saved the practitioner table, version 1")
+    expect(page.locator("tbody").first).to_contain_text("NPI 1234567893")
+    expect(page.locator("tbody").first).to_contain_text("PTA")
+    shot(page, "practitioners")
+
+
 def test_a_set_aside_visit_shows_on_the_worklist_and_goes_back_in_the_queue(
     browser: Browser, site: str, tmp_path: Path
 ) -> None:
