@@ -185,7 +185,7 @@ class VisitAssembler:
                 self._episode.is_report(resource, key)  # recorded when it is one; never a service
             elif kind in (
                 "ChargeItem", "CarePlan", "Observation", "DocumentReference", "PractitionerRole",
-                "Practitioner", "Provenance",
+                "Practitioner", "Provenance", "ServiceRequest", "Communication",
             ):  # fmt: skip
                 self._take(kind, resource, key)
         except (TypeError, AttributeError, ValueError, KeyError) as exc:
@@ -214,6 +214,10 @@ class VisitAssembler:
             self._episode.is_report(resource, key) or self._episode.is_plan_document(resource, key)
         elif kind == "Provenance":
             self._episode.certifications.add_provenance(resource, key)
+        elif kind == "ServiceRequest":
+            self._episode.certifications.add_order(resource, key)
+        elif kind == "Communication":
+            self._episode.certifications.add_communication(resource, key)
         if kind == "Procedure":
             self._procedures.append(
                 fx.procedure_facts(resource, key, self.tables.minutes_extension)

@@ -10,6 +10,12 @@ No implementation guide models certification. The routes, tried in the site's or
   that signature's `when`, else the document's `date`;
 - `provenance`: a Provenance targeting the CarePlan whose signature (`signature.when`, its
   `who`) or agent is a physician/NPP;
+- `order`: from 2025, a signed, dated order or referral for the therapy (a ServiceRequest,
+  `active` or `completed`, its `requester` a physician/NPP, `authoredOn` on or before the plan's
+  first day) and the plan sent to that practitioner (a `completed` Communication `about` the
+  CarePlan or its plan document, its `recipient` the requester); dated by when it was sent
+  (CY 2025 Physician Fee Schedule final rule: the signed order plus the plan of care sent to
+  the ordering practitioner within 30 days stands for the certification);
 - `extension`: the site's extension on the CarePlan (`certification_extension`, valueDate or
   valueDateTime).
 """
@@ -23,7 +29,7 @@ from typing import Any, NamedTuple
 from fhir_mappings import facts as fx
 from plugin.rules.model import Role
 
-ROUTES = ("document", "provenance", "extension")
+ROUTES = ("document", "provenance", "order", "extension")
 
 
 def day_of(*values: object) -> date | None:
@@ -51,6 +57,19 @@ class Signature(NamedTuple):
     when: date | None
 
 
+class Order(NamedTuple):
+    key: str
+    requester: str
+    signed: date
+
+
+class Sent(NamedTuple):
+    key: str
+    when: date
+    about: tuple[str, ...]
+    recipients: tuple[str, ...]
+
+
 class Certified(NamedTuple):
     on: date
     how: str  # the route and the resource, for the explanation
@@ -66,6 +85,34 @@ class Certifications:
         # what could not be read, by the plan or patient it concerns: "Provenance/x.signature
         # is not a list" — said on the plan's finding rather than taken as "not signed"
         self.malformed: dict[str, list[str]] = {}
+        self.orders: dict[str, list[Order]] = {}  # subject → signed orders for therapy
+        self.sent: list[Sent] = []  # what was sent to whom (Communication)
+
+    def add_order(self, resource: dict[str, Any], key: str) -> None:
+        """A ServiceRequest (the order or referral for therapy): who signed it, and when."""
+        if resource.get("status") not in ("active", "completed"):
+            return
+        subject = self.norm(fx.reference(resource.get("subject")))
+        requester = self.norm(fx.reference(resource.get("requester")))
+        signed = day_of(resource.get("authoredOn"))
+        if subject and requester and signed:
+            self.orders.setdefault(subject, []).append(Order(key, requester, signed))
+
+    def add_communication(self, resource: dict[str, Any], key: str) -> None:
+        """A Communication that sent something (the plan of care) to a practitioner."""
+        if resource.get("status") != "completed":
+            return
+        sent = day_of(resource.get("sent"))
+        about, recipients = (
+            tuple(
+                r for r in (self.norm(fx.reference(v)) for v in values if isinstance(v, dict)) if r
+            )
+            if isinstance(values, list)
+            else ()
+            for values in (resource.get("about"), resource.get("recipient"))
+        )
+        if sent and about and recipients:
+            self.sent.append(Sent(key, sent, about, recipients))
 
     def add_document(self, resource: dict[str, Any], key: str) -> None:
         subject = self.norm(fx.reference(resource.get("subject")))
@@ -147,11 +194,36 @@ class Certifications:
                 signed = self._signed(plan, certifies)
                 if signed is not None:
                     found = Certified(signed[0], f"signed on a Provenance by {signed[1]}")
+            elif route == "order":
+                found = self._by_order(plan, subject, period[0], certifies)
             elif route == "extension" and extension is not None:
                 found = Certified(extension, "the certification extension on the CarePlan")
             if found is not None:
                 return found
         return None
+
+    def _by_order(
+        self, plan: str, subject: str | None, start: date | None, certifies: Callable[[str], bool]
+    ) -> Certified | None:
+        """A signed order before the plan, and the plan sent to whoever signed it."""
+        documents = {d.key for d in self.documents.get(subject or "", ()) if plan in d.plans}
+        best: Certified | None = None
+        for order in self.orders.get(subject or "", ()):
+            if not certifies(order.requester) or (start is not None and order.signed > start):
+                continue
+            for sent in self.sent:
+                if order.requester not in sent.recipients:
+                    continue
+                if plan not in sent.about and not documents.intersection(sent.about):
+                    continue
+                found = Certified(
+                    sent.when,
+                    f"{order.key} signed by {order.requester} on {order.signed.isoformat()}, "
+                    f"the plan sent to them by {sent.key}",
+                )
+                if best is None or found.on < best.on:
+                    best = found
+        return best
 
     def unreadable(self, plan: str, subject: str | None) -> list[str]:
         """The certification resources of the plan (or its patient's plan documents) that

@@ -242,7 +242,9 @@ def test_a_line_another_run_created_meanwhile_is_read_again_and_brought_up_to_da
             f"{base}/Encounter",
             json={"resourceType": "Bundle", "entry": [{"resource": r} for r in resources]},
         )
-    history = re.compile(f"{base}/(CarePlan|ChargeItem|Procedure|Observation|DocumentReference)")
+    history = re.compile(
+        f"{base}/(CarePlan|ChargeItem|Procedure|Observation|DocumentReference|ServiceRequest|Communication)"
+    )
     responses.get(history, json={"resourceType": "Bundle", "type": "searchset"})  # none earlier
     ok = {"resourceType": "Bundle", "type": "transaction-response"}
     responses.post(base, json={**ok, "entry": [{"response": {"status": "200 OK"}}] * 2})

@@ -166,3 +166,55 @@ def test_the_extension_is_the_last_route(settings: Settings) -> None:
     decision = _decide(settings, certified="2026-10-28")
     assert decision.lines[0].status.value == "billable"
     assert "the certification extension on the CarePlan" in _said(decision)
+
+
+def _order(signed: str, requester: str = "Practitioner/md1") -> dict[str, Any]:
+    return {
+        "resourceType": "ServiceRequest",
+        "id": "referral1",
+        "status": "active",
+        "intent": "order",
+        "subject": {"reference": "Patient/p1"},
+        "code": {"text": "Physical therapy evaluation and treatment"},
+        "requester": {"reference": requester},
+        "authoredOn": signed,
+    }
+
+
+def _sent(when: str, about: str = "CarePlan/poc1", to: str = "Practitioner/md1") -> dict[str, Any]:
+    return {
+        "resourceType": "Communication",
+        "id": "sent1",
+        "status": "completed",
+        "subject": {"reference": "Patient/p1"},
+        "about": [{"reference": about}],
+        "recipient": [{"reference": to}],
+        "sent": f"{when}T09:00:00-05:00",
+    }
+
+
+def test_a_signed_order_and_the_plan_sent_to_its_signer_stand_for_the_certification(
+    settings: Settings,
+) -> None:
+    md = _role("Practitioner/md1", MD)
+    decision = _decide(settings, _order("2026-10-20"), _sent("2026-10-29"), md)
+    assert decision.lines[0].status.value == "billable"
+    said = _said(decision)
+    assert "certified on 2026-10-29 (ServiceRequest/referral1 signed by Practitioner/md1" in said
+    assert "the plan sent to them by Communication/sent1" in said
+
+
+def test_the_order_route_needs_the_order_before_the_plan_and_the_plan_sent_to_its_signer(
+    settings: Settings,
+) -> None:
+    md = _role("Practitioner/md1", MD)
+    after = _decide(settings, _order("2026-10-27"), _sent("2026-10-29"), md)  # after the plan
+    assert after.lines[0].status.value == "planned"
+    elsewhere = _decide(
+        settings, _order("2026-10-20"), _sent("2026-10-29", to="Practitioner/x"), md
+    )
+    assert elsewhere.lines[0].status.value == "planned"
+    pta = _role("Practitioner/pta1", PTA)  # an assistant cannot order or certify
+    by_assistant = _order("2026-10-20", "Practitioner/pta1")
+    sent = _sent("2026-10-29", to="Practitioner/pta1")
+    assert _decide(settings, by_assistant, sent, pta).lines[0].status.value == "planned"

@@ -148,14 +148,20 @@ class Gatherer:
         return gathered
 
     def history(
-        self, patient: str, date: str, lookback_days: int, report_codes: Iterable[tuple[str, str]]
+        self,
+        patient: str,
+        date: str,
+        lookback_days: int,
+        report_codes: Iterable[tuple[str, str]],
+        orders: bool = False,
     ) -> Gathered:
         """The patient's episode around a billing day, in one batch of searches: finished
         encounters `lookback_days` back, care plans, progress reports (Procedure, Observation,
         DocumentReference with a report code, with their writers and the writers' roles where
         the server can include them), signed plans of care (DocumentReference with a plan code,
-        the Provenance signatures of plans and documents) and the year's charges before the
-        date (for the KX estimate). Searches of types the server does not list are left out."""
+        the Provenance signatures of plans and documents; with `orders`, the signed orders and
+        the Communications that sent the plan) and the year's charges before the date (for the
+        KX estimate). Searches of types the server does not list are left out."""
         day = calendar_date(date)
         since, _ = around(date, lookback_days)
         subject = quote(patient, safe="/")
@@ -179,6 +185,16 @@ class Gatherer:
             f"ChargeItem?subject={subject}&occurrence=ge{day.year}-01-01&occurrence=lt{date}"
             "&_count=1000",
         ]
+        if orders:  # the 2025 certification route: signed orders, the plan sent to them
+            requester = (
+                "&_include=ServiceRequest:requester" + roles
+                if "ServiceRequest:requester" in includes
+                else ""
+            )
+            searches += [
+                f"ServiceRequest?subject={subject}&_count=100{requester}",
+                f"Communication?subject={subject}&sent=ge{since}&_count=100",
+            ]
         if codes:
             # who wrote each report (or authenticated a plan), and their roles (§220.3 D)
             writers = {

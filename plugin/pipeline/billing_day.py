@@ -277,6 +277,7 @@ class EhrReader:
                 date,
                 self.rules.lookback_days,
                 self.rules.report_codes | self.rules.plan_document_codes,
+                orders="order" in self.rules.certification_routes,
             )
         except FhirError as exc:
             log.warning("reading the patient's history failed; episode rules not checked: %s", exc)

@@ -58,7 +58,7 @@ class EpisodeRules:
     accept_late_days: int = 30  # a delayed certification needs no reason this long after due
     delay_reason_extension: str = ""
     # where a certification is read, first found (fhir_mappings/certification.py)
-    certification_routes: tuple[str, ...] = ("document", "provenance", "extension")
+    certification_routes: tuple[str, ...] = ("document", "provenance", "order", "extension")
     plan_document_codes: frozenset[tuple[str, str]] = frozenset()  # a signed plan's type
 
 

@@ -32,8 +32,8 @@ class PlanOfCareSchema(Schema):
     accept_late_days = fields.Integer(load_default=30, validate=validate.Range(min=0))
     delay_reason_extension = fields.Url(load_default=None, require_tld=False)
     certification_routes = fields.List(
-        fields.String(validate=validate.OneOf(["document", "provenance", "extension"])),
-        load_default=lambda: ["document", "provenance", "extension"],
+        fields.String(validate=validate.OneOf(["document", "provenance", "order", "extension"])),
+        load_default=lambda: ["document", "provenance", "order", "extension"],
         validate=validate.Length(min=1),
     )
     plan_document_codes = fields.List(fields.Nested(ReportCodeSchema), load_default=list)
