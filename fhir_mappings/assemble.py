@@ -18,8 +18,8 @@ from msgspec.structs import replace
 
 from fhir_mappings import facts as fx
 from fhir_mappings.coverage import Coverages
-from fhir_mappings.fhirtime import FhirValueError, date_part, parse_instant
-from fhir_mappings.history import EpisodeFacts, first_day
+from fhir_mappings.fhirtime import FhirValueError, date_part, first_day, parse_instant
+from fhir_mappings.history import EpisodeFacts
 from fhir_mappings.minutes import procedure_timing
 from fhir_mappings.people import People
 from fhir_mappings.roles import RoleFound, Roles

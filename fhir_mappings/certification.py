@@ -27,19 +27,10 @@ from datetime import date
 from typing import Any, NamedTuple
 
 from fhir_mappings import facts as fx
+from fhir_mappings.fhirtime import first_day
 from plugin.rules.model import Role
 
 ROUTES = ("document", "provenance", "order", "extension")
-
-
-def day_of(*values: object) -> date | None:
-    for value in values:
-        if isinstance(value, str) and len(value) >= 10:
-            try:
-                return date.fromisoformat(value[:10])
-            except ValueError:
-                continue
-    return None
 
 
 class PlanDocument(NamedTuple):
@@ -94,7 +85,7 @@ class Certifications:
             return
         subject = self.norm(fx.reference(resource.get("subject")))
         requester = self.norm(fx.reference(resource.get("requester")))
-        signed = day_of(resource.get("authoredOn"))
+        signed = first_day(resource.get("authoredOn"))
         if subject and requester and signed:
             self.orders.setdefault(subject, []).append(Order(key, requester, signed))
 
@@ -102,7 +93,7 @@ class Certifications:
         """A Communication that sent something (the plan of care) to a practitioner."""
         if resource.get("status") != "completed":
             return
-        sent = day_of(resource.get("sent"))
+        sent = first_day(resource.get("sent"))
         about, recipients = (
             tuple(
                 r for r in (self.norm(fx.reference(v)) for v in values if isinstance(v, dict)) if r
@@ -139,7 +130,7 @@ class Certifications:
             key,
             str(resource.get("status") or ""),
             self.norm(fx.reference(resource.get("authenticator"))),
-            day_of(resource.get("date")),
+            first_day(resource.get("date")),
             plans,
         )
         self.documents.setdefault(subject or "", []).append(document)
@@ -165,8 +156,8 @@ class Certifications:
             if isinstance(signature, dict):
                 who = self.norm(fx.reference(signature.get("who")))
                 if who:
-                    found.append(Signature(who, day_of(signature.get("when"))))
-        recorded = day_of(resource.get("recorded"))
+                    found.append(Signature(who, first_day(signature.get("when"))))
+        recorded = first_day(resource.get("recorded"))
         for agent in resource.get("agent") or ():
             if isinstance(agent, dict):
                 who = self.norm(fx.reference(agent.get("who")))

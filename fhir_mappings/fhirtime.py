@@ -44,3 +44,15 @@ def date_part(value: object) -> str:
 def whole_minutes(start: datetime, end: datetime) -> int:
     """Whole minutes from start to end (seconds past the last whole minute do not count)."""
     return int((end - start).total_seconds() // 60)
+
+
+def first_day(*values: object) -> date | None:
+    """The date of the first value that is a FHIR date, dateTime or instant (its own calendar
+    date, as written)."""
+    for value in values:
+        if isinstance(value, str) and len(value) >= 10:
+            try:
+                return date.fromisoformat(value[:10])
+            except ValueError:
+                continue
+    return None

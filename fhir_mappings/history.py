@@ -11,6 +11,7 @@ from typing import Any
 
 from fhir_mappings import facts as fx
 from fhir_mappings.certification import Certifications, certifier
+from fhir_mappings.fhirtime import first_day
 from plugin.rules.episode import MODIFIER_DISCIPLINE, EpisodeRules
 from plugin.rules.history import CarePlanFacts, History, PriorCharge, ReportFacts
 from plugin.rules.model import Discipline, Role
@@ -18,17 +19,6 @@ from plugin.rules.model import Discipline, Role
 # Who wrote a report as read: (the actor's reference, the codings of its performer.function)
 Writer = tuple[str, tuple[fx.CodingTuple, ...]]
 RoleOf = Callable[[tuple[fx.CodingTuple, ...], str | None], Role | None]
-
-
-def first_day(*values: object) -> date | None:
-    """The date of the first value that is a FHIR date, dateTime or instant."""
-    for value in values:
-        if isinstance(value, str) and len(value) >= 10:
-            try:
-                return date.fromisoformat(value[:10])
-            except ValueError:
-                continue
-    return None
 
 
 def _references(values: object, norm: Callable[[str | None], str | None]) -> tuple[str, ...]:
@@ -243,7 +233,12 @@ class EpisodeFacts:
                 ref,
                 when,
                 tuple((actor, role_of(functions, actor)) for actor, functions in authors),
-                tuple((actor, role_of(functions, actor)) for actor, functions in cosigners),
+                tuple((actor, role_of(functions, actor)) for actor, functions in cosigners)
+                # a Provenance signature on the report signs it off as well
+                + tuple(
+                    (signed.who, role_of((), signed.who))
+                    for signed in self.certifications.signatures.get(ref, ())
+                ),
                 plans,
             )
             for ref, when, authors, cosigners, plans in self.reports.get(key, ())

@@ -73,6 +73,7 @@ class ReportSchema(Schema):
         validate=validate.OneOf(["Observation", "Procedure", "DocumentReference"]),
     )
     plan = fields.Boolean(load_default=False)
+    signed_by = fields.String(load_default=None, validate=ROLE)  # a Provenance signature
 
     @pre_load
     def from_date(self, data: Any, **_: Any) -> Any:
@@ -235,8 +236,10 @@ def _report(index: int, spec: dict[str, Any]) -> list[dict[str, Any]]:
     """A progress report as the EHR holds it, with its writers' PractitionerRoles."""
     kind, when = spec["resource"], _at(spec["date"], "17:00")
     code = {"coding": [{"system": "http://loinc.org", "code": "11506-3"}]}
-    writers = [r for r in (spec["author"], spec["cosigner"]) if r]
-    refs = [{"reference": f"Practitioner/{role.lower()}1"} for role in writers]
+    writers = [r for r in (spec["author"], spec["cosigner"], spec["signed_by"]) if r]
+    refs = [
+        {"reference": f"Practitioner/{r.lower()}1"} for r in (spec["author"], spec["cosigner"]) if r
+    ]
     report: dict[str, Any] = {"resourceType": kind, "id": f"report{index}"}
     report["subject"] = {"reference": "Patient/p1"}
     plan = [{"reference": "CarePlan/poc1"}] if spec["plan"] else []
@@ -266,6 +269,20 @@ def _report(index: int, spec: dict[str, Any]) -> list[dict[str, Any]]:
         }
         for role in writers
     ]
+    if spec["signed_by"]:
+        who = {"reference": f"Practitioner/{spec['signed_by'].lower()}1"}
+        roles.append(
+            {
+                "resourceType": "Provenance",
+                "id": f"signed-report{index}",
+                "target": [{"reference": f"{kind}/report{index}"}],
+                "recorded": when,
+                "agent": [{"who": who}],
+                "signature": [
+                    {"type": [{"code": "1.2.840.10065.1.12.1.5"}], "when": when, "who": who}
+                ],
+            }
+        )
     return [report, *roles]
 
 

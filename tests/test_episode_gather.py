@@ -13,7 +13,7 @@ import responses
 from plugin.config.files import Settings
 from plugin.gateway.client import FhirClient
 from plugin.gateway.gather import Gatherer
-from plugin.pipeline.billing_day import DaySource, WriteMode, run_day
+from plugin.pipeline.billing_day import DayRun, DaySource, WriteMode, run_day
 from tests import builders
 
 BASE = "https://ehr.example.org/fhir"
@@ -139,10 +139,9 @@ def _history_answers(encounters: list[dict[str, Any]], reports: list[dict[str, A
 TEN_DAYS = ["16", "19", "20", "21", "22", "23", "26", "27", "28", "29"]
 
 
-@responses.activate
-def test_the_reports_writers_are_read_with_them_and_an_assistants_report_does_not_count(
-    settings: Settings,
-) -> None:
+def _eleventh_day_after_a_note(settings: Settings, performer: str, taxonomy: str) -> DayRun:
+    """Day 11 of a PT period whose only report is an Observation of 2026-10-27 written by
+    `performer`, whose role (`taxonomy`) comes as an included PractitionerRole."""
     everything = ["Encounter", "CarePlan", "ChargeItem", "Procedure", "Observation"]
     _serve([*everything, "DocumentReference"], True, _record())
     earlier = [
@@ -156,16 +155,23 @@ def test_the_reports_writers_are_read_with_them_and_an_assistants_report_does_no
         "subject": {"reference": "Patient/p1"},
         "code": {"coding": [{"system": "http://loinc.org", "code": "11506-3"}]},
         "effectiveDateTime": "2026-10-27T17:00:00-05:00",
-        "performer": [{"reference": "Practitioner/pta9"}],
+        "performer": [{"reference": performer}],
     }
     role = {  # included by the search: the writer's role
         "resourceType": "PractitionerRole",
-        "id": "pta9-role",
-        "practitioner": {"reference": "Practitioner/pta9"},
-        "code": [{"coding": [{"system": builders.NUCC, "code": "225200000X"}]}],
+        "id": "writer-role",
+        "practitioner": {"reference": "Practitioner/writer"},
+        "code": [{"coding": [{"system": builders.NUCC, "code": taxonomy}]}],
     }
     _history_answers(earlier, [report, role])
-    run = run_day(settings, "e1", DaySource(Gatherer(FhirClient(BASE))), WriteMode.PLAN, WHEN, "t")
+    return run_day(settings, "e1", DaySource(Gatherer(FhirClient(BASE))), WriteMode.PLAN, WHEN, "t")
+
+
+@responses.activate
+def test_the_reports_writers_are_read_with_them_and_an_assistants_report_does_not_count(
+    settings: Settings,
+) -> None:
+    run = _eleventh_day_after_a_note(settings, "Practitioner/writer", "225200000X")
     (post,) = [json.loads(c.request.body) for c in responses.calls if c.request.method == "POST"]
     urls = {e["request"]["url"].split("?")[0]: e["request"]["url"] for e in post["entry"]}
     assert "&_include=Observation:performer" in urls["Observation"]
@@ -183,28 +189,7 @@ def test_the_reports_writers_are_read_with_them_and_an_assistants_report_does_no
 
 @responses.activate
 def test_the_same_report_with_the_therapists_role_closes_the_period(settings: Settings) -> None:
-    _serve(["Encounter", "CarePlan", "ChargeItem", "Procedure", "Observation"], True, _record())
-    earlier = [
-        builders.encounter(f"earlier{d}", start=f"2026-10-{d}T08:00:00-05:00", hours=1)
-        for d in TEN_DAYS
-    ]
-    report = {
-        "resourceType": "Observation",
-        "id": "note1",
-        "status": "final",
-        "subject": {"reference": "Patient/p1"},
-        "code": {"coding": [{"system": "http://loinc.org", "code": "11506-3"}]},
-        "effectiveDateTime": "2026-10-27T17:00:00-05:00",
-        "performer": [{"reference": "PractitionerRole/pt9-role"}],
-    }
-    role = {
-        "resourceType": "PractitionerRole",
-        "id": "pt9-role",
-        "practitioner": {"reference": "Practitioner/pt9"},
-        "code": [{"coding": [{"system": builders.NUCC, "code": "225100000X"}]}],
-    }
-    _history_answers(earlier, [report, role])
-    run = run_day(settings, "e1", DaySource(Gatherer(FhirClient(BASE))), WriteMode.PLAN, WHEN, "t")
+    run = _eleventh_day_after_a_note(settings, "PractitionerRole/writer-role", "225100000X")
     (line,) = run.decision.lines
     assert line.status.value == "billable"
     assert not [f for f in run.decision.findings if f.code.startswith("progress-report")]

@@ -211,7 +211,7 @@ class Gatherer:
                 wanted = "".join(f"&_include={i}" for i in writers[kind] if i in includes)
                 if wanted and roles:
                     wanted += roles
-                if kind == "DocumentReference" and signatures:
+                if signatures:  # a report signed off, a plan document signed
                     # the writers' roles are asked for once
                     wanted += (
                         signatures.replace(roles, "") if roles and roles in wanted else (signatures)
