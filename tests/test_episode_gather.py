@@ -240,3 +240,51 @@ def test_a_signed_plan_document_read_with_the_history_certifies_the_plan(
     assert line.status.value == "billable"
     said = " ".join(e.text for e in run.decision.explanation)
     assert "certified on 2026-10-29 (DocumentReference/pocdoc1, authenticated by" in said
+
+
+@responses.activate
+def test_the_colleagues_search_rides_in_the_history_batch(settings: Settings) -> None:
+    """A Medicare day from an EHR that takes a batch: the day's search, then one batch with the
+    history and the performers' other procedures — no separate Procedure search."""
+    from plugin.gateway.gather import WANTED
+
+    every = {
+        "searchInclude": [v for n, v, _ in WANTED if n.startswith("_include")],
+        "searchRevInclude": [v for n, v, _ in WANTED if n.startswith("_revinclude")],
+    }
+    kinds = ["Encounter", "CarePlan", "ChargeItem", "Procedure", "Observation", "DocumentReference"]
+    params = {"Procedure": [{"name": "performer"}, {"name": "date"}]}
+    rest = {
+        "interaction": [{"code": "batch"}],
+        "resource": [
+            {"type": t, "searchParam": params.get(t, [{"name": "_id"}]), **every} for t in kinds
+        ],
+    }
+    responses.get(f"{BASE}/metadata", json={"resourceType": "CapabilityStatement", "rest": [rest]})
+    record = _record()
+    responses.get(f"{BASE}/Encounter/e1", json=record[0])
+    responses.get(
+        f"{BASE}/Encounter",
+        json={"resourceType": "Bundle", "entry": [{"resource": r} for r in record]},
+    )
+    searchset = {"resourceType": "Bundle", "type": "searchset", "entry": []}
+    answers = [dict(searchset) for _ in range(7)]
+    answers[1] = {**searchset, "entry": [{"resource": builders.care_plan()}]}
+    responses.post(
+        BASE,
+        json={
+            "resourceType": "Bundle",
+            "type": "batch-response",
+            "entry": [{"resource": a, "response": {"status": "200 OK"}} for a in answers],
+        },
+    )
+    run = run_day(settings, "e1", DaySource(Gatherer(FhirClient(BASE))), WriteMode.PLAN, WHEN, "t")
+    gets = [c.request.url for c in responses.calls if c.request.method == "GET"]
+    assert not any("/Procedure?" in u for u in gets)  # no separate colleagues' search
+    (post,) = [json.loads(c.request.body) for c in responses.calls if c.request.method == "POST"]
+    assert post["entry"][-1]["request"]["url"].startswith("Procedure?performer=Practitioner")
+    assert len(responses.calls) == 4  # metadata, the encounter, the day, one batch
+    said = " ".join(e.text for e in run.decision.explanation)
+    assert "One-on-one across patients was not checked" not in said  # it was, in the batch
+    (line,) = run.decision.lines
+    assert line.status.value == "billable"

@@ -57,6 +57,8 @@ class Gathered:
     resources: list[Json]
     capped: bool = False  # a search stopped at the page cap: the visit may be incomplete
     unread: tuple[str, ...] = ()  # resource types the server does not let us search
+    # the performers' other procedures (one-on-one), answered in the same batch as the history
+    alongside: Gathered | None = None
 
 
 class Gatherer:
@@ -154,6 +156,7 @@ class Gatherer:
         lookback_days: int,
         report_codes: Iterable[tuple[str, str]],
         orders: bool = False,
+        colleagues: str | None = None,
     ) -> Gathered:
         """The patient's episode around a billing day, in one batch of searches: finished
         encounters `lookback_days` back, care plans, progress reports (Procedure, Observation,
@@ -161,7 +164,9 @@ class Gatherer:
         the server can include them), signed plans of care (DocumentReference with a plan code,
         the Provenance signatures of plans and documents; with `orders`, the signed orders and
         the Communications that sent the plan) and the year's charges before the date (for the
-        KX estimate). Searches of types the server does not list are left out."""
+        KX estimate). Searches of types the server does not list are left out. With a batch,
+        the `colleagues` search (`colleagues_query`) rides in the same Bundle: its answer is the
+        result's `alongside` (one round trip for both)."""
         day = calendar_date(date)
         since, _ = around(date, lookback_days)
         subject = quote(patient, safe="/")
@@ -235,34 +240,56 @@ class Gatherer:
             return gathered
         if not searches:
             return gathered
+        asked = [*searches, *([colleagues] if colleagues else [])]
         batch = {
             "resourceType": "Bundle",
             "type": "batch",
-            "entry": [{"request": {"method": "GET", "url": q}} for q in searches],
+            "entry": [{"request": {"method": "GET", "url": q}} for q in asked],
         }
         answer = self.client.transaction(batch)
-        for entry in (answer or {}).get("entry") or ():
+        entries = [e for e in (answer or {}).get("entry") or () if isinstance(e, dict)]
+        if len(entries) != len(asked):
+            raise FatalFhirError(
+                f"the history batch answered {len(entries)} of {len(asked)} searches", None
+            )
+        for index, entry in enumerate(entries):
             response = entry.get("response") or {}
-            if not str(response.get("status", "")).startswith("2"):
-                raise FatalFhirError(f"a history search failed: {response.get('status')}", None)
+            status = str(response.get("status", ""))
+            into = gathered
+            if index == len(searches):  # the colleagues' search
+                if status.startswith("400"):  # refused by the server: not checked
+                    gathered.alongside = Gathered([], unread=("Procedure",))
+                    continue
+                into = gathered.alongside = Gathered([])
+            if not status.startswith("2"):
+                raise FatalFhirError(f"a history search failed: {status}", None)
             bundle = entry.get("resource") or {}
-            gathered.resources.extend(iter_resources(bundle.get("entry") or []))
+            into.resources.extend(iter_resources(bundle.get("entry") or []))
             if any(link.get("relation") == "next" for link in bundle.get("link") or ()):
-                gathered.capped = True
+                into.capped = True
         return gathered
 
     def colleagues(self, performers: Iterable[str], date: str) -> Gathered:
         """The procedures of the performers around a date of service, in one search (the day
         before and after as well: a server may compare in UTC), for the one-on-one check across
         patients. Nothing when the server does not search Procedure."""
+        wanted = sorted(set(performers))
+        query = self.colleagues_query(wanted, date)
+        if query is None:  # a server that does not search Procedure by performer and date
+            return Gathered([], unread=("Procedure",) if wanted else ())
+        page = self.client.search(query)
+        return Gathered(list(iter_resources(page.entries)), capped=page.capped)
+
+    def colleagues_query(self, performers: Iterable[str], date: str) -> str | None:
+        """The one search of the performers' procedures around `date`; None when there are no
+        performers or the server does not search Procedure by performer and date."""
         _, _, searchable = self.supported()
         wanted = sorted(set(performers))
         listed = self._params.get("Procedure", set())
         if not wanted or (searchable and not {"performer", "date"} <= listed):
-            # a server that does not search Procedure by performer and date: not checked
-            return Gathered([], unread=("Procedure",) if wanted else ())
+            return None
         since, until = around(date, 1)
-        query = "Procedure?" + urlencode(
+        return "Procedure?" + urlencode(
             [
                 ("performer", ",".join(wanted)),
                 ("date", f"ge{since}"),
@@ -272,8 +299,6 @@ class Gatherer:
             ],
             safe="/,",
         )
-        page = self.client.search(query)
-        return Gathered(list(iter_resources(page.entries)), capped=page.capped)
 
     def _search(self, params: list[tuple[str, str]]) -> Gathered:
         path, fallbacks = self.query(*params)

@@ -268,7 +268,11 @@ class EhrReader:
         self.gatherer = gatherer
         self.error: str | None = None
 
-    def history(self, patient: str, date: str) -> Gathered | None:
+    def history(
+        self, patient: str, date: str, performers: list[str] | None = None
+    ) -> Gathered | None:
+        """The patient's history; with `performers`, their other procedures asked in the same
+        batch where the EHR takes one (the result's `alongside`)."""
         if self.gatherer is None:
             return None
         try:
@@ -278,6 +282,7 @@ class EhrReader:
                 self.rules.lookback_days,
                 self.rules.report_codes | self.rules.plan_document_codes,
                 orders="order" in self.rules.certification_routes,
+                colleagues=self.gatherer.colleagues_query(performers, date) if performers else None,
             )
         except FhirError as exc:
             log.warning("reading the patient's history failed; episode rules not checked: %s", exc)
@@ -320,10 +325,12 @@ def decide_gathered(
     payer = settings.payers.resolved(first.payer)
     wanted = payer.plan_of_care_required or payer.progress_reports_required or payer.kx_threshold
     history = colleagues = None
-    if wanted and first.patient and first.date_of_service:
-        history = reader.history(first.patient, first.date_of_service)
     performers = _one_on_one_performers(visits, settings)
-    if performers and first.date_of_service:
+    if wanted and first.patient and first.date_of_service:
+        # one round trip for both where the EHR takes a batch
+        history = reader.history(first.patient, first.date_of_service, performers)
+        colleagues = history.alongside if history is not None else None
+    if performers and first.date_of_service and colleagues is None:
         colleagues = reader.colleagues(performers, first.date_of_service)
         if colleagues is not None and colleagues.unread:
             colleagues = None  # the EHR does not search Procedure: not checked, never "none"
