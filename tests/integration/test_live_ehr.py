@@ -173,17 +173,17 @@ def test_one_read_and_at_most_one_write_per_triggered_day(
     sent = client.requests_sent
     first = run_day(live_settings, "enc-0005", named, WriteMode.WRITE, ENTERED, "notification")
     assert first.written
-    # a Medicare day: its episode rules read the patient's history too, in one batch; the
-    # performers' services for other patients in one search (one-on-one across patients)
+    # a Medicare day: its episode rules read the patient's history too, in one batch, and the
+    # performers' services for other patients (one-on-one across patients) in the same batch
     assert first.decision.visit.payer == "medicare-part-b"
-    assert client.requests_sent - sent == 4  # the day, the history, the performers', a write
+    assert client.requests_sent - sent == 3  # the day, the history and performers', a write
     sent = client.requests_sent
     again = run_day(live_settings, "enc-0005", named, WriteMode.WRITE, ENTERED, "notification")
     assert not again.written
-    assert client.requests_sent - sent == 3  # the three reads, nothing to write
+    assert client.requests_sent - sent == 2  # the two reads, nothing to write
     sent = client.requests_sent
     run(live_settings, gatherer, "enc-0005")  # named by id only: its day is read first
-    assert client.requests_sent - sent == 4  # the encounter, its day, the history, performers'
+    assert client.requests_sent - sent == 3  # the encounter, its day, the history batch
 
 
 def test_the_server_stopping_mid_run_is_a_clear_error_with_no_partial_writes(
