@@ -20,7 +20,14 @@ BASE = "https://ehr.example.org/fhir"
 WHEN = datetime(2026, 11, 2, 18, 0, tzinfo=timezone(timedelta(hours=-5)))
 
 
-def _serve(types: list[str], batch: bool, resources: list[dict[str, Any]]) -> None:
+def _serve(
+    types: list[str],
+    batch: bool,
+    resources: list[dict[str, Any]],
+    params: dict[str, list[str]] | None = None,
+) -> None:
+    """The EHR: its CapabilityStatement (the types, each searched by `_id` or by `params`),
+    the encounter, the day's search, and no other patient's procedures when asked apart."""
     from plugin.gateway.gather import WANTED
 
     every = {  # every include the day's search asks for: that search is one request
@@ -31,7 +38,11 @@ def _serve(types: list[str], batch: bool, resources: list[dict[str, Any]]) -> No
     }
     rest: dict[str, Any] = {
         "resource": [
-            {"type": t, "searchParam": [{"name": "_id"}], **(every if t == "Encounter" else {})}
+            {
+                "type": t,
+                "searchParam": [{"name": n} for n in (params or {}).get(t, ["_id"])],
+                **(every if t == "Encounter" else {}),
+            }
             for t in types
         ]
     }
@@ -246,27 +257,8 @@ def test_a_signed_plan_document_read_with_the_history_certifies_the_plan(
 def test_the_colleagues_search_rides_in_the_history_batch(settings: Settings) -> None:
     """A Medicare day from an EHR that takes a batch: the day's search, then one batch with the
     history and the performers' other procedures — no separate Procedure search."""
-    from plugin.gateway.gather import WANTED
-
-    every = {
-        "searchInclude": [v for n, v, _ in WANTED if n.startswith("_include")],
-        "searchRevInclude": [v for n, v, _ in WANTED if n.startswith("_revinclude")],
-    }
     kinds = ["Encounter", "CarePlan", "ChargeItem", "Procedure", "Observation", "DocumentReference"]
-    params = {"Procedure": [{"name": "performer"}, {"name": "date"}]}
-    rest = {
-        "interaction": [{"code": "batch"}],
-        "resource": [
-            {"type": t, "searchParam": params.get(t, [{"name": "_id"}]), **every} for t in kinds
-        ],
-    }
-    responses.get(f"{BASE}/metadata", json={"resourceType": "CapabilityStatement", "rest": [rest]})
-    record = _record()
-    responses.get(f"{BASE}/Encounter/e1", json=record[0])
-    responses.get(
-        f"{BASE}/Encounter",
-        json={"resourceType": "Bundle", "entry": [{"resource": r} for r in record]},
-    )
+    _serve(kinds, True, _record(), params={"Procedure": ["performer", "date"]})
     searchset = {"resourceType": "Bundle", "type": "searchset", "entry": []}
     answers = [dict(searchset) for _ in range(7)]
     answers[1] = {**searchset, "entry": [{"resource": builders.care_plan()}]}
