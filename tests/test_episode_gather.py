@@ -58,6 +58,18 @@ def _serve(
     responses.get(f"{BASE}/Procedure", json={"resourceType": "Bundle", "entry": []})
 
 
+def _answer_batch(answers: list[dict[str, Any]]) -> None:
+    """The EHR's batch-response: each search's searchset, in the order asked, all 200 OK."""
+    responses.post(
+        BASE,
+        json={
+            "resourceType": "Bundle",
+            "type": "batch-response",
+            "entry": [{"resource": a, "response": {"status": "200 OK"}} for a in answers],
+        },
+    )
+
+
 def _record() -> list[dict[str, Any]]:
     record = builders.complete_record(builders.procedure("p1", "97110", minutes=30))
     return [r for r in record if r["resourceType"] != "CarePlan"]  # the plan is in the history
@@ -71,14 +83,7 @@ def test_the_history_is_read_in_one_batch_and_decides_the_day(settings: Settings
     searchset = {"resourceType": "Bundle", "type": "searchset"}
     answers = [{**searchset, "entry": []} for _ in range(6)]
     answers[1]["entry"] = [{"resource": plan}]  # CarePlan?subject=…
-    responses.post(
-        BASE,
-        json={
-            "resourceType": "Bundle",
-            "type": "batch-response",
-            "entry": [{"resource": a, "response": {"status": "200 OK"}} for a in answers],
-        },
-    )
+    _answer_batch(answers)
     run = run_day(settings, "e1", DaySource(Gatherer(FhirClient(BASE))), WriteMode.PLAN, WHEN, "t")
     (post,) = [json.loads(c.request.body) for c in responses.calls if c.request.method == "POST"]
     assert post["type"] == "batch"
@@ -137,14 +142,7 @@ def _history_answers(encounters: list[dict[str, Any]], reports: list[dict[str, A
     answers[0]["entry"] = [{"resource": e} for e in encounters]
     answers[1]["entry"] = [{"resource": builders.care_plan(start="2026-10-16")}]
     answers[4]["entry"] = [{"resource": r} for r in reports]
-    responses.post(
-        BASE,
-        json={
-            "resourceType": "Bundle",
-            "type": "batch-response",
-            "entry": [{"resource": a, "response": {"status": "200 OK"}} for a in answers],
-        },
-    )
+    _answer_batch(answers)
 
 
 TEN_DAYS = ["16", "19", "20", "21", "22", "23", "26", "27", "28", "29"]
@@ -233,14 +231,7 @@ def test_a_signed_plan_document_read_with_the_history_certifies_the_plan(
         "specialty": [{"coding": [{"system": builders.NUCC, "code": "208100000X"}]}],
     }
     answers[5]["entry"] = [{"resource": document}, {"resource": role}]
-    responses.post(
-        BASE,
-        json={
-            "resourceType": "Bundle",
-            "type": "batch-response",
-            "entry": [{"resource": a, "response": {"status": "200 OK"}} for a in answers],
-        },
-    )
+    _answer_batch(answers)
     run = run_day(settings, "e1", DaySource(Gatherer(FhirClient(BASE))), WriteMode.PLAN, WHEN, "t")
     (post,) = [json.loads(c.request.body) for c in responses.calls if c.request.method == "POST"]
     urls = {e["request"]["url"].split("?")[0]: e["request"]["url"] for e in post["entry"]}
@@ -262,14 +253,7 @@ def test_the_colleagues_search_rides_in_the_history_batch(settings: Settings) ->
     searchset = {"resourceType": "Bundle", "type": "searchset", "entry": []}
     answers = [dict(searchset) for _ in range(7)]
     answers[1] = {**searchset, "entry": [{"resource": builders.care_plan()}]}
-    responses.post(
-        BASE,
-        json={
-            "resourceType": "Bundle",
-            "type": "batch-response",
-            "entry": [{"resource": a, "response": {"status": "200 OK"}} for a in answers],
-        },
-    )
+    _answer_batch(answers)
     run = run_day(settings, "e1", DaySource(Gatherer(FhirClient(BASE))), WriteMode.PLAN, WHEN, "t")
     gets = [c.request.url for c in responses.calls if c.request.method == "GET"]
     assert not any("/Procedure?" in u for u in gets)  # no separate colleagues' search
