@@ -94,14 +94,8 @@ class Certifications:
         if resource.get("status") != "completed":
             return
         sent = first_day(resource.get("sent"))
-        about, recipients = (
-            tuple(
-                r for r in (self.norm(fx.reference(v)) for v in values if isinstance(v, dict)) if r
-            )
-            if isinstance(values, list)
-            else ()
-            for values in (resource.get("about"), resource.get("recipient"))
-        )
+        about = fx.references(resource.get("about"), self.norm)
+        recipients = fx.references(resource.get("recipient"), self.norm)
         if sent and about and recipients:
             self.sent.append(Sent(key, sent, about, recipients))
 
@@ -119,19 +113,12 @@ class Certifications:
                 self.malformed.setdefault(subject or "", []).append(
                     f"{key}.{element} is not {what}"
                 )
-        plans = (
-            tuple(
-                r for r in (self.norm(fx.reference(v)) for v in related if isinstance(v, dict)) if r
-            )
-            if isinstance(related, list)
-            else ()
-        )
         document = PlanDocument(
             key,
             str(resource.get("status") or ""),
             self.norm(fx.reference(resource.get("authenticator"))),
             first_day(resource.get("date")),
-            plans,
+            fx.references(related, self.norm),
         )
         self.documents.setdefault(subject or "", []).append(document)
 

@@ -9,7 +9,7 @@ held as small records rather than whole resources.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from msgspec import Struct
@@ -62,6 +62,14 @@ def reference(value: object) -> str | None:
     if isinstance(value, dict) and isinstance(value.get("reference"), str):
         return _intern(value["reference"])
     return None
+
+
+def references(values: object, norm: Callable[[str | None], str | None]) -> tuple[str, ...]:
+    """The references of a list of Reference elements, normalised (`norm`); () for anything
+    but a list."""
+    if not isinstance(values, list):
+        return ()
+    return tuple(r for r in (norm(reference(v)) for v in values) if r)
 
 
 def normalize(ref: str | None, aliases: Mapping[str, str]) -> str | None:

@@ -21,13 +21,6 @@ Writer = tuple[str, tuple[fx.CodingTuple, ...]]
 RoleOf = Callable[[tuple[fx.CodingTuple, ...], str | None], Role | None]
 
 
-def _references(values: object, norm: Callable[[str | None], str | None]) -> tuple[str, ...]:
-    """The references of a list of Reference elements, normalised."""
-    if not isinstance(values, list):
-        return ()
-    return tuple(r for r in (norm(fx.reference(v)) for v in values) if r)
-
-
 def _number(element: object) -> float | None:
     """The finite number of a Quantity or Money element's `value` (None for anything else: a
     boolean, a string, infinity)."""
@@ -113,16 +106,16 @@ class EpisodeFacts:
                         authors.append((actor, fx.codings(performer.get("function"))))
             linked = resource.get("basedOn")
         elif kind == "Observation":
-            authors += [(r, ()) for r in _references(resource.get("performer"), self.norm)]
+            authors += [(r, ()) for r in fx.references(resource.get("performer"), self.norm)]
             linked = resource.get("basedOn")
         else:
-            authors += [(r, ()) for r in _references(resource.get("author"), self.norm)]
+            authors += [(r, ()) for r in fx.references(resource.get("author"), self.norm)]
             signer = self.norm(fx.reference(resource.get("authenticator")))
             if signer:
                 cosigners.append((signer, ()))
             context = resource.get("context")
             linked = context.get("related") if isinstance(context, dict) else None
-        plans = tuple(r for r in _references(linked, self.norm) if r.startswith("CarePlan/"))
+        plans = tuple(r for r in fx.references(linked, self.norm) if r.startswith("CarePlan/"))
         return authors, cosigners, plans
 
     def add_charge(self, resource: dict[str, Any], key: str) -> None:
@@ -191,8 +184,8 @@ class EpisodeFacts:
                     first_day(period.get("end")),
                     certified,
                     disciplines,
-                    _references(resource.get("addresses"), self.norm),
-                    _references(resource.get("goal"), self.norm),
+                    fx.references(resource.get("addresses"), self.norm),
+                    fx.references(resource.get("goal"), self.norm),
                     resource.get("status") == "active",
                     delay_reason,
                 )
