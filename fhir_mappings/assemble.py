@@ -30,7 +30,7 @@ from plugin.rules.concurrency import one_on_one
 from plugin.rules.episode import EpisodeRules
 from plugin.rules.findings import TIME_FINDINGS, FindingPolicy
 from plugin.rules.history import GoalFacts, History, OtherService
-from plugin.rules.model import Catalog, CodeKind, Discipline
+from plugin.rules.model import ASSISTANT_OF, THERAPIST_OF, Catalog, CodeKind, Discipline
 from plugin.rules.payers import CodingTables, PayerTable, PractitionerTable
 from plugin.rules.systems import ICD10CM, PLACE_OF_SERVICE
 from plugin.rules.visit import (
@@ -40,7 +40,6 @@ from plugin.rules.visit import (
     Finding,
     Measure,
     Performer,
-    Role,
     Visit,
     VisitService,
 )
@@ -61,11 +60,8 @@ class TranslateTables:
     practitioners: PractitionerTable = field(default_factory=PractitionerTable)  # site table
 
 
-# An assistant's discipline, and a therapist's (Pub 100-02 ch.15 §230.1, §230.2)
 # How many distinct codings an assembler remembers the resolution of (a file has a few dozen)
 MAX_CODINGS = 4096
-_ASSISTANT_OF = {Role.PTA: Discipline.PT, Role.OTA: Discipline.OT}
-_THERAPIST_OF = {Role.PT: Discipline.PT, Role.OT: Discipline.OT}
 
 
 class _PerformerServices:
@@ -431,7 +427,7 @@ class VisitAssembler:
 
         Source: Pub 100-02 ch.15 §230.1 B, §230.2 B (PTA/OTA services under a therapist's
         supervision); §220.3 E (the treatment note names who furnished or supervised)."""
-        if not any(p.role in _ASSISTANT_OF for s in services for p in s.performers):
+        if not any(p.role in ASSISTANT_OF for s in services for p in s.performers):
             return services
         participants = [
             (ref, self._roles.role(types, ref).role)
@@ -441,17 +437,17 @@ class VisitAssembler:
         configured = self.tables.coding_tables.supervisors
         out = []
         for service in services:
-            assistants = [p for p in service.performers if p.role in _ASSISTANT_OF]
+            assistants = [p for p in service.performers if p.role in ASSISTANT_OF]
             if not assistants:
                 out.append(service)
                 continue
-            wanted = _ASSISTANT_OF[assistants[0].role]  # type: ignore[index]
+            wanted = ASSISTANT_OF[assistants[0].role]  # type: ignore[index]
             own = [(p.reference, p.role) for p in service.performers]
             found = next(
                 (
                     ref
                     for ref, role in (*own, *participants, *others)
-                    if ref and role is not None and _THERAPIST_OF.get(role) is wanted
+                    if ref and role is not None and THERAPIST_OF.get(role) is wanted
                 ),
                 None,
             )

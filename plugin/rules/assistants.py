@@ -24,9 +24,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date, datetime
 
-from plugin.rules.model import CodeKind, Discipline
+from plugin.rules.model import ASSISTANT_OF, THERAPIST_OF, CodeKind, Discipline
 from plugin.rules.records import Record
-from plugin.rules.visit import Role, VisitService
+from plugin.rules.visit import VisitService
 
 SOURCE = (
     "CMS Pub 100-04 ch.5 §20.1 (CQ/CO); CY 2022 PFS final rule, 86 FR 64996 (de minimis per "
@@ -38,8 +38,6 @@ PER_UNIT_FROM = date(2022, 1, 1)
 DE_MINIMIS = 0.10  # more than this share of a service's minutes makes it "in part"
 UNIT = 15
 MODIFIER = {Discipline.PT: "CQ", Discipline.OT: "CO"}
-ASSISTANTS = {Role.PTA: Discipline.PT, Role.OTA: Discipline.OT}
-THERAPISTS = (Role.PT, Role.OT, Role.SLP)
 
 
 class Shares(Record, frozen=True, gc=False):
@@ -54,10 +52,10 @@ def service_shares(service: VisitService) -> Shares | None:
     """Who furnished the service's minutes; None when a therapist and an assistant are both
     on the procedure and their own periods are not all recorded (it cannot be told)."""
     minutes = service.minutes or 0
-    assistants = [p for p in service.performers if p.role in ASSISTANTS]
+    assistants = [p for p in service.performers if p.role in ASSISTANT_OF]
     if not assistants:
         return Shares(minutes, 0)
-    therapists = [p for p in service.performers if p.role in THERAPISTS]
+    therapists = [p for p in service.performers if p.role in THERAPIST_OF]
     if not therapists:
         return Shares(0, minutes)
     spans = [(p.start, p.end) for p in (*assistants, *therapists)]

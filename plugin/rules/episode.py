@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from plugin.rules.findings import FindingPolicy
 from plugin.rules.history import CarePlanFacts, History, ReportFacts
-from plugin.rules.model import Discipline, Role
+from plugin.rules.model import ASSISTANT_OF, THERAPIST_OF, Discipline, Role
 from plugin.rules.parameters import DatedParameter, Reference
 from plugin.rules.visit import Finding
 
@@ -191,8 +191,6 @@ def _plan_problem(
 # "a clinician that is, either the physician/NPP who provides or supervises the services, or
 # ... the therapist who provides the services and supervises an assistant"; "Reports written by
 # assistants are not complete progress reports."
-CLINICIAN_OF = {Role.PT: Discipline.PT, Role.OT: Discipline.OT, Role.SLP: Discipline.SLP}
-ASSISTANT_OF = {Role.PTA: Discipline.PT, Role.OTA: Discipline.OT}
 
 
 def report_verdict(report: ReportFacts, discipline: Discipline, history: History) -> str | None:
@@ -200,7 +198,7 @@ def report_verdict(report: ReportFacts, discipline: Discipline, history: History
     it is not. It counts when a therapist of the discipline wrote or signed it off, or a
     physician/NPP did and it is linked to none of the patient's plans or to the discipline's."""
     signers = report.authors + report.cosigners
-    if any(CLINICIAN_OF.get(role) is discipline for _, role in signers if role):
+    if any(THERAPIST_OF.get(role) is discipline for _, role in signers if role):
         return None
     linked = [p for p in history.care_plans if p.reference in report.plans]
     for_discipline = not linked or any(
@@ -217,9 +215,9 @@ def report_verdict(report: ReportFacts, discipline: Discipline, history: History
         )
     others = sorted(
         {
-            (CLINICIAN_OF.get(role) or ASSISTANT_OF.get(role) or discipline).value
+            (THERAPIST_OF.get(role) or ASSISTANT_OF.get(role) or discipline).value
             for _, role in signers
-            if role in CLINICIAN_OF or role in ASSISTANT_OF
+            if role in THERAPIST_OF or role in ASSISTANT_OF
         }
     )
     if others or physician:

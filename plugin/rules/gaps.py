@@ -20,12 +20,19 @@ from plugin.rules.assistants import service_shares
 from plugin.rules.concurrency import ColleagueIndex, colleague_index, concurrent_gaps
 from plugin.rules.documentation import documentation_gaps
 from plugin.rules.findings import FindingPolicy
-from plugin.rules.model import POOLED_KINDS, Catalog, CodeKind, Discipline, UnitsResult
+from plugin.rules.model import (
+    ASSISTANT_OF,
+    POOLED_KINDS,
+    THERAPIST_OF,
+    Catalog,
+    CodeKind,
+    Discipline,
+    UnitsResult,
+)
 from plugin.rules.parameters import UnitTable
 from plugin.rules.payers import Payer
 from plugin.rules.visit import ROLE_DISCIPLINE, Finding, Role, Severity, Visit, VisitService
 
-_ASSISTANTS = (Role.PTA, Role.OTA)
 EVALUATION_BY_ASSISTANT = "evaluation-by-assistant"
 
 
@@ -304,9 +311,6 @@ def _covers(start: date | None, end: date | None, when: str | None) -> bool:
     return (start is None or start <= day) and (end is None or day <= end)
 
 
-THERAPISTS = (Role.PT, Role.OT, Role.SLP)
-
-
 def _evaluation_gaps(service: VisitService, policy: FindingPolicy) -> list[Finding]:
     """An evaluative service (an evaluation, re-evaluation, assessment) that no therapist
     furnished, only an assistant: not billable, whatever supervision is recorded. With a
@@ -315,7 +319,7 @@ def _evaluation_gaps(service: VisitService, policy: FindingPolicy) -> list[Findi
     Source: Pub 100-02 ch.15 §230.1 B ("PTAs may not provide evaluative or assessment
     services"), §230.2 B (OTAs likewise)."""
     roles = {p.role for p in service.performers}
-    if not roles & set(_ASSISTANTS) or roles & set(THERAPISTS):
+    if not roles & ASSISTANT_OF.keys() or roles & THERAPIST_OF.keys():
         return []
     return [
         policy.make(
@@ -373,7 +377,7 @@ def _who_gaps(
                 )
             )
     roles = {p.role for p in service.performers}
-    if roles & set(_ASSISTANTS) and service.supervisor is None:
+    if roles & ASSISTANT_OF.keys() and service.supervisor is None:
         found.append(
             policy.make(
                 "supervision-missing",

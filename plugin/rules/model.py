@@ -39,6 +39,10 @@ ROLE_DISCIPLINE = {
     Role.OTA: Discipline.OT,
     Role.SLP: Discipline.SLP,
 }
+# The therapists and the assistants apart, with their discipline (Pub 100-02 ch.15 §230.1-230.3:
+# PTAs and OTAs work under a therapist of their discipline; SLP has no assistant benefit)
+THERAPIST_OF = {Role.PT: Discipline.PT, Role.OT: Discipline.OT, Role.SLP: Discipline.SLP}
+ASSISTANT_OF = {Role.PTA: Discipline.PT, Role.OTA: Discipline.OT}
 
 
 class CodeKind(StrEnum):
