@@ -12,7 +12,6 @@ from plugin.config.files import Settings
 from plugin.render.cards import gap_cards
 from plugin.render.report import (
     RunSummary,
-    decision_findings,
     encounter_reports,
     line_reasons,
     line_warnings,
@@ -78,7 +77,7 @@ def test_the_text_the_cards_and_the_summary_count_the_same_findings(settings: Se
     details = "\n".join(c["detail"] for c in gap_cards(decision, "sys"))
     for code, count in reported.items():
         assert details.count(f"**{code}**") == count, code  # one card line per finding
-    assert Counter(f.code for f in decision_findings(decision)) == reported
+    assert Counter(f.code for f in decision.findings) == reported
 
 
 def test_the_cards_name_the_manual_section_of_each_day_finding(settings: Settings) -> None:

@@ -13,7 +13,7 @@ from plugin.config.files import Settings
 from plugin.gateway.factory import connect
 from plugin.gateway.gather import Gatherer
 from plugin.pipeline.billing_day import DayRun
-from plugin.render.report import day_report, decision_findings, line_therapists, line_warnings
+from plugin.render.report import day_report, line_therapists, line_warnings
 from plugin.rules.visit import Severity
 from plugin.store import Store
 
@@ -116,7 +116,7 @@ class Runtime:
             }
             for ln in decision.lines
         ]
-        gaps = [f.code for f in decision_findings(decision) if f.severity is not Severity.INFO]
+        gaps = [f.code for f in decision.findings if f.severity is not Severity.INFO]
         written: dict[str, Any] = run.plan.summary() if run.plan is not None else {}
         report = day_report(decision)
         report["configuration"] = run.configuration

@@ -25,7 +25,6 @@ from plugin.jsontypes import Json
 from plugin.pipeline.billing_day import DayRun, DaySource, WriteMode, run_day
 from plugin.pipeline.metrics import count_decision, count_ehr_error, count_write_failed
 from plugin.pipeline.runtime import Runtime
-from plugin.render.report import decision_findings
 
 
 @dataclass(frozen=True)
@@ -90,7 +89,7 @@ def execute(runtime: Runtime, job: Job) -> DayRun:
     except Exception as exc:
         count_ehr_error(exc)
         raise
-    count_decision(list(run.decision.lines), decision_findings(run.decision))
+    count_decision(list(run.decision.lines), list(run.decision.findings))
     if run.error:
         count_write_failed()
     runtime.record(job.encounter_id, job.trigger, run, job.ledger_outcome(run), wait=job.wait)

@@ -7,7 +7,6 @@ from collections import defaultdict
 from typing import Any
 
 from fhir_mappings.chargeitem import name_uuid
-from plugin.render.report import decision_findings
 from plugin.rules import sources
 from plugin.rules.decision import Decision
 from plugin.rules.lines import LineStatus
@@ -87,7 +86,7 @@ def gap_cards(decision: Decision, override_system: str) -> list[Card]:
         if line.status is LineStatus.PLANNED
     ]
     warnings: dict[str, list[Finding]] = defaultdict(list)
-    for item in decision_findings(decision):
+    for item in decision.findings:
         if item.severity is Severity.WARN:
             warnings[item.code].append(item)
     cards += [

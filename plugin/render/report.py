@@ -83,11 +83,10 @@ def line_warnings(line: ChargeLine) -> list[str]:
 
 
 def problems_by_encounter(decision: Decision) -> list[tuple[Visit, list[Finding]]]:
-    """Every finding of the day once, under the visit it is reported with: a visit's own and
-    its procedures' under that visit, the day's own (the episode rules, the claim edits, a
-    line's diagnosis) under the first; each list most severe first. The one reading of a
-    decision's findings that the file report, the text output, the cards, the run summary and
-    the worklist count, so they agree."""
+    """Every finding of the day (`decision.findings`, which the text output, the cards, the run
+    summary and the worklist count) once, under the visit it is reported with: a visit's own
+    and its procedures' under that visit, the day's own (the episode rules, the claim edits, a
+    line's diagnosis) under the first; each list most severe first."""
     owned: Counter[Finding] = Counter()
     for visit in decision.visits:
         owned.update((*visit.findings, *(f for s in visit.services for f in s.findings)))
@@ -107,11 +106,6 @@ def problems_by_encounter(decision: Decision) -> list[tuple[Visit, list[Finding]
         )
         for index, visit in enumerate(decision.visits)
     ]
-
-
-def decision_findings(decision: Decision) -> list[Finding]:
-    """The day's findings as `problems_by_encounter` reads them, in one list."""
-    return [f for _, found in problems_by_encounter(decision) for f in found]
 
 
 def line_therapists(line: ChargeLine) -> list[dict[str, str]]:
@@ -153,7 +147,7 @@ def day_report(decision: Decision) -> dict[str, Any]:
         "day": decision.day,
         "encounters": [v.encounter for v in decision.visits],
         "lines": [line_json(line) for line in decision.lines],
-        "problems": [finding_json(f) for f in ordered_findings(decision_findings(decision))],
+        "problems": [finding_json(f) for f in ordered_findings(decision.findings)],
         "alternatives": [dict(a) for a in decision.alternatives],
         "explanation": [{"text": e.text, "source": e.source} for e in decision.explanation],
     }
@@ -221,7 +215,7 @@ class RunSummary:
         )  # fmt: skip
         self.holds_by_code.update(held)
         self.warnings_by_code.update(warned)
-        for item in decision_findings(decision):
+        for item in decision.findings:
             self.findings_by_code[item.code] += 1
 
     def merge(self, other: RunSummary) -> None:
@@ -266,7 +260,7 @@ def visit_text(decision: Decision) -> str:
         price = f"  {line.price:>8.2f} {line.currency}" if line.price is not None else ""
         head = f"  {line.code}-{mods:<9} {line.units:>2} unit(s) {line.minutes:>4} min"
         out.append(f"{head}  {status}{price}")
-    for item in ordered_findings(decision_findings(decision)):
+    for item in ordered_findings(decision.findings):
         where = f" [{item.resource}]" if item.resource else ""
         out.append(f"  {item.severity.value:<4} {item.code}: {item.message}{where}")
     return "\n".join(out)
