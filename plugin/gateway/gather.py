@@ -172,32 +172,34 @@ class Gatherer:
         subject = quote(patient, safe="/")
         codes = quote(",".join(f"{s}|{c}" for s, c in sorted(report_codes)), safe="|,:/")
         includes, revincludes, searchable = self.supported()
-        roles = (
-            "&_revinclude:iterate=PractitionerRole:practitioner"
-            if "PractitionerRole:practitioner" in revincludes
-            else ""
+        # the roles of every practitioner a search below includes
+        roles = ["_revinclude:iterate=PractitionerRole:practitioner"] * (
+            "PractitionerRole:practitioner" in revincludes
         )
-        # the signatures that certify a plan (a Provenance targeting the plan or its document),
+        # the signatures that certify a plan or sign off a report (a Provenance targeting it),
         # their signers and the signers' roles
-        signatures = ""
+        signatures: list[str] = []
         if "Provenance:target" in revincludes:
-            signatures = "&_revinclude=Provenance:target"
+            signatures = ["_revinclude=Provenance:target"]
             if "Provenance:agent" in includes:
-                signatures += "&_include:iterate=Provenance:agent" + roles
+                signatures += ["_include:iterate=Provenance:agent", *roles]
+
+        def asking(query: str, *also: list[str]) -> str:
+            """The query with the include parameters of `also`, each once."""
+            return query + "".join(f"&{p}" for p in dict.fromkeys(p for ps in also for p in ps))
+
         searches = [
             f"Encounter?subject={subject}&status=finished&date=ge{since}&date=le{date}&_count=500",
-            f"CarePlan?subject={subject}&_count=100{signatures}",
+            asking(f"CarePlan?subject={subject}&_count=100", signatures),
             f"ChargeItem?subject={subject}&occurrence=ge{day.year}-01-01&occurrence=lt{date}"
             "&_count=1000",
         ]
         if orders:  # the 2025 certification route: signed orders, the plan sent to them
-            requester = (
-                "&_include=ServiceRequest:requester" + roles
-                if "ServiceRequest:requester" in includes
-                else ""
+            requester = ["_include=ServiceRequest:requester", *roles] * (
+                "ServiceRequest:requester" in includes
             )
             searches += [
-                f"ServiceRequest?subject={subject}&_count=100{requester}",
+                asking(f"ServiceRequest?subject={subject}&_count=100", requester),
                 f"Communication?subject={subject}&sent=ge{since}&_count=100",
             ]
         if codes:
@@ -213,16 +215,14 @@ class Gatherer:
             for kind, by in (
                 ("Procedure", "code"), ("Observation", "code"), ("DocumentReference", "type"),
             ):  # fmt: skip
-                wanted = "".join(f"&_include={i}" for i in writers[kind] if i in includes)
-                if wanted and roles:
-                    wanted += roles
-                if signatures:  # a report signed off, a plan document signed
-                    # the writers' roles are asked for once
-                    wanted += (
-                        signatures.replace(roles, "") if roles and roles in wanted else (signatures)
-                    )
+                wanted = [f"_include={i}" for i in writers[kind] if i in includes]
                 searches.append(
-                    f"{kind}?subject={subject}&{by}={codes}&date=ge{since}&_count=100{wanted}"
+                    asking(
+                        f"{kind}?subject={subject}&{by}={codes}&date=ge{since}&_count=100",
+                        wanted,
+                        roles if wanted else [],
+                        signatures,
+                    )
                 )
         if searchable:  # a server that lists none is not taken at its word: ask anyway
             unread = tuple(
