@@ -75,12 +75,14 @@ $(COMPILED_STAMP): pyproject.toml hatch_build.py $(wildcard plugin/rules/*.py fh
 
 compiled: $(COMPILED_STAMP)
 
-bench: $(STAMP) $(COMPILED_STAMP)
+bench: $(STAMP) $(COMPILED_STAMP) $(EHR_STAMP)
 	for python in $(BIN)/python $(COMPILED)/bin/python; do \
 		echo "== $$python"; \
 		$$python bench/bench_units.py && \
 		$$python bench/bench_process.py --visits 10000 && \
-		$$python bench/bench_hook.py || exit 1; \
+		$$python bench/bench_hook.py && \
+		THERACHARGE_TEST_SEKMET=$(CURDIR)/$(EHR_VENV)/bin/sekmet \
+			$$python bench/bench_hook_ehr.py || exit 1; \
 	done
 
 clean:

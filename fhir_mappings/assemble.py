@@ -79,7 +79,11 @@ class _PerformerServices:
     def overlapping(self, start: datetime, end: datetime) -> Iterator[OtherService]:
         """The services sharing a moment with [start, end): none starting at or after `end`,
         none ending at or before `start` (so none starting a whole `longest` before it)."""
-        first = bisect_left(self.starts, start - self.longest)
+        try:
+            earliest = start - self.longest
+        except OverflowError:  # a period at the calendar's first day: from the first service
+            earliest = datetime.min.replace(tzinfo=start.tzinfo)
+        first = bisect_left(self.starts, earliest)
         for other in self.services[first:]:
             if other.start >= end:
                 break

@@ -264,3 +264,148 @@ def test_the_colleagues_search_rides_in_the_history_batch(settings: Settings) ->
     assert "One-on-one across patients was not checked" not in said  # it was, in the batch
     (line,) = run.decision.lines
     assert line.status.value == "billable"
+
+
+def _prefetched_day_answers(history_failed: bool = False) -> list[dict[str, Any]]:
+    """The day's batch answer when the prefetch told the payer and the performers: the day's
+    searchset, the six history searches (the plan of care in the CarePlan one), the
+    colleagues' search (no other patient)."""
+    searchset = {"resourceType": "Bundle", "type": "searchset", "entry": []}
+    answers = [
+        {**searchset, "entry": [{"resource": r} for r in _record()]},
+        *[dict(searchset) for _ in range(6)],
+        dict(searchset),
+    ]
+    answers[2] = {**searchset, "entry": [{"resource": builders.care_plan()}]}
+    return answers
+
+
+KINDS = ["Encounter", "CarePlan", "ChargeItem", "Procedure", "Observation", "DocumentReference"]
+
+
+@responses.activate
+def test_a_prefetched_medicare_day_is_read_with_its_history_and_colleagues_in_one_batch(
+    settings: Settings,
+) -> None:
+    """The hook's path: the prefetch names the payer (the episode rules apply) and the
+    performers, so the day's search, the history and the colleagues' search go in one batch
+    — one round trip — and decide the day as the separate searches do."""
+    _serve(KINDS, True, _record(), params={"Procedure": ["performer", "date"]})
+    _answer_batch(_prefetched_day_answers())
+    gatherer = Gatherer(FhirClient(BASE))
+    run = run_day(settings, "e1", DaySource(gatherer, _record()), WriteMode.PLAN, WHEN, "t")
+    (post,) = [json.loads(c.request.body) for c in responses.calls if c.request.method == "POST"]
+    urls = [e["request"]["url"] for e in post["entry"]]
+    assert [u.split("?")[0] for u in urls] == [
+        "Encounter", "Encounter", "CarePlan", "ChargeItem", "Procedure", "Observation",
+        "DocumentReference", "Procedure",
+    ]  # fmt: skip
+    assert "_revinclude=Procedure:encounter" in urls[0]  # the day with its procedures
+    assert urls[-1].startswith("Procedure?performer=Practitioner")
+    assert [c.request.url for c in responses.calls] == [f"{BASE}/metadata", BASE]
+    (post_call,) = [c for c in responses.calls if c.request.method == "POST"]
+    assert post_call.request.headers["Prefer"] == "handling=strict"  # unknown params: an error
+    (line,) = run.decision.lines
+    assert line.status.value == "billable"  # the plan of care came in the day's batch
+    said = " ".join(e.text for e in run.decision.explanation)
+    assert "One-on-one across patients was not checked" not in said
+
+
+@responses.activate
+def test_a_failed_history_in_the_days_batch_is_asked_again_on_its_own(
+    settings: Settings,
+) -> None:
+    _serve(KINDS, True, _record(), params={"Procedure": ["performer", "date"]})
+    failed = _prefetched_day_answers()
+    responses.post(
+        BASE,
+        json={
+            "resourceType": "Bundle",
+            "type": "batch-response",
+            "entry": [
+                {"resource": a, "response": {"status": "500" if i == 2 else "200 OK"}}
+                for i, a in enumerate(failed)
+            ],
+        },
+    )
+    _answer_batch(_prefetched_day_answers()[1:])  # the history and colleagues, asked again
+    run = run_day(
+        settings, "e1", DaySource(Gatherer(FhirClient(BASE)), _record()), WriteMode.PLAN, WHEN, "t"
+    )
+    posts = [json.loads(c.request.body) for c in responses.calls if c.request.method == "POST"]
+    assert len(posts) == 2
+    assert posts[1]["entry"][0]["request"]["url"].startswith("Encounter?subject=Patient")
+    assert "status=finished" in posts[1]["entry"][0]["request"]["url"]  # the history's
+    (line,) = run.decision.lines
+    assert line.status.value == "billable"
+
+
+FORBIDDEN = {
+    "resourceType": "OperationOutcome",
+    "issue": [{"severity": "error", "code": "forbidden", "diagnostics": "no access to Encounter"}],
+}
+
+
+@responses.activate
+def test_a_failed_days_search_in_the_batch_decides_the_prefetch_alone(settings: Settings) -> None:
+    _serve(KINDS, True, _record(), params={"Procedure": ["performer", "date"]})
+    answers = _prefetched_day_answers()
+    responses.post(
+        BASE,
+        json={
+            "resourceType": "Bundle",
+            "type": "batch-response",
+            "entry": [
+                {"response": {"status": "403 Forbidden", "outcome": FORBIDDEN}},
+                *({"resource": a, "response": {"status": "200 OK"}} for a in answers[1:]),
+            ],
+        },
+    )
+    run = run_day(
+        settings,
+        "e1",
+        DaySource(Gatherer(FhirClient(BASE)), _record()),
+        WriteMode.WRITE,
+        WHEN,
+        "t",
+        report_write_errors=True,
+    )
+    assert run.alone
+    assert not run.written
+    assert "no access to Encounter" in str(run.error)
+    assert "403" in str(run.error)
+
+
+@responses.activate
+def test_without_a_batch_the_prefetched_day_is_read_by_searches_one_after_another(
+    settings: Settings,
+) -> None:
+    _serve(KINDS, False, _record(), params={"Procedure": ["performer", "date"]})
+    searchset = {"resourceType": "Bundle", "type": "searchset", "entry": []}
+    for kind in ("CarePlan", "ChargeItem", "Observation", "DocumentReference"):
+        answer = {"resource": builders.care_plan()} if kind == "CarePlan" else None
+        responses.get(f"{BASE}/{kind}", json={**searchset, "entry": [answer] if answer else []})
+    run = run_day(
+        settings, "e1", DaySource(Gatherer(FhirClient(BASE)), _record()), WriteMode.PLAN, WHEN, "t"
+    )
+    assert not [c for c in responses.calls if c.request.method == "POST"]
+    gets = [c.request.url.split("?")[0].removeprefix(BASE + "/") for c in responses.calls]
+    assert gets[:2] == ["metadata", "Encounter"]  # the day's search first, on its own
+    assert "Procedure" in gets  # the colleagues' search, apart
+    (line,) = run.decision.lines
+    assert line.status.value == "billable"
+
+
+@responses.activate
+def test_known_servers_read_a_capability_statement_once_per_ttl() -> None:
+    from plugin.gateway.gather import KnownServers
+
+    now = [0.0]
+    known = KnownServers(ttl=60, clock=lambda: now[0])
+    responses.get(f"{BASE}/metadata", json={"resourceType": "CapabilityStatement", "rest": []})
+    for _ in range(3):  # a hook call's own Gatherer each time (the call's token)
+        Gatherer(FhirClient(BASE), known).supported()
+    assert len(responses.calls) == 1
+    now[0] = 61.0
+    Gatherer(FhirClient(BASE), known).supported()
+    assert len(responses.calls) == 2  # an hour later (here a minute): read again

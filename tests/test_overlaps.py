@@ -8,7 +8,7 @@ Checked against the plain pairwise definition on random days.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -78,3 +78,22 @@ def test_a_day_where_everything_overlaps_gives_one_finding_per_service() -> None
     overlaps = [f for f in decision.findings if f.code == "time-overlap"]
     assert len(overlaps) == 150
     assert "overlaps 149 other services" in overlaps[0].message
+
+
+def test_a_service_on_the_calendars_first_day_is_searched_without_overflow() -> None:
+    """A period starting at 0001-01-01 (a hostile or mistyped date) is looked up from the
+    performer's first service, not by a subtraction that leaves the calendar."""
+    from fhir_mappings.assemble import _PerformerServices
+    from plugin.rules.history import OtherService
+
+    first = datetime(1, 1, 1, tzinfo=UTC)
+    services = _PerformerServices(
+        [
+            OtherService("Procedure/a", "Patient/2", "Practitioner/1", "97110", first,
+                         first + timedelta(minutes=30)),
+            OtherService("Procedure/b", "Patient/3", "Practitioner/1", "97110",
+                         first + timedelta(hours=2), first + timedelta(hours=3)),
+        ]
+    )  # fmt: skip
+    found = services.overlapping(first, first + timedelta(minutes=10))
+    assert [s.reference for s in found] == ["Procedure/a"]

@@ -213,6 +213,11 @@ class FhirClient:
         version-checked updates), so they are retried like reads."""
         return self._send("POST", self.base_url, body=bundle)
 
+    def batch(self, bundle: dict[str, Any]) -> Any:
+        """POST a batch Bundle of searches (each answered on its own in the batch-response).
+        Unknown parameters are an error in each (`Prefer: handling=strict`), as in `search`."""
+        return self._send("POST", self.base_url, body=bundle, extra={"Prefer": "handling=strict"})
+
     def url(self, path: str) -> str:
         """An absolute URL on this server; one on any other origin is refused."""
         if path.startswith(("http://", "https://")):

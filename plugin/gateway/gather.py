@@ -12,15 +12,20 @@ date of service pick the day).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from plugin.errors import Invalid
 from plugin.gateway.client import FhirClient, iter_resources
-from plugin.gateway.errors import FatalFhirError
+from plugin.gateway.errors import FatalFhirError, error_for
 from plugin.jsontypes import Json
+
+log = logging.getLogger(__name__)
 
 # (parameter, value, the per-type search to use when the server cannot include it)
 # The fallback is a format string over the encounter (comma-separated: the day's encounters)
@@ -57,15 +62,60 @@ class Gathered:
     resources: list[Json]
     capped: bool = False  # a search stopped at the page cap: the visit may be incomplete
     unread: tuple[str, ...] = ()  # resource types the server does not let us search
-    # the performers' other procedures (one-on-one), answered in the same batch as the history
-    alongside: Gathered | None = None
+    # the patient's history, answered in the same batch as the day (Riders.history)
+    history: Gathered | None = None
+    # the performers' other procedures (one-on-one), answered in the same batch as the day
+    # or the history
+    colleagues: Gathered | None = None
+
+
+@dataclass(frozen=True)
+class HistoryAsk:
+    """What the episode rules read of a patient's history (the site's episode settings)."""
+
+    lookback_days: int
+    report_codes: frozenset[tuple[str, str]]  # progress-report and plan-of-care codes
+    orders: bool = False  # the 2025 certification route: signed orders and plans sent
+
+
+@dataclass(frozen=True)
+class Riders:
+    """Searches a day's read carries in its batch, known before the day is read (a hook's
+    prefetch tells the payer and the performers): the patient's history when the payer
+    applies the episode rules, the performers' other procedures for the one-on-one check."""
+
+    history: HistoryAsk | None = None
+    performers: tuple[str, ...] = ()
+
+
+class KnownServers:
+    """The CapabilityStatements of the servers a process reads from, kept for `ttl` seconds:
+    a hook naming an allow-listed `fhirServer` gets a Gatherer of its own per call (with the
+    call's token), and would otherwise spend a round trip on `metadata` every time."""
+
+    def __init__(self, ttl: float = 3600.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl, self.clock = ttl, clock
+        self._known: dict[str, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, base: str) -> Any:
+        with self._lock:
+            known = self._known.get(base)
+        if known is None or self.clock() - known[0] > self.ttl:
+            return None
+        return known[1]
+
+    def put(self, base: str, capabilities: Any) -> None:
+        with self._lock:
+            self._known[base] = (self.clock(), capabilities)
 
 
 class Gatherer:
-    """Reads visits from one FHIR server; learns its capabilities once."""
+    """Reads visits from one FHIR server; learns its capabilities once (or from `known`)."""
 
-    def __init__(self, client: FhirClient) -> None:
+    def __init__(self, client: FhirClient, known: KnownServers | None = None) -> None:
         self.client = client
+        self.known = known
         self._supported: tuple[set[str], set[str], set[str]] | None = None
         self._batch = False  # the server takes batch Bundles (CapabilityStatement interaction)
         self._params: dict[str, set[str]] = {}  # type → its search parameters, as listed
@@ -73,7 +123,11 @@ class Gatherer:
     def supported(self) -> tuple[set[str], set[str], set[str]]:
         """(Encounter includes, revincludes anywhere, searchable types) from the server."""
         if self._supported is None:
-            caps = self.client.capabilities()
+            caps = self.known.get(self.client.base_url) if self.known else None
+            if caps is None:
+                caps = self.client.capabilities()
+                if self.known is not None and isinstance(caps, dict):
+                    self.known.put(self.client.base_url, caps)
             includes: set[str] = set()
             revincludes: set[str] = set()
             searchable: set[str] = set()
@@ -114,16 +168,55 @@ class Gatherer:
             raise NotFound(f"Encounter/{encounter_id} is not on the EHR", 404)
         return gathered
 
-    def day(self, patient: str, date: str) -> Gathered:
+    def day(self, patient: str, date: str, riders: Riders | None = None) -> Gathered:
         """The patient's encounters of `date` with everything billing needs, in one search.
 
         The date of service is the date an encounter's start is written with, in its own time
         zone; a server may compare periods in UTC, where a visit at 21:00 at -05:00 falls on
         the next day. So the search takes the day before and after as well (an offset is at
         most 14 hours), and the caller keeps the encounters whose date of service it is.
+
+        With `riders` and a server that takes batch Bundles, the history and the colleagues'
+        searches go in the same Bundle as the day's (one round trip); their answers are the
+        result's `history` and `colleagues` (None where that part failed: the reader asks
+        again). Without a batch they are left to the reader, asked apart.
         """
         since, until = around(date, 1)
-        return self._search([("subject", patient), ("date", f"ge{since}"), ("date", f"le{until}")])
+        params = [("subject", patient), ("date", f"ge{since}"), ("date", f"le{until}")]
+        self.supported()
+        if riders is None or not self._batch:
+            return self._search(params)
+        path, fallbacks = self.query(*params)
+        history = self.history_searches(patient, date, riders.history) if riders.history else None
+        colleagues = self.colleagues_query(riders.performers, date)
+        queries = [path, *(history[0] if history else ()), *([colleagues] if colleagues else ())]
+        if len(queries) == 1:
+            return self._search(params)
+        answers = self._batch_of(queries, "day")
+        status, bundle, _ = answers[0]
+        if not status.startswith("2"):
+            code = int(status[:3]) if status[:3].isdigit() else 502
+            raise error_for(code, self.client.url("Encounter"), _outcome(answers[0]), "GET")
+        gathered = Gathered(list(iter_resources(bundle.get("entry") or [])))
+        following = _next_of(bundle)
+        if following:  # the day's search goes on in pages: read them as a search would
+            page = self.client.search(following)
+            gathered.resources.extend(iter_resources(page.entries))
+            gathered.capped = page.capped
+        self._complete(gathered, fallbacks)
+        if history is not None:
+            told = Gathered([], unread=history[1])
+            try:
+                self._take_history(told, answers[1 : 1 + len(history[0])])
+                gathered.history = told
+            except FatalFhirError as exc:
+                log.warning("the history searches in the day's batch failed: %s", exc)
+        if colleagues:
+            try:
+                gathered.colleagues = self._take_colleagues(answers[-1])
+            except FatalFhirError as exc:
+                log.warning("the performers' services search in the day's batch failed: %s", exc)
+        return gathered
 
     def read_encounter(self, encounter_id: str) -> Json:
         """The Encounter itself; NotFound when the EHR has none by that id."""
@@ -153,24 +246,43 @@ class Gatherer:
         self,
         patient: str,
         date: str,
-        lookback_days: int,
-        report_codes: Iterable[tuple[str, str]],
-        orders: bool = False,
+        ask: HistoryAsk,
         colleagues: str | None = None,
     ) -> Gathered:
-        """The patient's episode around a billing day, in one batch of searches: finished
-        encounters `lookback_days` back, care plans, progress reports (Procedure, Observation,
-        DocumentReference with a report code, with their writers and the writers' roles where
-        the server can include them), signed plans of care (DocumentReference with a plan code,
-        the Provenance signatures of plans and documents; with `orders`, the signed orders and
-        the Communications that sent the plan) and the year's charges before the date (for the
-        KX estimate). Searches of types the server does not list are left out. With a batch,
-        the `colleagues` search (`colleagues_query`) rides in the same Bundle: its answer is the
-        result's `alongside` (one round trip for both)."""
+        """The patient's episode around a billing day (`history_searches`), in one batch where
+        the server takes one, else one search after another. With a batch, the `colleagues`
+        search (`colleagues_query`) rides in the same Bundle: its answer is the result's
+        `colleagues` (one round trip for both)."""
+        searches, unread = self.history_searches(patient, date, ask)
+        gathered = Gathered([], unread=unread)
+        if not self._batch:  # one search after another
+            for query in searches:
+                page = self.client.search(query)
+                gathered.resources.extend(iter_resources(page.entries))
+                gathered.capped = gathered.capped or page.capped
+            return gathered
+        if not searches:
+            return gathered
+        answers = self._batch_of([*searches, *([colleagues] if colleagues else [])], "history")
+        self._take_history(gathered, answers[: len(searches)])
+        if colleagues:
+            gathered.colleagues = self._take_colleagues(answers[-1])
+        return gathered
+
+    def history_searches(
+        self, patient: str, date: str, ask: HistoryAsk
+    ) -> tuple[list[str], tuple[str, ...]]:
+        """The searches of the patient's episode around a billing day, and the types left out
+        because the server does not search them: finished encounters `lookback_days` back, care
+        plans, progress reports (Procedure, Observation, DocumentReference with a report code,
+        with their writers and the writers' roles where the server can include them), signed
+        plans of care (DocumentReference with a plan code, the Provenance signatures of plans
+        and documents; with `orders`, the signed orders and the Communications that sent the
+        plan) and the year's charges before the date (for the KX estimate)."""
         day = calendar_date(date)
-        since, _ = around(date, lookback_days)
+        since, _ = around(date, ask.lookback_days)
         subject = quote(patient, safe="/")
-        codes = quote(",".join(f"{s}|{c}" for s, c in sorted(report_codes)), safe="|,:/")
+        codes = quote(",".join(f"{s}|{c}" for s, c in sorted(ask.report_codes)), safe="|,:/")
         includes, revincludes, searchable = self.supported()
         # the roles of every practitioner a search below includes
         roles = ["_revinclude:iterate=PractitionerRole:practitioner"] * (
@@ -194,7 +306,7 @@ class Gatherer:
             f"ChargeItem?subject={subject}&occurrence=ge{day.year}-01-01&occurrence=lt{date}"
             "&_count=1000",
         ]
-        if orders:  # the 2025 certification route: signed orders, the plan sent to them
+        if ask.orders:  # the 2025 certification route: signed orders, the plan sent to them
             requester = ["_include=ServiceRequest:requester", *roles] * (
                 "ServiceRequest:requester" in includes
             )
@@ -224,50 +336,52 @@ class Gatherer:
                         signatures,
                     )
                 )
-        if searchable:  # a server that lists none is not taken at its word: ask anyway
-            unread = tuple(
-                q.split("?", 1)[0] for q in searches if q.split("?", 1)[0] not in searchable
-            )
-            searches = [q for q in searches if q.split("?", 1)[0] in searchable]
-        else:
-            unread = ()
-        gathered = Gathered([], unread=unread)
-        if not self._batch:  # one search after another
-            for query in searches:
-                page = self.client.search(query)
-                gathered.resources.extend(iter_resources(page.entries))
-                gathered.capped = gathered.capped or page.capped
-            return gathered
-        if not searches:
-            return gathered
-        asked = [*searches, *([colleagues] if colleagues else [])]
+        if not searchable:  # a server that lists none is not taken at its word: ask anyway
+            return searches, ()
+        unread = tuple(q.split("?", 1)[0] for q in searches if q.split("?", 1)[0] not in searchable)
+        return [q for q in searches if q.split("?", 1)[0] in searchable], unread
+
+    def _batch_of(self, queries: list[str], what: str) -> list[tuple[str, Json, str]]:
+        """The searches in one batch Bundle: each one's (status, searchset, query), in order."""
         batch = {
             "resourceType": "Bundle",
             "type": "batch",
-            "entry": [{"request": {"method": "GET", "url": q}} for q in asked],
+            "entry": [{"request": {"method": "GET", "url": q}} for q in queries],
         }
-        answer = self.client.transaction(batch)
+        answer = self.client.batch(batch)
         entries = [e for e in (answer or {}).get("entry") or () if isinstance(e, dict)]
-        if len(entries) != len(asked):
+        if len(entries) != len(queries):
             raise FatalFhirError(
-                f"the history batch answered {len(entries)} of {len(asked)} searches", None
+                f"the {what} batch answered {len(entries)} of {len(queries)} searches", None
             )
-        for index, entry in enumerate(entries):
-            response = entry.get("response") or {}
+        answers = []
+        for entry, query in zip(entries, queries, strict=True):
+            response = entry.get("response")
+            response = response if isinstance(response, dict) else {}
             status = str(response.get("status", ""))
-            into = gathered
-            if index == len(searches):  # the colleagues' search
-                if status.startswith("400"):  # refused by the server: not checked
-                    gathered.alongside = Gathered([], unread=("Procedure",))
-                    continue
-                into = gathered.alongside = Gathered([])
+            # the searchset; a failed entry's OperationOutcome (in the entry or the response)
+            bundle = entry.get("resource") or response.get("outcome")
+            answers.append((status, bundle if isinstance(bundle, dict) else {}, query))
+        return answers
+
+    def _take_history(self, gathered: Gathered, answers: list[tuple[str, Json, str]]) -> None:
+        for status, bundle, _ in answers:
             if not status.startswith("2"):
                 raise FatalFhirError(f"a history search failed: {status}", None)
-            bundle = entry.get("resource") or {}
-            into.resources.extend(iter_resources(bundle.get("entry") or []))
-            if any(link.get("relation") == "next" for link in bundle.get("link") or ()):
-                into.capped = True
-        return gathered
+            gathered.resources.extend(iter_resources(bundle.get("entry") or []))
+            if _next_of(bundle):
+                gathered.capped = True
+
+    def _take_colleagues(self, answer: tuple[str, Json, str]) -> Gathered:
+        """The colleagues' search's answer in a batch; refused by the server (400): not checked."""
+        status, bundle, _ = answer
+        if status.startswith("400"):
+            return Gathered([], unread=("Procedure",))
+        if not status.startswith("2"):
+            raise FatalFhirError(f"the performers' services search failed: {status}", None)
+        return Gathered(
+            list(iter_resources(bundle.get("entry") or [])), capped=bool(_next_of(bundle))
+        )
 
     def colleagues(self, performers: Iterable[str], date: str) -> Gathered:
         """The procedures of the performers around a date of service, in one search (the day
@@ -303,11 +417,16 @@ class Gatherer:
     def _search(self, params: list[tuple[str, str]]) -> Gathered:
         path, fallbacks = self.query(*params)
         page = self.client.search(path)
-        resources = list(iter_resources(page.entries))
-        gathered = Gathered(resources, capped=page.capped)
-        encounters = [r for r in resources if r.get("resourceType") == "Encounter"]
+        gathered = Gathered(list(iter_resources(page.entries)), capped=page.capped)
+        self._complete(gathered, fallbacks)
+        return gathered
+
+    def _complete(self, gathered: Gathered, fallbacks: list[tuple[str, str, str]]) -> None:
+        """What the Encounter search could not include, read by a search of its own: the
+        fallbacks of WANTED, and diagnoses no include brought."""
+        encounters = [r for r in gathered.resources if r.get("resourceType") == "Encounter"]
         if not encounters:
-            return gathered
+            return
         refs = {
             "encounter": ",".join(
                 quote(f"Encounter/{e['id']}", safe="") for e in encounters if _text(e.get("id"))
@@ -319,7 +438,6 @@ class Gatherer:
             gathered.resources.extend(iter_resources(extra.entries))
             gathered.capped = gathered.capped or extra.capped
         self._missing_diagnoses(encounters, gathered)
-        return gathered
 
     def _missing_diagnoses(self, encounters: list[Json], gathered: Gathered) -> None:
         """Conditions the encounters name as diagnoses that no include brought: one more read."""
@@ -340,6 +458,22 @@ class Gatherer:
             page = self.client.search("Condition?" + urlencode({"_id": ",".join(missing)}))
             gathered.resources.extend(iter_resources(page.entries))
             gathered.capped = gathered.capped or page.capped
+
+
+def _next_of(bundle: Json) -> str | None:
+    """The `next` link of a searchset, if it goes on."""
+    for link in _list(bundle.get("link")):
+        if isinstance(link, dict) and link.get("relation") == "next":
+            url = link.get("url")
+            return url if isinstance(url, str) and url else None
+    return None
+
+
+def _outcome(answer: tuple[str, Json, str]) -> Any:
+    """The OperationOutcome a batch entry's failure carried (in its resource or its
+    response.outcome), for the error's words."""
+    _, bundle, _ = answer
+    return bundle if bundle.get("resourceType") == "OperationOutcome" else None
 
 
 def _field(value: Any, *path: str) -> Any:

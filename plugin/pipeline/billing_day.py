@@ -20,7 +20,9 @@ from plugin.gateway.errors import FhirError, VersionConflict
 from plugin.gateway.gather import (
     Gathered,
     Gatherer,
+    HistoryAsk,
     NotFound,
+    Riders,
     encounter_patient_and_date,
     is_encounter,
 )
@@ -135,12 +137,12 @@ def run_day(
         attempt = 0
         while True:
             attempt += 1
-            resources, capped, alone, unread = _read_day(source, prefetched, encounter_id)
+            reader = EhrReader(settings, source.gatherer)
+            resources, capped, alone, unread = _read_day(source, prefetched, encounter_id, reader)
             if unread is not None:
                 unread = f"the patient's other visits of the day: {unread}"
-            reader = None if alone else EhrReader(settings, source.gatherer)
-            decision = decide_gathered(settings, resources, encounter_id, reader)
-            if reader is not None and reader.error and unread is None:
+            decision = decide_gathered(settings, resources, encounter_id, None if alone else reader)
+            if not alone and reader.error and unread is None:
                 unread = f"the patient's history or the performers' other services: {reader.error}"
             if mode is WriteMode.PREVIEW:
                 return DayRun(decision, None, False, attempt, capped, alone, None, configuration)
@@ -215,9 +217,11 @@ def _created_elsewhere(bundle: Json, answer: object) -> bool:
 
 
 def _read_day(
-    source: DaySource, prefetched: list[Json] | None, encounter_id: str
+    source: DaySource, prefetched: list[Json] | None, encounter_id: str, reader: EhrReader
 ) -> tuple[list[Json], bool, bool, str | None]:
-    """(resources, capped, decided alone, why the day could not be read)."""
+    """(resources, capped, decided alone, why the day could not be read). With a prefetch,
+    what the reader will want besides (the history, the performers' other services) is asked
+    in the day's batch where the EHR takes one (EhrReader.riders)."""
     gatherer = source.gatherer
     if prefetched is None:
         if gatherer is None:
@@ -232,11 +236,14 @@ def _read_day(
     patient, day = _patient_and_date(prefetched, encounter_id)
     if gatherer is None or patient is None or day is None:
         return prefetched, False, gatherer is None, None
+    riders = reader.riders(prefetched, encounter_id)
     try:
-        gathered = gatherer.day(patient, day)
+        gathered = gatherer.day(patient, day, riders)
     except FhirError as exc:
         log.warning("reading the day of Encounter/%s failed; decided alone: %s", encounter_id, exc)
         return prefetched, False, True, str(exc)
+    if riders is not None:
+        reader.primed = (patient, day, riders, gathered)
     return _merged(gathered.resources, prefetched), gathered.capped, False, None
 
 
@@ -261,27 +268,65 @@ class EhrReader:
     """Reads what a billing day needs beyond its own resources: the patient's episode (history)
     and the performers' services for other patients (one-on-one). On a failure the reader
     records `error` and returns None: the day is decided without it, and not written
-    (run_day)."""
+    (run_day). What the day's own batch already brought (`primed`, by `riders`) is not asked
+    again."""
 
     def __init__(self, settings: Settings, gatherer: Gatherer | None) -> None:
+        self.settings = settings
         self.rules = settings.episode
         self.gatherer = gatherer
         self.error: str | None = None
+        # (patient, date, what was asked, the day's read) when the day's batch carried riders
+        self.primed: tuple[str, str, Riders, Gathered] | None = None
+
+    @property
+    def ask(self) -> HistoryAsk:
+        return HistoryAsk(
+            self.rules.lookback_days,
+            frozenset(self.rules.report_codes | self.rules.plan_document_codes),
+            orders="order" in self.rules.certification_routes,
+        )
+
+    def riders(self, prefetched: list[Json], encounter_id: str) -> Riders | None:
+        """What decide_gathered will ask for besides the day, as the prefetched visit tells
+        it: the history when the visit's payer applies the episode rules, the performers of its
+        one-on-one services. None when the prefetch does not assemble into the visit (the day
+        read then says what is wrong)."""
+        if self.gatherer is None:
+            return None
+        assembler = VisitAssembler(translate_tables(self.settings))
+        assembler.history_read = assembler.colleagues_read = False  # only the day is wanted
+        try:
+            for resource in prefetched:
+                assembler.add(resource)
+            visits = day_for(assembler.visits(), f"Encounter/{encounter_id}")
+        except Exception:  # noqa: BLE001 — only a guess at what to ask: the day read decides
+            # the prefetch again and reports whatever is wrong with it as it always has
+            log.info("the prefetch did not tell what to ask with the day; asked afterwards")
+            return None
+        if not visits:
+            return None
+        performers = tuple(_one_on_one_performers(visits, self.settings))
+        history = self.ask if _wants_history(self.settings, visits[0]) else None
+        return Riders(history, performers) if history or performers else None
 
     def history(
         self, patient: str, date: str, performers: list[str] | None = None
     ) -> Gathered | None:
         """The patient's history; with `performers`, their other procedures asked in the same
-        batch where the EHR takes one (the result's `alongside`)."""
+        batch where the EHR takes one (the result's `colleagues`)."""
         if self.gatherer is None:
             return None
+        primed = self._primed(patient, date)
+        if primed is not None and primed.history is not None:
+            history = primed.history
+            history.colleagues = self._primed_colleagues(performers or [], date)
+            return history
         try:
             return self.gatherer.history(
                 patient,
                 date,
-                self.rules.lookback_days,
-                self.rules.report_codes | self.rules.plan_document_codes,
-                orders="order" in self.rules.certification_routes,
+                self.ask,
                 colleagues=self.gatherer.colleagues_query(performers, date) if performers else None,
             )
         except FhirError as exc:
@@ -292,6 +337,9 @@ class EhrReader:
     def colleagues(self, performers: list[str], date: str) -> Gathered | None:
         if self.gatherer is None:
             return None
+        primed = self._primed_colleagues(performers, date)
+        if primed is not None:
+            return primed
         try:
             return self.gatherer.colleagues(performers, date)
         except FhirError as exc:
@@ -301,6 +349,30 @@ class EhrReader:
             log.warning("reading the performers' other services failed: %s", exc)
             self.error = str(exc)
             return None
+
+    def _primed(self, patient: str, date: str) -> Gathered | None:
+        """The day's read when its batch carried riders for this patient and date."""
+        if self.primed is None or self.primed[:2] != (patient, date):
+            return None
+        return self.primed[3]
+
+    def _primed_colleagues(self, performers: list[str], date: str) -> Gathered | None:
+        """The colleagues' search the day's batch answered, when it asked for every one of
+        `performers` (the day read from the EHR may have more than the prefetch told)."""
+        if self.primed is None or self.primed[1] != date:
+            return None
+        _, _, riders, gathered = self.primed
+        if gathered.colleagues is None or not set(performers) <= set(riders.performers):
+            return None
+        return gathered.colleagues
+
+
+def _wants_history(settings: Settings, visit: Visit) -> bool:
+    """The visit's payer applies an episode rule (plan of care, progress reports, KX)."""
+    payer = settings.payers.resolved(visit.payer)
+    return bool(
+        payer.plan_of_care_required or payer.progress_reports_required or payer.kx_threshold
+    )
 
 
 def decide_gathered(
@@ -322,14 +394,12 @@ def decide_gathered(
     if reader is None:
         return decide(settings, visits)
     first = visits[0]
-    payer = settings.payers.resolved(first.payer)
-    wanted = payer.plan_of_care_required or payer.progress_reports_required or payer.kx_threshold
     history = colleagues = None
     performers = _one_on_one_performers(visits, settings)
-    if wanted and first.patient and first.date_of_service:
+    if _wants_history(settings, first) and first.patient and first.date_of_service:
         # one round trip for both where the EHR takes a batch
         history = reader.history(first.patient, first.date_of_service, performers)
-        colleagues = history.alongside if history is not None else None
+        colleagues = history.colleagues if history is not None else None
     if performers and first.date_of_service and colleagues is None:
         colleagues = reader.colleagues(performers, first.date_of_service)
         if colleagues is not None and colleagues.unread:

@@ -21,7 +21,7 @@ from plugin.gateway.auth import BearerAuth, NoAuth
 from plugin.gateway.client import FhirClient, iter_resources
 from plugin.gateway.errors import FatalFhirError, FhirError
 from plugin.gateway.factory import connect, connect_with
-from plugin.gateway.gather import Gatherer, is_encounter
+from plugin.gateway.gather import Gatherer, KnownServers, is_encounter
 from plugin.jsontypes import Json
 from plugin.pipeline.billing_day import DayRun, DaySource, WriteMode
 from plugin.pipeline.runtime import Runtime
@@ -167,7 +167,7 @@ def handle_discharge(
     # execute() reads the managed tables in force once, for the decision itself
     settings = runtime.settings
     prefetched, complete = _prefetched(request.prefetch, request.encounter_id)
-    server = _server_for(settings, request, runtime.gatherer())
+    server = _server_for(settings, request, runtime.gatherer(), runtime.servers)
     if not complete and server is None:
         raise PrefetchMissing(
             "prefetch key(s) "
@@ -329,7 +329,9 @@ def _prefetched(prefetch: dict[str, Any], encounter_id: str) -> tuple[list[Json]
     return resources, complete
 
 
-def _server_for(settings: Settings, request: HookRequest, ours: Gatherer | None) -> Gatherer | None:
+def _server_for(
+    settings: Settings, request: HookRequest, ours: Gatherer | None, known: KnownServers
+) -> Gatherer | None:
     """Where the day is read from and written to: our own EHR's connection (built once per
     process), or a client for the request's fhirServer with the hook's own token — only one on
     the allow-list. Never a URL a request names but nobody configured
@@ -345,4 +347,4 @@ def _server_for(settings: Settings, request: HookRequest, ours: Gatherer | None)
         log.warning("fhirServer is not on the allow-list; not contacted")
         return None
     auth = BearerAuth(request.access_token) if request.access_token else NoAuth()
-    return Gatherer(connect_with(settings.fhir, wanted, auth))
+    return Gatherer(connect_with(settings.fhir, wanted, auth), known)

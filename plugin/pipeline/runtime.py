@@ -11,7 +11,7 @@ from typing import Any
 from plugin.config.effective import effective_settings
 from plugin.config.files import Settings
 from plugin.gateway.factory import connect
-from plugin.gateway.gather import Gatherer
+from plugin.gateway.gather import Gatherer, KnownServers
 from plugin.pipeline.billing_day import DayRun
 from plugin.render.report import day_report, line_therapists, line_warnings
 from plugin.rules.visit import Severity
@@ -24,6 +24,8 @@ class Runtime:
     store: Store
     base_settings: Settings | None = None  # from files and environment, before the database
     _local: threading.local = field(default_factory=threading.local)
+    # the CapabilityStatements of the EHRs hooks name (fhirServer): read once an hour, not per call
+    servers: KnownServers = field(default_factory=KnownServers)
     _revision: int = -1
     _loading: threading.Lock = field(default_factory=threading.Lock)
 

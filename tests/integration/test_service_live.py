@@ -179,3 +179,42 @@ def test_a_page_rerun_writes_and_the_next_page_shows_it_from_any_worker(
     refused = client.post("/decisions/enc-0005/rerun", data={"csrf": "guess"})
     assert refused.status_code == 400  # a form from elsewhere changes nothing
     assert len(elsewhere.runs("enc-0005")) == 1
+
+
+def test_a_hook_call_on_a_medicare_day_costs_one_ehr_read(
+    ehr: Ehr, tmp_path: Path, jwks_file: Path, sign
+) -> None:
+    """With the prefetch naming the payer and the performers, the day's search, the patient's
+    history (the episode rules) and the performers' other services (one-on-one) go to the EHR
+    in one batch; then one write. Called again, the read alone (nothing changed)."""
+    coverage = requests.get(f"{ehr.base_url}/Coverage/cov-0005", timeout=10).json()
+    coverage["payor"] = [{"reference": "Organization/payer-medicare-b"}]
+    requests.put(f"{ehr.base_url}/Coverage/cov-0005", json=coverage, timeout=10)
+    app = create_app(
+        load_settings(env_for(ehr, tmp_path, jwks_file, THERACHARGE_WRITE_MODE="direct")),
+        start_worker=False,
+    )
+    state = app.extensions["theracharge"]
+    client = state.gatherer().client
+    state.gatherer().supported()  # the CapabilityStatement: once per process, not per call
+    body = {
+        "hook": "encounter-discharge",
+        "fhirServer": ehr.base_url,
+        "context": {"userId": "PractitionerRole/x", "patientId": "pat-0005"},
+        "prefetch": prefetch_from(FhirClient(ehr.base_url), "enc-0005"),
+    }
+    body["context"]["encounterId"] = "enc-0005"
+    sent = []
+    for _ in range(2):
+        before = client.requests_sent
+        answer = app.test_client().post(
+            "/cds-services/therapy-charges",
+            json={**body, "hookInstance": str(uuid.uuid4())},
+            headers={"Authorization": f"Bearer {sign()}"},
+        )
+        assert answer.status_code == 200, answer.json
+        sent.append(client.requests_sent - before)
+    runs = state.store.runs("enc-0005")
+    assert [r.outcome for r in runs] == ["unchanged", "written"]  # newest first
+    assert "medicare-part-b" in str(runs[0].report)  # a payer of the episode rules
+    assert sent == [2, 1]  # the day with its history and colleagues; the write once
