@@ -38,6 +38,7 @@ from plugin.rules.visit import (
     Coding,
     Diagnosis,
     Finding,
+    Identifier,
     Measure,
     Performer,
     Visit,
@@ -391,7 +392,7 @@ class VisitAssembler:
         method, reason, payer, coverage = self._coverages.payer(
             patient, day, encounter.key, found, self.tables.payers, self.tables.findings, self.norm
         )
-        patient_name, patient_mrn = self._people.patient(patient)
+        person = self._people.patient(patient)
         return Visit(
             encounter=encounter.key,
             patient=patient,
@@ -417,8 +418,12 @@ class VisitAssembler:
             place_of_service=self._place_of_service(encounter),
             history=self.history_of(patient),
             colleagues=self._colleagues(patient, services),
-            patient_name=patient_name,
-            patient_mrn=patient_mrn,
+            patient_name=person.name,
+            patient_mrn=person.mrn,
+            identifiers=tuple(Identifier(*i) for i in encounter.identifiers),
+            patient_identifiers=person.identifiers,
+            patient_family=person.family,
+            patient_given=person.given,
         )
 
     def _supervised(

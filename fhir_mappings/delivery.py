@@ -62,6 +62,11 @@ class WritePlan:
             return None
         return {"resourceType": "Bundle", "type": "transaction", "entry": self.entries}
 
+    @property
+    def payload(self) -> Json | None:
+        """What the FHIR outlet sends (plugin/outlets): the transaction."""
+        return self.bundle
+
 
 def our_charge_items(resources: list[Json], system: str) -> dict[str, Existing]:
     """Existing ChargeItems that carry our line identifier, by line key."""

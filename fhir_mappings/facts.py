@@ -46,6 +46,24 @@ def codings(concept: object) -> tuple[CodingTuple, ...]:
     return tuple(found)
 
 
+def identifiers(values: object) -> tuple[tuple[str, str, str], ...]:
+    """(system, value, type code) of the identifiers that have a value (an absent system is
+    ""; the type is the first code of Identifier.type)."""
+    found = []
+    for ident in values if isinstance(values, list) else ():
+        if isinstance(ident, dict) and isinstance(ident.get("value"), str) and ident["value"]:
+            system = ident.get("system")
+            types = codings(ident.get("type"))
+            found.append(
+                (
+                    system if isinstance(system, str) else "",
+                    ident["value"],
+                    types[0][1] if types else "",
+                )
+            )
+    return tuple(found)
+
+
 def concept_text(concept: object) -> str:
     if not isinstance(concept, dict):
         return ""
@@ -207,6 +225,7 @@ class EncounterFacts(Struct):
     locations: tuple[str, ...] = ()  # Encounter.location.location references
     # Encounter.participant: (individual reference, type codings), e.g. a supervising therapist
     participants: tuple[tuple[str, tuple[CodingTuple, ...]], ...] = ()
+    identifiers: tuple[tuple[str, str, str], ...] = ()  # (system, value, type): visit numbers
 
 
 def encounter_facts(resource: Json, key: str, total_timed_url: str) -> EncounterFacts:
@@ -246,6 +265,7 @@ def encounter_facts(resource: Json, key: str, total_timed_url: str) -> Encounter
             for p in resource.get("participant") or ()
             if isinstance(p, dict) and (ref := reference(p.get("individual")))
         ),
+        identifiers=identifiers(resource.get("identifier")),
     )
 
 

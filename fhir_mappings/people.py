@@ -6,10 +6,11 @@ Kept in the decision's report (an authenticated page shows it); never written to
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from fhir_mappings import facts as fx
 from plugin.rules.systems import IDENTIFIER_TYPE, NPI
+from plugin.rules.visit import Identifier
 
 
 def display_name(names: object) -> str:
@@ -63,18 +64,47 @@ def _credential(qualifications: object) -> str:
     return ", ".join(dict.fromkeys(found))
 
 
+def name_parts(names: object) -> tuple[str, str]:
+    """(family, given names) of the official (or usual, else first) HumanName, for messages
+    whose name field has parts (HL7 v2 PID-5)."""
+    if not isinstance(names, list):
+        return "", ""
+    ranked = sorted(
+        (n for n in names if isinstance(n, dict)),
+        key=lambda n: {"official": 0, "usual": 1}.get(str(n.get("use")), 2),
+    )
+    for name in ranked:
+        family = name.get("family")
+        given = " ".join(str(g) for g in name.get("given") or () if isinstance(g, str) and g)
+        if (isinstance(family, str) and family) or given:
+            return (family if isinstance(family, str) else ""), given
+    return "", ""
+
+
+class PatientFacts(NamedTuple):
+    name: str
+    mrn: str
+    identifiers: tuple[Identifier, ...] = ()
+    family: str = ""
+    given: str = ""
+
+
 class People:
     """Patients and practitioners read, by reference."""
 
     def __init__(self) -> None:
-        self.patients: dict[str, tuple[str, str]] = {}  # key → (name, MRN)
+        self.patients: dict[str, PatientFacts] = {}
         self.practitioners: dict[str, tuple[str, str, str]] = {}  # key → (name, credential, NPI)
 
     def add(self, kind: object, resource: dict[str, Any], key: str) -> None:
         if kind == "Patient":
-            self.patients[key] = (
+            family, given = name_parts(resource.get("name"))
+            self.patients[key] = PatientFacts(
                 display_name(resource.get("name")),
                 _mrn(resource.get("identifier")),
+                tuple(Identifier(*i) for i in fx.identifiers(resource.get("identifier"))),
+                family,
+                given,
             )
         elif kind == "Practitioner":
             self.practitioners[key] = (
@@ -83,8 +113,8 @@ class People:
                 _npi(resource.get("identifier")),
             )
 
-    def patient(self, reference: str | None) -> tuple[str, str]:
-        return self.patients.get(reference or "", ("", ""))
+    def patient(self, reference: str | None) -> PatientFacts:
+        return self.patients.get(reference or "", PatientFacts("", ""))
 
     def practitioner(self, reference: str | None) -> tuple[str, str, str]:
         return self.practitioners.get(reference or "", ("", "", ""))

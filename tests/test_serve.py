@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,32 @@ def test_the_access_log_is_json_with_credentials_redacted(tmp_path: Path) -> Non
     assert any("access_token=[redacted]" in a for a in access), access
     for secret in ("S3CR3T-C0DE", "ST4TE", "T0KEN"):
         assert secret not in log
+
+
+def test_serve_listens_for_hl7_events_in_a_process_of_its_own_and_stops_it(
+    tmp_path: Path,
+) -> None:
+    from hl7.client import MLLPClient
+
+    from tests.ehr import free_port
+
+    port = free_port()
+    env = {"THERACHARGE_CDS_AUTH": "disabled", "THERACHARGE_HL7_LISTEN": f"127.0.0.1:{port}"}
+    adt = (
+        "MSH|^~\\&|ENGINE|HOSP|TC|THER|20261102||ADT^A03^ADT_A03|C9|P|2.5.1\r"
+        "PV1|1|O|||||||||||||||||V-1^^^H^VN"
+    )
+    with running_service(tmp_path, env, workers=2) as service:
+        answer = b""
+        for _ in range(100):  # the listener process starts beside gunicorn's workers
+            try:
+                with MLLPClient("127.0.0.1", port) as client:
+                    answer = client.send_message(adt)
+                break
+            except ConnectionRefusedError:
+                time.sleep(0.1)
+        assert b"MSA|AE|C9|no EHR configured" in answer  # heard, and said why it cannot act
+        commands = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in service.workers()]
+        assert any(b"spawn_main" in c for c in commands)  # the listener: a process of its own
+    with pytest.raises(ConnectionRefusedError):  # stopped with the service
+        MLLPClient("127.0.0.1", port)

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from fhir_mappings.subscription import subscription
+from plugin.commands.billing_standin import BillingStandIn
 from plugin.config.files import load_settings
 from plugin.config.tokens import token_hash
 from plugin.gateway.client import iter_resources
@@ -56,6 +57,10 @@ class Demo:
     # how the sandbox EHR holds the day: as a US Core 6.1 EHR writes it (roles in
     # PractitionerRole.specialty, a signed plan document), or our own sample's way
     shape: str = "us-core"
+    # where the charges go: the EHR's ChargeItems (fhir), or DFT^P03 messages to a stand-in
+    # billing system over MLLP (hl7v2)
+    outlet: str = "fhir"
+    billing: BillingStandIn | None = None
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     ehr_url: str = ""
     service_url: str = ""
@@ -86,6 +91,14 @@ class Demo:
             "THERACHARGE_INSTANCE_DIR": str(self.root / "instance"),
             "THERACHARGE_PUBLIC_URL": self.service_url,
         }
+        if self.outlet == "hl7v2":  # the billing system the charges go to, over MLLP
+            self.billing = BillingStandIn()
+            port = self.billing.start()
+            self.env |= {
+                "THERACHARGE_OUTLET": "hl7v2",
+                "THERACHARGE_HL7_HOST": "127.0.0.1",
+                "THERACHARGE_HL7_PORT": str(port),
+            }
         self.settings = load_settings(self.env)
         self.client = connect(self.settings.fhir)
         self._start_service(tc_port)
@@ -156,6 +169,8 @@ class Demo:
         )
 
     def stop(self) -> None:
+        if self.billing is not None:
+            self.billing.stop()
         for process in reversed(self.processes):
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
@@ -317,6 +332,8 @@ def report(demo: Demo, hooks: list[Json], items: list[Json]) -> Json:
             {"code": c, "count": n, "fix": types[c].fix} for c, n in warned.most_common()
         ],
         "cards_returned": sum(len(h.get("cards", [])) for h in hooks),
+        "outlet": demo.outlet,
+        **({"billing_system": demo.billing.summary()} if demo.billing is not None else {}),
         "urls": {
             "worklist": f"{demo.service_url}/worklist",
             "decision_page": f"{demo.service_url}/decisions/{encounters[0]}"
@@ -352,11 +369,23 @@ def print_report(body: Json, running: bool = True) -> None:
         f"  billing days with a second visit: {body['days_with_two_visits']} "
         "(their minutes counted together: CMS Pub 100-04 ch.5 §20.2 C)"
     )
-    statuses = ", ".join(f"{n} {s}" for s, n in sorted(body["charge_items_by_status"].items()))
-    print(f"  ChargeItems in the EHR: {statuses}")
-    print("  units by code (method):")
-    for code, units in body["units_by_code_and_method"].items():
-        print(f"    {code:<14} {units:>3}")
+    billing = body.get("billing_system")
+    if billing is not None:  # --outlet hl7v2: what the billing system got over MLLP
+        print(
+            f"  the billing system got {billing['messages']} DFT^P03 message(s) "
+            f"({len(billing['messages_by_patient'])} patient(s)): {billing['charges']} "
+            f"charge(s), {billing['credits']} credit(s); ACKs "
+            + ", ".join(f"{n} {c}" for c, n in sorted(billing["acks"].items()))
+        )
+        print("  units posted by code and modifiers:")
+        for code, units in billing["units_by_code"].items():
+            print(f"    {code:<14} {units:>3}")
+    else:
+        statuses = ", ".join(f"{n} {s}" for s, n in sorted(body["charge_items_by_status"].items()))
+        print(f"  ChargeItems in the EHR: {statuses}")
+        print("  units by code (method):")
+        for code, units in body["units_by_code_and_method"].items():
+            print(f"    {code:<14} {units:>3}")
     print("  held lines by reason (as the hold worklist counts them):")
     for gap in body["held_lines_by_reason"][:5] or [{"code": "none", "count": 0, "fix": ""}]:
         print(f"    {gap['code']}: {gap['count']} line(s). {gap['fix']}")
@@ -382,12 +411,18 @@ def print_report(body: Json, running: bool = True) -> None:
 
 
 def run(
-    root: Path, keys: Path, sekmet: str, once: bool, visits: int, shape: str = "us-core"
+    root: Path,
+    keys: Path,
+    sekmet: str,
+    once: bool,
+    visits: int,
+    shape: str = "us-core",
+    outlet: str = "fhir",
 ) -> int:
     if not Path(sekmet).is_file():
         print(f"demo: sekmet-fhir not found at {sekmet}; run `make demo`", file=sys.stderr)
         return 2
-    demo = Demo(root, keys, sekmet, visits=visits, shape=shape)
+    demo = Demo(root, keys, sekmet, visits=visits, shape=shape, outlet=outlet)
     try:
         print("starting the sandbox EHR and TheraCharge …", file=sys.stderr)
         demo.start()

@@ -78,6 +78,13 @@ def _parser() -> argparse.ArgumentParser:
         default="us-core",
         help="how the sandbox EHR holds the day (default: as a US Core 6.1 EHR writes it)",
     )
+    demo.add_argument(
+        "--outlet",
+        choices=("fhir", "hl7v2"),
+        default="fhir",
+        help="where the charges go: ChargeItems in the EHR (default), or DFT^P03 messages over "
+        "MLLP to a stand-in billing system",
+    )
     demo.set_defaults(run=_run_demo)
     _process_parser(commands)
     _sample_parser(commands)
@@ -521,6 +528,7 @@ def _run_demo(args: argparse.Namespace, settings: Settings) -> int:
         args.once,
         args.visits,
         args.shape,
+        args.outlet,
     )
 
 

@@ -74,7 +74,7 @@ def _one(runtime: Runtime, encounter: str, entered: datetime, dry: bool) -> int:
         return EXIT_FAILED
     body = run_report(run)
     if dry:
-        body["would_write"] = run.plan.bundle if run.plan else None
+        body["would_write"] = run.plan.payload if run.plan else None
     sys.stdout.write(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0
 

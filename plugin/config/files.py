@@ -17,8 +17,10 @@ import yaml
 from marshmallow import Schema, ValidationError
 
 from plugin.config.variables import (
+    OutletConnection,
     ServiceConfig,
     fhir_connection,
+    outlet_connection,
     service_config,
     url_setting,
 )
@@ -37,6 +39,7 @@ from plugin.schemas.conceptmap import load_concept_map, merge_concept_maps
 from plugin.schemas.episode import EpisodeRulesSchema, FeeScheduleSchema
 from plugin.schemas.errors import ConfigError, field_errors
 from plugin.schemas.findings import FindingRegistrySchema
+from plugin.schemas.outlet import OutletSite, OutletSiteSchema
 from plugin.schemas.site_tables import CodingTablesSchema, PayerTableSchema, PractitionerTableSchema
 from plugin.schemas.unit_rules import UnitRulesSchema
 from plugin.schemas.vocabulary import VocabularySchema
@@ -56,6 +59,7 @@ EPISODE_FILE = "rules/episode.yaml"
 FEES_FILE = "fees.yaml"
 VOCABULARY_FILE = "rules/activities.yaml"
 PRACTITIONERS_FILE = "practitioners.yaml"
+OUTLET_FILE = "outlet.yaml"
 PTP_FILE = "ncci/ptp_practitioner.csv"
 MUE_FILE = "ncci/mue_practitioner.csv"
 
@@ -98,6 +102,9 @@ class Settings:
     versions: Mapping[str, str] = field(default_factory=dict)
     fhir: FhirConnection = field(default_factory=FhirConnection)
     service: ServiceConfig = field(default_factory=ServiceConfig)
+    # the charge outlet's site settings (config/outlet.yaml) and where it is (THERACHARGE_OUTLET)
+    outlet_site: OutletSite = field(default_factory=OutletSite)
+    outlet: OutletConnection = field(default_factory=OutletConnection)
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -116,6 +123,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "fees": _locate(FEES_FILE, site),
         "vocabulary": _locate(VOCABULARY_FILE, site),
         "practitioners": _locate(PRACTITIONERS_FILE, site),
+        "outlet": _locate(OUTLET_FILE, site),
     }
     catalog: Catalog = load_table(paths["catalog"], CatalogSchema())
     mapping_paths = mapping_files(site)
@@ -123,9 +131,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     minutes_default = f"{base}/StructureDefinition/billable-minutes"
     total_default = f"{base}/StructureDefinition/total-timed-minutes"
     payers: PayerTable = load_table(paths["payers"], PayerTableSchema())
+    service = service_config(env)
+    outlet = outlet_connection(env, service)
     findings = with_payer_overrides(
         load_table(paths["findings"], FindingRegistrySchema()), payers, paths["payers"]
     )
+    outlet_site: OutletSite = load_table(paths["outlet"], OutletSiteSchema())
+    missing = outlet_site.missing(outlet.kind)
+    if missing:
+        raise ConfigError(
+            f"{paths['outlet']}: {', '.join(missing)}: needed with THERACHARGE_OUTLET={outlet.kind}"
+        )
     return Settings(
         config_dir=site,
         catalog=catalog,
@@ -149,7 +165,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             **{f"{MAPPINGS_DIR}/{p.name}": file_version(p) for p in mapping_paths},
         },
         fhir=fhir_connection(env),
-        service=service_config(env),
+        service=service,
+        outlet_site=outlet_site,
+        outlet=outlet,
     )
 
 

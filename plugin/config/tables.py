@@ -23,6 +23,7 @@ from marshmallow import Schema, ValidationError
 
 from plugin.config.files import Settings, unknown_finding_codes, with_payer_overrides
 from plugin.schemas.episode import FeeScheduleSchema
+from plugin.schemas.outlet import OutletSiteSchema
 from plugin.schemas.site_tables import PayerTableSchema, PractitionerTableSchema
 from plugin.schemas.vocabulary import VocabularySchema
 
@@ -307,6 +308,58 @@ PRACTITIONERS = Table(
         ],
     },
 )
+
+
+def load_outlet(content: Any, settings: Settings | None = None) -> Any:
+    """The charge outlet's site settings (config/outlet.yaml's shape); a version that lacks
+    what the outlet in use needs is refused (THERACHARGE_OUTLET)."""
+    site = OutletSiteSchema().load(_object(content, "source, hl7v2 and oracle_health"))
+    kind = settings.outlet.kind if settings is not None else "fhir"
+    missing = site.missing(kind)
+    if missing:
+        raise ValidationError(
+            {name: [f"needed with THERACHARGE_OUTLET={kind}"] for name in missing}
+        )
+    return site
+
+
+def outlet_diff(old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Setting by setting, per outlet: added, removed or changed."""
+
+    def settings(content: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            f"{outlet}.{name}": value
+            for outlet, section in (content or {}).items()
+            if isinstance(section, dict)
+            for name, value in section.items()
+        }
+
+    return [
+        {"change": change, "setting": key, "before": was, "after": now}
+        for key, was, now, change in changes(settings(old), settings(new))
+    ]
+
+
+OUTLET = Table(
+    kind="outlet",
+    name="outlet",
+    path="outlet",
+    field="outlet",
+    title="the charge outlet's site settings",
+    summary="How the site's billing system wants its charges written (config/outlet.yaml's "
+    "shape): for HL7 v2, the version, the message header's applications and facilities, the "
+    "identifier systems, the credit style, where modifiers go, the charge code and locations",
+    schema=OutletSiteSchema,
+    version_key="outlet",
+    source="outlet",
+    load=load_outlet,
+    apply=lambda settings, table: dataclasses.replace(settings, outlet_site=table),
+    diff=outlet_diff,
+    example={
+        "source": "Billing interface specification v3, 2026-10",
+        "hl7v2": {"version": "2.3.1", "receiving_application": "PBS", "credit": "negative"},
+    },
+)
 # In the order they are applied (the payer rules first: they set the findings' severities).
-TABLES: tuple[Table, ...] = (PAYERS, FEES, VOCABULARY, PRACTITIONERS)
+TABLES: tuple[Table, ...] = (PAYERS, FEES, VOCABULARY, PRACTITIONERS, OUTLET)
 BY_KIND = {table.kind: table for table in TABLES}

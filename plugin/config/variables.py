@@ -59,11 +59,71 @@ class ServiceConfig:
     # in each web process's own thread, as the embedded default (docs/deployment.md)
     broker_url: str | None = field(default=None, repr=False)  # may carry a password
     sweep_seconds: float = 30.0  # how often recorded work the broker lost is handed over again
+    # HL7 v2 events in over MLLP (plugin/pipeline/events.py): where `serve` listens, which
+    # events it takes, and from which addresses (empty: any)
+    hl7_listen: tuple[str, int] | None = None
+    hl7_events: tuple[str, ...] = ("ADT^A03", "MDM^T02", "MDM^T04")
+    hl7_listen_peers: tuple[str, ...] = ()
 
     @property
     def shared_database(self) -> bool:
         """PostgreSQL: several instances share every piece of state through it."""
         return not self.database_url.startswith("sqlite")
+
+
+OUTLETS = ("fhir", "hl7v2", "oracle-health")
+
+
+@dataclass(frozen=True, slots=True)
+class OutletConnection:
+    """Where the day's charges go (README "Connecting Epic or a billing system over HL7 v2"):
+    `fhir` (ChargeItems in the EHR, the default), `oracle-health` (ChargeItem/$create, $modify,
+    $credit on an Oracle Health Millennium EHR) or `hl7v2` (DFT^P03 over MLLP to the billing
+    system's listener, usually the site's interface engine)."""
+
+    kind: str = "fhir"
+    hl7_host: str | None = None
+    hl7_port: int | None = None
+    hl7_ack_timeout: float = 30.0  # seconds a message waits for its ACK
+    hl7_attempts: int = 3  # sends of one message (the same control id) before the run fails
+    hl7_connect_timeout: float = 5.0
+
+
+def outlet_connection(env: Mapping[str, str], service: ServiceConfig) -> OutletConnection:
+    """The outlet from the environment; a missing or contradictory setting is named."""
+    kind = env.get("THERACHARGE_OUTLET", "").strip() or "fhir"
+    if kind not in OUTLETS:
+        raise ConfigError(f"THERACHARGE_OUTLET: {kind!r} is not one of {', '.join(OUTLETS)}")
+    if kind in ("fhir", "oracle-health"):  # both write to the EHR (THERACHARGE_FHIR_*)
+        if kind == "oracle-health" and service.write_mode == "system-actions":
+            raise ConfigError(
+                "THERACHARGE_WRITE_MODE: system-actions proposes FHIR ChargeItems for the EHR "
+                "to apply; Oracle Health takes charges only through its operations: use direct "
+                "or preview"
+            )
+        return OutletConnection(kind=kind)
+    host = env.get("THERACHARGE_HL7_HOST", "").strip()
+    port = env.get("THERACHARGE_HL7_PORT", "").strip()
+    missing = [
+        n for n, v in (("THERACHARGE_HL7_HOST", host), ("THERACHARGE_HL7_PORT", port)) if not v
+    ]
+    if missing:
+        raise ConfigError(f"{', '.join(missing)}: needed with THERACHARGE_OUTLET=hl7v2")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"THERACHARGE_HL7_PORT: {port!r} is not a port number (1-65535)")
+    if service.write_mode == "system-actions":
+        raise ConfigError(
+            "THERACHARGE_WRITE_MODE: system-actions proposes FHIR ChargeItems for the EHR to "
+            "apply; with THERACHARGE_OUTLET=hl7v2 use direct or preview"
+        )
+    return OutletConnection(
+        kind=kind,
+        hl7_host=host,
+        hl7_port=int(port),
+        hl7_ack_timeout=_number(env, "THERACHARGE_HL7_ACK_TIMEOUT_SECONDS", 30.0),
+        hl7_attempts=_whole(env, "THERACHARGE_HL7_ATTEMPTS", 3, 10),
+        hl7_connect_timeout=_number(env, "THERACHARGE_HL7_CONNECT_TIMEOUT", 5.0),
+    )
 
 
 def fhir_connection(env: Mapping[str, str]) -> FhirConnection:
@@ -173,7 +233,31 @@ def service_config(env: Mapping[str, str]) -> ServiceConfig:
         smart_app_client_id=env.get("THERACHARGE_SMART_APP_CLIENT_ID", "").strip() or None,
         broker_url=_broker(env),
         sweep_seconds=_number(env, "THERACHARGE_SWEEP_SECONDS", 30.0),
+        hl7_listen=_address(env, "THERACHARGE_HL7_LISTEN"),
+        hl7_events=_events(env),
+        hl7_listen_peers=_list(env, "THERACHARGE_HL7_LISTEN_PEERS"),
     )
+
+
+def _address(env: Mapping[str, str], name: str) -> tuple[str, int] | None:
+    """host:port (e.g. 0.0.0.0:2575), or unset."""
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{name}: {text!r} is not host:port (e.g. 0.0.0.0:2575)")
+    return host.strip("[]"), int(port)
+
+
+def _events(env: Mapping[str, str]) -> tuple[str, ...]:
+    """The HL7 v2 message types the listener takes, as TYPE^TRIGGER."""
+    events = _list(env, "THERACHARGE_HL7_EVENTS") or ("ADT^A03", "MDM^T02", "MDM^T04")
+    for event in events:
+        kind, _, trigger = event.partition("^")
+        if not (kind.isalnum() and len(kind) == 3 and trigger.isalnum() and len(trigger) == 3):
+            raise ConfigError(f"THERACHARGE_HL7_EVENTS: {event!r} is not TYPE^TRIGGER (ADT^A03)")
+    return events
 
 
 def _budget(env: Mapping[str, str], name: str, default: float) -> float:

@@ -213,6 +213,15 @@ class FhirClient:
         version-checked updates), so they are retried like reads."""
         return self._send("POST", self.base_url, body=bundle)
 
+    def operation(self, path: str, body: dict[str, Any]) -> tuple[Any, str | None]:
+        """POST a FHIR operation that changes something (Oracle Health's ChargeItem $create,
+        $modify, $credit): its answer and its Location header. Sent once, never repeated
+        blindly: what a lost answer means is the caller's to find out."""
+        answer, location = self._send(
+            "POST", self.url(path), body=body, repeatable=False, location=True
+        )
+        return answer, location
+
     def batch(self, bundle: dict[str, Any]) -> Any:
         """POST a batch Bundle of searches (each answered on its own in the batch-response).
         Unknown parameters are an error in each (`Prefer: handling=strict`), as in `search`."""
@@ -243,6 +252,7 @@ class FhirClient:
         body: Any = None,
         extra: dict[str, str] | None = None,
         repeatable: bool = True,
+        location: bool = False,
     ) -> Any:
         """Every request goes through here. Reads, and our transactions (idempotent by
         conditional creates and version-checked updates), are safe to repeat: temporary failures
@@ -253,7 +263,7 @@ class FhirClient:
         while True:
             attempt += 1
             try:
-                return self._once(method, url, body, extra)
+                return self._once(method, url, body, extra, location)
             except TemporaryFhirError as exc:
                 wait = self._retry_wait(exc, attempt, started) if repeatable else None
                 if wait is None:
@@ -266,7 +276,14 @@ class FhirClient:
                     continue
                 raise
 
-    def _once(self, method: str, url: str, body: Any, extra: dict[str, str] | None) -> Any:
+    def _once(
+        self,
+        method: str,
+        url: str,
+        body: Any,
+        extra: dict[str, str] | None,
+        location: bool = False,
+    ) -> Any:
         headers = {"Accept": FHIR_JSON, **self.auth.headers(), **(extra or {})}
         data = None
         if body is not None:
@@ -293,6 +310,8 @@ class FhirClient:
             # result: reading it as one would decide a visit on missing data.
             what = f"{method} {_path(url)} → HTTP {response.status_code}: the answer is not JSON"
             raise TemporaryFhirError(what, response.status_code, url)
+        if location:  # where an operation put what it made (201 Created)
+            return parsed, response.headers.get("Location")
         return parsed
 
     def _timeouts(self, what: str) -> tuple[float, float]:

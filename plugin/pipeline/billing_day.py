@@ -3,6 +3,7 @@ write (docs/architecture.md "How each trigger flows", "The billing day")."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Callable, Iterator
@@ -12,8 +13,9 @@ from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from msgspec.structs import replace
+
 from fhir_mappings.assemble import VisitAssembler
-from fhir_mappings.delivery import WritePlan, of_the_day, our_charge_items, plan_writes
 from plugin.config.files import Settings
 from plugin.gateway.client import iter_resources
 from plugin.gateway.errors import FhirError, VersionConflict
@@ -26,12 +28,16 @@ from plugin.gateway.gather import (
     encounter_patient_and_date,
     is_encounter,
 )
+from plugin.gateway.mllp import NoAck
 from plugin.jsontypes import Json
+from plugin.outlets import Outlet, OutletPlan
+from plugin.outlets.fhir import FhirOutlet, TakenButStale
 from plugin.pipeline.stages import decide, refuse_too_large, render_context, translate_tables
 from plugin.render.report import day_report
 from plugin.rules.concurrency import one_on_one
 from plugin.rules.day import day_for
 from plugin.rules.decision import Decision
+from plugin.rules.lines import LineStatus
 from plugin.rules.visit import Visit
 
 log = logging.getLogger(__name__)
@@ -52,7 +58,7 @@ class DayRun:
     """What one trigger came to: the day's decision, the writes planned, what was sent."""
 
     decision: Decision
-    plan: WritePlan | None  # None in preview
+    plan: OutletPlan | None  # None in preview
     written: bool  # the transaction was sent (False on a preview, a plan, or nothing to change)
     attempts: int  # 1 + the times a concurrent change made us read and decide again
     capped: bool  # a search stopped at the page cap
@@ -69,7 +75,7 @@ class DayRun:
             return "preview"
         if self.written:
             return "written"
-        return "unchanged" if self.plan.bundle is None else "planned"
+        return "unchanged" if self.plan.payload is None else "planned"
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,7 @@ def run_day(
     *,
     report_write_errors: bool = False,
     lock: DayLock | None = None,
+    outlet: Outlet | None = None,
 ) -> DayRun:
     """Decide the billing day of one encounter and bring the EHR's ChargeItems in line with it.
 
@@ -125,6 +132,10 @@ def run_day(
     number of times, so concurrent runs converge on exactly one ChargeItem per line holding
     the decision of everything the EHR has. Raises plugin.gateway.errors.FhirError when the
     EHR fails (with `report_write_errors`, a failed write is returned in `error` instead).
+
+    `outlet` is where the charges go (plugin/outlets: settle, plan, send); by default the EHR's
+    ChargeItems. Lines the outlet's receiver refused are held with its words
+    (`billing-system-refused`).
     """
     key = None
     if lock is not None and mode is WriteMode.WRITE:
@@ -133,7 +144,8 @@ def run_day(
         ctx = render_context(settings, entered, trigger)
         configuration = dict(ctx.configuration)
         prefetched = source.prefetched
-        sent: WritePlan | None = None  # a transaction of this run that the EHR took
+        outlet = outlet or FhirOutlet(source.gatherer.client if source.gatherer else None)
+        sent: OutletPlan | None = None  # a transaction of this run that the EHR took
         attempt = 0
         while True:
             attempt += 1
@@ -147,39 +159,50 @@ def run_day(
             if mode is WriteMode.PREVIEW:
                 return DayRun(decision, None, False, attempt, capped, alone, None, configuration)
             base = source.gatherer.client.base_url if source.gatherer else ""
-            existing = of_the_day(
-                our_charge_items(resources, ctx.definitions.line_identifier), decision
-            )
-            plan = plan_writes(decision, existing, ctx, base)
+            writable = source.gatherer is not None and unread is None
+            try:
+                if mode is WriteMode.WRITE and writable:
+                    outlet.settle(decision)  # what an earlier run left unfinished, first
+                plan = outlet.plan(decision, resources, ctx, base)
+            except NoAck as exc:
+                if not report_write_errors:
+                    raise
+                run = DayRun(decision, None, False, attempt, capped, alone, str(exc), configuration)
+                return run
             run = DayRun(decision, plan, False, attempt, capped, alone, None, configuration)
             if mode is WriteMode.PLAN:
                 return run
-            if plan.bundle is None:
-                if sent is not None:  # what we sent before now stands: report that write
-                    run.plan, run.written = sent, True
-                return run
             try:
-                if source.gatherer is None:
-                    raise DayUnreadable("no FHIR server to write to")
-                if unread is not None:
-                    raise DayUnreadable(unread)
-                answer = source.gatherer.client.transaction(plan.bundle)
-                if _created_elsewhere(plan.bundle, answer):
-                    sent = plan
-                    raise VersionConflict(
-                        "a line was created by another run since the day was read"
-                    )
+                if plan.payload is not None:
+                    if source.gatherer is None:
+                        raise DayUnreadable("no FHIR server to write to")
+                    if unread is not None:
+                        raise DayUnreadable(unread)
+                delivery = outlet.send(plan, decision)
+            except TakenButStale:
+                sent = plan  # the EHR took it: it stands, whatever the next round plans
+                if attempt > MAX_CONFLICT_RETRIES:
+                    raise
+                prefetched = None
+                continue
             except VersionConflict:
                 if attempt > MAX_CONFLICT_RETRIES:
                     raise
                 prefetched = None  # what was prefetched is out of date: read the day again
                 continue
-            except FhirError as exc:
+            except (FhirError, NoAck) as exc:
                 if not report_write_errors:
                     raise
                 run.error = str(exc)
                 return run
-            run.written = True
+            run.written = plan.payload is not None
+            if not run.written and sent is not None:  # what we sent before now stands
+                run.plan, run.written = sent, True
+            if delivery.refused:  # the receiver's words on the worklist: held, never dropped
+                run.decision = hold_refused(settings, run.decision, delivery.refused)
+                if delivery.answer:
+                    run.written = False
+                    run.error = f"the billing system refused the day's charges ({delivery.answer})"
             return run
 
 
@@ -199,21 +222,33 @@ def _named_day(source: DaySource, encounter_id: str) -> tuple[DaySource, str | N
     return source, f"{named[0]}|{named[1]}" if named else None
 
 
-def _created_elsewhere(bundle: Json, answer: object) -> bool:
-    """A conditional create of ours that matched an existing ChargeItem (200 rather than 201):
-    another run wrote that line after we read the day, so it holds that run's content, not
-    ours. The transaction-response lists its entries in the order of the request (FHIR R4
-    Bundle, transaction processing rules)."""
-    entries = answer.get("entry") if isinstance(answer, dict) else None
-    if not isinstance(entries, list):
-        return False
-    for request, response in zip(bundle["entry"], entries, strict=False):
-        if request["request"]["method"] != "POST" or not isinstance(response, dict):
+def hold_refused(
+    settings: Settings, decision: Decision, refused: dict[str, tuple[str, str]]
+) -> Decision:
+    """The decision with each line the outlet could not deliver held, the words that say why
+    its finding (`billing-system-refused`, `charge-code-unmapped`): on the worklist and the
+    decision page until someone fixes the charge and runs the day again."""
+    lines, found = [], []
+    for line in decision.lines:
+        if line.key not in refused:
+            lines.append(line)
             continue
-        status = str((response.get("response") or {}).get("status", ""))
-        if status.startswith("200"):
-            return True
-    return False
+        code, words = refused[line.key]
+        said = {
+            "billing-system-refused": f"The billing system did not take the {line.code} charge",
+            "charge-code-unmapped": f"The {line.code} charge could not be written",
+        }[code]
+        finding = settings.findings.make(code, f"{said}: {words}", line.context)
+        found.append(finding)
+        lines.append(
+            replace(
+                line,
+                status=LineStatus.PLANNED,
+                holds=(*line.holds, finding),
+                note=f"Held: {said[0].lower()}{said[1:]} ({words})",
+            )
+        )
+    return dataclasses.replace(decision, lines=tuple(lines), findings=(*decision.findings, *found))
 
 
 def _read_day(

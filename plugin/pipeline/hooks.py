@@ -198,7 +198,7 @@ def handle_discharge(
     _link_to_the_decision(cards, settings, request.encounter_id)
     if run.error:
         return _failed(run, cards)
-    if mode is WriteMode.PLAN and run.plan is not None:
+    if mode is WriteMode.PLAN and isinstance(run.plan, WritePlan):  # the FHIR outlet's
         return HookOutcome(run, cards, _system_actions(run.plan))
     if mode is WriteMode.WRITE and run.plan is not None:
         cards.append(written_card(run.plan.summary(), run.written))

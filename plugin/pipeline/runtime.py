@@ -12,6 +12,8 @@ from plugin.config.effective import effective_settings
 from plugin.config.files import Settings
 from plugin.gateway.factory import connect
 from plugin.gateway.gather import Gatherer, KnownServers
+from plugin.gateway.mllp import MllpSender
+from plugin.outlets import Outlet, outlet_for, sender_for
 from plugin.pipeline.billing_day import DayRun
 from plugin.render.report import day_report, line_therapists, line_warnings
 from plugin.rules.visit import Severity
@@ -26,6 +28,8 @@ class Runtime:
     _local: threading.local = field(default_factory=threading.local)
     # the CapabilityStatements of the EHRs hooks name (fhirServer): read once an hour, not per call
     servers: KnownServers = field(default_factory=KnownServers)
+    _sender: MllpSender | None = None  # the hl7v2 outlet's connection, kept open by the process
+    _sending: threading.Lock = field(default_factory=threading.Lock)
     _revision: int = -1
     _loading: threading.Lock = field(default_factory=threading.Lock)
 
@@ -65,6 +69,20 @@ class Runtime:
         """The effective settings now: another process's saved change picked up first."""
         self.refresh()
         return self.settings
+
+    def outlet(self, settings: Settings) -> Outlet | None:
+        """Where the day's charges go under `settings` (None: the EHR's ChargeItems, run_day's
+        default). An hl7v2 outlet shares the process's one MLLP connection: messages go one
+        at a time, as MLLP has them."""
+        if settings.outlet.kind == "fhir":
+            return None
+        if settings.outlet.kind == "oracle-health":  # on the EHR itself, our connection
+            gatherer = self.gatherer()
+            return outlet_for(settings, gatherer.client if gatherer else None, self.store)
+        with self._sending:
+            if self._sender is None:
+                self._sender = sender_for(settings)
+        return outlet_for(settings, None, self.store, self._sender)
 
     def gatherer(self) -> Gatherer | None:
         """Our EHR (THERACHARGE_FHIR_BASE_URL), built once per thread (a requests session is

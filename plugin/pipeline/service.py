@@ -85,6 +85,7 @@ def execute(runtime: Runtime, job: Job) -> DayRun:
             job.trigger,
             report_write_errors=job.report_write_errors,
             lock=runtime.store.day_locks.hold,  # held only when the run writes
+            outlet=runtime.outlet(settings),
         )
     except Exception as exc:
         count_ehr_error(exc)

@@ -55,6 +55,15 @@ class Performer(Record, frozen=True, gc=False):
     role_source: str = ""  # where the role was read ("PractitionerRole/r1.specialty" …)
 
 
+class Identifier(Record, frozen=True, gc=False):
+    """A business identifier as the EHR wrote it: an encounter's visit number, a patient's
+    medical record number (their `type` code from HL7 table 0203: VN, MR …)."""
+
+    system: str
+    value: str
+    type: str = ""
+
+
 class Coding(Record, frozen=True, gc=False):
     system: str
     code: str
@@ -151,6 +160,11 @@ class Visit(Record, frozen=True, gc=False):
     # the patient as billing staff look them up (the worklist): never in a log
     patient_name: str = ""
     patient_mrn: str = ""
+    # what billing systems match a visit and a patient by (HL7 v2 PV1-19, PID-3, PID-5)
+    identifiers: tuple[Identifier, ...] = ()  # the encounter's
+    patient_identifiers: tuple[Identifier, ...] = ()
+    patient_family: str = ""
+    patient_given: str = ""
 
     @property
     def encounter_id(self) -> str:

@@ -171,6 +171,7 @@ CREDENTIALS = {
     "235Z00000X": "CCC-SLP",
 }
 MRN_SYSTEM = "https://ehr.example.org/fhir/mrn"
+VISIT_SYSTEM = "https://ehr.example.org/fhir/visit-number"  # what HL7 v2 PV1-19 carries
 
 
 def sample_npi(code: str, number: int) -> str:
@@ -392,6 +393,13 @@ def _encounter(
     return {
         "resourceType": "Encounter",
         "id": encounter,
+        "identifier": [
+            {
+                "type": {"coding": [{"system": IDENTIFIER_TYPE, "code": "VN"}]},
+                "system": VISIT_SYSTEM,
+                "value": f"V{encounter.removeprefix('enc-')}",
+            }
+        ],
         "status": "finished",
         "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
         "serviceType": {"coding": [{"system": DISCIPLINE_TYPES, "code": discipline}]},

@@ -153,6 +153,14 @@ class NotificationsQuery(Schema):
     )
 
 
+class OutletMessagesQuery(Schema):
+    day = fields.String(
+        load_default=None,
+        validate=validate.Length(min=1, max=300),
+        metadata={"description": "the billing day's line-key prefix, e.g. Patient/p1/2026-11-02"},
+    )
+
+
 class ChargesQuery(Schema):
     dry_run = fields.Boolean(
         load_default=False,
@@ -286,6 +294,21 @@ class Notification(Answer):
     received_at = fields.DateTime()
     finished_at = fields.DateTime(allow_none=True)
     next_attempt_at = fields.DateTime(allow_none=True)
+
+
+class OutletMessageLine(Answer):
+    key = fields.String(required=True)
+    credit = fields.Boolean(required=True)
+
+
+class OutletMessage(Answer):
+    control_id = fields.String(required=True)
+    day = fields.String(required=True)
+    state = fields.String(required=True)  # pending, accepted, refused
+    attempts = fields.Integer(required=True)
+    answer = fields.String(allow_none=True)
+    lines = fields.List(fields.Nested(OutletMessageLine), required=True)
+    created_at = fields.DateTime()
 
 
 class Requeued(Answer):

@@ -34,6 +34,7 @@ from plugin.store.config import ConfigStoreMixin
 from plugin.store.ledger import LedgerWriter
 from plugin.store.locks import DayLocks, exclusive
 from plugin.store.models import AccessToken, AuditEntry, BackfillDay, Notification, RunEntry
+from plugin.store.outlet import OutletStoreMixin
 from plugin.store.queue import Claimed as Claimed
 from plugin.store.queue import QueueStoreMixin
 from plugin.store.replay import ReplayCache
@@ -47,7 +48,7 @@ PRUNE_EVERY = 600.0  # seconds between two prunings of the ledger, per process
 PRUNE_CHUNK = 5000
 
 
-class Store(ConfigStoreMixin, QueueStoreMixin):
+class Store(ConfigStoreMixin, QueueStoreMixin, OutletStoreMixin):
     """One engine per process; short sessions per operation."""
 
     def __init__(self, url: str) -> None:

@@ -152,3 +152,38 @@ class ConfigVersion(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     reason: Mapped[str] = mapped_column(Text)
     diff: Mapped[list[object]] = mapped_column(JSON, default=list)
+
+
+class OutletLine(Base):
+    """A charge line as a charge outlet without a readable copy of its own (HL7 v2: the
+    billing system keeps it) last delivered it: what the next run compares with, so a rerun
+    sends only differences (plugin/outlets)."""
+
+    __tablename__ = "outlet_lines"
+
+    outlet: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)  # the line key
+    day: Mapped[str] = mapped_column(String(300), index=True)  # "{owner}/{date}"
+    content: Mapped[dict[str, object]] = mapped_column(JSON)
+    control_id: Mapped[str] = mapped_column(String(40))  # the message that delivered it
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class OutletMessage(Base):
+    """One message to a billing system, recorded before it is sent: `pending` until its ACK
+    (then `accepted` or `refused`); a pending message is sent again, with the same control id,
+    before anything else of its day (after a lost ACK or a restart)."""
+
+    __tablename__ = "outlet_messages"
+
+    control_id: Mapped[str] = mapped_column(String(40), primary_key=True)  # MSH-10
+    outlet: Mapped[str] = mapped_column(String(40))
+    day: Mapped[str] = mapped_column(String(300), index=True)  # "{owner}/{date}"
+    state: Mapped[str] = mapped_column(String(20), index=True)  # pending, accepted, refused
+    body: Mapped[str] = mapped_column(Text)  # the message as sent (PHI: never logged)
+    # [{"key", "day", "credit": bool, "content"}]: what the ACK settles
+    postings: Mapped[list[object]] = mapped_column(JSON)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    answer: Mapped[str | None] = mapped_column(Text, nullable=True)  # the receiver's words
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -146,6 +146,17 @@ NOTIFICATIONS = [
         "next_attempt_at": None,
     }
 ]
+OUTLET_MESSAGES = [
+    {
+        "control_id": "TC5F0C2A9B41D7E3A0C1",
+        "day": "Patient/p1/2026-11-02",
+        "state": "refused",
+        "attempts": 1,
+        "answer": "Rendering provider 1234567893 is not on file",
+        "lines": [{"key": "Patient/p1/2026-11-02/PT/Organization/clinic/97110", "credit": False}],
+        "created_at": "2026-11-02T18:00:00+00:00",
+    }
+]
 DEAD_LETTERS = {
     "counts": {"notification": 1, "backfill-day": 0},
     "reasons": [{"reason": "GET /Encounter/x → HTTP 403", "count": 1}],

@@ -13,6 +13,7 @@ from prometheus_client import multiprocess
 
 from plugin.config.files import Settings
 from plugin.config.variables import WORKER_TIMEOUT_SECONDS
+from plugin.web import hl7_intake
 from plugin.web.app import check_audience, create_app
 
 log = logging.getLogger(__name__)
@@ -142,10 +143,16 @@ def serve(settings: Settings, host: str, port: int, workers: int, dev: bool) -> 
         log.warning("not configured: %s", warning)
     if dev:
         app = create_app(settings, dev=True)
+        state = app.extensions["theracharge"]
+        listener = hl7_intake.listener_for(state, state.queue)
+        if listener is not None:
+            listener.start()
         try:
             app.run(host=host, port=port, debug=False, threaded=True)
         finally:
-            app.extensions["theracharge"].store.close()
+            if listener is not None:
+                listener.stop()
+            state.store.close()
         return
     options = {
         "bind": f"{host}:{port}",
@@ -158,4 +165,10 @@ def serve(settings: Settings, host: str, port: int, workers: int, dev: bool) -> 
         "timeout": WORKER_TIMEOUT_SECONDS,
         "logconfig_dict": GUNICORN_LOGGING,
     }
-    GunicornServer(settings, options).run()
+    listening = hl7_intake.spawn(settings)  # HL7 v2 events in: a process of its own
+    try:
+        GunicornServer(settings, options).run()
+    finally:
+        if listening is not None:
+            listening.terminate()
+            listening.join(10)

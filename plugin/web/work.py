@@ -90,6 +90,19 @@ def dead_letter_json(letter: DeadLetter) -> dict[str, Any]:
     }
 
 
+@blp.route("/outlet/messages", methods=["GET"])
+@blp.doc(
+    summary="The HL7 v2 messages sent to the billing system (newest first, 500 at most): "
+    "pending, accepted or refused, with the receiver's words; never the message itself"
+)
+@blp.access(TOKEN, 400, 401, 403)
+@blp.response(200, api.OutletMessage(many=True), example=examples.OUTLET_MESSAGES)
+@requires(*WORKERS)
+@blp.arguments(api.OutletMessagesQuery, location="query", error_status_code=400)
+def outlet_messages(query: dict[str, Any]) -> Response:
+    return jsonify(app_state().store.outlet_messages("hl7v2", query["day"]))
+
+
 @blp.route("/dead-letters", methods=["GET"])
 @blp.doc(
     summary="Work set aside after its retries (notifications, backfill days), newest first: "

@@ -281,3 +281,36 @@ def test_the_notification_worker_decides_with_the_managed_tables(app) -> None:
     )
     assert state.worker.runtime.current().payers.default_method.value == "ama"
     assert state.worker.runtime.current() is state.settings
+
+
+def test_the_outlet_table_is_validated_versioned_and_used_by_the_next_run(app) -> None:
+    client = app.test_client()
+    outlet = client.get("/admin/api/v1/outlet", headers=VIEWER).json
+    assert outlet["hl7v2"]["version"] == "2.5.1"
+    bad = copy.deepcopy(outlet)
+    bad["hl7v2"]["version"] = "2.3"  # with FT1-26, which 2.3 does not have
+    refused = client.put("/admin/api/v1/outlet", json={"reason": "x", "outlet": bad}, headers=ADMIN)
+    assert refused.status_code == 422
+    assert "hl7v2.modifiers" in refused.json["message"]
+    outlet["hl7v2"]["version"] = "2.3.1"
+    saved = client.put(
+        "/admin/api/v1/outlet",
+        json={"reason": "interface spec v3", "outlet": outlet},
+        headers=ADMIN,
+    )
+    assert saved.json["version"] == 1  # the first stored version: the shipped file before it
+    (latest,) = client.get("/admin/api/v1/outlet/versions", headers=VIEWER).json
+    assert latest["diff"] == [
+        {"change": "changed", "setting": "hl7v2.version", "before": "2.5.1", "after": "2.3.1"}
+    ]
+    state = app.extensions["theracharge"]
+    assert state.current().outlet_site.hl7v2.version == "2.3.1"  # what the next message uses
+    outlet["hl7v2"]["credit"] = "negative"
+    client.put("/admin/api/v1/outlet", json={"reason": "CG-", "outlet": outlet}, headers=ADMIN)
+    assert state.current().outlet_site.hl7v2.credit == "negative"
+    client.post(
+        "/admin/api/v1/outlet/rollback", json={"version": 1, "reason": "undo"}, headers=ADMIN
+    )
+    assert state.current().outlet_site.hl7v2.credit == "CD"
+    assert client.get("/admin/api/v1/outlet/messages", headers=VIEWER).status_code == 403
+    assert client.get("/admin/api/v1/outlet/messages", headers=ADMIN).json == []
