@@ -424,7 +424,20 @@ class VisitAssembler:
             patient_identifiers=person.identifiers,
             patient_family=person.family,
             patient_given=person.given,
+            **self._referrer(encounter),
         )
+
+    def _referrer(self, encounter: fx.EncounterFacts) -> dict[str, Any]:
+        """The encounter's participant typed REF (v3 ParticipationType referrer: who referred
+        the patient or ordered the therapy), with the NPI their Practitioner carries."""
+        for reference, types in encounter.participants:
+            if any(code == "REF" for _, code, _ in types):
+                resolved = self.norm(reference) or reference
+                return {
+                    "referrer": resolved,
+                    "referrer_npi": self._people.practitioner(resolved)[2],
+                }
+        return {}
 
     def _supervised(
         self, encounter: fx.EncounterFacts, services: tuple[VisitService, ...]

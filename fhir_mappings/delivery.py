@@ -36,18 +36,17 @@ class Existing:
 
 
 @dataclass
-class WritePlan:
-    """The writes of one encounter, and what each line came to."""
+class LineFates:
+    """What each line of a day came to at its receiver, by line key: one shape for every
+    charge outlet's plan (plugin/outlets), the API, the CLI and the ledger."""
 
-    entries: list[Json] = field(default_factory=list)
     created: list[str] = field(default_factory=list)  # line keys
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
-    voided: list[str] = field(default_factory=list)  # set entered-in-error
-    corrections: list[str] = field(default_factory=list)  # billed ChargeItems that now differ
+    voided: list[str] = field(default_factory=list)  # set entered-in-error, or credited
+    corrections: list[str] = field(default_factory=list)  # billed charges that now differ
 
     def summary(self) -> dict[str, list[str]]:
-        """What each line came to, by line key: one shape for the API, the CLI and the ledger."""
         return {
             "created": self.created,
             "updated": self.updated,
@@ -55,6 +54,13 @@ class WritePlan:
             "entered_in_error": self.voided,
             "corrections_needed": self.corrections,
         }
+
+
+@dataclass
+class WritePlan(LineFates):
+    """The writes of one encounter, and what each line came to."""
+
+    entries: list[Json] = field(default_factory=list)
 
     @property
     def bundle(self) -> Json | None:

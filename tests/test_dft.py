@@ -25,12 +25,19 @@ from tests import builders
 AT = datetime(2026, 11, 2, 17, 30, tzinfo=UTC)
 KEY = "Patient/p1/2026-11-02/PT/Organization/clinic/97110"
 MR = {"system": IDENTIFIER_TYPE, "code": "MR"}
+PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
 
 
 def _decision() -> Decision:
     """A Medicare PT visit: 30 minutes of 97110 (two units, GP), the patient with an MRN and a
     name, the encounter with a visit number, the therapist with an NPI."""
     record = builders.complete_record(builders.procedure("p1", "97110", minutes=30))
+    record[0]["participant"] = [
+        {
+            "type": [{"coding": [{"system": PARTICIPATION, "code": "REF"}]}],
+            "individual": {"reference": "Practitioner/md1"},
+        }
+    ]
     record[0]["identifier"] = [
         {"type": {"coding": [{"system": IDENTIFIER_TYPE, "code": "VN"}]}, "value": "V-20261102-7"}
     ]
@@ -50,6 +57,11 @@ def _decision() -> Decision:
             "resourceType": "Practitioner",
             "id": "pt1",
             "identifier": [{"system": NPI, "value": "1234567893"}],
+        },
+        {  # the physician who referred the patient
+            "resourceType": "Practitioner",
+            "id": "md1",
+            "identifier": [{"system": NPI, "value": "1679576722"}],
         },
     ]
     return decide_gathered(load_settings({}), record, "e1")
@@ -94,6 +106,7 @@ def test_a_two_unit_97110_gp_line_field_by_field() -> None:
     assert ft1[16] == "PT-CLINIC"
     assert ft1[19] == "M25.561^^I10"
     assert ft1[20] == "1234567893^^^^^^^^NPI^^^^NPI"
+    assert ft1[21] == "1679576722^^^^^^^^NPI^^^^NPI"  # the referring physician
     assert ft1[25] == "97110^Therapeutic exercise^C4"
     assert ft1[26] == "GP"
     assert seg["DG1"] == [["DG1", "1", "", "M25.561^^I10", "", "", "F"]]

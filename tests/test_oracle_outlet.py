@@ -201,3 +201,30 @@ def test_the_oracle_outlet_needs_its_tenant_and_schedules(tmp_path: Path) -> Non
         load_settings(
             {"THERACHARGE_INSTANCE_DIR": str(tmp_path), "THERACHARGE_OUTLET": "oracle-health"}
         )
+
+
+def test_the_referring_physician_goes_as_performer_op(store: Store, tmp_path: Path) -> None:
+    day = record()
+    day[0]["participant"] = [
+        {
+            "type": [
+                {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                            "code": "REF",
+                        }
+                    ]
+                }
+            ],
+            "individual": {"reference": "Practitioner/md1"},
+        }
+    ]
+    with millennium(day) as fake:
+        run(settings_for(fake, tmp_path), store)
+        ((_, body),) = fake.calls
+    item = body["parameter"][1]["resource"]
+    functions = {
+        (p["function"]["coding"][0]["code"], p["actor"]["reference"]) for p in item["performer"]
+    }
+    assert functions == {("PRF", "Practitioner/pt1"), ("OP", "Practitioner/md1")}

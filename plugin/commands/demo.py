@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from fhir_mappings.subscription import subscription
 from plugin.commands.billing_standin import BillingStandIn
+from plugin.commands.millennium_standin import MillenniumStandIn, proxy_to
 from plugin.config.files import load_settings
 from plugin.config.tokens import token_hash
 from plugin.gateway.client import iter_resources
@@ -41,6 +42,12 @@ from plugin.pipeline.hooks import prefetch_from
 from plugin.render.report import line_reasons
 from plugin.sample import SampleSpec, as_transaction, generate, us_core
 
+# The demo tenant's bill-code set-up (config/outlet.yaml's oracle_health; values invented)
+ORACLE_SITE = """source: demo tenant (invented schedule codes)
+oracle_health:
+  tenant: demo-tenant
+  schedules: {CPT: "615214", HCPCS: "615215", ICD: "615216", MODIFIER: "615217"}
+"""
 CLIENT_ID = "theracharge"
 EHR_ISSUER = "http://127.0.0.1/demo-ehr"
 SECRET = "demo-notification-secret"
@@ -61,6 +68,7 @@ class Demo:
     # billing system over MLLP (hl7v2)
     outlet: str = "fhir"
     billing: BillingStandIn | None = None
+    millennium: MillenniumStandIn | None = None
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     ehr_url: str = ""
     service_url: str = ""
@@ -76,13 +84,31 @@ class Demo:
         ehr_port, tc_port = _free_port(), _free_port()
         self.ehr_url = f"http://127.0.0.1:{ehr_port}/fhir"
         self.service_url = f"http://127.0.0.1:{tc_port}"
+        site: dict[str, str] = {}
+        if self.outlet == "oracle-health":  # Millennium's ChargeItem API in front of the EHR
+            upstream = proxy_to(self.ehr_url)
+            self.millennium = MillenniumStandIn(_free_port(), "/fhir", upstream)
+            self.millennium.start()
+            self.ehr_url = self.millennium.base  # the EHR names it as its base
+            (self.root / "site").mkdir()
+            (self.root / "site" / "outlet.yaml").write_text(ORACLE_SITE)
+            site = {
+                "THERACHARGE_OUTLET": "oracle-health",
+                "THERACHARGE_CONFIG_DIR": str(self.root / "site"),
+            }
         self._start_ehr(ehr_port, tc_jwks)
         self.env = {
             **os.environ,
             "THERACHARGE_FHIR_BASE_URL": self.ehr_url,
-            "THERACHARGE_SMART_CLIENT_ID": CLIENT_ID,
-            "THERACHARGE_SMART_PRIVATE_KEY": str(tc_key),
-            "THERACHARGE_SMART_KID": "tc-demo-1",
+            **(
+                {
+                    "THERACHARGE_SMART_CLIENT_ID": CLIENT_ID,
+                    "THERACHARGE_SMART_PRIVATE_KEY": str(tc_key),
+                    "THERACHARGE_SMART_KID": "tc-demo-1",
+                }
+                if self.millennium is None
+                else {}
+            ),
             "THERACHARGE_CDS_ISSUERS": EHR_ISSUER,
             "THERACHARGE_CDS_JWKS": str(self.root / "ehr-jwks.json"),
             "THERACHARGE_WRITE_MODE": "direct",
@@ -90,6 +116,7 @@ class Demo:
             "THERACHARGE_API_TOKENS": f"demo:admin=sha256:{token_hash(API_TOKEN)}",
             "THERACHARGE_INSTANCE_DIR": str(self.root / "instance"),
             "THERACHARGE_PUBLIC_URL": self.service_url,
+            **site,
         }
         if self.outlet == "hl7v2":  # the billing system the charges go to, over MLLP
             self.billing = BillingStandIn()
@@ -128,7 +155,11 @@ class Demo:
             "host": "127.0.0.1",
             "port": port,
             "db_path": str(self.root / "ehr" / "ehr.db"),
-            "server_auth": {
+            # behind the Millennium stand-in the sandbox EHR is open on 127.0.0.1 (Millennium's
+            # own SMART Backend Services is not played); otherwise it requires SMART tokens
+            "server_auth": {"types": ["none"]}
+            if self.millennium is not None
+            else {
                 "types": ["smart"],
                 "token_lifetime": 3600,
                 "enforce_scopes": True,
@@ -171,6 +202,8 @@ class Demo:
     def stop(self) -> None:
         if self.billing is not None:
             self.billing.stop()
+        if self.millennium is not None:
+            self.millennium.stop()
         for process in reversed(self.processes):
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
@@ -334,6 +367,7 @@ def report(demo: Demo, hooks: list[Json], items: list[Json]) -> Json:
         "cards_returned": sum(len(h.get("cards", [])) for h in hooks),
         "outlet": demo.outlet,
         **({"billing_system": demo.billing.summary()} if demo.billing is not None else {}),
+        **({"millennium": demo.millennium.book.summary()} if demo.millennium else {}),
         "urls": {
             "worklist": f"{demo.service_url}/worklist",
             "decision_page": f"{demo.service_url}/decisions/{encounters[0]}"
@@ -370,7 +404,17 @@ def print_report(body: Json, running: bool = True) -> None:
         "(their minutes counted together: CMS Pub 100-04 ch.5 §20.2 C)"
     )
     billing = body.get("billing_system")
-    if billing is not None:  # --outlet hl7v2: what the billing system got over MLLP
+    millennium = body.get("millennium")
+    if millennium is not None:  # --outlet oracle-health: what Millennium's ChargeItems hold
+        operations = ", ".join(f"{n} {op}" for op, n in sorted(millennium["operations"].items()))
+        print(
+            f"  Oracle Health (stand-in) took {operations or 'no operation'}; it holds "
+            f"{millennium['billable_items']} billable ChargeItem(s)"
+        )
+        print("  billable units by code and modifiers:")
+        for code, units in millennium["units_by_code"].items():
+            print(f"    {code:<14} {units:>3}")
+    elif billing is not None:  # --outlet hl7v2: what the billing system got over MLLP
         print(
             f"  the billing system got {billing['messages']} DFT^P03 message(s) "
             f"({len(billing['messages_by_patient'])} patient(s)): {billing['charges']} "

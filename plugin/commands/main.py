@@ -80,9 +80,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--outlet",
-        choices=("fhir", "hl7v2"),
+        choices=("fhir", "oracle-health", "hl7v2"),
         default="fhir",
-        help="where the charges go: ChargeItems in the EHR (default), or DFT^P03 messages over "
+        help="where the charges go: ChargeItems in the EHR (default), Oracle Health's ChargeItem "
+        "operations (a stand-in for Millennium's in front of the EHR), or DFT^P03 messages over "
         "MLLP to a stand-in billing system",
     )
     demo.set_defaults(run=_run_demo)

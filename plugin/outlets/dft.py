@@ -15,6 +15,7 @@ PID, PV1 and DG1, Ch. 6 FT1; the same positions in 2.3 and 2.3.1):
   master code); FT1-10 the units; FT1-16 the site's location for the place of service; FT1-19
   the diagnoses in pointer order (ICD-10-CM, `I10`); FT1-20 the rendering provider's NPI (the
   supervising therapist's for an assistant's line: Pub 100-02 ch.15 §230.1 B, §230.2 B);
+  FT1-21 the referring or ordering provider's NPI (the Encounter's participant typed REF);
   FT1-25 the CPT/HCPCS code (`C4` CPT-4, `HCPCS`; table 0396); FT1-26 the modifiers (2.3.1
   and later; for a 2.3 receiver where the site chooses: `Hl7Site.modifiers`).
 - The place of service has no field of its own in FT1: the site maps it to a location.
@@ -86,6 +87,7 @@ def line_content(line: ChargeLine, decision: Decision, site: Hl7Site) -> dict[st
         "modifiers": list(line.modifiers),
         "diagnoses": [c.code for d in line.diagnoses for c in d.codings[:1] if c.system == ICD10CM],
         "rendering": _rendering_npi(line, decision),
+        "ordering": visit.referrer_npi,
         "location": site.locations.get(visit.place_of_service, ""),
     }
 
@@ -198,11 +200,18 @@ def _ft1(site: Hl7Site, index: int, posting: Posting) -> str:
     fields[16] = escape(line["location"])
     fields[19] = "~".join(f"{escape(c)}^^I10" for c in line["diagnoses"])
     if line["rendering"]:
-        fields[20] = f"{escape(line['rendering'])}^^^^^^^^{NPI_AUTHORITY}^^^^{NPI_AUTHORITY}"
+        fields[20] = _npi(line["rendering"])
+    if line.get("ordering"):
+        fields[21] = _npi(line["ordering"])
     fields[25] = procedure
     if site.modifiers == "FT1-26":
         fields.append("~".join(escape(m) for m in line["modifiers"]))
     return _fields("FT1", *fields[1:])
+
+
+def _npi(npi: str) -> str:
+    """An XCN naming a provider by NPI (XCN-1, XCN-9 assigning authority, XCN-13 type)."""
+    return f"{escape(npi)}^^^^^^^^{NPI_AUTHORITY}^^^^{NPI_AUTHORITY}"
 
 
 def _fields(segment: str, *values: str) -> str:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import hl7
 
 from fhir_mappings.chargeitem import RenderContext
+from fhir_mappings.delivery import LineFates
 from plugin.gateway.mllp import MllpSender, NoAck
 from plugin.jsontypes import Json
 from plugin.outlets.base import Delivery, day_names, day_of_key
@@ -54,20 +55,11 @@ class Hl7Plan:
     control_id: str
     postings: list[Posting] = field(default_factory=list)
     text: str | None = None
-    created: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    voided: list[str] = field(default_factory=list)
     unsendable: dict[str, str] = field(default_factory=dict)  # line key → why
+    fates: LineFates = field(default_factory=LineFates)  # what each line came to
 
     def summary(self) -> dict[str, list[str]]:
-        return {
-            "created": self.created,
-            "updated": self.updated,
-            "unchanged": self.unchanged,
-            "entered_in_error": self.voided,
-            "corrections_needed": [],
-        }
+        return self.fates.summary()
 
     @property
     def payload(self) -> Json | None:
@@ -103,7 +95,7 @@ class Hl7Outlet:
     ) -> Hl7Plan:
         days = day_names(decision)
         accepted = self.store.delivered_lines(self.name, days)
-        plan = Hl7Plan(days[0], _control_id())
+        plan = Hl7Plan(day=days[0], control_id=_control_id())
         wanted: dict[str, dict[str, Any]] = {}
         for line in decision.lines:
             if line.status is not LineStatus.BILLABLE or line.units <= 0:
@@ -120,18 +112,18 @@ class Hl7Outlet:
             old = accepted.get(key)
             if old is None:
                 plan.postings.append(Posting(key, day, False, wanted[key]))
-                plan.created.append(key)
+                plan.fates.created.append(key)
             elif old == wanted[key]:
-                plan.unchanged.append(key)
+                plan.fates.unchanged.append(key)
             else:  # the receiver replaces a charge by its credit and a new charge
                 plan.postings += [
                     Posting(key, day, True, old),
                     Posting(key, day, False, wanted[key]),
                 ]
-                plan.updated.append(key)
+                plan.fates.updated.append(key)
         for key in sorted(set(accepted) - set(wanted)):
             plan.postings.append(Posting(key, day_of_key(key, days), True, accepted[key]))
-            plan.voided.append(key)
+            plan.fates.voided.append(key)
         if plan.postings:
             plan.text = message(self.site, decision, plan.postings, plan.control_id, ctx.entered)
         return plan

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from fhir_mappings.chargeitem import RenderContext
+from fhir_mappings.delivery import LineFates
 from plugin.gateway.client import FhirClient, iter_resources
 from plugin.gateway.errors import FatalFhirError, TemporaryFhirError, VersionConflict
 from plugin.jsontypes import Json
@@ -118,21 +119,11 @@ class Call:
 class OraclePlan:
     day: str
     calls: list[Call] = field(default_factory=list)
-    created: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    voided: list[str] = field(default_factory=list)
-    corrections: list[str] = field(default_factory=list)
-    unsendable: dict[str, str] = field(default_factory=dict)
+    unsendable: dict[str, str] = field(default_factory=dict)  # line key → why
+    fates: LineFates = field(default_factory=LineFates)  # what each line came to
 
     def summary(self) -> dict[str, list[str]]:
-        return {
-            "created": self.created,
-            "updated": self.updated,
-            "unchanged": self.unchanged,
-            "entered_in_error": self.voided,
-            "corrections_needed": self.corrections,
-        }
+        return self.fates.summary()
 
     @property
     def payload(self) -> Json | None:
@@ -175,7 +166,7 @@ class OracleOutlet:
         days = day_names(decision)
         sent = self.store.delivered_lines(self.name, days)
         live = {str(r.get("id")): r for r in resources if r.get("resourceType") == "ChargeItem"}
-        plan = OraclePlan(days[0])
+        plan = OraclePlan(day=days[0])
         wanted: dict[str, Json] = {}
         for line in decision.lines:
             if line.status is not LineStatus.BILLABLE or line.units <= 0:
@@ -190,25 +181,26 @@ class OracleOutlet:
             old = _current(sent.get(key), live)
             if old is None:
                 plan.calls.append(Call("create", key, day, wanted[key]))
-                plan.created.append(key)
+                plan.fates.created.append(key)
             elif old["item"] == wanted[key]:
-                plan.unchanged.append(key)
+                plan.fates.unchanged.append(key)
             elif old.get("status") == "billed":
-                plan.corrections.append(f"{key}: ChargeItem/{old['id']} is billed and now differs")
+                why = f"{key}: ChargeItem/{old['id']} is billed and now differs"
+                plan.fates.corrections.append(why)
             else:
                 plan.calls.append(Call("modify", key, day, wanted[key], old))
-                plan.updated.append(key)
+                plan.fates.updated.append(key)
         for key in sorted(set(sent) - set(wanted)):
             old = _current(sent[key], live)
             if old is None:
                 continue
             if old.get("status") == "billed":
-                plan.corrections.append(
+                plan.fates.corrections.append(
                     f"{key}: ChargeItem/{old['id']} is billed but no longer decided"
                 )
                 continue
             plan.calls.append(Call("credit", key, day_of_key(key, days), None, old))
-            plan.voided.append(key)
+            plan.fates.voided.append(key)
         return plan
 
     def charge_item(self, line: ChargeLine, decision: Decision) -> tuple[Json | None, str]:
@@ -244,7 +236,7 @@ class OracleOutlet:
             "context": {"reference": line.context or visit.encounter},
             "occurrenceDateTime": line.date or visit.date_of_service or "",
             "quantity": {"value": line.units},
-            "performer": self._performers(line),
+            "performer": self._performers(line, visit.referrer),
             "reason": [
                 {
                     "coding": [self._coding("ICD", c.code)],
@@ -259,7 +251,7 @@ class OracleOutlet:
             item["extension"] = extensions
         return {k: v for k, v in item.items() if v != []}, ""
 
-    def _performers(self, line: ChargeLine) -> list[Json]:
+    def _performers(self, line: ChargeLine, referrer: str | None) -> list[Json]:
         found: list[Json] = []
         seen: set[tuple[str, str]] = set()
 
@@ -273,6 +265,8 @@ class OracleOutlet:
             for performer in service.performers:
                 if performer.reference and performer.reference.startswith("Practitioner/"):
                     add("PRF", performer.reference)
+        if referrer and referrer.startswith("Practitioner/"):  # who ordered the therapy
+            add("OP", referrer)
         if self.site.supervisor == "VRF":  # an assistant's supervising therapist verifies
             for service in line.services:
                 if service.supervisor:

@@ -165,6 +165,10 @@ class Visit(Record, frozen=True, gc=False):
     patient_identifiers: tuple[Identifier, ...] = ()
     patient_family: str = ""
     patient_given: str = ""
+    # who referred the patient or ordered the therapy (Encounter.participant typed REF), with
+    # the NPI billing systems name them by (HL7 v2 FT1-21; Oracle Health performer OP)
+    referrer: str | None = None
+    referrer_npi: str = ""
 
     @property
     def encounter_id(self) -> str:

@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 import orjson
+import pytest
 
 from plugin.commands.demo import demo_sample
 from plugin.config.files import load_settings
@@ -20,7 +21,7 @@ from plugin.sample import as_transaction, generate
 from tests.ehr import sekmet_executable
 
 
-def run_demo(folder: Path) -> subprocess.CompletedProcess[str]:
+def run_demo(folder: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     command = [
         str(Path(sys.executable).with_name("theracharge")),
         "demo",
@@ -29,6 +30,7 @@ def run_demo(folder: Path) -> subprocess.CompletedProcess[str]:
         sekmet_executable(),
         "--dir",
         str(folder),
+        *extra,
     ]
     return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
 
@@ -88,3 +90,39 @@ def test_the_demo_report_matches_the_ehrs_charge_items(tmp_path: Path) -> None:
         json.loads((folder / "report.json").read_text())["charge_items_by_status"]
         == report["charge_items_by_status"]
     )
+
+
+@pytest.mark.parametrize(
+    ("outlet", "received"), [("hl7v2", "billing_system"), ("oracle-health", "millennium")]
+)
+def test_each_outlets_demo_delivers_each_billable_line_once(
+    tmp_path: Path, outlet: str, received: str
+) -> None:
+    """The same clinic day with the charges going to a billing system over HL7 v2, or through
+    Oracle Health's ChargeItem operations (the demo's stand-ins): no ChargeItem of ours written
+    the FHIR way; what the receiver holds — units per code and modifiers — is the offline
+    decision's billable lines, each once."""
+    folder = tmp_path / ".demo"
+    done = run_demo(folder, "--outlet", outlet)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((folder / "report.json").read_text())
+    got = report[received]
+    if outlet == "hl7v2":
+        assert "DFT^P03 message(s)" in done.stdout
+        assert set(got["acks"]) == {"AA"}
+    else:
+        assert "Oracle Health (stand-in) took" in done.stdout
+        assert set(got["operations"]) == {"$create"}  # a first run: nothing to modify
+    assert report["charge_items_by_status"] == {}  # no ChargeItem of ours the FHIR way
+    sample = tmp_path / "day.json"
+    sample.write_bytes(orjson.dumps(as_transaction(generate(demo_sample(16, 2026)))))
+    out = io.BytesIO()
+    process_file(
+        str(sample), load_settings({}), OfflineOutputs(report=out), datetime.now().astimezone()
+    )
+    billable: Counter[str] = Counter()
+    for encounter in orjson.loads(out.getvalue())["encounters"]:
+        for line in encounter["lines"]:
+            if line["status"] == "billable" and line["units"] > 0:
+                billable["-".join([line["code"], *line["modifiers"]])] += line["units"]
+    assert got["units_by_code"] == dict(sorted(billable.items()))
