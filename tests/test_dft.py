@@ -216,3 +216,21 @@ def test_the_shipped_outlet_table_is_the_default_site() -> None:
     assert dataclasses.replace(settings.outlet_site.hl7v2, sending_facility="") == Hl7Site(
         receiving_application="BILLING", receiving_facility="HOSPITAL"
     )
+
+
+def test_an_assistants_npi_is_never_the_rendering_provider() -> None:
+    """A CQ/CO line goes under the supervising therapist's NPI (Pub 100-02 ch.15 §230.1 B);
+    when that NPI is not known, FT1-20 is left empty rather than naming the assistant."""
+    from msgspec.structs import replace
+
+    from plugin.rules.visit import Role
+
+    decision = _decision()
+    (line,) = decision.lines
+    (service,) = line.services
+    (performer,) = service.performers
+    assistant = replace(performer, role=Role.PTA)
+    pta_line = replace(line, services=(replace(service, performers=(assistant,)),))
+    site = load_settings({}).outlet_site.hl7v2
+    assert line_content(line, decision, site)["rendering"] == "1234567893"
+    assert line_content(pta_line, decision, site)["rendering"] == ""

@@ -229,3 +229,16 @@ def test_a_code_without_a_charge_master_entry_is_held_not_sent(
     assert line.status is LineStatus.PLANNED
     assert [h.code for h in line.holds] == ["charge-code-unmapped"]
     assert receiver.messages == []
+
+
+def test_settled_messages_are_pruned_with_the_ledger_pending_ones_stay(
+    store: Store, tmp_path: Path
+) -> None:
+    from datetime import UTC
+
+    store.record_message("hl7v2", "Patient/p1/2026-11-02", "TC-OLD", "MSH|…", [])
+    store.message_answered("TC-OLD", True, "AA")
+    store.record_message("hl7v2", "Patient/p1/2026-11-02", "TC-WAITING", "MSH|…", [])
+    assert store.prune_outlet_messages(datetime(2000, 1, 1, tzinfo=UTC)) == 0  # none that old
+    assert store.prune_outlet_messages(datetime.now(UTC) + timedelta(days=1)) == 1
+    assert [m["control_id"] for m in store.outlet_messages("hl7v2")] == ["TC-WAITING"]

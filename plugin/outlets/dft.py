@@ -39,6 +39,7 @@ from hl7apy.parser import parse_message
 from plugin.errors import Invalid
 from plugin.rules.decision import Decision
 from plugin.rules.lines import ChargeLine
+from plugin.rules.model import ASSISTANT_OF
 from plugin.rules.systems import HCPCS, ICD10CM
 from plugin.rules.visit import Identifier, Visit
 from plugin.schemas.outlet import Hl7Site
@@ -106,9 +107,9 @@ def _rendering_npi(line: ChargeLine, decision: Decision) -> str:
     for service in line.services:
         if service.supervisor and npis.get(service.supervisor):
             return npis[service.supervisor]
-    for service in line.services:
+    for service in line.services:  # an assistant is never the rendering provider
         for performer in service.performers:
-            if performer.npi:
+            if performer.npi and performer.role not in ASSISTANT_OF:
                 return performer.npi
     return ""
 

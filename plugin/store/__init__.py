@@ -193,6 +193,7 @@ class Store(ConfigStoreMixin, QueueStoreMixin, OutletStoreMixin):
         deleted = self._prune(RunEntry, RunEntry.at < before)
         for model in (Notification, BackfillDay):  # set-aside rows stay for an admin
             self._prune(model, (model.status == "done") & (model.finished_at < before))
+        self.prune_outlet_messages(before)
         return deleted
 
     def _prune(self, model: Any, condition: Any) -> int:

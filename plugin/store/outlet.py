@@ -11,6 +11,7 @@ control id before anything else of its day (plugin/outlets/hl7v2.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import delete, select
@@ -132,6 +133,27 @@ class OutletStoreMixin:
                             at=at,
                         )
                     )
+
+    def prune_outlet_messages(self, before: datetime) -> int:
+        """Delete the messages settled (accepted or refused) before `before`, as the ledger's
+        rows are (THERACHARGE_LEDGER_RETENTION_DAYS): their bodies carry PHI. A pending message
+        stays until its answer comes; the lines as last accepted stay (a rerun compares with
+        them). The number deleted."""
+        deleted = 0
+        while True:
+            with self.sessions.begin() as session:
+                ids = list(
+                    session.scalars(
+                        select(OutletMessage.control_id)
+                        .where(OutletMessage.state != "pending", OutletMessage.updated_at < before)
+                        .limit(500)
+                    )
+                )
+                if ids:
+                    session.execute(delete(OutletMessage).where(OutletMessage.control_id.in_(ids)))
+            deleted += len(ids)
+            if len(ids) < 500:
+                return deleted
 
     def outlet_messages(self, outlet: str, day: str | None = None) -> list[dict[str, Any]]:
         """The messages sent (newest first), without their bodies: for the admin API."""
