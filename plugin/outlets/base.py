@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fhir_mappings.chargeitem import RenderContext
+from fhir_mappings.delivery import LineFates
 from plugin.jsontypes import Json
 from plugin.rules.decision import Decision
 
@@ -37,6 +38,17 @@ class OutletPlan(Protocol):
     def payload(self) -> Json | None:
         """What would go to the receiver (None: nothing to send)."""
         ...
+
+
+@dataclass
+class PlanOfLines:
+    """What an outlet's plan shares: each line's fate, and the lines it cannot write."""
+
+    unsendable: dict[str, str] = field(default_factory=dict)  # line key → why
+    fates: LineFates = field(default_factory=LineFates)  # what each line came to
+
+    def summary(self) -> dict[str, list[str]]:
+        return self.fates.summary()
 
 
 @dataclass

@@ -28,10 +28,9 @@ from typing import TYPE_CHECKING, Any
 import hl7
 
 from fhir_mappings.chargeitem import RenderContext
-from fhir_mappings.delivery import LineFates
 from plugin.gateway.mllp import MllpSender, NoAck
 from plugin.jsontypes import Json
-from plugin.outlets.base import Delivery, day_names, day_of_key
+from plugin.outlets.base import Delivery, PlanOfLines, day_names, day_of_key
 from plugin.outlets.dft import Posting, line_content, message
 from plugin.rules.decision import Decision
 from plugin.rules.lines import LineStatus
@@ -47,19 +46,14 @@ ACCEPTED = ("AA", "CA")
 REFUSED = ("AE", "AR", "CE", "CR")
 
 
-@dataclass
-class Hl7Plan:
+@dataclass(kw_only=True)
+class Hl7Plan(PlanOfLines):
     """The day's message (None: nothing to send) and each line's fate."""
 
     day: str
     control_id: str
     postings: list[Posting] = field(default_factory=list)
     text: str | None = None
-    unsendable: dict[str, str] = field(default_factory=dict)  # line key → why
-    fates: LineFates = field(default_factory=LineFates)  # what each line came to
-
-    def summary(self) -> dict[str, list[str]]:
-        return self.fates.summary()
 
     @property
     def payload(self) -> Json | None:

@@ -37,11 +37,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from fhir_mappings.chargeitem import RenderContext
-from fhir_mappings.delivery import LineFates
 from plugin.gateway.client import FhirClient, iter_resources
 from plugin.gateway.errors import FatalFhirError, TemporaryFhirError, VersionConflict
 from plugin.jsontypes import Json
-from plugin.outlets.base import Delivery, day_names, day_of_key
+from plugin.outlets.base import Delivery, PlanOfLines, day_names, day_of_key
 from plugin.rules.decision import Decision
 from plugin.rules.lines import ChargeLine, LineStatus
 from plugin.rules.systems import HCPCS, ICD10CM
@@ -115,15 +114,10 @@ class Call:
         }
 
 
-@dataclass
-class OraclePlan:
+@dataclass(kw_only=True)
+class OraclePlan(PlanOfLines):
     day: str
     calls: list[Call] = field(default_factory=list)
-    unsendable: dict[str, str] = field(default_factory=dict)  # line key → why
-    fates: LineFates = field(default_factory=LineFates)  # what each line came to
-
-    def summary(self) -> dict[str, list[str]]:
-        return self.fates.summary()
 
     @property
     def payload(self) -> Json | None:
