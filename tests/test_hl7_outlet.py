@@ -242,3 +242,24 @@ def test_settled_messages_are_pruned_with_the_ledger_pending_ones_stay(
     assert store.prune_outlet_messages(datetime(2000, 1, 1, tzinfo=UTC)) == 0  # none that old
     assert store.prune_outlet_messages(datetime.now(UTC) + timedelta(days=1)) == 1
     assert [m["control_id"] for m in store.outlet_messages("hl7v2")] == ["TC-WAITING"]
+
+
+@responses.activate
+def test_a_slow_billing_system_never_outlasts_the_requests_time_budget(
+    receiver: Receiver, store: Store, tmp_path: Path
+) -> None:
+    """A hook call in direct mode has seconds, not the ACK timeout times its attempts: the wait
+    for the ACK is cut to what is left, then OutOfTime (the hook answers and queues the day);
+    the message stays pending for the next run."""
+    import time
+
+    from plugin.deadline import OutOfTime, budget
+
+    serve_day(record())
+    settings = settings_for(receiver, tmp_path, THERACHARGE_HL7_ACK_TIMEOUT_SECONDS="30")
+    receiver.next(("slow", 3.0), ("slow", 3.0))
+    started = time.monotonic()
+    with pytest.raises(OutOfTime), budget(0.8):
+        run(settings, store)
+    assert time.monotonic() - started < 2.5
+    assert len(store.pending_messages("hl7v2", ("Patient/p1/2026-11-02",))) == 1

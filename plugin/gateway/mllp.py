@@ -25,6 +25,7 @@ from typing import Any
 from hl7.client import CR, EB, SB, MLLPClient
 from hl7.mllp import start_hl7_server
 
+from plugin.deadline import check
 from plugin.errors import UpstreamError
 
 log = logging.getLogger(__name__)
@@ -85,10 +86,13 @@ class MllpSender:
         with self._lock:
             try:
                 if self._client is None:
-                    self._client = _Client(
-                        self.host, self.port, self.connect_timeout, self.encoding
-                    )
-                self._client.socket.settimeout(self.ack_timeout)
+                    left = check("connecting to the billing system")
+                    wait = self.connect_timeout if left is None else min(self.connect_timeout, left)
+                    self._client = _Client(self.host, self.port, wait, self.encoding)
+                # within the request's time budget (a hook call's), as every EHR request is
+                left = check("the billing system's ACK")
+                wait = self.ack_timeout if left is None else min(self.ack_timeout, left)
+                self._client.socket.settimeout(wait)
                 self.sent += 1
                 framed = self._client.send(SB + message.encode(self.encoding) + EB + CR)
             except (OSError, ConnectionError) as exc:
