@@ -228,3 +228,19 @@ def test_the_referring_physician_goes_as_performer_op(store: Store, tmp_path: Pa
         (p["function"]["coding"][0]["code"], p["actor"]["reference"]) for p in item["performer"]
     }
     assert functions == {("PRF", "Practitioner/pt1"), ("OP", "Practitioner/md1")}
+
+
+def test_a_pending_call_that_fails_again_is_the_runs_error_when_errors_are_reported(
+    fake: FakeMillennium, store: Store, tmp_path: Path
+) -> None:
+    settings = settings_for(fake, tmp_path)
+    fake.fail_next(503, "down for maintenance")  # not done, and said so
+    with pytest.raises(TemporaryFhirError):
+        run(settings, store)
+    fake.fail_next(503, "down for maintenance")  # still down when the next run settles it
+    again = run(settings, store, report_write_errors=True)  # a hook call: a card, not a 502
+    assert again.error is not None
+    assert "503" in again.error
+    assert not again.written
+    assert fake.billable() == []
+    assert len(store.pending_messages("oracle-health", ("Patient/p1/2026-11-02",))) == 1

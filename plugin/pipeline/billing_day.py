@@ -164,7 +164,7 @@ def run_day(
                 if mode is WriteMode.WRITE and writable:
                     outlet.settle(decision)  # what an earlier run left unfinished, first
                 plan = outlet.plan(decision, resources, ctx, base)
-            except NoAck as exc:
+            except (FhirError, NoAck) as exc:  # settling an earlier run's send failed again
                 if not report_write_errors:
                     raise
                 run = DayRun(decision, None, False, attempt, capped, alone, str(exc), configuration)
