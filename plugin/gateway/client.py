@@ -199,7 +199,7 @@ class FhirClient:
             bundle = self._send("GET", url, extra={"Prefer": "handling=strict"})
             pages += 1
             entries.extend(e for e in (bundle or {}).get("entry") or () if isinstance(e, dict))
-            link = _next_link(bundle)
+            link = next_link(bundle)
             url = self._same_origin(urljoin(url, link), "next link") if link else None
         return Page(entries, capped=False)
 
@@ -370,7 +370,8 @@ def _json(response: requests.Response) -> Any:
         return None
 
 
-def _next_link(bundle: Any) -> str | None:
+def next_link(bundle: Any) -> str | None:
+    """The `next` link of a searchset page, if the search goes on."""
     if not isinstance(bundle, dict):
         return None
     for link in bundle.get("link") or ():

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from plugin.errors import Invalid
-from plugin.gateway.client import FhirClient, iter_resources
+from plugin.gateway.client import FhirClient, iter_resources, next_link
 from plugin.gateway.errors import FatalFhirError, error_for
 from plugin.jsontypes import Json
 
@@ -198,7 +198,7 @@ class Gatherer:
             code = int(status[:3]) if status[:3].isdigit() else 502
             raise error_for(code, self.client.url("Encounter"), _outcome(answers[0]), "GET")
         gathered = Gathered(list(iter_resources(bundle.get("entry") or [])))
-        following = _next_of(bundle)
+        following = next_link(bundle)
         if following:  # the day's search goes on in pages: read them as a search would
             page = self.client.search(following)
             gathered.resources.extend(iter_resources(page.entries))
@@ -369,7 +369,7 @@ class Gatherer:
             if not status.startswith("2"):
                 raise FatalFhirError(f"a history search failed: {status}", None)
             gathered.resources.extend(iter_resources(bundle.get("entry") or []))
-            if _next_of(bundle):
+            if next_link(bundle):
                 gathered.capped = True
 
     def _take_colleagues(self, answer: tuple[str, Json, str]) -> Gathered:
@@ -380,7 +380,7 @@ class Gatherer:
         if not status.startswith("2"):
             raise FatalFhirError(f"the performers' services search failed: {status}", None)
         return Gathered(
-            list(iter_resources(bundle.get("entry") or [])), capped=bool(_next_of(bundle))
+            list(iter_resources(bundle.get("entry") or [])), capped=bool(next_link(bundle))
         )
 
     def colleagues(self, performers: Iterable[str], date: str) -> Gathered:
@@ -458,15 +458,6 @@ class Gatherer:
             page = self.client.search("Condition?" + urlencode({"_id": ",".join(missing)}))
             gathered.resources.extend(iter_resources(page.entries))
             gathered.capped = gathered.capped or page.capped
-
-
-def _next_of(bundle: Json) -> str | None:
-    """The `next` link of a searchset, if it goes on."""
-    for link in _list(bundle.get("link")):
-        if isinstance(link, dict) and link.get("relation") == "next":
-            url = link.get("url")
-            return url if isinstance(url, str) and url else None
-    return None
 
 
 def _outcome(answer: tuple[str, Json, str]) -> Any:

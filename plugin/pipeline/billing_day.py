@@ -329,12 +329,10 @@ class EhrReader:
         read then says what is wrong)."""
         if self.gatherer is None:
             return None
-        assembler = VisitAssembler(translate_tables(self.settings))
-        assembler.history_read = assembler.colleagues_read = False  # only the day is wanted
         try:
-            for resource in prefetched:
-                assembler.add(resource)
-            visits = day_for(assembler.visits(), f"Encounter/{encounter_id}")
+            visits = day_for(
+                _day_read(self.settings, prefetched).visits(), f"Encounter/{encounter_id}"
+            )
         except Exception:  # noqa: BLE001 — only a guess at what to ask: the day read decides
             # the prefetch again and reports whatever is wrong with it as it always has
             log.info("the prefetch did not tell what to ask with the day; asked afterwards")
@@ -420,10 +418,7 @@ def decide_gathered(
     the performers' services for other patients are read (one search) for the one-on-one
     check, and, when the day's payer applies the episode rules (plan of care, progress reports,
     KX), the patient's history (one batch); without one, those checks say they were not made."""
-    assembler = VisitAssembler(translate_tables(settings))
-    assembler.history_read = assembler.colleagues_read = False  # not read unless asked below
-    for resource in resources:
-        assembler.add(resource)
+    assembler = _day_read(settings, resources)
     visits = _day_of(assembler, encounter_id)
     refuse_too_large(settings, visits)  # before the EHR is asked for more
     if reader is None:
@@ -452,6 +447,15 @@ def decide_gathered(
         for resource in colleagues.resources:
             assembler.add_colleague(resource)
     return decide(settings, _day_of(assembler, encounter_id))
+
+
+def _day_read(settings: Settings, resources: list[Json]) -> VisitAssembler:
+    """The day's resources assembled, the history and the colleagues not read (yet)."""
+    assembler = VisitAssembler(translate_tables(settings))
+    assembler.history_read = assembler.colleagues_read = False  # not read unless asked
+    for resource in resources:
+        assembler.add(resource)
+    return assembler
 
 
 def _one_on_one_performers(visits: tuple[Visit, ...], settings: Settings) -> list[str]:

@@ -113,8 +113,9 @@ class OutletStoreMixin:
                 return
             postings = cast(list[dict[str, Any]], row.postings)
             if lines is None:
-                lines = {p["key"]: None if p["credit"] else p["content"] for p in postings}
-                lines.update({p["key"]: p["content"] for p in postings if not p["credit"]})
+                # a change credits and charges one key: the charge is what stands
+                credited = {p["key"]: None for p in postings if p["credit"]}
+                lines = credited | {p["key"]: p["content"] for p in postings if not p["credit"]}
             days = {p["key"]: p["day"] for p in postings}
             for key in lines:
                 session.execute(
