@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from datetime import date, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import orjson
 from marshmallow import ValidationError
@@ -316,28 +316,63 @@ def _vocabulary_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
     vocabulary = commands.add_parser(
         "vocabulary",
         help="check the documentation vocabulary (config/rules/activities.yaml) on labelled notes",
-        description="evaluate: review each note of a labelled corpus as a decision reviews a "
-        "service's note, and print recall (wrongly coded notes flagged with the right "
-        "suggestion), precision and the false-alarm rate. The vocabulary in force is used: the "
-        "admin's stored version (THERACHARGE_DATABASE_URL), else the file.",
+        description="evaluate: read and check each note of a labelled corpus as a decision "
+        "reads a service's note, and print, for the whole corpus, each set (the held-out part "
+        "apart) and each charting style: the code-choice review's precision, recall and "
+        "false-alarm rate, and the precision of skill-not-shown and measures-missing, against "
+        "their targets. The vocabulary in force is used: the admin's stored version "
+        "(THERACHARGE_DATABASE_URL), else the file. --draft FILE evaluates a vocabulary not yet "
+        "saved beside it and lists the notes it reads otherwise.",
     )
     vocabulary.add_argument("action", choices=["evaluate"])
-    vocabulary.add_argument("corpus", metavar="FILE", help="e.g. tests/corpus/notes.yaml")
+    vocabulary.add_argument(
+        "corpus", metavar="PATH", help="a corpus file or a directory of them, e.g. tests/corpus/"
+    )
     vocabulary.add_argument("--format", choices=["text", "json"], default="text")
+    vocabulary.add_argument(
+        "--draft",
+        metavar="FILE",
+        help="a vocabulary to try before saving it (YAML or JSON: the shape of "
+        "config/rules/activities.yaml, or the body of PUT /admin/api/v1/vocabulary)",
+    )
     vocabulary.set_defaults(run=_run_vocabulary)
 
 
 def _run_vocabulary(args: argparse.Namespace, settings: Settings) -> int:
-    from plugin.commands.vocabulary import evaluate_sets, evaluation_text, load_corpus
+    from plugin.commands.vocabulary import (
+        changes,
+        evaluate_sets,
+        evaluation_text,
+        load_corpus,
+        load_draft,
+    )
     from plugin.config.effective import effective_settings
 
     notes = load_corpus(Path(args.corpus))
+    draft = load_draft(Path(args.draft)) if args.draft else None
     results = evaluate_sets(notes, effective_settings(settings).vocabulary)
+    tried = evaluate_sets(notes, draft) if draft is not None else None
     if args.format == "json":
-        body = {name: result.as_json() for name, result in results.items()}
+        body: dict[str, Any] = {name: result.as_json() for name, result in results.items()}
+        if tried is not None:
+            body = {
+                "in_force": body,
+                "draft": {name: result.as_json() for name, result in tried.items()},
+                "changed": changes(results["all"], tried["all"]),
+            }
         sys.stdout.write(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
+    elif tried is None:
         sys.stdout.write(evaluation_text(results, args.corpus))
+    else:
+        changed = changes(results["all"], tried["all"])
+        sys.stdout.write(
+            "The vocabulary in force\n"
+            + evaluation_text(results, args.corpus)
+            + f"\nThe draft {args.draft}\n"
+            + evaluation_text(tried, args.corpus)
+            + f"\nNotes the draft reads otherwise ({len(changed)}):\n"
+            + "".join(f"  {line}\n" for line in changed)
+        )
     return 0
 
 

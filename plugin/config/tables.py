@@ -153,7 +153,10 @@ def vocabulary_diff(old: dict[str, Any] | None, new: dict[str, Any] | None) -> l
             entry["terms_added"] = sorted(set(now.get("terms", ())) - set(was.get("terms", ())))
             entry["terms_removed"] = sorted(set(was.get("terms", ())) - set(now.get("terms", ())))
         diff.append(entry)
-    for section in ("codes", "neighbours", "negation", "skill", "vague", "measures", "review"):
+    for section in (
+        "codes", "neighbours", "negation", "skill", "vague", "measures", "review", "context",
+        "sections", "steps", "aliases", "senses",
+    ):  # fmt: skip
         if (old or {}).get(section) != (new or {}).get(section):
             diff.append({"change": "changed", "section": section})
     return diff

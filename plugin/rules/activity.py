@@ -11,43 +11,17 @@ or holds a line by itself.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from plugin.rules import charting
+from plugin.rules.charting import Token, words
 from plugin.rules.records import Record
 from plugin.rules.systems import SNOMED
 
-_WORD = re.compile(r"[a-z0-9]+")
-_SENTENCE = re.compile(r"[.;!?\n]+")
-
-
-def words(text: str) -> tuple[str, ...]:
-    """Lower-case words, a final "s" dropped from words longer than three letters (not "ss"):
-    "Transfers" and "transfer" read alike."""
-    stems = _STEMS
-    out = []
-    for word in _WORD.findall(text.lower()):
-        stem = stems.get(word)
-        if stem is None:
-            stem = _stem(word)
-            if len(stems) < MAX_STEMS:
-                stems[word] = stem
-        out.append(stem)
-    return tuple(out)
-
-
-# Each word's stem, remembered: notes say the same few thousand words again and again. A dict
-# read in the compiled build costs a third of an lru_cache call (reading notes is a sixth of a
-# hook call); bounded, as the cache was.
-MAX_STEMS = 65536
-_STEMS: dict[str, str] = {}
-
-
-def _stem(word: str) -> str:
-    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-        return word[:-1]
-    return word
+__all__ = ["words"]
 
 
 class Concept(NamedTuple):
@@ -121,6 +95,38 @@ class Terms:
 CONCEPT, BEFORE, AFTER, SENTENCE, SKILL, VAGUE = (
     "concept", "before", "after", "sentence", "skill", "vague"
 )  # fmt: skip
+PURPOSE, REVIEW, SENSE, STEP, TASK = "purpose", "review", "sense", "step", "task"
+# the kinds of a label's terms (Vocabulary.labels) and of an alias (Vocabulary.aliases)
+SECTION, HEADING, ALIAS = "section", "heading", "alias"
+
+# What a stretch of charted text is, by the label or section it stands under or the cue in
+# its clause. Only treatment ("") is evidence of today's activity.
+TREATMENT, REPORT, PLAN, GOAL, ASSESSMENT = "", "report", "plan", "goal", "assessment"
+REVIEWED, PURPOSED, CUED, HEADED = "review", "purpose", "cue", "heading"
+CONTEXTS = (REPORT, PLAN, GOAL, ASSESSMENT, REVIEWED)
+# where a skilled element counts (not in what the patient reports, plans and goals)
+_NO_SKILL = frozenset((REPORT, PLAN, GOAL, CUED))
+# where numbers count as the service's measure
+_MEASURED_IN = frozenset((TREATMENT, ASSESSMENT, HEADED))
+WHY_NOT = {
+    REPORT: "the patient's report",
+    PLAN: "planned",
+    GOAL: "a goal",
+    ASSESSMENT: "the assessment",
+    REVIEWED: "a home programme reviewed",
+    PURPOSED: "a purpose",
+    CUED: "planned or reported",
+}
+
+# Numbers right after an activity's name that make it a measurement, not the exercise:
+# "knee flexion 95°", "hip abd 3+/5", "shoulder flexion measured at 120 degrees"
+_MEASUREMENT = re.compile(
+    r"[\s:=]*(?:(?:l|r|b|bilat|left|right|arom|prom|aarom|rom|active|passive|flex|flexion|ext"
+    r"|extension|abd|er|ir|measured|at|of|is|was)\b[\s:=]*){0,3}"
+    r"(?:\d+(?:\.\d+)?\s*(?:°|deg\b|degrees?\b)|[0-5][+-]?\s*/\s*5\b)"
+    r"|\s*(?:was\s+|is\s+)?measured\b",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,11 +135,20 @@ class Negation:
     window: int
 
 
+class StepGroup(NamedTuple):
+    """A task of a code whose steps are not a second activity (toileting: the stand pivot to
+    the commode; dressing: the stand to pull trousers up)."""
+
+    code: str
+    name: str
+
+
 @dataclass(frozen=True, slots=True)
 class Vocabulary:
     """The compiled vocabulary: one lexicon of terms by kind (concepts, negation, planning and
-    reporting cues, skill, vague phrases), the neighbour groups, the measure patterns and the
-    review's thresholds."""
+    reporting cues, purposes, reviews, word senses, tasks and their steps, skill, vague
+    phrases), the aliases (abbreviations and misspellings), the labels of charted sections,
+    the neighbour groups, the measure patterns and the review's thresholds."""
 
     codes: Mapping[str, CodeNote]
     neighbours: Mapping[str, frozenset[str]]  # code → the codes reviewed against it
@@ -143,8 +158,15 @@ class Vocabulary:
     negation: Negation
     measures: re.Pattern[str]  # every measure pattern, each a group named m0, m1 …
     measure_names: tuple[str, ...]  # the measure kinds, in the order of their groups
+    # each pattern apart, in the table's order: searched one after another until one is
+    # found, which costs a fraction of the alternation's search when an early one matches
+    measure_patterns: tuple[tuple[str, re.Pattern[str]], ...]
+    aliases: Terms  # written form → the words it reads as (tuple of stems)
+    labels: Terms  # section and heading labels → (context, persistent)
+    steps: tuple[StepGroup, ...]
     strong: int = 3
     confidence: float = 0.6
+    split_share: float = 0.35
     observation_weight: int = 2
 
     def measured(self, texts: Iterable[str]) -> bool:
@@ -167,84 +189,296 @@ class Mention(Record, frozen=True, gc=False):
     concept: Concept
     text: str
     done: bool
-    why_not: str = ""  # "negated", "planned or reported" when not done
+    why_not: str = ""  # "negated", "planned", "a purpose", "equipment" … when not done
+    step_of: str = ""  # done as a step of this task of the note (toileting, dressing …)
+    step_code: str = ""  # that task's code: the mention is no evidence for another code
 
 
 class NoteReading(Record, frozen=True, gc=False):
     """One service's documentation as read."""
 
     mentions: tuple[Mention, ...]
-    skilled: tuple[str, ...]  # the skilled elements named
+    skilled: tuple[str, ...]  # the skilled elements named, as written
     # words of three letters or more outside vague phrases ("as above"), counted only for a
     # note that names no activity done (0 otherwise)
     content_words: int
+    # the kind of the first measure found in today's treatment text (none: nothing measures)
+    measures: tuple[str, ...] = ()
 
     @property
     def done(self) -> tuple[Mention, ...]:
         return tuple(m for m in self.mentions if m.done)
 
-    def followed_by(self, more: NoteReading) -> NoteReading:
-        """The reading of these texts and then `more`'s, as `read_note` of them all would give
-        (each text is read on its own): a text added to notes already read is read alone."""
-        mentions = self.mentions + more.mentions
-        done = any(m.done for m in mentions)
-        return NoteReading(
-            mentions,
-            tuple(dict.fromkeys(self.skilled + more.skilled)),
-            0 if done else self.content_words + more.content_words,
-        )
-
 
 def read_note(texts: Iterable[str], vocabulary: Vocabulary) -> NoteReading:
-    """Read a service's note texts sentence by sentence, each in one pass over its words."""
-    mentions: list[Mention] = []
-    skilled: list[str] = []
-    unnamed: list[tuple[tuple[str, ...], list[tuple[int, int, object]]]] = []
-    negation = vocabulary.negation
+    """Read a service's note texts: line by line (a label opens a section, a goal, a heading),
+    sentence by sentence, clause by clause, each clause in one pass over its words."""
+    reader = _Reader(vocabulary)
     for text in texts:
-        for sentence in _SENTENCE.split(text):
-            seq = words(sentence)
-            if not seq:
+        reader.read(text)
+    return reader.result()
+
+
+class _Reader:
+    """The reading of one service's texts, built clause by clause."""
+
+    def __init__(self, vocabulary: Vocabulary) -> None:
+        self.vocabulary = vocabulary
+        self.mentions: list[tuple[Mention, tuple[int, ...]]] = []  # with candidate step groups
+        self.skilled: dict[str, None] = {}
+        self.tasks: set[int] = set()  # step groups whose task the note does
+        self.measured: list[tuple[str, int, int]] = []  # today's treatment text, by clause
+        self.text_tokens: list[Token] = []
+        self.starts: list[int] = []
+        self.unnamed: list[tuple[tuple[str, ...], list[tuple[int, int, object]]]] = []
+
+    def read(self, text: str) -> None:
+        section = TREATMENT  # a SOAP section holds until the next one
+        # the words of the whole text, abbreviations read once (each keeps its place)
+        self.text_tokens = self._aliased(charting.tokens(text))
+        self.starts = [t[1] for t in self.text_tokens]
+        spans = charting.lines(text)
+        multi = len(spans) > 1
+        for index, (line_start, line_end) in enumerate(spans):
+            if multi and index == 0 and self._heading_line(text, line_start, line_end, section):
                 continue
-            hits = vocabulary.lexicon.scan(seq)
-            planned = SENTENCE in hits
-            negated_at = _negated_positions(seq, hits, negation)
-            for start, end, value in hits.get(CONCEPT, ()):
-                assert isinstance(value, Concept)
-                phrase = " ".join(seq[start:end])
-                if planned:
-                    mentions.append(Mention(value, phrase, False, "planned or reported"))
-                elif any(p in negated_at for p in range(start, end)):
-                    mentions.append(Mention(value, phrase, False, "negated"))
-                else:
-                    mentions.append(Mention(value, phrase, True))
-            if not planned:
-                skilled += [" ".join(seq[s:e]) for s, e, _ in hits.get(SKILL, ())]
-            unnamed.append((seq, hits.get(VAGUE, [])))
-    # words outside vague phrases count only for a note that names no activity done
-    content = 0
-    if not any(m.done for m in mentions):
-        for seq, vague in unnamed:
-            covered = {p for s, e, _ in vague for p in range(s, e)}
-            content += sum(
-                1 for i, w in enumerate(seq) if i not in covered and len(w) >= 3 and w.isalpha()
+            for start, end in charting.sentences(text, line_start, line_end):
+                context, at = section, start
+                for _ in range(2):  # "ADL – bathing at tub bench: tub transfer x1 …"
+                    label = charting.label_at(text, at, end)
+                    if label is None:
+                        break
+                    kind, persistent = self._classify(label.text)
+                    if kind == "content":
+                        break
+                    self._label_words(text, label.start, label.start + len(label.text), context)
+                    if persistent or (kind != HEADED and not text[label.end : line_end].strip()):
+                        section = context = kind  # "Goals:" alone: the lines that follow
+                    elif kind != HEADED:
+                        context = kind  # "Goal: …", "HEP reviewed: …": its own sentence
+                    at = label.end
+                toks = self._tokens(at, end)
+                if not toks:
+                    continue
+                # one pass over the sentence's words; each clause takes the matches it holds
+                seq = tuple(t[0] for t in toks)
+                hits = self.vocabulary.lexicon.scan(seq)
+                self.unnamed.append((seq, hits.get(VAGUE, [])))
+                starts = [t[1] for t in toks]
+                reviewed = False
+                for clause_start, clause_end in charting.clauses(text, at, end):
+                    first = bisect_left(starts, clause_start)
+                    last = bisect_left(starts, clause_end)
+                    if first == last:
+                        continue
+                    here = REVIEWED if reviewed and context == TREATMENT else context
+                    clause = _Clause(toks, seq, hits, first, last, clause_end)
+                    reviewed = self._clause(text, clause, here) or reviewed
+
+    def _heading_line(self, text: str, start: int, end: int, context: str) -> bool:
+        """A template's heading on the first line ("Therapeutic Exercise"): no evidence."""
+        if charting.is_bullet(text, start) or any(c.isdigit() for c in text[start:end]):
+            return False
+        if self._classify(text[start:end].strip(" :")) != (HEADED, False):
+            return False
+        self._label_words(text, start, end, context)
+        return True
+
+    def _classify(self, label: str) -> tuple[str, bool]:
+        """(context, persistent) of a label: a SOAP section (persistent), a goal, plan,
+        report, assessment or review label (its own line), a heading (a billing category's
+        name: its words are no evidence), or "content" (a label that names the activity)."""
+        seq = tuple(t[0] for t in self._aliased(charting.tokens(_PARENTHESIS.sub(" ", label))))
+        if not seq:
+            return HEADED, False
+        hits = self.vocabulary.labels.scan(seq)
+        for start, end, value in hits.get(SECTION, ()):
+            assert isinstance(value, tuple)
+            if start == 0 and end == len(seq):
+                return str(value[0]), bool(value[1])
+        for _, _, value in hits.get(SECTION, ()):
+            assert isinstance(value, tuple)
+            if value[0] in (GOAL, PLAN, REVIEWED, REPORT):
+                return str(value[0]), False
+        covered = {p for s, e, _ in hits.get(HEADING, ()) for p in range(s, e)}
+        if all(i in covered or w.isdigit() for i, w in enumerate(seq)):
+            return HEADED, False
+        return "content", False
+
+    def _label_words(self, text: str, start: int, end: int, context: str) -> None:
+        """A label's words: the task it names and the skill it shows, never evidence."""
+        toks = self._tokens(start, end)
+        hits = self.vocabulary.lexicon.scan(tuple(t[0] for t in toks))
+        for _, _, value in hits.get(TASK, ()):
+            assert isinstance(value, tuple)
+            self.tasks.update(value)
+        if context not in _NO_SKILL:
+            for s, e, _ in hits.get(SKILL, ()):
+                self.skilled[text[toks[s][1] : toks[e - 1][2]]] = None
+
+    def _aliased(self, toks: list[Token]) -> list[Token]:
+        """The words with abbreviations and misspellings read as what they stand for; each
+        word read keeps the place of what was written."""
+        aliases = self.vocabulary.aliases
+        seq = tuple(t[0] for t in toks)
+        found = aliases.scan(seq).get(ALIAS)
+        if not found:
+            return toks
+        out: list[Token] = []
+        at = 0
+        for start, end, value in found:
+            assert isinstance(value, tuple)
+            out += toks[at:start]
+            first, last = toks[start], toks[end - 1]
+            out += [(str(w), first[1], last[2]) for w in value]
+            at = end
+        out += toks[at:]
+        return out
+
+    def _tokens(self, start: int, end: int) -> list[Token]:
+        """The words of the text being read that lie within [start, end)."""
+        return self.text_tokens[bisect_left(self.starts, start) : bisect_left(self.starts, end)]
+
+    def _clause(self, text: str, clause: _Clause, context: str) -> bool:
+        """Read one clause; True when it opens a review (the rest of the sentence is one)."""
+        vocabulary = self.vocabulary
+        toks, seq, first, last = clause.toks, clause.seq, clause.first, clause.last
+        hits = clause.hits()
+        review = REVIEW in hits
+        if context == TREATMENT:
+            if review:
+                context = REVIEWED
+            elif SENTENCE in hits:
+                context = CUED
+        purpose_at = min((s for s, _, _ in hits.get(PURPOSE, ())), default=last)
+        negated_at = _negated_positions(seq, hits, vocabulary.negation, first, last)
+        senses: dict[int, str] = {}
+        for s, e, value in hits.get(SENSE, ()):
+            for p in range(s, e):
+                senses[p] = str(value)
+        steps: dict[tuple[int, int], tuple[int, ...]] = {}
+        for s, e, value in hits.get(STEP, ()):
+            assert isinstance(value, tuple)
+            steps[(s, e)] = value
+        if context == TREATMENT:
+            for s, e, value in hits.get(TASK, ()):
+                assert isinstance(value, tuple)
+                if s < purpose_at and not any(p in negated_at for p in range(s, e)):
+                    self.tasks.update(value)
+        for s, e, value in hits.get(CONCEPT, ()):
+            assert isinstance(value, Concept)
+            written = text[toks[s][1] : toks[e - 1][2]]
+            why = next((senses[p] for p in range(s, e) if p in senses), "")
+            if why:
+                pass  # what the words are (equipment, a test …) before where they stand
+            elif context != TREATMENT:
+                why = WHY_NOT.get(context, context)
+            elif s >= purpose_at:
+                why = WHY_NOT[PURPOSED]
+            elif any(p in negated_at for p in range(s, e)):
+                why = "negated"
+            elif _MEASUREMENT.match(text, toks[e - 1][2], clause.end) is not None:
+                why = "a measurement"
+            # a step only when a step term covers the whole mention: "car transfer" is no
+            # step of bathing though "transfer" is
+            groups = tuple(
+                dict.fromkeys(
+                    g for (a, b), found in steps.items() if a <= s and e <= b for g in found
+                )
             )
-    return NoteReading(tuple(mentions), tuple(dict.fromkeys(skilled)), content)
+            self.mentions.append((Mention(value, written, not why, why), groups))
+        if context not in _NO_SKILL:
+            for s, e, _ in hits.get(SKILL, ()):
+                if s < purpose_at:
+                    self.skilled[text[toks[s][1] : toks[e - 1][2]]] = None
+        if context in _MEASURED_IN:
+            limit = toks[purpose_at][1] if purpose_at < last else clause.end
+            self.measured.append((text, toks[first][1], limit))
+        return review
+
+    def result(self) -> NoteReading:
+        steps = self.vocabulary.steps
+        mentions = []
+        for mention, groups in self.mentions:
+            task = next((g for g in groups if g in self.tasks), None)
+            if mention.done and task is not None:
+                group = steps[task]
+                mention = Mention(mention.concept, mention.text, True, "", group.name, group.code)
+            mentions.append(mention)
+        # words outside vague phrases count only for a note that names no activity done
+        content = 0
+        if not any(m.done for m in mentions):
+            for seq, vague in self.unnamed:
+                covered = {p for s, e, _ in vague for p in range(s, e)}
+                content += sum(
+                    1 for i, w in enumerate(seq) if i not in covered and len(w) >= 3 and w.isalpha()
+                )
+        return NoteReading(tuple(mentions), tuple(self.skilled), content, self._measure())
+
+    def _measure(self) -> tuple[str, ...]:
+        """The kind of the first measure found in today's treatment text, if any."""
+        if not self.measured:
+            return ()
+        treatment = "\n".join(text[start:end] for text, start, end in self.measured)
+        for name, pattern in self.vocabulary.measure_patterns:
+            if pattern.search(treatment) is not None:
+                return (name,)
+        return ()
+
+
+class _Clause:
+    """A clause of a sentence: its words are seq[first:last] of the sentence's words, and the
+    sentence's matches that start among them are its own."""
+
+    def __init__(
+        self,
+        toks: list[Token],
+        seq: tuple[str, ...],
+        sentence_hits: dict[str, list[tuple[int, int, object]]],
+        first: int,
+        last: int,
+        end: int,
+    ) -> None:
+        self.toks = toks
+        self.seq = seq
+        self.sentence_hits = sentence_hits
+        self.first = first
+        self.last = last
+        self.end = end  # where the clause's text ends
+
+    def hits(self) -> dict[str, list[tuple[int, int, object]]]:
+        first, last = self.first, self.last
+        if first == 0 and last == len(self.seq):
+            return self.sentence_hits
+        out: dict[str, list[tuple[int, int, object]]] = {}
+        for kind, found in self.sentence_hits.items():
+            mine = [h for h in found if first <= h[0] < last]
+            if mine:
+                out[kind] = mine
+        return out
+
+
+_PARENTHESIS = re.compile(r"\([^)]*\)")
 
 
 def _negated_positions(
-    seq: Sequence[str], hits: dict[str, list[tuple[int, int, object]]], negation: Negation
+    seq: tuple[str, ...],
+    hits: dict[str, list[tuple[int, int, object]]],
+    negation: Negation,
+    first: int,
+    last: int,
 ) -> set[int]:
-    """Positions a negation cue reaches: up to `window` words after a cue before a term, up to
-    `window` words before a cue after one, never across a stop word (NegEx-style scope)."""
+    """Positions a negation cue reaches within its clause (seq[first:last]): up to `window`
+    words after a cue before a term, up to `window` words before a cue after one, never across
+    a stop word (NegEx-style scope)."""
     reached: set[int] = set()
     for _, end, _ in hits.get(BEFORE, ()):
-        for i in range(end, min(len(seq), end + negation.window)):
+        for i in range(end, min(last, end + negation.window)):
             if seq[i] in negation.stop:
                 break
             reached.add(i)
     for start, _, _ in hits.get(AFTER, ()):
-        for i in range(start - 1, max(-1, start - 1 - negation.window), -1):
+        for i in range(start - 1, max(first - 1, start - 1 - negation.window), -1):
             if seq[i] in negation.stop:
                 break
             reached.add(i)
@@ -260,6 +494,8 @@ class Review(NamedTuple):
     confidence: float  # the suggested code's share of the evidence
     evidence: tuple[str, ...]  # the words and concepts for the suggested code
     billed_evidence: tuple[str, ...]
+    # words of either code read but not counted, and why: '"transfers" (a purpose)'
+    set_aside: tuple[str, ...] = ()
 
 
 def review_code(
@@ -288,8 +524,17 @@ def review_code(
         scores[concept.code] = scores.get(concept.code, 0) + weight
         evidence.setdefault(concept.code, []).append(what)
 
-    for mention in reading.done:
-        add(mention.concept, f'"{mention.text}"', mention.concept.weight)
+    set_aside: dict[str, None] = {}
+    for mention in reading.mentions:
+        code = mention.concept.code
+        if code not in neighbours and code != billed:
+            continue
+        if not mention.done:
+            set_aside[f'"{mention.text}" ({mention.why_not})'] = None
+        elif mention.step_code and code != mention.step_code:
+            set_aside[f'"{mention.text}" (a step of {mention.step_of})'] = None
+        else:
+            add(mention.concept, f'"{mention.text}"', mention.concept.weight)
     for system, code in codings:
         concept = vocabulary.snomed.get(code) if system == SNOMED else None
         if concept is not None:
@@ -306,7 +551,12 @@ def review_code(
     if other < vocabulary.strong:
         return None
     share = other / (other + own)
+    # both activities documented: a split only when the other holds a real share of the
+    # evidence (a word or two for it beside a full description of the billed one is not a
+    # second block); otherwise a recode when the other holds most of it
     split = own >= vocabulary.strong
+    if split and share < vocabulary.split_share:
+        return None
     if not split and share < vocabulary.confidence:
         return None
     return Review(
@@ -316,7 +566,11 @@ def review_code(
         round(share, 2),
         tuple(evidence.get(best, ())),
         tuple(evidence.get(billed, ())),
+        tuple(set_aside)[:MAX_SET_ASIDE],
     )
+
+
+MAX_SET_ASIDE = 4  # the words not counted that a finding quotes
 
 
 def describe_review(review: Review, vocabulary: Vocabulary) -> tuple[str, str]:
@@ -339,6 +593,8 @@ def describe_review(review: Review, vocabulary: Vocabulary) -> tuple[str, str]:
             f"{review.suggested} better than {review.billed} ({own_name}), "
             f"confidence {review.confidence:.2f}."
         )
+    if review.set_aside:
+        message += f" Not counted: {', '.join(review.set_aside)}."
     fix = " ".join(
         part
         for part in (

@@ -2,13 +2,21 @@
 skilled element, carries its own objective measure, and describes the activity of the code
 billed (Pub 100-02 ch.15 §220.2, §220.3; CPT descriptors). Read with the admin's vocabulary
 (plugin.rules.activity, config/rules/activities.yaml).
+
+`check_notes` is the one reading of a service's notes: the decision makes its findings from it
+and `theracharge vocabulary evaluate` measures it on the labelled corpus.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
 from msgspec.structs import replace
 
 from plugin.rules.activity import (
+    NoteReading,
+    Review,
     Vocabulary,
     describe_review,
     read_note,
@@ -20,6 +28,41 @@ from plugin.rules.visit import Finding, VisitService
 # A note with no activity concept needs at least this many words of three letters or more,
 # besides vague phrases, to count as a description ("x", "as above", "see flowsheet" do not).
 MIN_CONTENT_WORDS = 3
+MAX_QUOTED = 3  # the activities a skill-not-shown message quotes
+
+
+class NoteChecks(NamedTuple):
+    """What a service's notes show, as the documentation findings read it."""
+
+    reading: NoteReading
+    vague: bool  # names no activity and says too little to count as a description
+    skill_missing: bool  # describes the activity but shows no skilled element
+    measured: bool  # numbers with units of today's treatment (or a linked measure)
+    review: Review | None
+
+
+def check_notes(
+    code: str,
+    notes: Sequence[str],
+    vocabulary: Vocabulary,
+    observation_names: Iterable[str] = (),
+    codings: Iterable[tuple[str, str]] = (),
+    measured_elsewhere: bool = False,
+) -> NoteChecks:
+    """Read a service's notes (Procedure.note; the charge's own words in Procedure.code.text
+    name the billed code and are not read as evidence) and check them."""
+    reading = read_note(notes, vocabulary)
+    vague = not reading.done and reading.content_words < MIN_CONTENT_WORDS
+    review = None
+    if not vague:
+        review = review_code(code, reading, observation_names, codings, vocabulary)
+    return NoteChecks(
+        reading,
+        vague,
+        not vague and not reading.skilled,
+        measured_elsewhere or bool(reading.measures),
+        review,
+    )
 
 
 def documentation_gaps(
@@ -28,25 +71,22 @@ def documentation_gaps(
     """What the timed service's own documentation lacks, or says of another code."""
     found = []
     ref = service.reference
-    if vocabulary is not None and any(n.strip() for n in service.notes):
-        reading = read_note(service.notes, vocabulary)
-    else:
-        reading = None
-    if not _measured(service, vocabulary):
-        found.append(
-            policy.make(
-                "measures-missing",
-                f"{code}: no objective measure of its own (an Observation with a value linked "
-                "to it, or numbers with units in its note: degrees, pounds, sets × "
-                "repetitions, strength grades, scale scores); a yes/no such as "
-                '"tolerated" does not count.',
-                ref,
-                "Observation.partOf",
-            )
-        )
-    if vocabulary is None or reading is None:
+    measured = _measured_by_observation(service, vocabulary)
+    if vocabulary is None or not any(n.strip() for n in service.notes):
+        if not measured:
+            found.append(_measures_missing(code, policy, ref))
         return found  # no note at all is description-missing (gaps._what_gaps)
-    if not reading.done and reading.content_words < MIN_CONTENT_WORDS:
+    checks = check_notes(
+        code,
+        service.notes,
+        vocabulary,
+        [m.name for m in service.measures if m.name],
+        [(c.system, c.code) for c in service.codings],
+        measured,
+    )
+    if not checks.measured:
+        found.append(_measures_missing(code, policy, ref))
+    if checks.vague:
         found.append(
             policy.make(
                 "description-vague",
@@ -56,45 +96,54 @@ def documentation_gaps(
             )
         )
         return found
-    if not reading.skilled:
+    if checks.skill_missing:
+        named = [f'"{m.text}"' for m in checks.reading.done][:MAX_QUOTED]
+        read = f"it names {', '.join(named)} but " if named else ""
         found.append(
             policy.make(
                 "skill-not-shown",
-                f"{code}: the note shows no skilled element (instruction, cueing, "
-                "progression, modification, assessment of the response).",
+                f"{code}: the note shows no skilled element: {read}no instruction, cueing, "
+                "progression, modification or assessment of the response.",
                 ref,
                 "Procedure.note",
             )
         )
-    if service.code_text.strip():  # the procedure's own words for what was done count too
-        reading = reading.followed_by(read_note((service.code_text,), vocabulary))
-    review = review_code(
-        code,
-        reading,
-        [m.name for m in service.measures if m.name],
-        [(c.system, c.code) for c in service.codings],
-        vocabulary,
-    )
-    if review is not None:
-        message, fix = describe_review(review, vocabulary)
+    if checks.review is not None:
+        message, fix = describe_review(checks.review, vocabulary)
         finding = policy.make("code-choice-review", message, ref, "Procedure.code")
         found.append(
-            replace(finding, fix=f"{fix} {finding.fix}".strip(), suggested_code=review.suggested)
+            replace(
+                finding,
+                fix=f"{fix} {finding.fix}".strip(),
+                suggested_code=checks.review.suggested,
+            )
         )
     return found
 
 
-def _measured(service: VisitService, vocabulary: Vocabulary | None) -> bool:
-    """An objective measure of the service: a linked Observation whose value measures (for a
-    string, a number with a unit of the vocabulary), or numbers with units in its note (looked
-    for only when no Observation measures: the patterns are searched through the whole note)."""
+def _measures_missing(code: str, policy: FindingPolicy, ref: str) -> Finding:
+    return policy.make(
+        "measures-missing",
+        f"{code}: no objective measure of its own (an Observation with a value linked to it, "
+        "or numbers in today's treatment: degrees, pounds, sets × repetitions, counts, "
+        "distances, times to complete, strength grades, scale scores, assistance levels); a "
+        'yes/no such as "tolerated", the minutes of the service, or figures in the plan or '
+        "goals do not count.",
+        ref,
+        "Observation.partOf",
+    )
+
+
+def _measured_by_observation(service: VisitService, vocabulary: Vocabulary | None) -> bool:
+    """A linked Observation whose value measures (for a string, a number with a unit of the
+    vocabulary)."""
     for measure in service.measures:
         if measure.value_kind == "string" and vocabulary is not None:
             if vocabulary.measure_kinds(measure.value_text):
                 return True
         elif measure.measures:
             return True
-    return vocabulary is not None and vocabulary.measured(service.notes)
+    return False
 
 
 def _quoted(notes: tuple[str, ...]) -> str:

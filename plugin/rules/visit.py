@@ -121,7 +121,9 @@ class VisitService(Record, frozen=True, gc=False):
     # (on the procedure, among the encounter's participants or its other performers, or the
     # assistant's configured supervisor); None when the record names none.
     supervisor: str | None = None
-    code_text: str = ""  # Procedure.code.text: read with the note by the code-choice review
+    # Procedure.code.text: the charge's own words (often the code's descriptor), kept as sent;
+    # never evidence for the code-choice review (it names the code billed, not the activity)
+    code_text: str = ""
 
     @property
     def billable_status(self) -> bool:

@@ -4,6 +4,8 @@ Invented text; no note describes a real patient."""
 
 from __future__ import annotations
 
+import re
+
 # Several notes per code, picked at random by the sample; the first is the tests' default.
 NOTES: dict[str, tuple[str, ...]] = {
     "97110": (
@@ -105,6 +107,11 @@ def clean_note(code: str, label: str = "", pick: int = 0) -> str:
 
 
 def without_measures(note: str) -> str:
-    """The note with every number taken out: it still names the activity, it measures nothing."""
+    """The note with every number and assistance level taken out: it still names the activity,
+    it measures nothing."""
+    note = _ASSISTANCE.sub("", note)
     kept = [w for w in note.split() if not any(c.isdigit() for c in w)]
     return " ".join(kept)
+
+
+_ASSISTANCE = re.compile(r",?\s*\b(?:(?:min|mod|max)\s*A|CGA|SBA)\b")

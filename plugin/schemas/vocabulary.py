@@ -10,14 +10,28 @@ from marshmallow import Schema, ValidationError, fields, post_load, validate, va
 
 from plugin.rules.activity import (
     AFTER,
+    ALIAS,
+    ASSESSMENT,
     BEFORE,
     CONCEPT,
+    GOAL,
+    HEADING,
+    PLAN,
+    PURPOSE,
+    REPORT,
+    REVIEW,
+    REVIEWED,
+    SECTION,
+    SENSE,
     SENTENCE,
     SKILL,
+    STEP,
+    TASK,
     VAGUE,
     CodeNote,
     Concept,
     Negation,
+    StepGroup,
     Terms,
     Vocabulary,
     words,
@@ -86,9 +100,64 @@ class MeasuresSchema(Schema):
                 ) from exc
 
 
+class AliasSchema(Schema):
+    reads = _TEXT  # what the written forms stand for ("ambulation")
+    written = _terms()  # as therapists write it ("amb", "ambul", "ambualtion")
+
+
+class AliasesSchema(Schema):
+    entries = fields.List(fields.Nested(AliasSchema), required=True)
+    source = _TEXT
+
+
+class SenseSchema(Schema):
+    name = _TEXT  # what the words are instead of an activity ("equipment", "a test")
+    terms = _terms()
+
+
+class SensesSchema(Schema):
+    entries = fields.List(fields.Nested(SenseSchema), required=True)
+    source = _TEXT
+
+
+class StepsSchema(Schema):
+    code = fields.String(required=True, validate=_CODE)
+    name = _TEXT  # the task ("toileting")
+    tasks = _terms()  # words that name the task being done
+    steps = _terms()  # activities that are steps of it when it is done
+    source = _TEXT
+
+
+class SectionsSchema(Schema):
+    """Labels of charted text: SOAP sections hold until the next one; the other kinds hold for
+    their own line (or, with nothing after the label, for the lines that follow); headings are
+    the billing categories' names, never evidence."""
+
+    persistent = fields.Dict(
+        keys=fields.String(validate=validate.OneOf((REPORT, "treatment", ASSESSMENT, PLAN))),
+        values=_terms(),
+        required=True,
+    )
+    labels = fields.Dict(
+        keys=fields.String(validate=validate.OneOf((GOAL, PLAN, REPORT, ASSESSMENT, REVIEWED))),
+        values=_terms(),
+        required=True,
+    )
+    headings = _terms()
+    source = _TEXT
+
+
+class ContextSchema(Schema):
+    purpose = _terms()  # from the cue to the end of its clause
+    review = _terms()  # the clause and the rest of its sentence
+    source = _TEXT
+
+
 class ReviewSchema(Schema):
     strong = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
     confidence = fields.Float(required=True, validate=validate.Range(min=0.5, max=1))
+    # a two-activity block needs the other code to hold at least this share of the evidence
+    split_share = fields.Float(load_default=0.35, validate=validate.Range(min=0, max=0.5))
     observation_weight = fields.Integer(load_default=2, validate=validate.Range(min=0, max=10))
     source = _TEXT
 
@@ -104,6 +173,12 @@ class VocabularySchema(Schema):
     vague = fields.Nested(TermListSchema, required=True)
     measures = fields.Nested(MeasuresSchema, required=True)
     review = fields.Nested(ReviewSchema, required=True)
+    # added after the first stored versions: absent from one, they read as empty
+    aliases = fields.Nested(AliasesSchema, load_default=None)
+    senses = fields.Nested(SensesSchema, load_default=None)
+    steps = fields.List(fields.Nested(StepsSchema), load_default=list)
+    sections = fields.Nested(SectionsSchema, load_default=None)
+    context = fields.Nested(ContextSchema, load_default=None)
 
     @validates_schema
     def _named(self, data: dict[str, Any], **_: Any) -> None:
@@ -128,12 +203,36 @@ class VocabularySchema(Schema):
         negation = data["negation"]
         review = data["review"]
         patterns = data["measures"]["patterns"]
-        lexicon: list[tuple[str, str, Concept | None]] = [
+        lexicon: list[tuple[str, str, object]] = [
             (t, CONCEPT, concept) for raw, concept in concepts for t in raw["terms"]
         ]
         lexicon += [(t, kind, None) for kind in (BEFORE, AFTER, SENTENCE) for t in negation[kind]]
         lexicon += [(t, SKILL, None) for t in data["skill"]["terms"]]
         lexicon += [(t, VAGUE, None) for t in data["vague"]["terms"]]
+        context = data.get("context") or {}
+        lexicon += [(t, PURPOSE, None) for t in context.get("purpose", ())]
+        lexicon += [(t, REVIEW, None) for t in context.get("review", ())]
+        senses = (data.get("senses") or {}).get("entries", ())
+        lexicon += [(t, SENSE, sense["name"]) for sense in senses for t in sense["terms"]]
+        steps = data.get("steps") or ()
+        # a term may name the task or a step of several groups: one entry, every group
+        for kind, key in ((TASK, "tasks"), (STEP, "steps")):
+            groups: dict[str, list[int]] = {}
+            for number, group in enumerate(steps):
+                for t in group[key]:
+                    groups.setdefault(" ".join(words(t)), []).append(number)
+            lexicon += [(t, kind, tuple(numbers)) for t, numbers in groups.items()]
+        aliases = (data.get("aliases") or {}).get("entries", ())
+        sections = data.get("sections") or {"persistent": {}, "labels": {}, "headings": []}
+        labels: list[tuple[str, str, object]] = [
+            (t, SECTION, ("" if kind == "treatment" else kind, True))
+            for kind, terms in sections["persistent"].items()
+            for t in terms
+        ]
+        labels += [
+            (t, SECTION, (kind, False)) for kind, terms in sections["labels"].items() for t in terms
+        ]
+        labels += [(t, HEADING, None) for t in sections["headings"]]
         return Vocabulary(
             codes={
                 code: CodeNote(n["name"], n["distinction"], n["source"])
@@ -153,7 +252,16 @@ class VocabularySchema(Schema):
                 re.IGNORECASE,
             ),
             measure_names=tuple(patterns),
+            measure_patterns=tuple(
+                (name, re.compile(pattern, re.IGNORECASE)) for name, pattern in patterns.items()
+            ),
+            aliases=Terms(
+                (t, ALIAS, words(alias["reads"])) for alias in aliases for t in alias["written"]
+            ),
+            labels=Terms(labels),
+            steps=tuple(StepGroup(group["code"], group["name"]) for group in steps),
             strong=review["strong"],
             confidence=review["confidence"],
+            split_share=review["split_share"],
             observation_weight=review["observation_weight"],
         )
