@@ -249,12 +249,12 @@ def test_skill_and_measures_are_read_from_the_note(settings: Settings) -> None:
     reading = read_note(["Knee flexion 95 deg, MMT 4/5; VC for form, progressed to 3 lb."],
                         settings.vocabulary)  # fmt: skip
     assert set(reading.skilled) == {"VC", "progressed"}
-    assert reading.measures == ("weight",)  # the first pattern found (in the table's order)
+    # the first pattern found, in the table's order
+    assert reading.measure_kind(settings.vocabulary) == "weight"
     kinds = settings.vocabulary.measure_kinds("Knee flexion 95 deg, MMT 4/5; progressed to 3 lb.")
     assert {"degrees", "muscle-grade", "weight"} <= set(kinds)
-    assert not read_note(
-        ["Tolerated well, 20 minutes", "VC for form"], settings.vocabulary
-    ).measures
+    tolerated = read_note(["Tolerated well, 20 minutes", "VC for form"], settings.vocabulary)
+    assert tolerated.measure_kind(settings.vocabulary) is None
 
 
 @pytest.mark.parametrize(
@@ -275,7 +275,8 @@ def test_skill_and_measures_in_everyday_shorthand(
     note: str, skilled: bool, measured: bool, settings: Settings
 ) -> None:
     reading = read_note([note], settings.vocabulary)
-    assert (bool(reading.skilled), bool(reading.measures)) == (skilled, measured)
+    measures = reading.measure_kind(settings.vocabulary) is not None
+    assert (bool(reading.skilled), measures) == (skilled, measured)
 
 
 def test_a_snomed_coding_and_a_linked_measure_are_evidence(settings: Settings) -> None:

@@ -202,12 +202,23 @@ class NoteReading(Record, frozen=True, gc=False):
     # words of three letters or more outside vague phrases ("as above"), counted only for a
     # note that names no activity done (0 otherwise)
     content_words: int
-    # the kind of the first measure found in today's treatment text (none: nothing measures)
-    measures: tuple[str, ...] = ()
+    # today's treatment text (not the report, plan or goals), clause by clause: where a
+    # measure is looked for, only when no linked Observation measures (measure_kind)
+    treatment: str = ""
 
     @property
     def done(self) -> tuple[Mention, ...]:
         return tuple(m for m in self.mentions if m.done)
+
+    def measure_kind(self, vocabulary: Vocabulary) -> str | None:
+        """The kind of the first measure found in today's treatment text, the patterns tried
+        one after another in the table's order; None when nothing measures."""
+        if not self.treatment:
+            return None
+        for name, pattern in vocabulary.measure_patterns:
+            if pattern.search(self.treatment) is not None:
+                return name
+        return None
 
 
 def read_note(texts: Iterable[str], vocabulary: Vocabulary) -> NoteReading:
@@ -413,17 +424,8 @@ class _Reader:
                 content += sum(
                     1 for i, w in enumerate(seq) if i not in covered and len(w) >= 3 and w.isalpha()
                 )
-        return NoteReading(tuple(mentions), tuple(self.skilled), content, self._measure())
-
-    def _measure(self) -> tuple[str, ...]:
-        """The kind of the first measure found in today's treatment text, if any."""
-        if not self.measured:
-            return ()
         treatment = "\n".join(text[start:end] for text, start, end in self.measured)
-        for name, pattern in self.vocabulary.measure_patterns:
-            if pattern.search(treatment) is not None:
-                return (name,)
-        return ()
+        return NoteReading(tuple(mentions), tuple(self.skilled), content, treatment)
 
 
 class _Clause:

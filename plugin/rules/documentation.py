@@ -60,7 +60,8 @@ def check_notes(
         reading,
         vague,
         not vague and not reading.skilled,
-        measured_elsewhere or bool(reading.measures),
+        # the note's figures are looked for only when no linked Observation measures
+        measured_elsewhere or reading.measure_kind(vocabulary) is not None,
         review,
     )
 
