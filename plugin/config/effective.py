@@ -42,11 +42,14 @@ def seed(store: Store, settings: Settings) -> None:
     """On the first start, import the configuration files as version 1 of each table."""
     if store.config_tables(MAPPING, True) or store.config_tables(PAYERS.kind, True):
         return
-    for path in mapping_files(settings.config_dir):
-        store.config_save(
-            MAPPING, path.name, orjson.loads(path.read_bytes()), "system", SEED_REASON, []
-        )
-    store.config_save(PAYERS.kind, PAYERS.name, PAYERS.shipped(settings), "system", SEED_REASON, [])
+    seeded = [
+        (MAPPING, path.name, orjson.loads(path.read_bytes()))
+        for path in mapping_files(settings.config_dir)
+    ]
+    seeded.append((PAYERS.kind, PAYERS.name, PAYERS.shipped(settings)))
+    for kind, name, content in seeded:
+        version = store.config_save(kind, name, content, "system", SEED_REASON, [])
+        store.audit("system", "seed", kind, name, {"version": version, "reason": SEED_REASON})
 
 
 def _overlay(settings: Settings, store: Store) -> Settings:

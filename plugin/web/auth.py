@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-from flask import g, request
+from flask import g, request, session
 
 from plugin.config.tokens import match_token
 from plugin.errors import Forbidden, Unauthorized
@@ -27,6 +27,8 @@ def bearer_caller(*roles: str) -> str:
     """
     tokens = app_state().settings.service.api_tokens
     header = request.headers.get("Authorization", "")
+    if not header and session.get("who"):
+        return _session_caller(roles)
     if not header.startswith("Bearer ") or not tokens:
         raise Unauthorized("no API bearer token")
     found = match_token(tokens, header.removeprefix("Bearer "))
@@ -38,6 +40,25 @@ def bearer_caller(*roles: str) -> str:
         raise Forbidden(f"the {role} role cannot do this")
     g.caller_role = role
     return name
+
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+CSRF_HEADER = "X-CSRF-Token"
+
+
+def _session_caller(roles: tuple[str, ...]) -> str:
+    """Someone signed in to the pages (with an API token, whose role the session keeps) calls
+    the API from them: a change needs the page's CSRF token in the X-CSRF-Token header, as a
+    form needs it in its field (a cookie alone never changes anything)."""
+    if request.method not in SAFE_METHODS and not hmac.compare_digest(
+        request.headers.get(CSRF_HEADER, ""), str(session.get("csrf") or "-")
+    ):
+        raise Forbidden(f"a change from a signed-in page needs its {CSRF_HEADER} header")
+    role = str(session.get("role") or "")
+    if role not in roles:
+        raise Forbidden(f"the {role} role cannot do this")
+    g.caller_role = role
+    return str(session["who"])
 
 
 def notification_sender() -> None:

@@ -327,7 +327,7 @@ def test_feedback_is_recorded_in_the_audit_log(make_app, sign) -> None:
         "/cds-services/therapy-charges/feedback",
     )
     assert answer.status_code == 200
-    (entry,) = app.extensions["theracharge"].store.audit_entries()
+    (entry,) = app.extensions["theracharge"].store.audit_entries(action="card-overridden")
     assert (entry.action, entry.object_id) == (
         "card-overridden",
         "9368d37b-283f-44a0-93ea-547cebab93ed",

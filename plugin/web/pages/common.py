@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from datetime import UTC, datetime
 from functools import wraps
 from typing import Any
 
-from flask import Blueprint, abort, redirect, request, session, url_for
+from flask import Blueprint, Response, abort, redirect, request, session, url_for
 
 from plugin.render.report import STATUS_WORDS
 
@@ -23,6 +24,15 @@ WORDS = {
     "entered_in_error": "set entered-in-error (no longer billed)",
     "corrections_needed": "corrections needed (already billed: a corrected claim)",
 }
+
+
+@bp.app_template_filter("when")
+def when(value: object) -> str:
+    """A moment with its time zone: the store keeps UTC (SQLite without its offset)."""
+    if not isinstance(value, datetime):
+        return str(value or "")
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 @bp.app_template_filter("words")
@@ -67,3 +77,17 @@ def signed_in(*roles: str) -> Any:
         return wrapper
 
     return decorate
+
+
+# A small mark for the browser tab: a dark blue rounded square with a white "T" (no file to ship)
+FAVICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">'
+    '<rect width="32" height="32" rx="6" fill="#17324d"/>'
+    '<path d="M8 9h16v4h-6v12h-4V13H8z" fill="#fff"/></svg>'
+)
+
+
+@bp.route("/favicon.svg", endpoint="favicon")
+@bp.route("/favicon.ico", endpoint="favicon_ico")
+def favicon() -> Response:
+    return Response(FAVICON, mimetype="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
