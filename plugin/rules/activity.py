@@ -275,6 +275,10 @@ class _Reader:
                 seq = tuple(t[0] for t in toks)
                 hits = self.vocabulary.lexicon.scan(seq)
                 self.unnamed.append((seq, hits.get(VAGUE, [])))
+                if not _CLAUSE_CUES.intersection(hits):
+                    # no cue whose reach a clause bounds: the sentence reads as one clause
+                    self._clause(text, _Clause(toks, seq, hits, 0, len(seq), end), context)
+                    continue
                 starts = [t[1] for t in toks]
                 reviewed = False
                 for clause_start, clause_end in charting.clauses(text, at, end):
@@ -460,6 +464,9 @@ class _Clause:
         return out
 
 
+# the kinds of cue whose reach ends at a clause's end (negation, plans and reports, purposes,
+# reviews): a sentence without any reads the same as one clause
+_CLAUSE_CUES = frozenset((BEFORE, AFTER, SENTENCE, PURPOSE, REVIEW))
 _PARENTHESIS = re.compile(r"\([^)]*\)")
 
 
