@@ -15,7 +15,7 @@ from plugin.gateway.gather import Gatherer, KnownServers
 from plugin.gateway.mllp import MllpSender
 from plugin.outlets import Outlet, outlet_for, sender_for
 from plugin.pipeline.billing_day import DayRun
-from plugin.render.report import day_report, line_therapists, line_warnings
+from plugin.render.report import day_report, line_therapists, line_times, line_warnings
 from plugin.rules.visit import Severity
 from plugin.store import Store
 
@@ -127,6 +127,7 @@ class Runtime:
                 "payer": visit.payer or "default",
                 "provider": ln.provider,
                 "therapists": line_therapists(ln),
+                "times": line_times(ln),
                 "patient": {
                     "reference": visit.patient,
                     "name": visit.patient_name,

@@ -15,6 +15,8 @@ from plugin.rules.visit import SEVERITY_ORDER, Finding, Severity, Visit
 def finding_json(item: Finding) -> dict[str, Any]:
     body = {
         "code": item.code,
+        "title": item.title or item.code,
+        "fixed_by": item.fixed_by,
         "severity": item.severity.value,
         "message": item.message,
         "resource": item.resource,
@@ -54,11 +56,24 @@ def line_json(line: ChargeLine) -> dict[str, Any]:
         "holds": sorted({h.code for h in line.holds}),
         "warnings": line_warnings(line),
         "therapists": line_therapists(line),
+        "supervisors": sorted({s.supervisor for s in line.services if s.supervisor}),
         "note": line.note,
         "procedures": [s.reference for s in line.services],
+        "times": line_times(line),
+        "label": line.label,
         "context": line.context,
         **({"encounters": list(line.encounters)} if len(line.encounters) > 1 else {}),
         **({"derived_from": line.derived_from} if line.derived_from else {}),
+    }
+
+
+def line_times(line: ChargeLine) -> dict[str, str]:
+    """Each procedure's time as documented ("10:00–10:30"), in the record's own offset: how
+    people tell a visit's services apart."""
+    return {
+        s.reference: f"{s.start:%H:%M}–{s.end:%H:%M}"
+        for s in line.services
+        if s.start is not None and s.end is not None
     }
 
 

@@ -18,6 +18,8 @@ class FindingType:
     severity: Severity
     fix: str
     source: str
+    title: str = ""  # what people read it as ("Supervising therapist not recorded")
+    fixed_by: str = ""  # who can fix it, and where ("the therapist, in the chart")
 
 
 # The findings that mean a service's minutes are not known (CMS Pub 100-04 ch.5 §20.2 C: units
@@ -39,7 +41,17 @@ class FindingPolicy:
     ) -> Finding:
         """A finding of a registered kind, with its default severity, fix and source."""
         kind = self.types[code]
-        return Finding(code, kind.severity, message, resource, element, kind.fix, kind.source)
+        return Finding(
+            code,
+            kind.severity,
+            message,
+            resource,
+            element,
+            kind.fix,
+            kind.source,
+            title=kind.title,
+            fixed_by=kind.fixed_by,
+        )
 
     def for_payer(self, finding: Finding, payer: str | None) -> Finding:
         """The finding at the severity the payer sets for its code (its default otherwise)."""

@@ -37,6 +37,8 @@ class Finding(Record, frozen=True, gc=False):
     # A code-choice review's suggestion: the code the documented activity fits better (or the
     # second code of a block that describes two activities); never applied by itself
     suggested_code: str | None = None
+    title: str = ""  # its registered title, in people's words (config/rules/findings.yaml)
+    fixed_by: str = ""  # who can fix it, and where
 
 
 class Performer(Record, frozen=True, gc=False):

@@ -11,6 +11,8 @@ from plugin.rules.visit import Severity
 
 
 class FindingTypeSchema(Schema):
+    title = fields.String(required=True, validate=validate.Length(min=1, max=60))
+    fixed_by = fields.String(required=True, validate=validate.Length(min=1))
     severity = fields.Enum(Severity, by_value=True, required=True)
     fix = fields.String(required=True, validate=validate.Length(min=1))
     source = fields.String(required=True, validate=validate.Length(min=1))
@@ -34,7 +36,14 @@ class FindingRegistrySchema(Schema):
     @post_load
     def _build(self, data: dict[str, Any], **_: Any) -> FindingPolicy:
         types = {
-            code: FindingType(code, entry["severity"], entry["fix"], entry["source"])
+            code: FindingType(
+                code,
+                entry["severity"],
+                entry["fix"],
+                entry["source"],
+                entry["title"],
+                entry["fixed_by"],
+            )
             for code, entry in data["findings"].items()
         }
         return FindingPolicy(types=types, **data["parameters"])

@@ -135,11 +135,32 @@ def test_worklist_filter_and_decision_page(browser: Browser, site: str) -> None:
     page.get_by_role("button", name="Filter").click()
     page.get_by_label("Gap", exact=True).select_option("body-site-missing")
     page.get_by_role("button", name="Filter").click()
-    page.get_by_role("link", name="e2").click()
-    expect(page.get_by_role("heading", name="Encounter/e2")).to_be_visible()
+    # the hold's title and its fix beside it, who can fix it; the visit named in words
+    held = rows.first.locator("td.hold")
+    expect(held).to_contain_text("Body part not recorded")
+    expect(held).to_contain_text("Record the body part treated.")
+    expect(held).to_contain_text("the therapist, in the chart")
+    page.get_by_role("link", name="2026-11-02 09:00–09:20 · physical therapy").click()
+    # the decision titled by patient, date and discipline, not by the encounter's id
+    expect(
+        page.get_by_role("heading", name="Ada Lovel · 2026-11-02 · physical therapy")
+    ).to_be_visible()
+    expect(page.locator("p.who")).to_contain_text("MRN MRN-4471")
+    expect(page.locator("p.who")).to_contain_text("Treated by Sam Rivera, DPT (NPI 1300000019)")
+    expect(page.locator("strong.payer")).to_have_text("Medicare Part B")
+    expect(page.locator("span.method")).to_contain_text("Medicare 8-minute rule on total timed")
+    expect(page.locator("span.when")).to_contain_text("UTC")
     expect(page.get_by_role("heading", name="How the units were counted")).to_be_visible()
     expect(page.locator("body")).to_contain_text("CMS Pub 100-04 ch.5 §20.2 C")
-    expect(page.locator("body")).to_contain_text("Record the body part treated.")
+    fixes = page.get_by_role("table", name="Documentation to fix")
+    body_site = fixes.locator("tr").filter(has_text="Body part not recorded")
+    expect(body_site.locator(".finding-code")).to_contain_text("body-site-missing")
+    expect(body_site.locator("td.where")).to_have_text("the service 97110, 09:00–09:20")
+    expect(body_site.locator("td.fixed-by")).to_have_text("the therapist, in the chart")
+    expect(body_site).to_contain_text("Record the body part treated.")
+    expect(page.get_by_role("table", name="Charge lines")).to_contain_text(
+        "Held until fixed: Body part not recorded"
+    )
     expect(page.locator("td.planned").first).to_have_text("held")  # FHIR's planned, in words
     expect(page.locator("tbody").first).to_contain_text("USD")  # each line's price
     expect(page.locator("strong.suggested")).to_have_text("Suggested code: 97112")

@@ -11,6 +11,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, redirect, request, session, url_for
 
 from plugin.render.report import STATUS_WORDS
+from plugin.web.state import app_state
 
 bp = Blueprint("pages", __name__, template_folder="../templates")
 
@@ -33,6 +34,58 @@ def when(value: object) -> str:
         return str(value or "")
     aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
     return aware.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@bp.app_template_filter("finding_title")
+def finding_title(code: object) -> str:
+    """A finding code's title, as every page, card and report says it."""
+    kind = app_state().settings.findings.types.get(str(code))
+    return kind.title if kind is not None and kind.title else str(code)
+
+
+@bp.app_template_filter("finding_fixed_by")
+def finding_fixed_by(code: object) -> str:
+    kind = app_state().settings.findings.types.get(str(code))
+    return kind.fixed_by if kind is not None else ""
+
+
+@bp.app_template_filter("finding_fix")
+def finding_fix(code: object) -> str:
+    kind = app_state().settings.findings.types.get(str(code))
+    return kind.fix if kind is not None else ""
+
+
+@bp.app_template_filter("person")
+def person(t: dict[str, Any]) -> str:
+    """A therapist as billing staff look them up: "Sam Rivera, DPT (NPI 1300000019)"; one the
+    EHR sent no name for, "unknown therapist (id unknown-staff)"."""
+    name = str(t.get("name") or "")
+    if not name:
+        ref = str(t.get("reference") or "")
+        return f"unknown therapist (id {ref.rpartition('/')[2]})" if ref else "unknown therapist"
+    credential = f", {t['credential']}" if t.get("credential") else ""
+    npi = f" (NPI {t['npi']})" if t.get("npi") else ""
+    return f"{name}{credential}{npi}"
+
+
+DISCIPLINES = {
+    "PT": "physical therapy",
+    "OT": "occupational therapy",
+    "SLP": "speech-language pathology",
+}
+
+
+@bp.app_context_processor
+def _disciplines() -> dict[str, Any]:
+    return {"disciplines": DISCIPLINES}
+
+
+SEVERITY_WORDS = {"hold": "holds the line", "warn": "warning", "info": "for information"}
+
+
+@bp.app_template_filter("severity_words")
+def severity_words(value: object) -> str:
+    return SEVERITY_WORDS.get(str(value), str(value))
 
 
 @bp.app_template_filter("words")

@@ -9,7 +9,7 @@ from typing import Any
 from flask import abort, flash, redirect, render_template, session, url_for
 
 from plugin.pipeline.tasks import decide_backfill_day
-from plugin.web.pages.common import WORKERS, bp, signed_in
+from plugin.web.pages.common import DISCIPLINES, WORDS, WORKERS, bp, person, signed_in
 from plugin.web.state import app_state
 
 
@@ -20,13 +20,99 @@ def decision(encounter_id: str) -> str:
     if not runs:
         abort(404, f"no decision for Encounter/{encounter_id} yet")
     can_rerun = session.get("role") in WORKERS and app_state().gatherer() is not None
+    report: dict[str, Any] = dict(runs[0].report or {})
     return render_template(
         "decision.html",
         encounter=encounter_id,
         run=runs[0],
-        report=runs[0].report,
+        report=report,
+        visit=visit_words(report),
+        written=written_words(runs[0].written),
         can_rerun=can_rerun,
     )
+
+
+METHODS = {
+    "cms": "Medicare 8-minute rule on total timed minutes (CMS Pub 100-04 ch.5 §20.2)",
+    "ama": "AMA per-code rule: each timed code's own minutes (CPT time rule)",
+}
+
+
+def visit_words(report: dict[str, Any]) -> dict[str, Any]:
+    """A decision as people name it: the patient, the date, the disciplines, who treated and
+    who supervised, the payer by name and its method in words, and where each finding is — the
+    service's code and time ("97110, 10:00–10:30") rather than a resource id."""
+    lines = [ln for ln in report.get("lines") or () if isinstance(ln, dict)]
+    disciplines = sorted({str(ln.get("discipline")) for ln in lines if ln.get("discipline")})
+    therapists: dict[str, str] = {}
+    for line in lines:
+        for t in line.get("therapists") or ():
+            therapists.setdefault(str(t.get("reference")), person(t))
+    supervisors = sorted({str(s) for ln in lines for s in ln.get("supervisors") or ()})
+    where: dict[str, str] = {}
+    for line in lines:
+        for ref in line.get("procedures") or ():
+            time = (line.get("times") or {}).get(ref)
+            where[str(ref)] = f"{line.get('code')}, {time}" if time else f"{line.get('code')}"
+    payer = app_state().settings.payers.by_id(report.get("payer"))
+    return {
+        "patient": report.get("patient_name") or _unnamed(report.get("patient"), "patient"),
+        "mrn": report.get("patient_mrn") or "",
+        "date": report.get("date_of_service") or "no date of service",
+        "disciplines": ", ".join(DISCIPLINES.get(d, d) for d in disciplines) or "therapy",
+        "therapists": list(therapists.values()),
+        "supervisors": [therapists.get(s) or _unnamed(s, "therapist") for s in supervisors],
+        "payer": payer.name if payer else (report.get("payer") or "no known payer"),
+        "method": METHODS.get(str(report.get("method")), str(report.get("method"))),
+        "where": where,
+    }
+
+
+def _unnamed(reference: object, what: str) -> str:
+    """Someone the EHR sent no name for: "unknown therapist (id unknown-staff)"."""
+    ref = str(reference or "")
+    return f"unknown {what} (id {ref.rpartition('/')[2]})" if ref else f"unknown {what}"
+
+
+def where_words(problem: dict[str, Any], where: dict[str, str]) -> str:
+    """Where a finding is, in words: the service ("97110, 10:00–10:30"), the visit, the
+    patient's coverage …"""
+    resource = str(problem.get("resource") or "")
+    kind = resource.partition("/")[0]
+    if resource in where:
+        return f"the service {where[resource]}"
+    return {
+        "Encounter": "the visit",
+        "Patient": "the patient's record",
+        "Coverage": "the visit's coverage",
+        "Practitioner": "the therapist's record",
+        "PractitionerRole": "the therapist's role",
+        "Condition": "a diagnosis",
+        "Observation": "a measurement",
+        "DocumentReference": "the plan of care",
+        "CarePlan": "the plan of care",
+        "ChargeItem": "a charge",
+    }.get(kind, resource if resource else "the billing day")
+
+
+@bp.app_template_filter("where_words")
+def _where_filter(problem: dict[str, Any], where: dict[str, str]) -> str:
+    return where_words(problem, where)
+
+
+def written_words(written: Any) -> list[str]:
+    """What a run wrote, as counts and codes: "created: 2 charge lines (97110, 97112)"."""
+    if not isinstance(written, dict):
+        return []
+    said = []
+    for what, keys in written.items():
+        if isinstance(keys, list) and keys:
+            codes = ", ".join(dict.fromkeys(str(k).rpartition("/")[2] for k in keys))
+            noun = "charge line" if len(keys) == 1 else "charge lines"
+            said.append(f"{WORDS.get(what, what.replace('_', ' '))}: {len(keys)} {noun} ({codes})")
+        elif isinstance(keys, int | str) and keys not in ("", 0):
+            said.append(f"{WORDS.get(what, what.replace('_', ' '))}: {keys}")
+    return said
 
 
 @bp.route("/decisions/<encounter_id>/rerun", methods=["POST"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, timedelta
 from typing import Any
 
@@ -33,6 +34,9 @@ def worklist() -> str:
     ]
     shown = [row for row in lines if _shown(row, filters["show"])]
     rows = [row for row in shown if _matches(row, filters)]
+    sort, order = request.args.get("sort", "date"), request.args.get("order", "asc")
+    sort = sort if sort in SORTS else "date"
+    rows.sort(key=SORTS[sort], reverse=order == "desc")  # oldest first by default
     held, warned = line_reasons(rows)  # as the run summary and the demo count them
     table = app_state().settings.payers
     # the payer's name, as billing staff know it (the filter keeps its id)
@@ -48,6 +52,8 @@ def worklist() -> str:
         may_retry=session.get("role") in WORKERS,
         rows=rows,
         filters=filters,
+        sort=sort,
+        order=order,
         filtered=any(v for k, v in filters.items() if k != "show"),
         show=SHOW,
         counts=held.most_common(),
@@ -63,9 +69,32 @@ SHOW = {"held": "held lines", "warnings": "lines with warnings", "all": "held or
 
 
 def _shown(row: dict[str, Any], show: str) -> bool:
+    """Held lines; lines billed with warnings (billable ones only: a 0-unit line is not
+    billed, whatever its warnings); or either."""
     held = row.get("status") == "planned"
-    warned = bool(row.get("warnings"))
-    return {"held": held, "warnings": warned and not held, "all": held or warned}[show]
+    warned = bool(row.get("warnings")) and row.get("status") == "billable"
+    return {"held": held, "warnings": warned, "all": held or warned}[show]
+
+
+def _first_time(row: dict[str, Any]) -> str:
+    times = row.get("times") or {}
+    return min(times.values()) if isinstance(times, dict) and times else ""
+
+
+def _therapist(row: dict[str, Any]) -> str:
+    people = row.get("therapists") or ()
+    return str(people[0].get("name") or people[0].get("reference") or "") if people else ""
+
+
+# The worklist's columns it sorts by (?sort=…&order=asc|desc); the date and time by default
+SORTS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "date": lambda r: f"{r.get('date') or ''} {_first_time(r)}",
+    "patient": lambda r: str((r.get("patient") or {}).get("name") or ""),
+    "discipline": lambda r: str(r.get("discipline") or ""),
+    "code": lambda r: str(r.get("code") or ""),
+    "payer": lambda r: str(r.get("payer") or ""),
+    "therapist": _therapist,
+}
 
 
 @bp.route("/dashboard")
