@@ -83,6 +83,9 @@ def test_the_demo_names_addresses_only_while_its_servers_run(
         "admin_page": "http://127.0.0.1:5001/admin/mappings",
         "service": "http://127.0.0.1:5001",
         "openapi": "http://127.0.0.1:5001/openapi.json",
+        "api_docs": "http://127.0.0.1:5001/api-docs",
+        "tables_page": "http://127.0.0.1:5001/admin/tables",
+        "dashboard": "http://127.0.0.1:5001/dashboard?since=2026-11-02&until=2026-11-02",
         "a_decision": "http://127.0.0.1:5001/api/v1/charges/enc-0001",
         "ehr": "http://127.0.0.1:5002/fhir",
     }
@@ -91,9 +94,18 @@ def test_the_demo_names_addresses_only_while_its_servers_run(
         "by_hook": 1,
         "by_notification": 1,
         "days_with_two_visits": 0,
-        "charge_items_by_status": {"billable": 2},
+        "charge_items_by_status": {"billable": 2, "planned": 3},
+        "lines_by_status": {"billable": 2, "planned": 3},
+        "billable_units_by_code": {"97110": 2},
         "units_by_code_and_method": {"97110 (cms)": 2},
-        "held_lines_by_reason": [{"code": "time-missing", "count": 3, "fix": "Document it."}],
+        "held_lines_by_reason": [
+            {
+                "code": "time-missing",
+                "title": "Service minutes not documented",
+                "count": 3,
+                "fix": "Document it.",
+            }
+        ],  # fmt: skip
         "lines_with_warnings_by_kind": [],
         "urls": urls,
         "api_token": "demo-token",
@@ -101,7 +113,11 @@ def test_the_demo_names_addresses_only_while_its_servers_run(
     print_report(body, running=True)
     shown = capsys.readouterr().out
     assert "hold worklist: http://127.0.0.1:5001/worklist" in shown
-    assert "time-missing: 3 line(s). Document it." in shown
+    assert "Service minutes not documented (time-missing): 3 lines. Document it." in shown
+    assert "ChargeItems in the EHR: 2 billable, 3 held" in shown  # held, not FHIR's planned
+    assert "charge lines (as the dashboard counts them): 2 billable, 3 held" in shown
+    assert "dashboard:     http://127.0.0.1:5001/dashboard?since=2026-11-02" in shown
+    assert "API docs http://127.0.0.1:5001/api-docs" in shown
     assert "ports are chosen afresh" in shown
     print_report(body, running=False)
     stopped = capsys.readouterr().out

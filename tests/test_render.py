@@ -179,10 +179,13 @@ def test_the_run_summary_speaks_billing_staffs_words(settings: Settings) -> None
     summary.add(decide_gathered(settings, held, "e1"))
     text = summary_text(summary)
     assert "charge lines: 1 billable, 1 held, 1 not billable" in text
-    assert "units to bill by code: 97110 2 units" in text
-    assert "97530" not in text.split("units to bill by code:")[1].split("\n")[0]
-    assert "held lines by reason: time-missing (1)" in text
-    assert "lines with warnings, by kind: " in text
+    assert "billable units by code: 97110 2 units; held: none" in text
+    assert "97530" not in text.split("billable units by code:")[1].split("\n")[0]
+    assert (
+        "held lines by reason (a line held for two reasons counts under each): time-missing (1)"
+        in text
+    )
+    assert "lines billed with warnings, by kind: " in text
     assert "planned" not in text
 
 

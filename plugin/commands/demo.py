@@ -39,7 +39,7 @@ from plugin.gateway.client import iter_resources
 from plugin.gateway.factory import connect
 from plugin.jsontypes import Json
 from plugin.pipeline.hooks import prefetch_from
-from plugin.render.report import line_reasons
+from plugin.render.report import by_count, count_lines, status_words
 from plugin.sample import SampleSpec, as_transaction, generate, us_core
 
 # The demo tenant's bill-code set-up (config/outlet.yaml's oracle_health; values invented)
@@ -343,10 +343,11 @@ def report(demo: Demo, hooks: list[Json], items: list[Json]) -> Json:
         methods[method] += 1
     store = Store(demo.settings.service.database_url)
     runs = store.runs(limit=1000)
-    # each billing day's latest decision, counted as the worklist counts it
-    held, warned = line_reasons(
-        ln for run in store.latest_runs() for ln in run.lines if isinstance(ln, dict)
-    )
+    # each billing day's latest decision, counted as the worklist and the dashboard count it
+    latest = [ln for run in store.latest_runs() for ln in run.lines if isinstance(ln, dict)]
+    counts = count_lines(latest)
+    held, warned = counts.held, counts.warned
+    dates = sorted(str(ln["date"]) for ln in latest if ln.get("date"))
     encounters = sorted({run.encounter_id for run in runs})
     shared = {str(run.day) for run in runs if run.day and len(_encounters_of(run.report)) > 1}
     types = demo.settings.findings.types
@@ -356,13 +357,18 @@ def report(demo: Demo, hooks: list[Json], items: list[Json]) -> Json:
         "by_notification": sum(1 for r in runs if r.trigger == "notification"),
         "days_with_two_visits": len(shared),
         "charge_items_by_status": dict(statuses),
+        # the ledger's lines, counted as the dashboard and the worklist count them
+        "lines_by_status": dict(sorted(counts.statuses.items())),
+        "billable_units_by_code": dict(sorted(counts.billable_units.items())),
         "units_by_code_and_method": dict(sorted(units.items())),
         "lines_by_method": dict(methods),
         "held_lines_by_reason": [
-            {"code": c, "count": n, "fix": types[c].fix} for c, n in held.most_common()
+            {"code": c, "title": types[c].title, "count": n, "fix": types[c].fix}
+            for c, n in by_count(held)
         ],
         "lines_with_warnings_by_kind": [
-            {"code": c, "count": n, "fix": types[c].fix} for c, n in warned.most_common()
+            {"code": c, "title": types[c].title, "count": n, "fix": types[c].fix}
+            for c, n in by_count(warned)
         ],
         "cards_returned": sum(len(h.get("cards", [])) for h in hooks),
         "outlet": demo.outlet,
@@ -374,6 +380,11 @@ def report(demo: Demo, hooks: list[Json], items: list[Json]) -> Json:
             if encounters
             else None,
             "admin_page": f"{demo.service_url}/admin/mappings",
+            "tables_page": f"{demo.service_url}/admin/tables",
+            # the clinic day's period, so the dashboard opens on it
+            "dashboard": f"{demo.service_url}/dashboard"
+            + (f"?since={dates[0]}&until={dates[-1]}" if dates else ""),
+            "api_docs": f"{demo.service_url}/api-docs",
             "service": demo.service_url,
             "openapi": f"{demo.service_url}/openapi.json",
             "readiness": f"{demo.service_url}/readyz",
@@ -385,6 +396,10 @@ def report(demo: Demo, hooks: list[Json], items: list[Json]) -> Json:
         },
         "api_token": API_TOKEN,
     }
+
+
+def _lines(count: int) -> str:
+    return "1 line" if count == 1 else f"{count} lines"
 
 
 def _encounters_of(report: object) -> list[object]:
@@ -425,17 +440,24 @@ def print_report(body: Json, running: bool = True) -> None:
         for code, units in billing["units_by_code"].items():
             print(f"    {code:<14} {units:>3}")
     else:
-        statuses = ", ".join(f"{n} {s}" for s, n in sorted(body["charge_items_by_status"].items()))
-        print(f"  ChargeItems in the EHR: {statuses}")
-        print("  units by code (method):")
-        for code, units in body["units_by_code_and_method"].items():
-            print(f"    {code:<14} {units:>3}")
-    print("  held lines by reason (as the hold worklist counts them):")
-    for gap in body["held_lines_by_reason"][:5] or [{"code": "none", "count": 0, "fix": ""}]:
-        print(f"    {gap['code']}: {gap['count']} line(s). {gap['fix']}")
-    print("  lines billed with warnings, by kind (worklist, Show: lines with warnings):")
-    for gap in body["lines_with_warnings_by_kind"][:5] or [{"code": "none", "count": 0, "fix": ""}]:
-        print(f"    {gap['code']}: {gap['count']} line(s). {gap['fix']}")
+        print(f"  ChargeItems in the EHR: {status_words(body['charge_items_by_status'])}")
+    print(f"  charge lines (as the dashboard counts them): {status_words(body['lines_by_status'])}")
+    print("  billable units by code (as the dashboard counts them):")
+    for code, units in body["billable_units_by_code"].items():
+        print(f"    {code:<14} {units:>3}")
+    print(
+        "  held lines by reason (as the hold worklist counts them; a line held for two "
+        "reasons counts under each):"
+    )
+    for gap in body["held_lines_by_reason"][:6]:
+        print(f"    {gap['title']} ({gap['code']}): {_lines(gap['count'])}. {gap['fix']}")
+    if not body["held_lines_by_reason"]:
+        print("    none")
+    print("  billable lines with warnings, by kind (worklist, Show: lines with warnings):")
+    for gap in body["lines_with_warnings_by_kind"][:6]:
+        print(f"    {gap['title']} ({gap['code']}): {_lines(gap['count'])}. {gap['fix']}")
+    if not body["lines_with_warnings_by_kind"]:
+        print("    none")
     urls = body["urls"]
     if not running:  # --once: the servers stop with the report; no address to visit
         print("  (--once: the EHR and TheraCharge stop now; report.json and the EHR's")
@@ -445,8 +467,9 @@ def print_report(body: Json, running: bool = True) -> None:
     print(f"    hold worklist: {urls['worklist']}")
     if urls["decision_page"]:
         print(f"    a decision:    {urls['decision_page']}")
-    print(f"    mapping admin: {urls['admin_page']}")
-    print(f"  service: {urls['service']}  (OpenAPI {urls['openapi']})")
+    print(f"    dashboard:     {urls['dashboard']}")
+    print(f"    admin tables:  {urls['tables_page']} (mappings: {urls['admin_page']})")
+    print(f"  service: {urls['service']}  (API docs {urls['api_docs']}, OpenAPI {urls['openapi']})")
     if urls["a_decision"]:
         auth = f"Authorization: Bearer {body['api_token']}"
         print(f"  the same as JSON: curl -H '{auth}' {urls['a_decision']}")

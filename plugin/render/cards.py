@@ -100,7 +100,7 @@ def _held_card(decision: Decision, code: str, holds: tuple[Finding, ...]) -> Car
     more = f" (+{len(holds) - 1} more)" if len(holds) > 1 else ""
     return {
         "uuid": _card_uuid(decision, f"held|{code}"),
-        "summary": _short(f"{code} held: {first.message}{more}"),
+        "summary": _short(f"{code} held: {first.title or first.code}{more}"),
         "indicator": "warning",
         "detail": _detail(holds),
         "source": _source(first.source),
@@ -114,7 +114,7 @@ def _warning_card(
     count = f"{len(items)}× " if len(items) > 1 else ""
     return {
         "uuid": _card_uuid(decision, f"warn|{code}"),
-        "summary": _short(f"{count}{first.message}"),
+        "summary": _short(f"{count}{first.title or first.code}: {first.message}"),
         "indicator": "warning",
         "detail": _detail(items),
         "source": _source(first.source),
@@ -125,8 +125,9 @@ def _warning_card(
 def _detail(items: tuple[Finding, ...] | list[Finding]) -> str:
     """Markdown: each finding in one line, where it is and how to fix it."""
     return "\n".join(
-        f"- **{f.code}** ({f.resource or 'visit'}{', ' + f.element if f.element else ''}): "
-        f"{f.message} *Fix:* {f.fix}"
+        f"- **{f.title or f.code}** ({f.code}; {f.resource or 'visit'}"
+        f"{', ' + f.element if f.element else ''}): {f.message} *Fix:* {f.fix}"
+        + (f" *Who can fix it:* {f.fixed_by}." if f.fixed_by else "")
         for f in items
     )
 

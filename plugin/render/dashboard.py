@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from plugin.render.report import count_lines
+
 REVIEW_MINUTES_PER_UNIT = 15.0
 
 
@@ -60,31 +62,43 @@ def dashboard(runs: Iterable[LedgerRun], since: str, until: str) -> Dashboard:
             history[_day_key(run)].append(run)
     result = Dashboard(since, until)
     statuses: dict[str, Counter[str]] = defaultdict(Counter)
-    units: Counter[str] = Counter()
     minutes: Counter[str] = Counter()
     timed_units: Counter[str] = Counter()
+    everything: list[dict[str, Any]] = []
     for day_runs in history.values():
         day_runs.sort(key=lambda r: r.at)
         latest = [ln for ln in day_runs[-1].lines if isinstance(ln, dict)]
+        everything += latest
         for line in latest:
             status = str(line.get("status"))
             statuses[str(line.get("date"))][status] += 1
-            if status == "billable":
-                units[str(line.get("code"))] += int(line.get("units") or 0)
-                if line.get("minutes") and line.get("units"):
-                    for who in _therapists(line):
-                        minutes[who] += int(line["minutes"])
-                        timed_units[who] += int(line["units"])
+            if status == "billable" and line.get("minutes") and line.get("units"):
+                for who in _therapists(line):
+                    minutes[who] += int(line["minutes"])
+                    timed_units[who] += int(line["units"])
+    counts = count_lines(everything)  # as the worklist and the demo count them
     result.by_date = [(day, dict(statuses[day])) for day in sorted(statuses)]
-    result.totals = dict(sum(statuses.values(), Counter()))
+    result.totals = dict(counts.statuses)
     result.holds = _hold_fixes(history.values())
-    result.units_by_code = units.most_common()
+    result.units_by_code = counts.billable_units.most_common()
     result.minutes_per_unit = sorted(
         ((who, minutes[who] / timed_units[who], minutes[who], timed_units[who])
          for who in timed_units if timed_units[who]),
         key=lambda row: row[1],
     )  # fmt: skip
     return result
+
+
+def latest_date(runs: Iterable[LedgerRun]) -> str | None:
+    """The latest date of service the ledger holds a line of (the dashboard's default period
+    ends there, so it opens on data)."""
+    dates = [
+        str(ln["date"])
+        for run in runs
+        for ln in run.lines
+        if isinstance(ln, dict) and ln.get("date")
+    ]
+    return max(dates) if dates else None
 
 
 def _therapists(line: dict[str, Any]) -> list[str]:

@@ -78,16 +78,49 @@ def line_times(line: ChargeLine) -> dict[str, str]:
 
 
 def line_reasons(lines: Iterable[Mapping[str, Any]]) -> tuple[Counter[str], Counter[str]]:
-    """Held lines by hold reason, and lines with warnings by kind: each line counted once per
-    reason. One definition for the run summary, the demo report and the worklist, so their
-    counts agree."""
-    held: Counter[str] = Counter()
-    warned: Counter[str] = Counter()
+    """Held lines by hold reason, and billable lines with warnings by kind (a line that is not
+    billed is not "billed with a warning"): each line counted once per reason. One definition
+    for the run summary, the demo report, the worklist and the dashboard, so their counts
+    agree."""
+    counts = count_lines(lines)
+    return counts.held, counts.warned
+
+
+@dataclass
+class LineCounts:
+    """A set of charge lines counted as every page and report counts them."""
+
+    statuses: Counter[str] = field(default_factory=Counter)  # lines by ChargeItem status
+    billable_units: Counter[str] = field(default_factory=Counter)  # units by code, billable
+    held: Counter[str] = field(default_factory=Counter)  # held lines by reason
+    warned: Counter[str] = field(default_factory=Counter)  # billable lines by warning
+
+
+def count_lines(lines: Iterable[Mapping[str, Any]]) -> LineCounts:
+    """Lines by status, billable units by code, held lines by reason and billable lines by
+    warning: a line held for two reasons counts under each."""
+    counts = LineCounts()
     for line in lines:
-        if line.get("status") == "planned":
-            held.update(set(line.get("holds") or ()))
-        warned.update(set(line.get("warnings") or ()))
-    return held, warned
+        status = str(line.get("status"))
+        counts.statuses[status] += 1
+        if status == "planned":
+            counts.held.update(set(line.get("holds") or ()))
+        elif status == "billable":
+            counts.billable_units[str(line.get("code"))] += int(line.get("units") or 0)
+            counts.warned.update(set(line.get("warnings") or ()))
+    return counts
+
+
+def status_words(statuses: Mapping[str, int]) -> str:
+    """ "31 billable, 13 held, 2 not billable": lines by status as people say them."""
+    return (
+        ", ".join(
+            f"{statuses[status]} {words}"
+            for status, words in STATUS_WORDS.items()
+            if statuses.get(status)
+        )
+        or "none"
+    )
 
 
 def line_warnings(line: ChargeLine) -> list[str]:
@@ -290,33 +323,27 @@ def _units(count: int) -> str:
 
 
 def summary_text(summary: RunSummary) -> str:
-    """The closing summary of a run, in billing staff's words: lines by status (held, not
-    FHIR's planned), units to bill by code (held ones said apart; codes with none left out),
-    holds apart from warnings."""
-    statuses = (
-        ", ".join(
-            f"{summary.lines_by_status[status]} {words}"
-            for status, words in STATUS_WORDS.items()
-            if summary.lines_by_status[status]
-        )
-        or "none"
-    )
-    units = (
-        ", ".join(
-            f"{code} {_units(n)}"
-            + (f" ({held} held)" if (held := summary.held_units_by_code[code]) else "")
-            for code, n in sorted(summary.units_by_code.items())
-        )
+    """The closing summary of a run, in billing staff's words and counted as the pages count
+    (plugin.render.report.count_lines): lines by status (held, not FHIR's planned), billable
+    units by code (held units said apart), held lines by reason, billable lines with warnings."""
+    billable = {
+        code: n - summary.held_units_by_code[code]
+        for code, n in sorted(summary.units_by_code.items())
+        if n - summary.held_units_by_code[code]
+    }
+    units = ", ".join(f"{code} {_units(n)}" for code, n in billable.items()) or "none"
+    held_units = (
+        ", ".join(f"{c} {_units(n)}" for c, n in sorted(summary.held_units_by_code.items()) if n)
         or "none"
     )
     holds = ", ".join(f"{c} ({n})" for c, n in by_count(summary.holds_by_code)[:5]) or "none"
     warnings = ", ".join(f"{c} ({n})" for c, n in by_count(summary.warnings_by_code)[:5]) or "none"
     lines = [
         f"visits: {summary.visits} in {summary.days} billing day(s)",
-        f"charge lines: {statuses}",
-        f"units to bill by code: {units}",
-        f"held lines by reason: {holds}",
-        f"lines with warnings, by kind: {warnings}",
+        f"charge lines: {status_words(summary.lines_by_status)}",
+        f"billable units by code: {units}; held: {held_units}",
+        f"held lines by reason (a line held for two reasons counts under each): {holds}",
+        f"lines billed with warnings, by kind: {warnings}",
     ]
     if summary.problems:
         lines.append(f"problems outside any visit: {len(summary.problems)}")

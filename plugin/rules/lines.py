@@ -70,8 +70,8 @@ def line_status(
     """
     if holds:
         mine = {s.reference for s in (own if own is not None else _services(line))}
-        reasons = "; ".join(dict.fromkeys(_why_held(h, mine) for h in holds))
-        return LineStatus.PLANNED, f"Held for documentation: {reasons}"
+        reasons = "; ".join(dict.fromkeys(_why_held(h, mine).rstrip(". ") for h in holds))
+        return LineStatus.PLANNED, f"Held for documentation: {reasons}."
     if line.units == 0:
         rule = "8-minute rule on total timed minutes" if method is Method.CMS else "per-code rule"
         return (

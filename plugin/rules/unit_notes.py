@@ -124,7 +124,8 @@ def addon_note(family: Family, addon_units: int) -> Explanation:
     head = family.head
     return Explanation(
         f"{head.code} takes the first unit (first {head.first_minutes} minutes); "
-        f"the other {addon_units} go to add-on {head.addon}.",
+        f"the other {_plural(addon_units, 'unit')} "
+        f"{'goes' if addon_units == 1 else 'go'} to add-on {head.addon}.",
         sources.ADDON_CODES.title,
     )
 

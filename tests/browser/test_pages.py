@@ -311,6 +311,68 @@ def test_the_managers_dashboard_draws_the_periods_figures_without_a_cdn(
     expect(minutes.first).to_contain_text("20.0")  # 20 minutes for 1 unit of 97110
     assert all(url.startswith(site) for url in requested), requested
     shot(page, "dashboard")
+    # without a period: the latest 30 days that hold charges, and it says so
+    page.goto(f"{site}/dashboard")
+    expect(page.locator("p.period")).to_contain_text("the 30 days to 2026-11-02")
+    expect(page.locator(".total-planned")).to_have_text("4")
+    expect(holds.filter(has_text="Service minutes not documented")).to_contain_text("time-missing")
     page.goto(f"{site}/dashboard?since=2026-12-01&until=2026-12-31")
     expect(page.locator(".total-planned")).to_have_text("0")
     expect(page.locator("body")).to_contain_text("No holds in this period.")
+
+
+def test_every_admin_page_is_in_the_navigation_and_a_table_saves_diffs_and_rolls_back(
+    browser: Browser, site: str
+) -> None:
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    sign_in(page, site)
+    nav = page.get_by_role("navigation", name="Main")
+    headings = {
+        "Payer rules": "The payer rules",
+        "Fee schedule": "The fee schedule",
+        "Vocabulary": "The vocabulary",
+        "Practitioners": "Practitioners",
+        "Charge outlet": "The charge outlet's site settings",
+        "All tables": "Tables",
+        "Audit log": "Audit log",
+        "Mappings": "Code mapping tables",
+        "Dashboard": "Billing dashboard",
+        "Hold worklist": "Hold worklist",
+    }
+    for link, heading in headings.items():
+        nav.get_by_role("link", name=link, exact=True).click()
+        expect(page.locator("h1")).to_contain_text(heading)
+    assert errors == [], errors  # no 404 for a favicon, no script error, on any page
+    nav.get_by_role("link", name="Payer rules", exact=True).click()
+    expect(page.locator("ul.sources")).to_contain_text("CMS Pub 100-04 ch.5 §20.2 C")
+    shot(page, "table-payers")
+    editor = page.get_by_label("The table as YAML (checked as the admin API checks it)")
+    shipped = editor.input_value()
+    editor.fill(shipped.replace("method: ama", "method: hourly", 1))
+    page.get_by_label("Reason for the change").fill("a typo")
+    page.get_by_role("button", name="Save as a new version").click()
+    expect(page.get_by_role("alert")).to_contain_text("Not saved")
+    expect(page.get_by_role("alert")).to_contain_text("method")
+    editor.fill(shipped.replace("name: Medicare Part B", "name: Medicare Part B (CMS)", 1))
+    page.get_by_label("Reason for the change").fill("the name billing uses")
+    page.get_by_role("button", name="Save as a new version").click()
+    expect(page.get_by_role("status")).to_contain_text("Saved the payer rules, version 2")
+    expect(page.locator("h1")).to_contain_text("version 2")
+    page.get_by_label("Compare version").select_option("1")
+    page.get_by_label("with version").select_option("2")
+    page.get_by_role("button", name="Compare").click()
+    expect(page.locator("pre.diff .added")).to_contain_text("name: Medicare Part B (CMS)")
+    shot(page, "table-diff")
+    page.get_by_role("button", name="Roll back to version 1").click()
+    expect(page.get_by_role("status")).to_contain_text("now version 3")
+    expect(page.locator("pre.content")).not_to_contain_text("Medicare Part B (CMS)")
+    nav.get_by_role("link", name="Audit log", exact=True).click()
+    page.get_by_label("What kind").fill("payers")
+    page.get_by_role("button", name="Filter").click()
+    changes = page.get_by_role("table", name="Changes")
+    expect(changes).to_contain_text("why: the name billing uses")
+    expect(changes).to_contain_text("why: rollback to version 1")
+    expect(changes).to_contain_text("imported from the shipped configuration at first start")
+    shot(page, "audit")

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -35,7 +37,47 @@ def run_demo(folder: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
 
 
-def test_the_demo_report_matches_the_ehrs_charge_items(tmp_path: Path) -> None:
+def _the_pages_agree_with(report: dict[str, Any], folder: Path, make_app: Any) -> None:
+    from plugin.config.tokens import token_hash
+    from plugin.render.dashboard import dashboard
+
+    app = make_app(
+        THERACHARGE_INSTANCE_DIR=str(folder / "instance"),
+        THERACHARGE_API_TOKENS=f"ann:admin=sha256:{token_hash('t')}",
+    )
+    client = app.test_client()
+    with client.session_transaction() as session:
+        session.update(who="ann", role="admin", csrf="x")
+    worklist = client.get("/worklist?show=held").get_data(as_text=True)
+    held_rows = worklist.count('<td class="visit">')
+    assert held_rows == report["lines_by_status"].get("planned", 0)
+    counts = worklist[worklist.index('aria-label="Held lines by gap"') :].split("</p>")[0]
+    by_reason = {
+        code: int(n) for code, n in re.findall(r"<small>([a-z0-9-]+)</small>: (\d+)", counts)
+    }
+    assert by_reason == {g["code"]: g["count"] for g in report["held_lines_by_reason"]}
+    warned = client.get("/worklist?show=warnings").get_data(as_text=True)
+    counts = warned[warned.index('aria-label="Warnings by kind"') :].split("</p>")[0]
+    by_kind = {
+        code: int(n) for code, n in re.findall(r"<small>([a-z0-9-]+)</small>: (\d+)", counts)
+    }
+    assert by_kind == {g["code"]: g["count"] for g in report["lines_with_warnings_by_kind"]}
+    period = report["urls"]["dashboard"].partition("?")[2]
+    page = client.get(f"/dashboard?{period}").get_data(as_text=True)
+    for status, n in report["lines_by_status"].items():
+        assert f'<span class="total-{status}">{n}</span>' in page
+    # opened without a period, the dashboard shows the demo's day too (the latest with data)
+    default = client.get("/dashboard").get_data(as_text=True)
+    assert "the latest date of service with charges" in default
+    for status, n in report["lines_by_status"].items():
+        assert f'<span class="total-{status}">{n}</span>' in default
+    state = app.extensions["theracharge"]
+    since, until = (p.partition("=")[2] for p in period.split("&"))
+    figures = dashboard(state.store.runs(limit=20_000), since, until)
+    assert dict(figures.units_by_code) == report["billable_units_by_code"]
+
+
+def test_the_demo_report_matches_the_ehrs_charge_items(tmp_path: Path, make_app: Any) -> None:
     folder = tmp_path / ".demo"
     done = run_demo(folder)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -84,6 +126,9 @@ def test_the_demo_report_matches_the_ehrs_charge_items(tmp_path: Path) -> None:
     shown = {g["code"]: g["count"] for g in report["held_lines_by_reason"]}
     assert shown == dict(in_the_ehr)
     assert shown == orjson.loads(out.getvalue())["summary"]["holds_by_code"]
+    # … and the pages count as the demo says: the worklist's held lines and reasons, the
+    # dashboard's totals and units, opened on the period the demo printed
+    _the_pages_agree_with(report, folder, make_app)
     again = run_demo(folder)
     assert again.returncode == 0, again.stderr[-3000:]
     assert (

@@ -10,10 +10,10 @@ from flask import abort, flash, redirect, render_template, request, session, url
 from markupsafe import Markup
 
 from plugin.render.charts import STATUS_COLOURS, bars, stacked_columns
-from plugin.render.dashboard import REVIEW_MINUTES_PER_UNIT, dashboard
+from plugin.render.dashboard import REVIEW_MINUTES_PER_UNIT, dashboard, latest_date
 from plugin.render.report import line_reasons
 from plugin.store.queue import KINDS
-from plugin.web.pages.common import WORDS, WORKERS, bp, signed_in
+from plugin.web.pages.common import WORDS, WORKERS, bp, finding_title, signed_in
 from plugin.web.params import date_arg
 from plugin.web.state import app_state
 
@@ -102,12 +102,25 @@ SORTS: dict[str, Callable[[dict[str, Any]], str]] = {
 def manager_dashboard() -> str:
     """The billing manager's page: a period's charges by status, holds and how fast they are
     fixed, units per code, minutes per unit by therapist (plugin.render.dashboard)."""
-    today = date.today()
-    until = date_arg("until") or today
-    since = date_arg("since") or until - timedelta(days=30)
+    runs = app_state().store.runs(limit=20_000)
+    given_until, given_since = date_arg("until"), date_arg("since")
+    defaulted = ""
+    if given_until is None and given_since is None:
+        # no period asked for: the latest 30 days that hold charges, said on the page
+        latest = latest_date(runs)
+        until = date.fromisoformat(latest) if latest else date.today()
+        defaulted = (
+            f"No period chosen: the 30 days to {until.isoformat()}, the latest date of service "
+            "with charges."
+            if latest
+            else "No period chosen, and no charges yet: the last 30 days."
+        )
+    else:
+        until = given_until or date.today()
+    since = given_since or until - timedelta(days=30)
     if since > until:
         abort(400, "since: the period must start before it ends")
-    figures = dashboard(app_state().store.runs(limit=20_000), since.isoformat(), until.isoformat())
+    figures = dashboard(runs, since.isoformat(), until.isoformat())
     charts = {
         "status": Markup(
             stacked_columns(
@@ -118,7 +131,10 @@ def manager_dashboard() -> str:
             )
         ),
         "holds": Markup(
-            bars("Billing days held, by reason", [(h.code, h.seen) for h in figures.holds[:10]])
+            bars(
+                "Billing days held, by reason",
+                [(finding_title(h.code), h.seen) for h in figures.holds[:10]],
+            )
         ),
         "units": Markup(bars("Units billed per code", figures.units_by_code[:15], "units")),
         "minutes": Markup(
@@ -132,7 +148,11 @@ def manager_dashboard() -> str:
         ),
     }
     return render_template(
-        "dashboard.html", figures=figures, charts=charts, review=REVIEW_MINUTES_PER_UNIT
+        "dashboard.html",
+        figures=figures,
+        charts=charts,
+        review=REVIEW_MINUTES_PER_UNIT,
+        defaulted=defaulted,
     )
 
 
