@@ -105,7 +105,7 @@ def test_the_demo_names_addresses_only_while_its_servers_run(
                 "count": 3,
                 "fix": "Document it.",
             }
-        ],  # fmt: skip
+        ],
         "lines_with_warnings_by_kind": [],
         "urls": urls,
         "api_token": "demo-token",

@@ -76,7 +76,7 @@ def test_the_text_the_cards_and_the_summary_count_the_same_findings(settings: Se
     assert warned["kx-threshold-near"] == 1
     details = "\n".join(c["detail"] for c in gap_cards(decision, "sys"))
     for code, count in reported.items():
-        assert details.count(f"**{code}**") == count, code  # one card line per finding
+        assert details.count(f"({code};") == count, code  # one card line per finding
     assert Counter(f.code for f in decision.findings) == reported
 
 
