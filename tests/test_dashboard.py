@@ -75,3 +75,15 @@ def test_the_charts_are_svg_with_a_title_and_flag_what_is_under_the_line() -> No
     )  # fmt: skip
     assert "2026-11-02: 1 held" in columns
     assert "<script" not in columns
+
+
+def test_the_expected_minutes_line_has_its_own_caption_row_and_crosses_no_figure() -> None:
+    from plugin.render.charts import bars
+
+    drawn = bars("Minutes per unit", [("Sam Rivera, DPT", 14.5), ("Ana Cruz, OTR", 16.0)],
+                 "min/unit", marker=15.0, flag_below=15.0)  # fmt: skip
+    assert "15 min/unit expected</text>" in drawn
+    assert drawn.index("stroke-dasharray") < drawn.index("Sam Rivera")  # the line lies behind
+    assert drawn.count('paint-order="stroke"') == 2  # each value on a halo
+    without = bars("Units", [("97110", 3.0)], "units")
+    assert "expected" not in without

@@ -74,10 +74,22 @@ def bars(
     """Horizontal bars, one per row, the value written at the end; a dashed marker line (for
     example the 15 minutes per unit CMS expects) and rows under `flag_below` in red."""
     width, row_height, left, right = 680, 24, 210, 110
-    height = 30 + row_height * max(1, len(rows))
+    # a marker's caption gets a row of its own below the bars, so it runs through no label
+    height = 30 + row_height * max(1, len(rows)) + (row_height if marker is not None else 0)
     peak = max([v for _, v in rows] + ([marker] if marker else []), default=0) or 1
     scale = (width - left - right) / peak
     body = []
+    if marker is not None:  # drawn first: the bars and their values lie over it
+        x = left + marker * scale
+        bottom = height - row_height
+        body.append(
+            f'<line x1="{x:.1f}" y1="4" x2="{x:.1f}" y2="{bottom}" stroke="{FLAG}" '
+            'stroke-dasharray="4 3"/>'
+        )
+        body.append(
+            f'<text x="{x:.1f}" y="{height - 8}" fill="{FLAG}" text-anchor="middle">'
+            f"{marker:g} {escape(unit)} expected</text>"
+        )
     for index, (label, value) in enumerate(rows):
         y = 10 + index * row_height
         colour = FLAG if flag_below is not None and value < flag_below else BAR
@@ -92,17 +104,11 @@ def bars(
             f'fill="{colour}"><title>{escape(f"{label}: {shown} {unit}".strip())}</title></rect>'
         )
         said = unit[:-1] if value == 1 and unit.endswith("s") else unit  # "1 unit"
+        # the value on a white halo: a marker line behind it does not cross the figures
         body.append(
-            f'<text x="{left + value * scale + 6:.1f}" y="{y + 14}">{escape(shown)} '
-            f"{escape(said)}</text>"
+            f'<text x="{left + value * scale + 6:.1f}" y="{y + 14}" stroke="#fff" '
+            f'stroke-width="4" paint-order="stroke">{escape(shown)} {escape(said)}</text>'
         )
-    if marker is not None:
-        x = left + marker * scale
-        body.append(
-            f'<line x1="{x:.1f}" y1="4" x2="{x:.1f}" y2="{height - 6}" stroke="{FLAG}" '
-            'stroke-dasharray="4 3"/>'
-        )
-        body.append(f'<text x="{x + 4:.1f}" y="{height - 8}" fill="{FLAG}">{marker:g}</text>')
     if not rows:
         body.append(f'<text x="{left}" y="24">nothing in this period</text>')
     return _svg(width, height, title, body)

@@ -167,3 +167,15 @@ def test_the_favicon_is_served_and_linked(make_app: Any) -> None:
     assert icon.status_code == 200
     assert icon.mimetype == "image/svg+xml"
     assert 'rel="icon"' in client.get("/admin/tables").get_data(as_text=True)
+
+
+def test_a_mapping_page_names_its_target_and_cites_a_source_not_a_file(make_app: Any) -> None:
+    _, client = _signed_in(make_app)
+    diagnoses = client.get("/admin/mappings/snomed-icd10cm-diagnoses.json").get_data(as_text=True)
+    assert "ICD-10-CM code <input" in diagnoses
+    assert "CPT/HCPCS code <input" not in diagnoses
+    assert "Maps SNOMED CT → ICD-10-CM, kept by TheraCharge." in diagnoses
+    therapy = client.get("/admin/mappings/snomed-therapy.json").get_data(as_text=True)
+    assert "CPT/HCPCS code <input" in therapy
+    assert "TherapyCodes.d.ts" not in therapy
+    assert "SNOMED CT International Edition code and display" in therapy

@@ -8,8 +8,10 @@ from datetime import UTC, datetime
 from functools import wraps
 from typing import Any
 
-from flask import Blueprint, Response, abort, redirect, request, session, url_for
+from flask import Blueprint, Response, abort, flash, redirect, request, session, url_for
 
+from plugin.config.edits import rollback
+from plugin.errors import Invalid
 from plugin.render.report import STATUS_WORDS
 from plugin.web.state import app_state
 
@@ -144,3 +146,22 @@ FAVICON = (
 @bp.route("/favicon.ico", endpoint="favicon_ico")
 def favicon() -> Response:
     return Response(FAVICON, mimetype="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
+
+
+def roll_back(kind: str, name: str, title: str, reason: str, back: str) -> Any:
+    """A rollback asked for from a page (the form's `version`): a new version with an earlier
+    one's content (history is never rewritten), or why not; then back to the table's page."""
+    version = request.form.get("version", "")
+    if not version.isdigit():
+        abort(400, "version: a version number")
+    state = app_state()
+    try:
+        saved = rollback(
+            state.store, state.settings, kind, name, int(version), session["who"], reason
+        )
+    except (LookupError, Invalid) as exc:
+        flash(f"Not rolled back: {exc}", "problem")
+        return redirect(back)
+    state.refresh()
+    flash(f"Rolled back {title} to version {version}: now version {saved}.", "notice")
+    return redirect(back)

@@ -6,13 +6,12 @@ from typing import Any
 
 from flask import abort, flash, redirect, render_template, request, session, url_for
 
-from plugin.config.edits import rollback as rollback_table
 from plugin.config.edits import save_mapping, with_mapping_entry
 from plugin.config.effective import MAPPING
 from plugin.errors import Invalid
 from plugin.rules.systems import CPT, HCPCS, ICD10CM, NUCC, SNOMED
 from plugin.store.config import StaleVersion
-from plugin.web.pages.common import CHANGERS, bp, signed_in
+from plugin.web.pages.common import CHANGERS, bp, roll_back, signed_in
 from plugin.web.state import app_state
 
 
@@ -142,23 +141,6 @@ def edit_entry(name: str) -> Any:
 @bp.route("/admin/mappings/<name>/rollback", methods=["POST"])
 @signed_in(*CHANGERS)
 def rollback(name: str) -> Any:
-    version = request.form.get("version", "")
-    if not version.isdigit():
-        abort(400, "version: a version number")
-    state = app_state()
-    try:
-        saved = rollback_table(
-            state.store,
-            state.settings,
-            MAPPING,
-            name,
-            int(version),
-            session["who"],
-            "from the mappings page",
-        )
-    except (LookupError, Invalid) as exc:
-        flash(f"Not rolled back: {exc}", "problem")
-        return redirect(url_for("pages.mapping", name=name))
-    state.refresh()
-    flash(f"Rolled back to version {version}: now version {saved}.", "notice")
-    return redirect(url_for("pages.mapping", name=name))
+    return roll_back(
+        MAPPING, name, name, "from the mappings page", url_for("pages.mapping", name=name)
+    )

@@ -7,13 +7,12 @@ from typing import Any
 
 from flask import flash, redirect, render_template, request, session, url_for
 
-from plugin.config.edits import rollback as rollback_table
 from plugin.config.edits import save_table, table_content
 from plugin.config.tables import PRACTITIONERS
 from plugin.errors import Invalid
 from plugin.rules.visit import Role
 from plugin.store.config import StaleVersion
-from plugin.web.pages.common import CHANGERS, bp, signed_in
+from plugin.web.pages.common import CHANGERS, bp, roll_back, signed_in
 from plugin.web.state import app_state
 
 FIELDS = ("key", "role", "name", "source", "reason", "expect", "remove")
@@ -81,18 +80,10 @@ def practitioner_entry() -> Any:
 @bp.route("/admin/practitioners/rollback", methods=["POST"])
 @signed_in(*CHANGERS)
 def practitioners_rollback() -> Any:
-    version = request.form.get("version", "")
-    if not version.isdigit():
-        return _page(errors={"version": "a version number"}, status=400)
-    state = app_state()
-    try:
-        saved = rollback_table(
-            state.store, state.settings, PRACTITIONERS.kind, PRACTITIONERS.name, int(version),
-            session["who"], "from the practitioners page",
-        )  # fmt: skip
-    except (LookupError, Invalid) as exc:
-        flash(f"Not rolled back: {exc}", "problem")
-        return redirect(url_for("pages.practitioners"))
-    state.refresh()
-    flash(f"Rolled back to version {version} (saved as version {saved}).", "notice")
-    return redirect(url_for("pages.practitioners"))
+    return roll_back(
+        PRACTITIONERS.kind,
+        PRACTITIONERS.name,
+        PRACTITIONERS.title,
+        "from the practitioners page",
+        url_for("pages.practitioners"),
+    )

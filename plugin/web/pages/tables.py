@@ -16,12 +16,11 @@ from typing import Any
 import yaml
 from flask import abort, flash, redirect, render_template, request, session, url_for
 
-from plugin.config.edits import rollback as rollback_table
 from plugin.config.edits import save_table, table_content
 from plugin.config.tables import TABLES, Table
 from plugin.errors import Invalid
 from plugin.store.config import StaleVersion
-from plugin.web.pages.common import CHANGERS, bp, signed_in
+from plugin.web.pages.common import CHANGERS, bp, roll_back, signed_in
 from plugin.web.state import app_state
 
 BY_PATH = {t.path: t for t in TABLES}
@@ -217,22 +216,8 @@ def _json_ready(value: Any) -> Any:
 @signed_in(*CHANGERS)
 def table_rollback(path: str) -> Any:
     table = _table(path)
-    version = request.form.get("version", "")
     reason = request.form.get("reason", "").strip() or "from the table's page"
-    if not version.isdigit():
-        abort(400, "version: a version number")
-    state = app_state()
-    try:
-        saved = rollback_table(
-            state.store, state.settings, table.kind, table.name, int(version), session["who"],
-            reason,
-        )  # fmt: skip
-    except (LookupError, Invalid) as exc:
-        flash(f"Not rolled back: {exc}", "problem")
-        return redirect(url_for("pages.table", path=path))
-    state.refresh()
-    flash(f"Rolled back {table.title} to version {version}: now version {saved}.", "notice")
-    return redirect(url_for("pages.table", path=path))
+    return roll_back(table.kind, table.name, table.title, reason, url_for("pages.table", path=path))
 
 
 AUDIT_FILTERS = ("actor", "object_type", "object_id", "since", "until")
