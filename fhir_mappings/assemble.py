@@ -420,6 +420,7 @@ class VisitAssembler:
             colleagues=self._colleagues(patient, services),
             patient_name=person.name,
             patient_mrn=person.mrn,
+            patient_birth_date=person.birth_date,
             identifiers=tuple(Identifier(*i) for i in encounter.identifiers),
             patient_identifiers=person.identifiers,
             patient_family=person.family,

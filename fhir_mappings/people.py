@@ -87,6 +87,7 @@ class PatientFacts(NamedTuple):
     identifiers: tuple[Identifier, ...] = ()
     family: str = ""
     given: str = ""
+    birth_date: str = ""  # Patient.birthDate, as written
 
 
 class People:
@@ -105,6 +106,7 @@ class People:
                 tuple(Identifier(*i) for i in fx.identifiers(resource.get("identifier"))),
                 family,
                 given,
+                str(resource.get("birthDate") or ""),
             )
         elif kind == "Practitioner":
             self.practitioners[key] = (

@@ -433,6 +433,19 @@ def test_each_finding_quotes_the_words_that_decided_it(settings: Settings) -> No
     )
 
 
+def test_measures_missing_quotes_the_note_it_read(settings: Settings) -> None:
+    from plugin.pipeline.billing_day import decide_gathered
+    from tests import builders
+
+    procedure = builders.procedure("p1", "97110", minutes=20)
+    procedure["note"] = [{"text": "Bridges, clams. VC for form.\nP: progress to 3x15"}]
+    record = [r for r in builders.complete_record(procedure) if r["resourceType"] != "Observation"]
+    decision = decide_gathered(settings, record, "e1")
+    (said,) = [f.message for f in decision.findings if f.code == "measures-missing"]
+    assert said.startswith('97110: no objective measure of its own in "Bridges, clams. VC')
+    assert "figures in the plan or goals do not count" in said
+
+
 def test_an_admin_tries_a_draft_with_an_abbreviation_before_saving_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -132,6 +132,7 @@ class Runtime:
                     "reference": visit.patient,
                     "name": visit.patient_name,
                     "mrn": visit.patient_mrn,
+                    "birth_date": visit.patient_birth_date,
                 },
                 "encounter": ln.context,
             }

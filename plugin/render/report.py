@@ -178,6 +178,7 @@ def _visit_head(visit: Visit) -> dict[str, Any]:
         "patient": visit.patient,
         "patient_name": visit.patient_name,
         "patient_mrn": visit.patient_mrn,
+        "patient_birth_date": visit.patient_birth_date,
         "date_of_service": visit.date_of_service,
         "method": visit.method.value,
         "method_reason": visit.method_reason,

@@ -86,7 +86,7 @@ def documentation_gaps(
         measured,
     )
     if not checks.measured:
-        found.append(_measures_missing(code, policy, ref))
+        found.append(_measures_missing(code, policy, ref, service.notes))
     if checks.vague:
         found.append(
             policy.make(
@@ -122,10 +122,13 @@ def documentation_gaps(
     return found
 
 
-def _measures_missing(code: str, policy: FindingPolicy, ref: str) -> Finding:
+def _measures_missing(
+    code: str, policy: FindingPolicy, ref: str, notes: tuple[str, ...] = ()
+) -> Finding:
+    read = f" in {_quoted(notes)}" if any(n.strip() for n in notes) else ""
     return policy.make(
         "measures-missing",
-        f"{code}: no objective measure of its own (an Observation with a value linked to it, "
+        f"{code}: no objective measure of its own{read} (an Observation with a value linked to it, "
         "or numbers in today's treatment: degrees, pounds, sets × repetitions, counts, "
         "distances, times to complete, strength grades, scale scores, assistance levels); a "
         'yes/no such as "tolerated", the minutes of the service, or figures in the plan or '

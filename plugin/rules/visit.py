@@ -164,6 +164,7 @@ class Visit(Record, frozen=True, gc=False):
     # the patient as billing staff look them up (the worklist): never in a log
     patient_name: str = ""
     patient_mrn: str = ""
+    patient_birth_date: str = ""
     # what billing systems match a visit and a patient by (HL7 v2 PV1-19, PID-3, PID-5)
     identifiers: tuple[Identifier, ...] = ()  # the encounter's
     patient_identifiers: tuple[Identifier, ...] = ()

@@ -65,6 +65,7 @@ def site(make_app) -> Iterator[str]:
     ]
     people = [
         {"resourceType": "Patient", "id": "p1", "name": [{"given": ["Ada"], "family": "Lovel"}],
+         "birthDate": "1948-05-12",
          "identifier": [{"type": {"coding": [{"system": IDENTIFIER_TYPE, "code": "MR"}]},
                          "value": "MRN-4471"}]},
         {"resourceType": "Practitioner", "id": "pt1", "name": [{"text": "Sam Rivera"}],
@@ -119,7 +120,7 @@ def test_worklist_filter_and_decision_page(browser: Browser, site: str) -> None:
     expect(rows.first).to_contain_text("e2")
     expect(rows.first).to_contain_text("-GP")  # the line's code with its modifiers
     expect(rows.first).to_contain_text("Medicare Part B")  # the payer's name, not its id
-    expect(rows.first.locator("td.patient")).to_have_text("Ada Lovel (MRN MRN-4471)")
+    expect(rows.first.locator("td.patient")).to_have_text("Ada Lovel (MRN MRN-4471)born 1948-05-12")
     expect(rows.first.locator("td.therapist")).to_have_text("Sam Rivera, DPT (NPI 1300000019)")
     expect(page.locator(".counts").first).to_contain_text("body-site-missing: 1")
     shot(page, "worklist-filtered")
@@ -145,7 +146,7 @@ def test_worklist_filter_and_decision_page(browser: Browser, site: str) -> None:
     expect(
         page.get_by_role("heading", name="Ada Lovel · 2026-11-02 · physical therapy")
     ).to_be_visible()
-    expect(page.locator("p.who")).to_contain_text("MRN MRN-4471")
+    expect(page.locator("p.who")).to_contain_text("MRN MRN-4471 · born 1948-05-12")
     expect(page.locator("p.who")).to_contain_text("Treated by Sam Rivera, DPT (NPI 1300000019)")
     expect(page.locator("strong.payer")).to_have_text("Medicare Part B")
     expect(page.locator("span.method")).to_contain_text("Medicare 8-minute rule on total timed")

@@ -58,6 +58,7 @@ def visit_words(report: dict[str, Any]) -> dict[str, Any]:
     return {
         "patient": report.get("patient_name") or _unnamed(report.get("patient"), "patient"),
         "mrn": report.get("patient_mrn") or "",
+        "born": report.get("patient_birth_date") or "",
         "date": report.get("date_of_service") or "no date of service",
         "disciplines": ", ".join(DISCIPLINES.get(d, d) for d in disciplines) or "therapy",
         "therapists": list(therapists.values()),
