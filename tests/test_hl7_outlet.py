@@ -23,6 +23,7 @@ from plugin.pipeline.billing_day import DayRun, DaySource, WriteMode, run_day
 from plugin.rules.lines import LineStatus
 from plugin.store import Store
 from tests import builders
+from tests.helpers.hooks import serve_encounter_day
 from tests.hl7_receiver import Receiver, receiving
 
 BASE = "https://ehr.example.org/fhir"
@@ -58,18 +59,7 @@ def settings_for(receiver: Receiver, tmp_path: Path, **extra: str) -> Settings:
 
 
 def serve_day(record: list[dict[str, Any]]) -> None:
-    """The EHR: it searches Encounter only (so the day is one search and nothing else is read)."""
-    responses.get(
-        f"{BASE}/metadata",
-        json={
-            "resourceType": "CapabilityStatement",
-            "rest": [{"resource": [{"type": "Encounter", "searchParam": [{"name": "_id"}]}]}],
-        },
-    )
-    responses.get(
-        f"{BASE}/Encounter",
-        json={"resourceType": "Bundle", "entry": [{"resource": r} for r in record]},
-    )
+    serve_encounter_day(BASE, record)
 
 
 def record(minutes: int = 30, **extra: Any) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from plugin.outlets import outlet_for
 from plugin.pipeline.billing_day import DaySource, WriteMode, run_day
 from plugin.store import Store
 from tests import builders
+from tests.helpers.hooks import serve_encounter_day
 
 BASE = "https://millennium.example.org/r4/tenant-1"
 WHEN = datetime(2026, 11, 2, 18, 0, tzinfo=timezone(timedelta(hours=-5)))
@@ -31,17 +32,7 @@ SITE = """oracle_health:
 
 def _ehr(minutes: int | None, items: list[dict[str, Any]]) -> None:
     record = builders.complete_record(builders.procedure("p1", "97110", minutes=minutes))
-    responses.get(
-        f"{BASE}/metadata",
-        json={
-            "resourceType": "CapabilityStatement",
-            "rest": [{"resource": [{"type": "Encounter", "searchParam": [{"name": "_id"}]}]}],
-        },
-    )
-    responses.get(
-        f"{BASE}/Encounter",
-        json={"resourceType": "Bundle", "entry": [{"resource": r} for r in [*record, *items]]},
-    )
+    serve_encounter_day(BASE, [*record, *items])
 
 
 def _run(tmp_path: Path, store: Store) -> Any:

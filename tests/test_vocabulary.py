@@ -472,7 +472,7 @@ def test_an_admin_tries_a_draft_with_an_abbreviation_before_saving_it(
     draft.write_text(yaml.safe_dump(raw), encoding="utf-8")
     assert main(["vocabulary", "evaluate", str(corpus), "--draft", str(draft)]) == 2
     number = len(raw["senses"]["entries"]) - 1
-    assert f"not a valid vocabulary: senses.entries.{number}.terms: Missing data" in (
+    assert f"not a valid vocabulary: senses.entries[{number}].terms: Missing data" in (
         capsys.readouterr().err
     )
 

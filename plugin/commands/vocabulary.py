@@ -13,9 +13,10 @@ from typing import Any
 import yaml
 from marshmallow import ValidationError
 
-from plugin.errors import UsageError
+from plugin.errors import UsageError, describe
 from plugin.rules.activity import Review, Vocabulary
 from plugin.rules.documentation import check_notes
+from plugin.schemas.errors import field_errors
 
 # The targets of issue 35, on the held-out part
 TARGET_PRECISION = 0.9
@@ -193,16 +194,9 @@ def load_draft(path: Path) -> Vocabulary:
     try:
         vocabulary: Vocabulary = VocabularySchema().load(raw)
     except ValidationError as exc:
-        raise UsageError(f"{path}: not a valid vocabulary: {_fields(exc.messages)}") from exc
+        said = describe(field_errors(exc.messages))
+        raise UsageError(f"{path}: not a valid vocabulary: {said}") from exc
     return vocabulary
-
-
-def _fields(messages: Any, prefix: str = "") -> str:
-    if isinstance(messages, dict):
-        return "; ".join(_fields(v, f"{prefix}{k}.") for k, v in messages.items())
-    if isinstance(messages, list):
-        return f"{prefix.rstrip('.')}: {' '.join(str(m) for m in messages)}"
-    return f"{prefix.rstrip('.')}: {messages}"
 
 
 def evaluate(notes: list[LabelledNote], vocabulary: Vocabulary) -> Evaluation:

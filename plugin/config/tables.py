@@ -54,9 +54,14 @@ class Table:
 
     def shipped(self, settings: Settings) -> dict[str, Any]:
         """The shipped file's content as the API sends it (dates as ISO strings)."""
-        raw = yaml.safe_load(settings.sources[self.source].read_text(encoding="utf-8"))
-        content: dict[str, Any] = orjson.loads(orjson.dumps(raw))
-        return content
+        return json_content(yaml.safe_load(settings.sources[self.source].read_text("utf-8")))
+
+
+def json_content(raw: dict[str, Any]) -> dict[str, Any]:
+    """A table read from YAML as the API sends and stores it: dates as ISO strings, keys as
+    strings (an unquoted code, 97110:, is the string "97110")."""
+    content: dict[str, Any] = orjson.loads(orjson.dumps(raw, option=orjson.OPT_NON_STR_KEYS))
+    return content
 
 
 def _object(content: Any, expected: str) -> dict[str, Any]:

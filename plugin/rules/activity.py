@@ -156,10 +156,8 @@ class Vocabulary:
     observation_terms: Terms  # observation name term → Concept
     snomed: Mapping[str, Concept]
     negation: Negation
-    measures: re.Pattern[str]  # every measure pattern, each a group named m0, m1 …
-    measure_names: tuple[str, ...]  # the measure kinds, in the order of their groups
-    # each pattern apart, in the table's order: searched one after another until one is
-    # found, which costs a fraction of the alternation's search when an early one matches
+    # each measure pattern by its kind, in the table's order: searched one after another until
+    # one is found, which costs a fraction of an alternation's search when an early one matches
     measure_patterns: tuple[tuple[str, re.Pattern[str]], ...]
     aliases: Terms  # written form → the words it reads as (tuple of stems)
     labels: Terms  # section and heading labels → (context, persistent)
@@ -169,18 +167,10 @@ class Vocabulary:
     split_share: float = 0.35
     observation_weight: int = 2
 
-    def measured(self, texts: Iterable[str]) -> bool:
-        """Numbers with units that measure in any of the texts (the vocabulary's patterns)."""
-        return any(self.measures.search(text) is not None for text in texts)
-
     def measure_kinds(self, text: str) -> list[str]:
-        """The kinds of numbers with units in a text (degrees, weight, sets × repetitions …)."""
-        found: dict[str, None] = {}
-        for match in self.measures.finditer(text):
-            group = match.lastgroup
-            if group is not None:
-                found[self.measure_names[int(group[1:])]] = None
-        return list(found)
+        """The kinds of numbers with units in a text (degrees, weight, sets × repetitions …),
+        in the table's order."""
+        return [name for name, pattern in self.measure_patterns if pattern.search(text)]
 
 
 class Mention(Record, frozen=True, gc=False):

@@ -247,11 +247,6 @@ class VocabularySchema(Schema):
             negation=Negation(
                 frozenset(w for t in negation["stop"] for w in words(t)), negation["window"]
             ),
-            measures=re.compile(
-                "|".join(f"(?P<m{n}>{p})" for n, p in enumerate(patterns.values())),
-                re.IGNORECASE,
-            ),
-            measure_names=tuple(patterns),
             measure_patterns=tuple(
                 (name, re.compile(pattern, re.IGNORECASE)) for name, pattern in patterns.items()
             ),

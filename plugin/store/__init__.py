@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -119,12 +119,25 @@ class Store(ConfigStoreMixin, QueueStoreMixin, OutletStoreMixin):
                 )
             )
 
-    def audit_entries(self, limit: int = 100, **filters: str) -> list[AuditEntry]:
+    def audit_entries(
+        self,
+        limit: int = 100,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        **filters: str,
+    ) -> list[AuditEntry]:
+        """The newest `limit` entries matching `filters`, then those of [since, until] (aware
+        times; SQLite keeps UTC without its offset)."""
         with self.session() as session:
             query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
             for name, value in filters.items():
                 query = query.where(getattr(AuditEntry, name) == value)
-            return list(session.scalars(query))
+            entries = list(session.scalars(query))
+        return [
+            e
+            for e in entries
+            if (since is None or _utc(e.at) >= since) and (until is None or _utc(e.at) <= until)
+        ]
 
     def record_run(
         self,
@@ -314,3 +327,8 @@ def _sqlite_pragmas(connection: Any, _: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
+
+
+def _utc(value: datetime) -> datetime:
+    """When an entry was made: the store keeps UTC (SQLite without its offset)."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

@@ -7,7 +7,7 @@ file each) and the NCCI files (imported from CMS) have routes of their own shape
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from flask import Response, g, jsonify, request
@@ -361,7 +361,7 @@ def import_fees(query: dict[str, Any]) -> Response:
 def audit(query: dict[str, Any]) -> Response:
     filters = {k: query[k] for k in ("actor", "object_type", "object_id") if query.get(k)}
     since, until = (_aware(query.get(k)) for k in ("since", "until"))
-    entries = app_state().store.audit_entries(limit=500, **filters)
+    entries = app_state().store.audit_entries(limit=500, since=since, until=until, **filters)
     return jsonify(
         [
             {
@@ -373,7 +373,6 @@ def audit(query: dict[str, Any]) -> Response:
                 "detail": e.detail,
             }
             for e in entries
-            if (since is None or _utc(e.at) >= since) and (until is None or _utc(e.at) <= until)
         ]
     )
 
@@ -383,8 +382,3 @@ def _aware(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is not None:
         return value
     return value.replace(tzinfo=datetime.now().astimezone().tzinfo)
-
-
-def _utc(value: datetime) -> datetime:
-    """When an audit entry was made: the store keeps UTC (SQLite without its offset)."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

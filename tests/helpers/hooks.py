@@ -99,3 +99,19 @@ def capability_statement() -> dict[str, Any]:
         "searchParam": [{"name": "_id"}],
     }
     return {"resourceType": "CapabilityStatement", "rest": [{"resource": [every]}]}
+
+
+def serve_encounter_day(base: str, resources: list[dict[str, Any]]) -> None:
+    """An EHR that searches Encounter only (so a day is one search and nothing else is read):
+    its CapabilityStatement and the searchset of `resources`, under `responses`."""
+    responses.get(
+        f"{base}/metadata",
+        json={
+            "resourceType": "CapabilityStatement",
+            "rest": [{"resource": [{"type": "Encounter", "searchParam": [{"name": "_id"}]}]}],
+        },
+    )
+    responses.get(
+        f"{base}/Encounter",
+        json={"resourceType": "Bundle", "entry": [{"resource": r} for r in resources]},
+    )

@@ -63,11 +63,16 @@ def person(t: dict[str, Any]) -> str:
     EHR sent no name for, "unknown therapist (id unknown-staff)"."""
     name = str(t.get("name") or "")
     if not name:
-        ref = str(t.get("reference") or "")
-        return f"unknown therapist (id {ref.rpartition('/')[2]})" if ref else "unknown therapist"
+        return unnamed(t.get("reference"), "therapist")
     credential = f", {t['credential']}" if t.get("credential") else ""
     npi = f" (NPI {t['npi']})" if t.get("npi") else ""
     return f"{name}{credential}{npi}"
+
+
+def unnamed(reference: object, what: str) -> str:
+    """Someone the EHR sent no name for: "unknown therapist (id unknown-staff)"."""
+    ref = str(reference or "")
+    return f"unknown {what} (id {ref.rpartition('/')[2]})" if ref else f"unknown {what}"
 
 
 DISCIPLINES = {

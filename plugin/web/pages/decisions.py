@@ -9,7 +9,15 @@ from typing import Any
 from flask import abort, flash, redirect, render_template, session, url_for
 
 from plugin.pipeline.tasks import decide_backfill_day
-from plugin.web.pages.common import DISCIPLINES, WORDS, WORKERS, bp, person, signed_in
+from plugin.web.pages.common import (
+    DISCIPLINES,
+    WORDS,
+    WORKERS,
+    bp,
+    person,
+    signed_in,
+    unnamed,
+)
 from plugin.web.state import app_state
 
 
@@ -56,23 +64,17 @@ def visit_words(report: dict[str, Any]) -> dict[str, Any]:
             where[str(ref)] = f"{line.get('code')}, {time}" if time else f"{line.get('code')}"
     payer = app_state().settings.payers.by_id(report.get("payer"))
     return {
-        "patient": report.get("patient_name") or _unnamed(report.get("patient"), "patient"),
+        "patient": report.get("patient_name") or unnamed(report.get("patient"), "patient"),
         "mrn": report.get("patient_mrn") or "",
         "born": report.get("patient_birth_date") or "",
         "date": report.get("date_of_service") or "no date of service",
         "disciplines": ", ".join(DISCIPLINES.get(d, d) for d in disciplines) or "therapy",
         "therapists": list(therapists.values()),
-        "supervisors": [therapists.get(s) or _unnamed(s, "therapist") for s in supervisors],
+        "supervisors": [therapists.get(s) or unnamed(s, "therapist") for s in supervisors],
         "payer": payer.name if payer else (report.get("payer") or "no known payer"),
         "method": METHODS.get(str(report.get("method")), str(report.get("method"))),
         "where": where,
     }
-
-
-def _unnamed(reference: object, what: str) -> str:
-    """Someone the EHR sent no name for: "unknown therapist (id unknown-staff)"."""
-    ref = str(reference or "")
-    return f"unknown {what} (id {ref.rpartition('/')[2]})" if ref else f"unknown {what}"
 
 
 def where_words(problem: dict[str, Any], where: dict[str, str]) -> str:

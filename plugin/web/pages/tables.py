@@ -17,7 +17,7 @@ import yaml
 from flask import abort, flash, redirect, render_template, request, session, url_for
 
 from plugin.config.edits import save_table, table_content
-from plugin.config.tables import TABLES, Table
+from plugin.config.tables import TABLES, Table, json_content
 from plugin.errors import Invalid
 from plugin.store.config import StaleVersion
 from plugin.web.pages.common import CHANGERS, bp, roll_back, signed_in
@@ -177,7 +177,7 @@ def save(path: str) -> Any:
         return _page(table, text, reason, {"content": f"not YAML: {exc}"}, 422)
     if not isinstance(content, dict):
         return _page(table, text, reason, {"content": "the table is a mapping of fields"}, 422)
-    content = _json_ready(content)
+    content = json_content(content)
     state = app_state()
     try:
         version = save_table(
@@ -201,17 +201,6 @@ def save(path: str) -> Any:
     return redirect(url_for("pages.table", path=path))
 
 
-def _json_ready(value: Any) -> Any:
-    """YAML's dates as the API sends them (ISO strings)."""
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_ready(v) for v in value]
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return value
-
-
 @bp.route("/admin/tables/<path>/rollback", methods=["POST"])
 @signed_in(*CHANGERS)
 def table_rollback(path: str) -> Any:
@@ -230,11 +219,7 @@ def audit() -> str:
     query = {k: request.args.get(k, "").strip() for k in AUDIT_FILTERS}
     filters = {k: query[k] for k in ("actor", "object_type", "object_id") if query[k]}
     since, until = _day(query["since"]), _day(query["until"], end=True)
-    entries = [
-        e
-        for e in app_state().store.audit_entries(limit=500, **filters)
-        if (since is None or _utc(e.at) >= since) and (until is None or _utc(e.at) <= until)
-    ]
+    entries = app_state().store.audit_entries(limit=500, since=since, until=until, **filters)
     return render_template("audit.html", entries=entries, query=query)
 
 
@@ -246,10 +231,6 @@ def _day(text: str, end: bool = False) -> datetime | None:
     if end and len(text) == 10:
         day = day.replace(hour=23, minute=59, second=59)
     return day if day.tzinfo else day.replace(tzinfo=UTC)
-
-
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 @bp.app_template_filter("audit_words")
